@@ -1,0 +1,251 @@
+//! `system check [--repair]`. The blobs on disk are the truth; the index is a
+//! cache of what they mean plus the one thing only it knows (tags). A check
+//! re-hashes every blob and cross-checks every index entry against the disk;
+//! a repair rebuilds what the blobs can tell and says what was lost.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::images::referenced_blobs;
+use crate::index::{Batch, ImageRecord, Session};
+use crate::manifest::{self, Document, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
+use crate::pull::describe_image;
+use crate::Mocker;
+
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub blobs_checked: usize,
+    pub images_checked: usize,
+    /// What is wrong (before any repair).
+    pub problems: Vec<String>,
+    /// What a repair did.
+    pub repaired: Vec<String>,
+    /// What a repair could not bring back.
+    pub lost: Vec<String>,
+    /// Partial downloads kept for resuming; not a problem.
+    pub partial_downloads: usize,
+}
+
+impl CheckReport {
+    pub fn healthy(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    report.partial_downloads = mocker.store.list_ingest()?.len();
+
+    // 1. Every blob must hash to its name.
+    let (blobs, foreign) = mocker.store.list()?;
+    for path in foreign {
+        report.problems.push(format!("unexpected file in the blob store: {}", path.display()));
+        if repair {
+            std::fs::remove_file(&path).map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            report.repaired.push(format!("removed {}", path.display()));
+        }
+    }
+    let mut present: HashSet<Digest> = HashSet::new();
+    for digest in blobs {
+        report.blobs_checked += 1;
+        let actual = mocker.store.rehash(&digest)?;
+        if actual == digest {
+            present.insert(digest);
+            continue;
+        }
+        report.problems.push(format!("blob {digest} is corrupt: its content hashes to {actual}"));
+        if repair {
+            mocker.store.delete(&digest)?;
+            report.repaired.push(format!("deleted corrupt blob {digest}"));
+        }
+    }
+    if !repair {
+        // Corrupt blobs count as missing for the index checks below.
+        present.retain(|d| !report.problems.iter().any(|p| p.contains(d.as_str())));
+    }
+
+    // 2. The index must open; a repair sets an unreadable one aside.
+    let index_result = mocker.index.session(|s| check_index(mocker, s, &present, repair, &mut report));
+    match index_result {
+        Err(Error::IndexUnreadable { reason, .. }) => {
+            report.problems.push(format!("the index cannot be opened: {reason}"));
+            if repair {
+                let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let aside = mocker.index.dir().with_extension(format!("corrupt-{stamp}"));
+                std::fs::rename(mocker.index.dir(), &aside)
+                    .map_err(|e| Error::io(format!("moving the index aside to {}", aside.display()), e))?;
+                report.repaired.push(format!("moved the unreadable index to {}", aside.display()));
+                report.lost.push("all tags (the index that held them was unreadable)".into());
+                mocker.index.session(|s| check_index(mocker, s, &present, repair, &mut report))?;
+            }
+        }
+        other => other?,
+    }
+    Ok(report)
+}
+
+fn check_index(
+    mocker: &Mocker,
+    s: &Session,
+    present: &HashSet<Digest>,
+    repair: bool,
+    report: &mut CheckReport,
+) -> Result<()> {
+    let refs = s.refs()?;
+    let images = s.images()?;
+    let layers = s.layers()?;
+    let leases = s.leases()?;
+    let mut batch = Batch::default();
+
+    // Images whose blobs are all present and sound survive; others go.
+    let mut healthy: BTreeMap<String, ImageRecord> = BTreeMap::new();
+    for (key, image) in &images {
+        report.images_checked += 1;
+        let missing: Vec<String> =
+            image.blobs().iter().filter(|b| !present.contains(b)).map(|b| b.to_string()).collect();
+        if missing.is_empty() {
+            healthy.insert(key.clone(), image.clone());
+            continue;
+        }
+        let names: Vec<&String> = refs.iter().filter(|(_, m)| **m == image.manifest_digest).map(|(k, _)| k).collect();
+        report.problems.push(format!(
+            "image {} ({}) is missing or has corrupt blobs: {}",
+            image.config_digest.short(),
+            if names.is_empty() { "untagged".to_string() } else { join(&names) },
+            missing.join(", ")
+        ));
+        if repair {
+            batch.del_image(&image.manifest_digest);
+            report.lost.push(format!(
+                "image {} ({}): pull it again to restore it",
+                image.manifest_digest,
+                if names.is_empty() { "untagged".to_string() } else { join(&names) }
+            ));
+        }
+    }
+
+    for (key, manifest) in &refs {
+        if !healthy.contains_key(manifest.as_str()) {
+            if !images.contains_key(manifest.as_str()) {
+                report.problems.push(format!("reference {key} points to unknown image {manifest}"));
+            }
+            if repair {
+                batch.del_ref(key);
+                report.lost.push(format!("tag {key}"));
+            }
+        }
+    }
+
+    // Layer records must exist for every layer of every healthy image.
+    let mut wanted_layers: HashSet<&Digest> = HashSet::new();
+    for image in healthy.values() {
+        for layer in &image.layers {
+            wanted_layers.insert(layer);
+            if !layers.contains_key(layer.as_str()) {
+                report.problems.push(format!("layer record for {layer} is missing"));
+            }
+        }
+    }
+    for (key, layer) in &layers {
+        if !wanted_layers.contains(&layer.digest) {
+            report.problems.push(format!("layer record {key} belongs to no image"));
+            if repair {
+                batch.del_layer(&layer.digest);
+            }
+        }
+    }
+    for (id, lease) in &leases {
+        if !lease.is_live() && repair {
+            batch.del_lease(id);
+            report.repaired.push(format!("dropped the lease of dead pull {id}"));
+        }
+    }
+
+    // Blobs nobody references: restore complete images from manifests on
+    // disk (their tags are gone), delete the rest.
+    let keep = referenced_blobs(s, healthy.values())?;
+    let orphans: Vec<&Digest> = present.iter().filter(|d| !keep.contains(*d)).collect();
+    let mut restored: HashSet<Digest> = HashSet::new();
+    let mut index_of: HashMap<Digest, Digest> = HashMap::new();
+    let mut manifests = Vec::new();
+    for digest in &orphans {
+        let Some(doc) = read_document(mocker, digest) else { continue };
+        match doc {
+            Document::Index(index) => {
+                for entry in index.manifests() {
+                    if let Ok(child) = Digest::parse(entry.digest().as_ref()) {
+                        index_of.insert(child, (*digest).clone());
+                    }
+                }
+            }
+            Document::Manifest(m) => manifests.push(((*digest).clone(), m)),
+        }
+    }
+    for (digest, manifest) in manifests {
+        let Some((image, layer_records)) = restore(mocker, present, &digest, &manifest, index_of.get(&digest).cloned()) else {
+            continue;
+        };
+        report.problems.push(format!("image manifest {digest} is on disk but not in the index"));
+        if repair {
+            for layer in &layer_records {
+                batch.put_layer(layer);
+            }
+            restored.extend(image.blobs());
+            batch.put_image(&image);
+            report.repaired.push(format!("restored image {} (untagged) from manifest {digest}", image.config_digest.short()));
+        }
+    }
+    for digest in orphans {
+        if restored.contains(digest) {
+            continue;
+        }
+        report.problems.push(format!("blob {digest} is not used by any image"));
+        if repair {
+            mocker.store.delete(digest)?;
+            report.repaired.push(format!("deleted unused blob {digest}"));
+        }
+    }
+    if repair {
+        s.apply(&batch)?;
+    }
+    Ok(())
+}
+
+fn read_document(mocker: &Mocker, digest: &Digest) -> Option<Document> {
+    if mocker.store.size(digest)? > MAX_MANIFEST_BYTES {
+        return None;
+    }
+    let bytes = mocker.store.read_small(digest, MAX_MANIFEST_BYTES).ok()?;
+    if bytes.first() != Some(&b'{') {
+        return None;
+    }
+    manifest::parse_document(&bytes, "stored document").ok()
+}
+
+/// An image record for a manifest whose config and layers are all present.
+fn restore(
+    mocker: &Mocker,
+    present: &HashSet<Digest>,
+    digest: &Digest,
+    manifest: &oci_spec::image::ImageManifest,
+    index_digest: Option<Digest>,
+) -> Option<(ImageRecord, Vec<crate::index::LayerRecord>)> {
+    let config_digest = Digest::parse(manifest.config().digest().as_ref()).ok()?;
+    let layers_present = manifest
+        .layers()
+        .iter()
+        .all(|l| Digest::parse(l.digest().as_ref()).is_ok_and(|d| present.contains(&d)));
+    if !present.contains(&config_digest) || !layers_present {
+        return None;
+    }
+    let bytes = mocker.store.read_small(&config_digest, MAX_CONFIG_BYTES).ok()?;
+    let config = manifest::parse_config(&bytes, manifest.layers().len(), "config").ok()?;
+    let size = mocker.store.size(digest)?;
+    describe_image(digest, size, manifest, index_digest, &config).ok()
+}
+
+fn join(names: &[&String]) -> String {
+    names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,336 @@
+//! Argument definitions and dispatch. Output conventions follow docker's CLI;
+//! errors are one line on stderr and a non-zero exit code.
+
+mod output;
+mod progress;
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use mocker::platform::Platform;
+use mocker::pull::PullOptions;
+use mocker::reference::ImageRef;
+use mocker::registry::RegistryOptions;
+use mocker::Mocker;
+
+#[derive(Parser)]
+#[command(name = "mocker", version, about = "A small, daemonless container engine", propagate_version = true)]
+struct Cli {
+    /// Storage root for images, blobs and the index
+    #[arg(long, global = true, env = "MOCKER_ROOT", default_value = mocker::DEFAULT_ROOT, value_name = "DIR")]
+    root: PathBuf,
+
+    /// Registry (host[:port]) to reach over plain HTTP; loopback always is
+    #[arg(long = "insecure-registry", global = true, env = "MOCKER_INSECURE_REGISTRIES", value_delimiter = ',', value_name = "HOST")]
+    insecure_registries: Vec<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download an image from a registry
+    Pull(PullArgs),
+    /// List images
+    Images(ImagesArgs),
+    /// Remove one or more images
+    Rmi(RmiArgs),
+    /// Create a tag TARGET that refers to SOURCE
+    Tag(TagArgs),
+    /// Show low-level information on images as JSON
+    Inspect(InspectArgs),
+    /// Manage images
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Manage the storage root
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Log in to a registry (stores credentials in docker's config.json)
+    Login(LoginArgs),
+    /// Log out from a registry
+    Logout(LogoutArgs),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Download an image from a registry
+    Pull(PullArgs),
+    /// List images
+    #[command(visible_alias = "list")]
+    Ls(ImagesArgs),
+    /// Remove one or more images
+    #[command(visible_alias = "remove")]
+    Rm(RmiArgs),
+    /// Create a tag TARGET that refers to SOURCE
+    Tag(TagArgs),
+    /// Show low-level information on images as JSON
+    Inspect(InspectArgs),
+}
+
+#[derive(Subcommand)]
+enum SystemCommand {
+    /// Show disk usage
+    Df(DfArgs),
+    /// Verify every blob and index entry against the disk
+    Check(CheckArgs),
+    /// Show where mocker keeps its data and what it holds
+    Info,
+}
+
+#[derive(Args)]
+struct PullArgs {
+    /// Image reference, e.g. busybox, 127.0.0.1:5000/app:v1, app@sha256:…
+    reference: String,
+    /// Suppress progress output; print only the image name
+    #[arg(short, long)]
+    quiet: bool,
+    /// Platform to pull from a multi-platform image (os/arch[/variant])
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+    /// Maximum number of layers downloaded at once
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_downloads: u16,
+    /// Seconds to wait for a registry connection before giving up
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    connect_timeout: u64,
+}
+
+#[derive(Args)]
+struct ImagesArgs {
+    /// Only show images of this repository[:tag]
+    repository: Option<String>,
+    /// Only show image IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Show digests
+    #[arg(long)]
+    digests: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Output format: table or json (one object per line)
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+}
+
+#[derive(Args)]
+struct RmiArgs {
+    /// Images to remove, by name or ID
+    #[arg(required = true)]
+    images: Vec<String>,
+    /// Force removal: an image ID removes the image with all its tags
+    #[arg(short, long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct TagArgs {
+    source: String,
+    target: String,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(Args)]
+struct DfArgs {
+    /// Output format: table or json
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Rebuild what can be rebuilt from the blobs and report what was lost
+    #[arg(long)]
+    repair: bool,
+}
+
+#[derive(Args)]
+struct LoginArgs {
+    /// Registry host[:port] (default: Docker Hub)
+    server: Option<String>,
+    #[arg(short, long)]
+    username: Option<String>,
+    /// Password (prefer --password-stdin)
+    #[arg(short, long)]
+    password: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Args)]
+struct LogoutArgs {
+    /// Registry host[:port] (default: Docker Hub)
+    server: Option<String>,
+}
+
+/// Exit code for an interrupted command, as a shell reports SIGINT.
+const EXIT_INTERRUPTED: i32 = 130;
+
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            match e.downcast_ref::<mocker::Error>() {
+                Some(mocker::Error::Interrupted) => EXIT_INTERRUPTED,
+                _ => 1,
+            }
+        }
+    }
+}
+
+fn open(cli: &Cli) -> Result<Mocker> {
+    Ok(Mocker::open(&cli.root)?)
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    let mocker = open(&cli)?;
+    match &cli.command {
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => pull(&cli, &mocker, a),
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => output::images(&mocker, a),
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => rmi(&mocker, a),
+        Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => {
+            mocker::images::tag(&mocker, &a.source, &a.target)?;
+            Ok(0)
+        }
+        Command::Inspect(a) | Command::Image(ImageCommand::Inspect(a)) => output::inspect(&mocker, &a.images),
+        Command::System(SystemCommand::Df(a)) => output::df(&mocker, &a.format),
+        Command::System(SystemCommand::Check(a)) => output::check(&mocker, a.repair),
+        Command::System(SystemCommand::Info) => output::info(&mocker),
+        Command::Login(a) => login(&cli, a),
+        Command::Logout(a) => logout(a),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn pull(cli: &Cli, mocker: &Mocker, args: &PullArgs) -> Result<i32> {
+    // Validate everything local before any network traffic.
+    let reference = ImageRef::parse(&args.reference)?;
+    let platform = args.platform.as_deref().map(Platform::parse).transpose()?;
+    let opts = PullOptions {
+        platform,
+        max_concurrent_downloads: args.max_concurrent_downloads as usize,
+        registry: RegistryOptions {
+            insecure_registries: cli.insecure_registries.clone(),
+            connect_timeout: Duration::from_secs(args.connect_timeout),
+            ..Default::default()
+        },
+    };
+    let progress = progress::for_terminal(args.quiet, std::io::stderr().is_terminal());
+    if !args.quiet {
+        let from = match reference.tag().filter(|_| reference.digest().is_none()) {
+            Some(tag) => format!("{tag}: Pulling from {}", reference.repository()),
+            None => format!("Pulling from {}", reference.repository()),
+        };
+        eprintln!("{from}");
+    }
+    let pulled = runtime()?.block_on(async {
+        tokio::select! {
+            r = mocker::pull::pull(mocker, &reference, &opts, progress.as_ref()) => r,
+            _ = tokio::signal::ctrl_c() => Err(mocker::Error::Interrupted),
+        }
+    });
+    progress.finish();
+    let pulled = pulled?;
+    let shown = mocker::reference::familiar_name(&reference.name()).to_string();
+    let shown = match (reference.digest(), reference.tag()) {
+        (Some(d), _) => format!("{shown}@{d}"),
+        (None, Some(t)) => format!("{shown}:{t}"),
+        _ => shown,
+    };
+    if !args.quiet {
+        println!("Digest: {}", pulled.image.repo_digest());
+        if pulled.updated {
+            println!("Status: Downloaded newer image for {shown}");
+        } else {
+            println!("Status: Image is up to date for {shown}");
+        }
+    }
+    println!("{}", reference.index_key());
+    Ok(0)
+}
+
+fn rmi(mocker: &Mocker, args: &RmiArgs) -> Result<i32> {
+    let mut failed = false;
+    for image in &args.images {
+        match mocker::images::remove(mocker, image, args.force) {
+            Ok(lines) => {
+                for line in lines {
+                    match line {
+                        mocker::images::Removed::Untagged(name) => println!("Untagged: {name}"),
+                        mocker::images::Removed::Deleted(id) => println!("Deleted: {id}"),
+                    }
+                }
+            }
+            Err(e) => {
+                // Like docker: report each failure and go on with the rest.
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn registry_for(server: Option<&str>) -> &str {
+    server.unwrap_or("docker.io")
+}
+
+fn login(cli: &Cli, args: &LoginArgs) -> Result<i32> {
+    let server = registry_for(args.server.as_deref()).trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
+    let Some(username) = args.username.clone() else {
+        bail!("a username is required: use --username");
+    };
+    let password = match (&args.password, args.password_stdin) {
+        (Some(_), true) => bail!("--password and --password-stdin are mutually exclusive"),
+        (Some(p), false) => p.clone(),
+        (None, true) => {
+            let mut p = String::new();
+            std::io::stdin().read_to_string(&mut p).context("reading the password from stdin")?;
+            p.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => bail!("a password is required: use --password-stdin"),
+    };
+    // Verify against the registry before storing, as docker does.
+    let probe = ImageRef::parse(&format!("{server}/library/mocker-login-probe"))
+        .with_context(|| format!("invalid registry address {server:?}"))?;
+    let path = mocker::auth::store_login(server, &username, &password)?;
+    let opts = RegistryOptions { insecure_registries: cli.insecure_registries.clone(), ..Default::default() };
+    let verified = runtime()?.block_on(async { mocker::registry::Registry::new(&probe, &opts)?.authenticate().await });
+    if let Err(e) = verified {
+        mocker::auth::remove_login(server)?;
+        return Err(e.into());
+    }
+    eprintln!("Credentials stored in {}", path.display());
+    println!("Login Succeeded");
+    Ok(0)
+}
+
+fn logout(args: &LogoutArgs) -> Result<i32> {
+    let server = registry_for(args.server.as_deref());
+    if mocker::auth::remove_login(server)? {
+        println!("Removing login credentials for {server}");
+    } else {
+        println!("Not logged in to {server}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,201 @@
+//! Commands whose work is printing: tables and JSON in docker's shapes.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::Result;
+use serde_json::json;
+
+use mocker::images::ImageSummary;
+use mocker::units::{human_duration, human_size};
+use mocker::Mocker;
+
+/// Columns padded like docker's tabwriter (three spaces between columns).
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}   ", width = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn created_since(created: Option<&str>) -> String {
+    let Some(ts) = created.and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()) else {
+        return "N/A".into();
+    };
+    let then = SystemTime::from(ts);
+    let age = SystemTime::now().duration_since(then).unwrap_or(Duration::ZERO);
+    format!("{} ago", human_duration(age))
+}
+
+fn created_at(created: Option<&str>) -> String {
+    created
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+        .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S %z UTC").to_string())
+        .unwrap_or_default()
+}
+
+fn matches_filter(row: &ImageSummary, filter: &str) -> bool {
+    let (repo, tag) = match filter.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+        Some((r, t)) => (r, Some(t)),
+        None => (filter, None),
+    };
+    let normal = mocker::reference::ImageRef::parse(repo)
+        .map(|r| mocker::reference::familiar_name(&r.name()).to_string())
+        .unwrap_or_else(|_| repo.to_string());
+    (row.repository == repo || row.repository == normal) && tag.is_none_or(|t| row.tag == t)
+}
+
+pub fn images(mocker: &Mocker, args: &super::ImagesArgs) -> Result<i32> {
+    let mut rows = mocker::images::list(mocker)?;
+    if let Some(filter) = &args.repository {
+        rows.retain(|r| matches_filter(r, filter));
+    }
+    let id = |r: &ImageSummary| {
+        if args.no_trunc {
+            r.id.to_string()
+        } else {
+            r.id.short().to_string()
+        }
+    };
+    if args.quiet {
+        let mut seen = std::collections::HashSet::new();
+        for r in &rows {
+            if seen.insert(r.id.clone()) {
+                println!("{}", id(r));
+            }
+        }
+        return Ok(0);
+    }
+    if args.format == "json" {
+        for r in &rows {
+            let obj = json!({
+                "Repository": r.repository,
+                "Tag": r.tag,
+                "Digest": r.digest,
+                "ID": id(r),
+                "CreatedAt": created_at(r.created.as_deref()),
+                "CreatedSince": created_since(r.created.as_deref()),
+                "Size": human_size(r.size),
+                "VirtualSize": human_size(r.size),
+            });
+            println!("{obj}");
+        }
+        return Ok(0);
+    }
+    let mut header = vec!["REPOSITORY", "TAG"];
+    if args.digests {
+        header.push("DIGEST");
+    }
+    header.extend(["IMAGE ID", "CREATED", "SIZE"]);
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut row = vec![r.repository.clone(), r.tag.clone()];
+            if args.digests {
+                row.push(r.digest.clone());
+            }
+            row.extend([id(r), created_since(r.created.as_deref()), human_size(r.size)]);
+            row
+        })
+        .collect();
+    print_table(&header, &table);
+    Ok(0)
+}
+
+pub fn inspect(mocker: &Mocker, inputs: &[String]) -> Result<i32> {
+    let mut docs = Vec::new();
+    let mut failed = false;
+    for input in inputs {
+        match mocker::images::inspect(mocker, input) {
+            Ok(found) => docs.extend(found),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&docs)?);
+    Ok(if failed { 1 } else { 0 })
+}
+
+pub fn df(mocker: &Mocker, format: &str) -> Result<i32> {
+    let usage = mocker::images::disk_usage(mocker)?;
+    if format == "json" {
+        println!("{}", serde_json::to_string(&usage)?);
+        return Ok(0);
+    }
+    let percent = if usage.size == 0 { 0 } else { usage.reclaimable * 100 / usage.size };
+    print_table(
+        &["TYPE", "TOTAL", "ACTIVE", "SIZE", "SHARED", "RECLAIMABLE"],
+        &[vec![
+            "Images".into(),
+            usage.images.to_string(),
+            usage.active.to_string(),
+            human_size(usage.size),
+            human_size(usage.shared),
+            format!("{} ({percent}%)", human_size(usage.reclaimable)),
+        ]],
+    );
+    if usage.size_without_dedup > usage.size {
+        println!(
+            "\nDeduplication saves {} ({} without sharing).",
+            human_size(usage.size_without_dedup - usage.size),
+            human_size(usage.size_without_dedup)
+        );
+    }
+    Ok(0)
+}
+
+pub fn check(mocker: &Mocker, repair: bool) -> Result<i32> {
+    let report = mocker::check::check(mocker, repair)?;
+    for p in &report.problems {
+        println!("problem: {p}");
+    }
+    for r in &report.repaired {
+        println!("repaired: {r}");
+    }
+    for l in &report.lost {
+        println!("lost: {l}");
+    }
+    if report.partial_downloads > 0 {
+        println!("note: {} partial download(s) kept for resuming", report.partial_downloads);
+    }
+    println!(
+        "checked {} blobs and {} images: {}",
+        report.blobs_checked,
+        report.images_checked,
+        match (report.healthy(), repair) {
+            (true, _) => "no problems found".to_string(),
+            (false, true) => format!("{} problem(s) found and repaired", report.problems.len()),
+            (false, false) => format!("{} problem(s) found; run `mocker system check --repair`", report.problems.len()),
+        }
+    );
+    Ok(if report.healthy() || repair { 0 } else { 1 })
+}
+
+pub fn info(mocker: &Mocker) -> Result<i32> {
+    let usage = mocker::images::disk_usage(mocker)?;
+    println!("Mocker Version: {}", env!("CARGO_PKG_VERSION"));
+    println!("Root Dir: {}", mocker.root.display());
+    println!("Images: {}", usage.images);
+    println!("Image Bytes: {}", human_size(usage.size));
+    println!("Index Schema: {}", mocker::index::SCHEMA_VERSION);
+    println!("Platform: {}", mocker::platform::Platform::host());
+    Ok(0)
+}

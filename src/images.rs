@@ -1,0 +1,334 @@
+//! Local image operations over the index and the store: list, tag, remove
+//! (with garbage collection), inspect, and disk usage.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::index::{Batch, ImageRecord, Session};
+use crate::manifest::{MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
+use crate::reference::{familiar_name, split_index_key, ImageRef};
+use crate::Mocker;
+
+/// One row of `mocker images`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageSummary {
+    pub repository: String,
+    pub tag: String,
+    /// docker's repo digest (`<none>` when the image has no name).
+    pub digest: String,
+    pub id: Digest,
+    pub created: Option<String>,
+    pub size: u64,
+}
+
+/// What `resolve` found for a user's argument.
+enum Target {
+    /// A stored reference (index key) and the image it names.
+    Ref(String, Digest),
+    /// Images selected by ID (config digest) or digest, with no name given.
+    Images(Vec<Digest>),
+}
+
+/// Bytes of the blobs an image holds (compressed content).
+pub fn image_size(mocker: &Mocker, image: &ImageRecord) -> u64 {
+    image
+        .blobs()
+        .iter()
+        .map(|d| mocker.store.size(d).unwrap_or(0))
+        .sum()
+}
+
+pub fn list(mocker: &Mocker) -> Result<Vec<ImageSummary>> {
+    let (refs, images) = mocker.index.session(|s| Ok((s.refs()?, s.images()?)))?;
+    let mut named: HashSet<&str> = HashSet::new();
+    let mut rows = Vec::new();
+    for (key, manifest) in &refs {
+        let Some(image) = images.get(manifest.as_str()) else { continue };
+        named.insert(manifest.as_str());
+        let (name, tag, _) = split_index_key(key);
+        rows.push(summary(mocker, image, familiar_name(name), tag.unwrap_or("<none>")));
+    }
+    for (manifest, image) in &images {
+        if !named.contains(manifest.as_str()) {
+            rows.push(summary(mocker, image, "<none>", "<none>"));
+        }
+    }
+    rows.sort_by(|a, b| {
+        b.created
+            .cmp(&a.created)
+            .then_with(|| a.repository.cmp(&b.repository))
+            .then_with(|| a.tag.cmp(&b.tag))
+    });
+    Ok(rows)
+}
+
+fn summary(mocker: &Mocker, image: &ImageRecord, repository: &str, tag: &str) -> ImageSummary {
+    ImageSummary {
+        repository: repository.to_string(),
+        tag: tag.to_string(),
+        digest: if repository == "<none>" { "<none>".into() } else { image.repo_digest().to_string() },
+        id: image.config_digest.clone(),
+        created: image.created.clone(),
+        size: image_size(mocker, image),
+    }
+}
+
+fn resolve(session: &Session, input: &str) -> Result<Target> {
+    if let Ok(reference) = ImageRef::parse(input) {
+        let key = reference.index_key();
+        if let Some(manifest) = session.get_ref(&key)? {
+            return Ok(Target::Ref(key, manifest));
+        }
+        // `name@digest` of an image pulled by tag: docker accepts its repo digest.
+        if let Some(digest) = reference.digest() {
+            let name = reference.name();
+            let refs = session.refs()?;
+            let images = session.images()?;
+            for (key, manifest) in &refs {
+                let Some(image) = images.get(manifest.as_str()) else { continue };
+                if split_index_key(key).0 == name
+                    && (image.repo_digest() == digest || &image.manifest_digest == digest)
+                {
+                    return Ok(Target::Images(vec![manifest.clone()]));
+                }
+            }
+        }
+    }
+    // An image ID (config digest) or a prefix of one, as docker allows.
+    let hex = input.strip_prefix("sha256:").unwrap_or(input);
+    if !hex.is_empty() && hex.len() <= 64 && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+        let images = session.images()?;
+        let matches: Vec<&ImageRecord> =
+            images.values().filter(|i| i.config_digest.hex().starts_with(hex)).collect();
+        let ids: HashSet<&Digest> = matches.iter().map(|i| &i.config_digest).collect();
+        match ids.len() {
+            0 => {}
+            1 => return Ok(Target::Images(matches.iter().map(|i| i.manifest_digest.clone()).collect())),
+            _ => return Err(Error::AmbiguousImageId(input.to_string())),
+        }
+    }
+    Err(Error::NoSuchImage(input.to_string()))
+}
+
+/// The image record(s) an argument names.
+pub fn find(mocker: &Mocker, input: &str) -> Result<Vec<ImageRecord>> {
+    mocker.index.session(|s| {
+        let manifests = match resolve(s, input)? {
+            Target::Ref(_, m) => vec![m],
+            Target::Images(ms) => ms,
+        };
+        manifests
+            .iter()
+            .map(|m| s.get_image(m)?.ok_or_else(|| Error::NoSuchImage(input.to_string())))
+            .collect()
+    })
+}
+
+/// `tag SRC DST`: point DST at the image SRC names.
+pub fn tag(mocker: &Mocker, source: &str, target: &str) -> Result<()> {
+    let target = ImageRef::parse(target)?;
+    if target.digest().is_some() {
+        return Err(Error::InvalidReference {
+            input: target.to_string(),
+            reason: "a tag target cannot contain a digest".into(),
+        });
+    }
+    mocker.index.session(|s| {
+        let manifest = match resolve(s, source)? {
+            Target::Ref(_, m) => m,
+            Target::Images(ms) if ms.len() == 1 => ms[0].clone(),
+            Target::Images(_) => return Err(Error::AmbiguousImageId(source.to_string())),
+        };
+        let mut batch = Batch::default();
+        batch.put_ref(&target.index_key(), &manifest);
+        s.apply(&batch)
+    })
+}
+
+/// One line of `rmi` output, as docker prints them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Removed {
+    Untagged(String),
+    Deleted(Digest),
+}
+
+/// `rmi INPUT`: untag; when an image loses its last name, delete it and every
+/// blob no other image (or running pull) uses. `force` lets an ID remove an
+/// image that has several names.
+pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>> {
+    mocker.index.session(|s| {
+        let refs = s.refs()?;
+        let (drop_refs, candidates): (Vec<String>, Vec<Digest>) = match resolve(s, input)? {
+            Target::Ref(key, manifest) => {
+                let others = refs.iter().filter(|(k, m)| **m == manifest && **k != key).count();
+                (vec![key], if others == 0 { vec![manifest] } else { vec![] })
+            }
+            Target::Images(manifests) => {
+                let keys: Vec<String> = refs
+                    .iter()
+                    .filter(|(_, m)| manifests.contains(m))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if keys.len() > 1 && !force {
+                    return Err(Error::ImageReferencedMultiple { id: input.to_string() });
+                }
+                (keys, manifests)
+            }
+        };
+        let mut out = Vec::new();
+        let mut batch = Batch::default();
+        for key in &drop_refs {
+            batch.del_ref(key);
+            let (name, tag, digest) = split_index_key(key);
+            let shown = match (tag, digest) {
+                (Some(t), _) => format!("{}:{t}", familiar_name(name)),
+                (_, Some(d)) => format!("{}@{d}", familiar_name(name)),
+                _ => familiar_name(name).to_string(),
+            };
+            out.push(Removed::Untagged(shown));
+        }
+        let images = s.images()?;
+        let doomed: Vec<&ImageRecord> = candidates.iter().filter_map(|m| images.get(m.as_str())).collect();
+        for image in &doomed {
+            batch.del_image(&image.manifest_digest);
+        }
+        let survivors: Vec<&ImageRecord> = images
+            .values()
+            .filter(|i| !candidates.contains(&i.manifest_digest))
+            .collect();
+        let mut keep = referenced_blobs(s, survivors)?;
+        let mut garbage = Vec::new();
+        for image in &doomed {
+            for blob in image.blobs() {
+                if keep.insert(blob.clone()) {
+                    garbage.push(blob);
+                }
+            }
+        }
+        for blob in &garbage {
+            batch.del_layer(blob);
+        }
+        // Index first: a crash before the unlinks leaves orphan blobs, which
+        // `system check` reports and repairs; never an entry without its blob.
+        s.apply(&batch)?;
+        for blob in &garbage {
+            mocker.store.delete(blob)?;
+        }
+        for image in &doomed {
+            if !out.contains(&Removed::Deleted(image.config_digest.clone())) {
+                out.push(Removed::Deleted(image.config_digest.clone()));
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Blobs the given images need plus those leased by live pulls.
+pub(crate) fn referenced_blobs<'a>(
+    session: &Session,
+    images: impl IntoIterator<Item = &'a ImageRecord>,
+) -> Result<HashSet<Digest>> {
+    let mut keep: HashSet<Digest> = images.into_iter().flat_map(|i| i.blobs()).collect();
+    for lease in session.leases()?.values() {
+        if lease.is_live() {
+            keep.extend(lease.digests.iter().cloned());
+        }
+    }
+    Ok(keep)
+}
+
+/// docker-style `image inspect` document for one image.
+pub fn inspect(mocker: &Mocker, input: &str) -> Result<Vec<Value>> {
+    let images = find(mocker, input)?;
+    let refs = mocker.index.session(|s| s.refs())?;
+    images
+        .iter()
+        .map(|image| {
+            let parse = |digest: &Digest, limit: u64| -> Result<Value> {
+                let bytes = mocker.store.read_small(digest, limit)?;
+                serde_json::from_slice(&bytes).map_err(|e| Error::InvalidDocument {
+                    what: format!("stored blob {digest}"),
+                    reason: e.to_string(),
+                })
+            };
+            let config = parse(&image.config_digest, MAX_CONFIG_BYTES)?;
+            let manifest = parse(&image.manifest_digest, MAX_MANIFEST_BYTES)?;
+            let mut tags = Vec::new();
+            let mut digests = Vec::new();
+            for (key, m) in &refs {
+                if *m != image.manifest_digest {
+                    continue;
+                }
+                let (name, tag, _) = split_index_key(key);
+                if let Some(t) = tag {
+                    tags.push(format!("{}:{t}", familiar_name(name)));
+                }
+                let repo_digest = format!("{}@{}", familiar_name(name), image.repo_digest());
+                if !digests.contains(&repo_digest) {
+                    digests.push(repo_digest);
+                }
+            }
+            Ok(json!({
+                "Id": image.config_digest,
+                "RepoTags": tags,
+                "RepoDigests": digests,
+                "Created": image.created,
+                "Os": config.get("os"),
+                "Architecture": config.get("architecture"),
+                "Variant": config.get("variant"),
+                "Size": image_size(mocker, image),
+                "Config": config.get("config"),
+                "RootFS": config.get("rootfs"),
+                "Descriptor": {
+                    "mediaType": image.manifest_media_type,
+                    "digest": image.manifest_digest,
+                    "size": image.manifest_size,
+                },
+                "Manifest": manifest,
+                "ImageConfig": config,
+            }))
+        })
+        .collect()
+}
+
+/// `system df` figures for images.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct DiskUsage {
+    pub images: usize,
+    /// Images used by containers (none until the runtime exists).
+    pub active: usize,
+    /// Bytes on disk for all images, each shared blob counted once.
+    pub size: u64,
+    /// Bytes of blobs used by more than one image.
+    pub shared: u64,
+    /// What removing every unused image would free.
+    pub reclaimable: u64,
+    /// What the images would take without deduplication.
+    pub size_without_dedup: u64,
+}
+
+pub fn disk_usage(mocker: &Mocker) -> Result<DiskUsage> {
+    let images: BTreeMap<String, ImageRecord> = mocker.index.session(|s| s.images())?;
+    let mut users: HashMap<Digest, usize> = HashMap::new();
+    for image in images.values() {
+        let unique: HashSet<Digest> = image.blobs().into_iter().collect();
+        for blob in unique {
+            *users.entry(blob).or_default() += 1;
+        }
+    }
+    let mut usage = DiskUsage { images: images.len(), ..Default::default() };
+    for (blob, count) in &users {
+        let size = mocker.store.size(blob).unwrap_or(0);
+        usage.size += size;
+        usage.size_without_dedup += size * *count as u64;
+        if *count > 1 {
+            usage.shared += size;
+        }
+    }
+    usage.reclaimable = usage.size;
+    Ok(usage)
+}

@@ -1,0 +1,400 @@
+//! The metadata index: a sled database of references, images, layers and
+//! leases. It knows digests and records, never bytes or registries.
+//!
+//! sled 0.34 allows one process per database and acknowledges writes before
+//! they reach disk. mocker has no daemon, so every command opens the index
+//! for one short [`Session`] (a few reads and at most a couple of
+//! transactions), flushes, and closes it. Sessions are serialised by an
+//! `flock` on `index.lock`, which a second command waits for (bounded) rather
+//! than failing; nothing slow (network, unpacking) ever runs inside one.
+//!
+//! All keys live in one tree under prefixes so a multi-key update is a single
+//! sled transaction:
+//! - `meta/schema-version` → `"1"`
+//! - `ref/<name:tag | name@digest>` → manifest digest
+//! - `image/<manifest digest>` → [`ImageRecord`] (JSON)
+//! - `layer/<compressed digest>` → [`LayerRecord`] (JSON)
+//! - `lease/<pid>-<nanos>` → [`Lease`] (JSON): blobs an in-flight pull needs
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+
+pub const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"meta/schema-version";
+const REF: &str = "ref/";
+const IMAGE: &str = "image/";
+const LAYER: &str = "layer/";
+const LEASE: &str = "lease/";
+
+/// One pulled image, keyed by its (platform-specific) manifest digest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub manifest_digest: Digest,
+    pub manifest_media_type: String,
+    pub manifest_size: u64,
+    /// The image index / manifest list it was resolved from, if any: docker's
+    /// "repo digest" is this one.
+    pub index_digest: Option<Digest>,
+    pub config_digest: Digest,
+    pub config_size: u64,
+    /// Compressed layer digests, base first.
+    pub layers: Vec<Digest>,
+    pub platform: String,
+    /// The config's `created` timestamp, as written by the image's builder.
+    pub created: Option<String>,
+}
+
+impl ImageRecord {
+    /// Every blob this image needs, manifest first.
+    pub fn blobs(&self) -> Vec<Digest> {
+        let mut out = vec![self.manifest_digest.clone(), self.config_digest.clone()];
+        out.extend(self.index_digest.iter().cloned());
+        out.extend(self.layers.iter().cloned());
+        out
+    }
+
+    /// The digest docker prints after a pull and lists with `--digests`.
+    pub fn repo_digest(&self) -> &Digest {
+        self.index_digest.as_ref().unwrap_or(&self.manifest_digest)
+    }
+}
+
+/// A layer blob and the uncompressed identity the unpacker keys on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub diff_id: Digest,
+    pub chain_id: Digest,
+}
+
+/// Blobs a running pull depends on before its image is recorded. Garbage
+/// collection never deletes them while the pid is alive.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Lease {
+    pub pid: u32,
+    pub digests: Vec<Digest>,
+}
+
+impl Lease {
+    pub fn is_live(&self) -> bool {
+        Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+/// A set of index changes applied atomically.
+#[derive(Default)]
+pub struct Batch(Vec<(String, Option<Vec<u8>>)>);
+
+impl Batch {
+    fn put<T: Serialize>(&mut self, key: String, value: &T) -> &mut Self {
+        // Records are plain data; serialising them cannot fail.
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        self.0.push((key, Some(bytes)));
+        self
+    }
+    fn del(&mut self, key: String) -> &mut Self {
+        self.0.push((key, None));
+        self
+    }
+    pub fn put_ref(&mut self, name: &str, manifest: &Digest) -> &mut Self {
+        self.put(format!("{REF}{name}"), manifest)
+    }
+    pub fn del_ref(&mut self, name: &str) -> &mut Self {
+        self.del(format!("{REF}{name}"))
+    }
+    pub fn put_image(&mut self, image: &ImageRecord) -> &mut Self {
+        self.put(format!("{IMAGE}{}", image.manifest_digest), image)
+    }
+    pub fn del_image(&mut self, manifest: &Digest) -> &mut Self {
+        self.del(format!("{IMAGE}{manifest}"))
+    }
+    pub fn put_layer(&mut self, layer: &LayerRecord) -> &mut Self {
+        self.put(format!("{LAYER}{}", layer.digest), layer)
+    }
+    pub fn del_layer(&mut self, digest: &Digest) -> &mut Self {
+        self.del(format!("{LAYER}{digest}"))
+    }
+    pub fn put_lease(&mut self, id: &str, lease: &Lease) -> &mut Self {
+        self.put(format!("{LEASE}{id}"), lease)
+    }
+    pub fn del_lease(&mut self, id: &str) -> &mut Self {
+        self.del(format!("{LEASE}{id}"))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Index {
+    dir: PathBuf,
+    lock_path: PathBuf,
+    wait: Duration,
+}
+
+impl Index {
+    pub fn new(root: &Path) -> Self {
+        Index {
+            dir: root.join("index"),
+            lock_path: root.join("index.lock"),
+            wait: Duration::from_secs(60),
+        }
+    }
+
+    pub fn with_lock_timeout(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Open the index, run `f`, flush and close. While `f` runs no other
+    /// mocker process can read or write the index.
+    pub fn session<T>(&self, f: impl FnOnce(&Session) -> Result<T>) -> Result<T> {
+        let _lock = self.lock()?;
+        let db = self.open_db()?;
+        let session = Session { db };
+        session.check_schema(&self.dir)?;
+        let out = f(&session)?;
+        session.db.flush()?;
+        Ok(out)
+    }
+
+    /// Wait for the inter-process lock; bounded so a wedged peer is reported.
+    pub fn lock(&self) -> Result<Flock<File>> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&self.lock_path)
+                .ctx(|| format!("opening {}", self.lock_path.display()))?;
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(lock),
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < self.wait => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    return Err(Error::IndexBusy {
+                        path: self.dir.clone(),
+                        waited_secs: self.wait.as_secs(),
+                    })
+                }
+                Err((_, errno)) => {
+                    return Err(Error::io(
+                        format!("locking {}", self.lock_path.display()),
+                        errno.into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn open_db(&self) -> Result<sled::Db> {
+        // Our flock already excludes other mocker processes; sled's own lock
+        // can still lag a moment behind a peer's close, so retry briefly.
+        let start = Instant::now();
+        loop {
+            match sled::Config::new().path(&self.dir).open() {
+                Ok(db) => return Ok(db),
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && start.elapsed() < self.wait =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    return Err(Error::IndexUnreadable {
+                        path: self.dir.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+}
+
+pub struct Session {
+    db: sled::Db,
+}
+
+impl Session {
+    fn check_schema(&self, dir: &Path) -> Result<()> {
+        match self.db.get(SCHEMA_KEY)? {
+            Some(v) if v.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => Ok(()),
+            Some(v) => Err(Error::IndexSchema {
+                path: dir.to_path_buf(),
+                found: String::from_utf8_lossy(&v).into_owned(),
+                expected: SCHEMA_VERSION,
+            }),
+            None => {
+                self.db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())?;
+                Ok(())
+            }
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: String) -> Result<Option<T>> {
+        match self.db.get(key.as_bytes())? {
+            None => Ok(None),
+            Some(v) => decode(&key, &v).map(Some),
+        }
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<BTreeMap<String, T>> {
+        let mut out = BTreeMap::new();
+        for item in self.db.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = item?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let value = decode(&key, &v)?;
+            out.insert(key[prefix.len()..].to_string(), value);
+        }
+        Ok(out)
+    }
+
+    pub fn get_ref(&self, name: &str) -> Result<Option<Digest>> {
+        self.get(format!("{REF}{name}"))
+    }
+
+    pub fn get_image(&self, manifest: &Digest) -> Result<Option<ImageRecord>> {
+        self.get(format!("{IMAGE}{manifest}"))
+    }
+
+    pub fn get_layer(&self, digest: &Digest) -> Result<Option<LayerRecord>> {
+        self.get(format!("{LAYER}{digest}"))
+    }
+
+    pub fn refs(&self) -> Result<BTreeMap<String, Digest>> {
+        self.scan(REF)
+    }
+
+    pub fn images(&self) -> Result<BTreeMap<String, ImageRecord>> {
+        self.scan(IMAGE)
+    }
+
+    pub fn layers(&self) -> Result<BTreeMap<String, LayerRecord>> {
+        self.scan(LAYER)
+    }
+
+    pub fn leases(&self) -> Result<BTreeMap<String, Lease>> {
+        self.scan(LEASE)
+    }
+
+    /// Apply every change in `batch` in one sled transaction.
+    pub fn apply(&self, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.db.transaction(|tx| {
+            for (key, value) in &batch.0 {
+                match value {
+                    Some(v) => tx.insert(key.as_bytes(), v.as_slice())?,
+                    None => tx.remove(key.as_bytes())?,
+                };
+            }
+            Ok::<_, sled::transaction::ConflictableTransactionError<Error>>(())
+        })?;
+        Ok(())
+    }
+
+    /// Drop every key (used by repair before rebuilding).
+    pub fn clear(&self) -> Result<()> {
+        self.db.clear()?;
+        self.db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())?;
+        Ok(())
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Index(format!("entry {key} is corrupt: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seed: &[u8]) -> ImageRecord {
+        ImageRecord {
+            manifest_digest: Digest::of_bytes(seed),
+            manifest_media_type: "m".into(),
+            manifest_size: 1,
+            index_digest: None,
+            config_digest: Digest::of_bytes(b"config"),
+            config_size: 2,
+            layers: vec![Digest::of_bytes(b"layer")],
+            platform: "linux/amd64".into(),
+            created: None,
+        }
+    }
+
+    #[test]
+    fn batch_applies_all_keys_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::new(dir.path());
+        let img = record(b"m1");
+        index
+            .session(|s| {
+                let mut b = Batch::default();
+                b.put_image(&img).put_ref("docker.io/library/a:latest", &img.manifest_digest);
+                s.apply(&b)
+            })
+            .unwrap();
+        let (refs, images) = index.session(|s| Ok((s.refs()?, s.images()?))).unwrap();
+        assert_eq!(refs["docker.io/library/a:latest"], img.manifest_digest);
+        assert_eq!(images.len(), 1);
+        assert_eq!(index.session(|s| s.get_image(&img.manifest_digest)).unwrap(), Some(img));
+    }
+
+    #[test]
+    fn failing_session_writes_nothing_partial() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::new(dir.path());
+        let img = record(b"m2");
+        let res: Result<()> = index.session(|s| {
+            s.db.transaction(|tx| {
+                tx.insert(format!("{IMAGE}{}", img.manifest_digest).as_bytes(), b"{}".as_slice())?;
+                sled::transaction::abort(Error::Interrupted)?;
+                Ok(())
+            })?;
+            Ok(())
+        });
+        assert!(res.is_err());
+        assert!(index.session(|s| s.images()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn second_session_waits_for_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::new(dir.path());
+        let held = index.lock().unwrap();
+        let other = index.clone().with_lock_timeout(Duration::from_millis(100));
+        assert!(matches!(other.session(|_| Ok(())), Err(Error::IndexBusy { .. })));
+        let waiter = std::thread::spawn(move || index.session(|s| s.refs().map(|r| r.len())));
+        std::thread::sleep(Duration::from_millis(100));
+        drop(held);
+        assert_eq!(waiter.join().unwrap().unwrap(), 0);
+    }
+
+    #[test]
+    fn schema_version_mismatch_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::new(dir.path());
+        index.session(|s| Ok(s.db.insert(SCHEMA_KEY, b"99".as_slice())?)).unwrap();
+        assert!(matches!(index.session(|_| Ok(())), Err(Error::IndexSchema { .. })));
+    }
+}

@@ -1,0 +1,49 @@
+//! mocker: a small, daemonless container engine.
+//!
+//! Data flows one way: [`registry`] → [`store`] → (unpack → snapshot →
+//! runtime). [`index`] records what the store's blobs mean. The modules at
+//! the top ([`pull`], [`images`], [`check`]) compose the lower ones; no lower
+//! module imports a higher one. The CLI in `main.rs` only parses and prints.
+
+pub mod auth;
+pub mod check;
+pub mod digest;
+pub mod error;
+pub mod images;
+pub mod index;
+pub mod manifest;
+pub mod platform;
+pub mod pull;
+pub mod reference;
+pub mod registry;
+pub mod store;
+pub mod units;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{Error, Result};
+
+use error::IoContext;
+
+/// The default storage root, as docker's /var/lib/docker.
+pub const DEFAULT_ROOT: &str = "/var/lib/mocker";
+
+/// An opened storage root: the content store and the index beside it.
+#[derive(Clone, Debug)]
+pub struct Mocker {
+    pub root: PathBuf,
+    pub store: store::ContentStore,
+    pub index: index::Index,
+}
+
+impl Mocker {
+    /// Open (creating on first use) the storage root.
+    pub fn open(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root).ctx(|| format!("creating storage root {}", root.display()))?;
+        Ok(Mocker {
+            root: root.to_path_buf(),
+            store: store::ContentStore::open(root)?,
+            index: index::Index::new(root),
+        })
+    }
+}

@@ -1,0 +1,352 @@
+//! `pull`: registry → content store → index. Resolves the reference to one
+//! platform's manifest, leases every blob it will need, streams missing blobs
+//! into the store (bounded concurrency, resumable), and records the image in
+//! one index transaction. Nothing becomes visible before it is verified.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{StreamExt, TryStreamExt};
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+
+use crate::digest::{chain_ids, Digest};
+use crate::error::{Error, Result};
+use crate::index::{Batch, ImageRecord, LayerRecord, Lease};
+use crate::manifest::{self, Document, MAX_CONFIG_BYTES};
+use crate::platform::Platform;
+use crate::reference::ImageRef;
+use crate::registry::{Registry, RegistryOptions};
+use crate::store::Begin;
+use crate::Mocker;
+
+#[derive(Clone, Debug)]
+pub struct PullOptions {
+    /// Platform to pick from an index; the host's when None.
+    pub platform: Option<Platform>,
+    pub max_concurrent_downloads: usize,
+    pub registry: RegistryOptions,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: None,
+            max_concurrent_downloads: 3,
+            registry: RegistryOptions::default(),
+        }
+    }
+}
+
+/// What happens to one layer, in order. `Downloading` repeats.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerEvent {
+    /// Announced before any transfer starts.
+    Pending { size: u64 },
+    AlreadyExists,
+    /// Another process is downloading the same blob; we wait for it.
+    WaitingForOther,
+    Resuming { from: u64 },
+    Downloading { done: u64, total: u64 },
+    Verifying,
+    DownloadComplete,
+}
+
+/// Receives pull progress; the CLI renders it, tests record it.
+pub trait Progress: Send + Sync {
+    fn resolved(&self, _reference: &ImageRef, _manifest: &Digest) {}
+    fn layer(&self, _digest: &Digest, _event: LayerEvent) {}
+}
+
+/// Progress that reports nothing.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+#[derive(Clone, Debug)]
+pub struct Pulled {
+    pub reference: ImageRef,
+    pub image: ImageRecord,
+    /// False when the reference already pointed at this manifest.
+    pub updated: bool,
+    /// Layers that were transferred (not already in the store).
+    pub downloaded_layers: usize,
+}
+
+/// Removes the lease on every exit path; Drop cannot be async, and an index
+/// session is short and synchronous, so it runs inline.
+struct LeaseGuard<'a> {
+    mocker: &'a Mocker,
+    id: String,
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        let mut batch = Batch::default();
+        batch.del_lease(&self.id);
+        // A lease left behind by a failed delete belongs to a dead pid once we
+        // exit, and garbage collection ignores dead leases.
+        let _ = self.mocker.index.session(|s| s.apply(&batch));
+    }
+}
+
+pub async fn pull(mocker: &Mocker, reference: &ImageRef, opts: &PullOptions, progress: &dyn Progress) -> Result<Pulled> {
+    let registry = Registry::new(reference, &opts.registry)?;
+    let (top_bytes, top_digest) = registry.manifest(reference.wire()).await?;
+    let top_what = format!("manifest {reference}");
+    let (index_doc, manifest_bytes, manifest_digest, manifest) =
+        match manifest::parse_document(&top_bytes, &top_what)? {
+            Document::Manifest(m) => (None, top_bytes, top_digest, m),
+            Document::Index(index) => {
+                let wanted = opts.platform.clone().unwrap_or_else(Platform::host);
+                let entry = manifest::select_platform(&index, &wanted)?;
+                let digest = manifest::descriptor_digest(&entry, &top_what)?;
+                let child_ref = reference.wire().clone_with_digest(digest.to_string());
+                let (bytes, actual) = registry.manifest(&child_ref).await?;
+                if bytes.len() as u64 != entry.size() {
+                    return Err(Error::SizeMismatch {
+                        what: format!("manifest {digest}"),
+                        expected: entry.size(),
+                        actual: bytes.len() as u64,
+                    });
+                }
+                let what = format!("manifest {digest} for {wanted}");
+                match manifest::parse_document(&bytes, &what)? {
+                    Document::Manifest(m) => (Some((top_bytes, top_digest)), bytes, actual, m),
+                    Document::Index(_) => {
+                        return Err(Error::InvalidDocument {
+                            what,
+                            reason: "an index entry points to another index".into(),
+                        })
+                    }
+                }
+            }
+        };
+    progress.resolved(reference, &manifest_digest);
+
+    let config_desc = manifest.config();
+    let config_digest = manifest::descriptor_digest(config_desc, "config")?;
+    let layers = layer_descriptors(&manifest)?;
+
+    // Lease everything before looking at the store, so a concurrent rmi's
+    // garbage collection cannot delete a blob we decide not to download.
+    let mut leased = vec![manifest_digest.clone(), config_digest.clone()];
+    leased.extend(index_doc.iter().map(|(_, d)| d.clone()));
+    leased.extend(layers.iter().map(|l| l.0.clone()));
+    let lease_id = format!("{}-{}", std::process::id(), now_nanos());
+    let mut batch = Batch::default();
+    batch.put_lease(&lease_id, &Lease { pid: std::process::id(), digests: leased });
+    mocker.index.session(|s| s.apply(&batch))?;
+    let _lease = LeaseGuard { mocker, id: lease_id.clone() };
+
+    if let Some((bytes, digest)) = &index_doc {
+        mocker.store.write_bytes(digest, bytes, &format!("index {digest}"))?;
+    }
+    mocker
+        .store
+        .write_bytes(&manifest_digest, &manifest_bytes, &format!("manifest {manifest_digest}"))?;
+
+    // The config: small, capped, fetched before the layers so a bad one fails fast.
+    if config_desc.size() > MAX_CONFIG_BYTES {
+        return Err(Error::TooLarge {
+            what: format!("config {config_digest}"),
+            size: config_desc.size(),
+            limit: MAX_CONFIG_BYTES,
+        });
+    }
+    fetch_blob(mocker, &registry, &config_digest, config_desc.size(), &config_desc.media_type().to_string(), &format!("config {config_digest}"), None).await?;
+    let config_bytes = mocker.store.read_small(&config_digest, MAX_CONFIG_BYTES)?;
+    let config = manifest::parse_config(&config_bytes, layers.len(), &format!("config {config_digest}"))?;
+    if let Some(wanted) = &opts.platform {
+        if index_doc.is_none() && !wanted.matches(&config.os().to_string(), &config.architecture().to_string(), config.variant().as_deref()) {
+            return Err(Error::NoMatchingPlatform {
+                wanted: wanted.to_string(),
+                available: format!("{}/{} (single-platform image)", config.os(), config.architecture()),
+            });
+        }
+    }
+
+    for (digest, size, _) in &layers {
+        progress.layer(digest, LayerEvent::Pending { size: *size });
+    }
+    let downloaded = AtomicU64::new(0);
+    futures_util::stream::iter(layers.iter().map(|(digest, size, media_type)| {
+        let downloaded = &downloaded;
+        let registry = &registry;
+        async move {
+            let fetched = fetch_blob(mocker, registry, digest, *size, media_type, &format!("layer {digest}"), Some(progress)).await?;
+            if fetched {
+                downloaded.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, Error>(())
+        }
+    }))
+    .buffer_unordered(opts.max_concurrent_downloads.max(1))
+    .try_collect::<Vec<()>>()
+    .await?;
+
+    let (image, layer_records) = describe_image(
+        &manifest_digest,
+        manifest_bytes.len() as u64,
+        &manifest,
+        index_doc.as_ref().map(|(_, d)| d.clone()),
+        &config,
+    )?;
+    let key = reference.index_key();
+    let updated = mocker.index.session(|s| {
+        let previous = s.get_ref(&key)?;
+        let mut batch = Batch::default();
+        for layer in &layer_records {
+            batch.put_layer(layer);
+        }
+        batch.put_image(&image).put_ref(&key, &manifest_digest).del_lease(&lease_id);
+        s.apply(&batch)?;
+        Ok(previous.as_ref() != Some(&manifest_digest))
+    })?;
+    Ok(Pulled {
+        reference: reference.clone(),
+        image,
+        updated,
+        downloaded_layers: downloaded.load(Ordering::Relaxed) as usize,
+    })
+}
+
+/// The index records for a verified manifest and its parsed config.
+pub(crate) fn describe_image(
+    manifest_digest: &Digest,
+    manifest_size: u64,
+    manifest: &ImageManifest,
+    index_digest: Option<Digest>,
+    config: &ImageConfiguration,
+) -> Result<(ImageRecord, Vec<LayerRecord>)> {
+    let layers = layer_descriptors(manifest)?;
+    let diff_ids = config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .map(|d| Digest::parse(d))
+        .collect::<Result<Vec<_>>>()?;
+    let chains = chain_ids(&diff_ids);
+    let layer_records = layers
+        .iter()
+        .zip(diff_ids.iter().zip(chains))
+        .map(|((digest, size, media_type), (diff_id, chain_id))| LayerRecord {
+            digest: digest.clone(),
+            media_type: media_type.clone(),
+            size: *size,
+            diff_id: diff_id.clone(),
+            chain_id,
+        })
+        .collect();
+    let image = ImageRecord {
+        manifest_digest: manifest_digest.clone(),
+        manifest_media_type: manifest
+            .media_type()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| manifest::OCI_MANIFEST.to_string()),
+        manifest_size,
+        index_digest,
+        config_digest: manifest::descriptor_digest(manifest.config(), "config")?,
+        config_size: manifest.config().size(),
+        layers: layers.into_iter().map(|l| l.0).collect(),
+        platform: match config.variant() {
+            Some(v) => format!("{}/{}/{v}", config.os(), config.architecture()),
+            None => format!("{}/{}", config.os(), config.architecture()),
+        },
+        created: config.created().clone(),
+    };
+    Ok((image, layer_records))
+}
+
+fn layer_descriptors(manifest: &ImageManifest) -> Result<Vec<(Digest, u64, String)>> {
+    manifest
+        .layers()
+        .iter()
+        .map(|l| Ok((manifest::descriptor_digest(l, "layer")?, l.size(), l.media_type().to_string())))
+        .collect()
+}
+
+fn now_nanos() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+/// Make sure one blob is in the store. Returns whether bytes were transferred.
+async fn fetch_blob(
+    mocker: &Mocker,
+    registry: &Registry,
+    digest: &Digest,
+    size: u64,
+    media_type: &str,
+    what: &str,
+    progress: Option<&dyn Progress>,
+) -> Result<bool> {
+    let report = |e: LayerEvent| {
+        if let Some(p) = progress {
+            p.layer(digest, e)
+        }
+    };
+    let mut waited = false;
+    let mut retried_whole = false;
+    loop {
+        let mut writer = match mocker.store.begin(digest, Some(size), what)? {
+            Begin::Exists => {
+                if !waited {
+                    report(LayerEvent::AlreadyExists);
+                } else {
+                    report(LayerEvent::DownloadComplete);
+                }
+                return Ok(false);
+            }
+            Begin::Busy => {
+                if !waited {
+                    report(LayerEvent::WaitingForOther);
+                    waited = true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Begin::Writer(w) => w,
+        };
+        let offset = writer.offset();
+        let mut done = offset;
+        if offset < size {
+            let blob = registry.blob(digest, size, media_type, offset).await?;
+            if blob.resumed {
+                report(LayerEvent::Resuming { from: offset });
+            } else if offset > 0 {
+                writer.reset()?;
+                done = 0;
+            }
+            let mut stream = blob.stream;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(bytes) => {
+                        writer.write(&bytes)?;
+                        done += bytes.len() as u64;
+                        report(LayerEvent::Downloading { done, total: size });
+                    }
+                    // oci-client's own verification fails the stream at its
+                    // end; our commit below names both digests precisely.
+                    Err(_) if done == size => break,
+                    Err(e) => {
+                        return Err(Error::Registry {
+                            reference: what.to_string(),
+                            reason: format!("download interrupted: {e}"),
+                        })
+                    }
+                }
+            }
+        }
+        report(LayerEvent::Verifying);
+        match writer.commit() {
+            Ok(()) => {
+                report(LayerEvent::DownloadComplete);
+                return Ok(true);
+            }
+            // Resumed bytes may have been bad: one retry of the whole blob.
+            Err(Error::DigestMismatch { .. }) if offset > 0 && !retried_whole => {
+                retried_whole = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

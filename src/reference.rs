@@ -1,0 +1,189 @@
+//! Image references with docker's normalisation (`busybox` →
+//! `docker.io/library/busybox:latest`). Parsing is oci-spec's; this adds the
+//! digest algorithm check, the familiar short form docker prints, and the key
+//! under which a reference is stored in the index.
+
+use std::fmt;
+
+use oci_spec::distribution::Reference;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+
+const DOCKER_HUB: &str = "docker.io";
+const OFFICIAL_PREFIX: &str = "library/";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRef {
+    inner: Reference,
+    digest: Option<Digest>,
+}
+
+impl ImageRef {
+    pub fn parse(input: &str) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidReference {
+            input: input.to_string(),
+            reason,
+        };
+        if input.trim() != input || input.is_empty() {
+            return Err(invalid("must be non-empty and without spaces".into()));
+        }
+        let inner: Reference = input.parse().map_err(|e: oci_spec::distribution::ParseError| {
+            invalid(e.to_string())
+        })?;
+        let digest = match inner.digest() {
+            Some(d) => Some(Digest::parse(d)?),
+            None => None,
+        };
+        Ok(ImageRef { inner, digest })
+    }
+
+    /// `registry/repository`, e.g. `docker.io/library/busybox`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.inner.registry(), self.inner.repository())
+    }
+
+    pub fn registry(&self) -> &str {
+        self.inner.registry()
+    }
+
+    pub fn repository(&self) -> &str {
+        self.inner.repository()
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.inner.tag()
+    }
+
+    pub fn digest(&self) -> Option<&Digest> {
+        self.digest.as_ref()
+    }
+
+    /// The oci-client reference used on the wire.
+    pub fn wire(&self) -> &Reference {
+        &self.inner
+    }
+
+    /// What the index stores: `name:tag`, or `name@digest` for a pull by
+    /// digest (docker ignores the tag then, and lists the image untagged).
+    pub fn index_key(&self) -> String {
+        match (&self.digest, self.tag()) {
+            (Some(d), _) => format!("{}@{}", self.name(), d),
+            (None, Some(t)) => format!("{}:{}", self.name(), t),
+            (None, None) => format!("{}:latest", self.name()),
+        }
+    }
+
+    /// Whether plain HTTP is used: loopback hosts (docker's default insecure
+    /// range 127.0.0.0/8, plus localhost and ::1) or a host the user named.
+    pub fn is_insecure(&self, insecure_registries: &[String]) -> bool {
+        let registry = self.registry();
+        if insecure_registries.iter().any(|r| r == registry) {
+            return true;
+        }
+        let host = host_of(registry);
+        host == "localhost"
+            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+fn host_of(registry: &str) -> &str {
+    if let Some(rest) = registry.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    registry.rsplit_once(':').map_or(registry, |(h, _)| h)
+}
+
+/// Docker's short form of a stored name: `docker.io/library/busybox` →
+/// `busybox`, `docker.io/user/app` → `user/app`, others unchanged.
+pub fn familiar_name(name: &str) -> &str {
+    match name.strip_prefix(DOCKER_HUB).and_then(|r| r.strip_prefix('/')) {
+        Some(rest) => rest.strip_prefix(OFFICIAL_PREFIX).unwrap_or(rest),
+        None => name,
+    }
+}
+
+/// Split an index key into (name, tag, digest).
+pub fn split_index_key(key: &str) -> (&str, Option<&str>, Option<&str>) {
+    if let Some((name, digest)) = key.split_once('@') {
+        return (name, None, Some(digest));
+    }
+    // The tag follows the last ':' after the last '/' (a port has a '/' after it).
+    let slash = key.rfind('/').unwrap_or(0);
+    match key[slash..].rfind(':') {
+        Some(i) => (&key[..slash + i], Some(&key[slash + i + 1..]), None),
+        None => (key, None, None),
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.index_key())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn normalises_like_docker() {
+        let r = ImageRef::parse("busybox").unwrap();
+        assert_eq!(r.index_key(), "docker.io/library/busybox:latest");
+        assert_eq!(familiar_name(&r.name()), "busybox");
+
+        let r = ImageRef::parse("user/app").unwrap();
+        assert_eq!(r.index_key(), "docker.io/user/app:latest");
+        assert_eq!(familiar_name(&r.name()), "user/app");
+
+        let r = ImageRef::parse("127.0.0.1:5000/ns/app:v1").unwrap();
+        assert_eq!(r.registry(), "127.0.0.1:5000");
+        assert_eq!(r.repository(), "ns/app");
+        assert_eq!(r.tag(), Some("v1"));
+        assert_eq!(familiar_name(&r.name()), "127.0.0.1:5000/ns/app");
+    }
+
+    #[test]
+    fn digest_references() {
+        let r = ImageRef::parse(&format!("app@{D}")).unwrap();
+        assert_eq!(r.digest().unwrap().as_str(), D);
+        assert_eq!(r.index_key(), format!("docker.io/library/app@{D}"));
+        let r = ImageRef::parse(&format!("app:tag@{D}")).unwrap();
+        assert_eq!(r.tag(), Some("tag"));
+        assert_eq!(r.index_key(), format!("docker.io/library/app@{D}"));
+    }
+
+    #[test]
+    fn invalid_references_are_clear_errors() {
+        for bad in ["", "Busybox", "a b", "app@sha256:1234", "app:", "-app", "app:tag:tag"] {
+            let err = ImageRef::parse(bad).unwrap_err();
+            assert!(err.to_string().contains("invalid reference format"), "{bad}: {err}");
+        }
+        let md5 = format!("app@md5:{}", "a".repeat(32));
+        assert!(ImageRef::parse(&md5).is_err());
+        let upper = format!("app@sha256:{}", "A".repeat(64));
+        assert!(ImageRef::parse(&upper).is_err());
+    }
+
+    #[test]
+    fn insecure_detection() {
+        assert!(ImageRef::parse("127.0.0.1:5000/a").unwrap().is_insecure(&[]));
+        assert!(ImageRef::parse("127.8.9.1/a").unwrap().is_insecure(&[]));
+        assert!(ImageRef::parse("localhost:5000/a").unwrap().is_insecure(&[]));
+        assert!(!ImageRef::parse("quay.io/a").unwrap().is_insecure(&[]));
+        assert!(ImageRef::parse("reg.lan:5000/a")
+            .unwrap()
+            .is_insecure(&["reg.lan:5000".to_string()]));
+    }
+
+    #[test]
+    fn splits_index_keys() {
+        assert_eq!(
+            split_index_key("127.0.0.1:5000/app:v1"),
+            ("127.0.0.1:5000/app", Some("v1"), None)
+        );
+        assert_eq!(split_index_key(&format!("docker.io/a@{D}")), ("docker.io/a", None, Some(D)));
+    }
+}

@@ -1,0 +1,202 @@
+//! The registry side of a pull, over oci-client: credentials, plain-HTTP
+//! policy, capped manifest fetches, resumable blob streams, and the mapping of
+//! oci-client's errors onto ours. Knows nothing of the store or the index.
+
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use crate::auth;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::{ACCEPTED_MANIFEST_TYPES, MAX_MANIFEST_BYTES};
+use crate::reference::ImageRef;
+
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    /// Hosts (`host[:port]`) reached over plain HTTP besides loopback.
+    pub insecure_registries: Vec<String>,
+    pub connect_timeout: Duration,
+    /// Longest silence tolerated on an open connection.
+    pub read_timeout: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            insecure_registries: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A byte stream of (part of) a blob.
+pub struct BlobStream {
+    pub stream: BoxStream<'static, std::io::Result<bytes::Bytes>>,
+    /// True when the registry honoured the Range request.
+    pub resumed: bool,
+}
+
+pub struct Registry {
+    client: Client,
+    auth: RegistryAuth,
+    reference: ImageRef,
+}
+
+impl Registry {
+    pub fn new(reference: &ImageRef, opts: &RegistryOptions) -> Result<Self> {
+        let protocol = if reference.is_insecure(&opts.insecure_registries) {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        };
+        let config = ClientConfig {
+            protocol,
+            platform_resolver: None,
+            connect_timeout: Some(opts.connect_timeout),
+            read_timeout: Some(opts.read_timeout),
+            user_agent: concat!("mocker/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        };
+        Ok(Registry {
+            client: Client::new(config),
+            auth: auth::registry_auth(reference.registry())?,
+            reference: reference.clone(),
+        })
+    }
+
+    /// Fetch a manifest or index by tag or digest. Returns its bytes and the
+    /// digest we computed over them, which must equal any digest asked for.
+    pub async fn manifest(&self, wire: &Reference) -> Result<(bytes::Bytes, Digest)> {
+        let (bytes, _) = self
+            .client
+            .pull_manifest_raw(wire, &self.auth, ACCEPTED_MANIFEST_TYPES)
+            .await
+            .map_err(|e| self.map_error(e))?;
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(Error::TooLarge {
+                what: format!("manifest for {wire}"),
+                size: bytes.len() as u64,
+                limit: MAX_MANIFEST_BYTES,
+            });
+        }
+        let actual = Digest::of_bytes(&bytes);
+        if let Some(expected) = wire.digest() {
+            if expected != actual.as_str() {
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest {wire}"),
+                    expected: expected.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        Ok((bytes, actual))
+    }
+
+    /// Stream a blob from byte `offset` (a Range request when non-zero).
+    pub async fn blob(&self, digest: &Digest, size: u64, media_type: &str, offset: u64) -> Result<BlobStream> {
+        let desc = OciDescriptor {
+            media_type: media_type.to_string(),
+            digest: digest.to_string(),
+            size: size as i64,
+            ..Default::default()
+        };
+        let wire = self.reference.wire();
+        if offset == 0 {
+            let sized = self.client.pull_blob_stream(wire, &desc).await.map_err(|e| self.map_error(e))?;
+            return Ok(BlobStream { stream: sized.stream, resumed: false });
+        }
+        match self
+            .client
+            .pull_blob_stream_partial(wire, &desc, offset, None)
+            .await
+            .map_err(|e| self.map_error(e))?
+        {
+            BlobResponse::Full(s) => Ok(BlobStream { stream: s.stream, resumed: false }),
+            BlobResponse::Partial(s) => Ok(BlobStream { stream: s.stream, resumed: true }),
+        }
+    }
+
+    /// Check the credentials in use against the registry (for `login`).
+    pub async fn authenticate(&self) -> Result<()> {
+        self.client
+            .auth(self.reference.wire(), &self.auth, oci_client::RegistryOperation::Pull)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.map_error(e))?;
+        // A token service may hand out anonymous tokens; a manifest request
+        // proves the credentials are accepted for reading.
+        match self.manifest(self.reference.wire()).await {
+            Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn map_error(&self, e: OciDistributionError) -> Error {
+        let reference = self.reference.to_string();
+        let registry = self.reference.registry().to_string();
+        let not_found = |reason: String| Error::NotFound { reference: reference.clone(), reason };
+        match e {
+            OciDistributionError::RequestError(e) => {
+                if e.is_connect() || e.is_timeout() {
+                    Error::Unreachable { registry, reason: error_chain(&e) }
+                } else {
+                    Error::Registry { reference, reason: error_chain(&e) }
+                }
+            }
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => Error::Unauthorized { reference, registry },
+            OciDistributionError::RegistryError { envelope, .. } => {
+                let codes: Vec<String> = envelope.errors.iter().map(|e| format!("{:?}", e.code)).collect();
+                let message = envelope
+                    .errors
+                    .iter()
+                    .map(|e| e.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if codes.iter().any(|c| c.contains("Unauthorized") || c.contains("Denied")) {
+                    Error::Unauthorized { reference, registry }
+                } else if codes.iter().any(|c| c.contains("Unknown")) {
+                    not_found(message)
+                } else {
+                    Error::Registry { reference, reason: message }
+                }
+            }
+            OciDistributionError::ServerError { code: 404, message, .. } => not_found(short(&message)),
+            OciDistributionError::ServerError { code: 401 | 403, .. } => Error::Unauthorized { reference, registry },
+            OciDistributionError::ServerError { code, message, .. } => Error::Registry {
+                reference,
+                reason: format!("HTTP {code}: {}", short(&message)),
+            },
+            OciDistributionError::ImageManifestNotFoundError(m) => not_found(m),
+            OciDistributionError::DigestError(d) => Error::Registry { reference, reason: d.to_string() },
+            other => Error::Registry { reference, reason: other.to_string() },
+        }
+    }
+}
+
+fn short(message: &str) -> String {
+    let line = message.lines().next().unwrap_or("").trim();
+    line.chars().take(200).collect()
+}
+
+/// reqwest hides the useful cause ("Connection refused") a few sources down.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
