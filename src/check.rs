@@ -99,30 +99,36 @@ fn check_index(
     let leases = s.leases()?;
     let mut batch = Batch::default();
 
-    // Images whose blobs are all present and sound survive; others go.
+    // An image whose manifest or config is gone cannot be described and is
+    // dropped; one missing only layers keeps its record and tags, and a pull
+    // of the same reference fetches the missing layers again.
     let mut healthy: BTreeMap<String, ImageRecord> = BTreeMap::new();
     for (key, image) in &images {
         report.images_checked += 1;
+        let names: Vec<&String> = refs.iter().filter(|(_, m)| **m == image.manifest_digest).map(|(k, _)| k).collect();
+        let shown = if names.is_empty() { "untagged".to_string() } else { join(&names) };
         let missing: Vec<String> =
             image.blobs().iter().filter(|b| !present.contains(b)).map(|b| b.to_string()).collect();
-        if missing.is_empty() {
-            healthy.insert(key.clone(), image.clone());
-            continue;
-        }
-        let names: Vec<&String> = refs.iter().filter(|(_, m)| **m == image.manifest_digest).map(|(k, _)| k).collect();
-        report.problems.push(format!(
-            "image {} ({}) is missing or has corrupt blobs: {}",
-            image.config_digest.short(),
-            if names.is_empty() { "untagged".to_string() } else { join(&names) },
-            missing.join(", ")
-        ));
-        if repair {
-            batch.del_image(&image.manifest_digest);
-            report.lost.push(format!(
-                "image {} ({}): pull it again to restore it",
-                image.manifest_digest,
-                if names.is_empty() { "untagged".to_string() } else { join(&names) }
+        let describable = present.contains(&image.manifest_digest) && present.contains(&image.config_digest);
+        if !missing.is_empty() {
+            report.problems.push(format!(
+                "image {} ({shown}) is missing or has corrupt blobs: {} (pull it again to fetch them)",
+                image.config_digest.short(),
+                missing.join(", ")
             ));
+        }
+        if describable {
+            if !missing.is_empty() && repair {
+                report.lost.push(format!(
+                    "layers {} of image {} ({shown}): pull it again to fetch them",
+                    missing.join(", "),
+                    image.config_digest.short()
+                ));
+            }
+            healthy.insert(key.clone(), image.clone());
+        } else if repair {
+            batch.del_image(&image.manifest_digest);
+            report.lost.push(format!("image {} ({shown}): pull it again to restore it", image.manifest_digest));
         }
     }
 

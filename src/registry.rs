@@ -107,19 +107,17 @@ impl Registry {
             size: size as i64,
             ..Default::default()
         };
-        let wire = self.reference.wire();
-        if offset == 0 {
-            let sized = self.client.pull_blob_stream(wire, &desc).await.map_err(|e| self.map_error(e))?;
-            return Ok(BlobStream { stream: sized.stream, resumed: false });
-        }
+        // Always a Range request (from 0 for a fresh download): a 206 answer
+        // is streamed as-is and verified by the store, which names both
+        // digests on a mismatch; oci-client verifies only 200 answers.
         match self
             .client
-            .pull_blob_stream_partial(wire, &desc, offset, None)
+            .pull_blob_stream_partial(self.reference.wire(), &desc, offset, None)
             .await
             .map_err(|e| self.map_error(e))?
         {
             BlobResponse::Full(s) => Ok(BlobStream { stream: s.stream, resumed: false }),
-            BlobResponse::Partial(s) => Ok(BlobStream { stream: s.stream, resumed: true }),
+            BlobResponse::Partial(s) => Ok(BlobStream { stream: s.stream, resumed: offset > 0 }),
         }
     }
 

@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh Debian 12 machine:
+# install the tools, start real registries (Debian's docker-registry, the
+# reference distribution server) on free 127.0.0.1 ports with temporary
+# storage, and fill them with images built by umoci and skopeo from Debian's
+# busybox-static. Never uses mocker to build anything.
+#
+# Usage: scripts/test-env.sh start WORKDIR   (writes WORKDIR/env to source)
+#        scripts/test-env.sh stop WORKDIR
+set -euo pipefail
+
+cmd=${1:?usage: test-env.sh start|stop WORKDIR}
+work=${2:?usage: test-env.sh start|stop WORKDIR}
+
+PACKAGES=(docker-registry skopeo umoci busybox-static apache2-utils curl python3)
+
+install_packages() {
+    local missing=()
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        echo "installing: ${missing[*]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_registry NAME PORT [htpasswd-file]
+start_registry() {
+    local name=$1 port=$2 htpasswd=${3:-}
+    mkdir -p "$work/$name/data"
+    {
+        echo "version: 0.1"
+        echo "log: {level: error, accesslog: {disabled: true}}"
+        echo "storage:"
+        echo "  filesystem: {rootdirectory: $work/$name/data}"
+        echo "  delete: {enabled: true}"
+        echo "http: {addr: 127.0.0.1:$port}"
+        if [[ -n $htpasswd ]]; then
+            echo "auth: {htpasswd: {realm: mocker-test, path: $htpasswd}}"
+        fi
+    } >"$work/$name/config.yml"
+    docker-registry serve "$work/$name/config.yml" >"$work/$name/log" 2>&1 &
+    echo $! >"$work/$name/pid"
+    for _ in $(seq 100); do
+        local code
+        code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/" || true)
+        [[ $code == 200 || $code == 401 ]] && return 0
+        sleep 0.1
+    done
+    echo "registry $name did not start; log:" >&2
+    cat "$work/$name/log" >&2
+    return 1
+}
+
+# add_layer IMAGE_FROM IMAGE_TO SCRIPT: unpack, run SCRIPT in the rootfs, repack.
+add_layer() {
+    local from=$1 to=$2 script=$3 bundle
+    bundle=$(mktemp -d "$work/bundle.XXXX")
+    rmdir "$bundle"
+    umoci unpack --image "$layout:$from" "$bundle" >/dev/null
+    (cd "$bundle/rootfs" && eval "$script")
+    umoci repack --image "$layout:$to" "$bundle" >/dev/null
+    rm -rf "$bundle"
+}
+
+blob_path() { # blob_path DIGEST -> registry storage file
+    local hex=${1#sha256:}
+    echo "$work/registry/data/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex/data"
+}
+
+top_layer() { # digest of the last layer of IMAGE in the layout
+    python3 - "$layout" "$1" <<'PY'
+import json, sys, os
+layout, tag = sys.argv[1], sys.argv[2]
+idx = json.load(open(os.path.join(layout, "index.json")))
+desc = next(m for m in idx["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
+blob = lambda d: os.path.join(layout, "blobs", *d.split(":"))
+print(json.load(open(blob(desc["digest"])))["layers"][-1]["digest"])
+PY
+}
+
+build_images() {
+    layout=$work/oci
+    umoci init --layout "$layout"
+    umoci new --image "$layout:empty"
+    add_layer empty busybox '
+        mkdir -p bin etc tmp root
+        cp /bin/busybox bin/busybox
+        for a in sh ls cat echo true false sleep id hostname env mkdir rm touch wc head sha256sum; do ln -s busybox bin/$a; done
+        echo "root:x:0:0:root:/root:/bin/sh" > etc/passwd
+        echo "root:x:0:" > etc/group'
+    umoci config --image "$layout:busybox" --os linux --architecture amd64 \
+        --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --config.cmd /bin/sh
+
+    # Three more layers, including a deletion (whiteout) and a replaced file.
+    add_layer busybox multi 'mkdir -p etc/app && echo one > etc/app/config && echo keep > etc/app/keep'
+    add_layer multi multi 'head -c 2000000 /dev/urandom > data.bin && echo two > etc/app/config'
+    add_layer multi multi 'rm etc/app/keep && ln -s /etc/app/config etc/app/link'
+
+    # Two images on one shared base layer.
+    add_layer busybox shared-a 'echo a > a.txt'
+    add_layer busybox shared-b 'echo b > b.txt'
+
+    # An arm64 variant (marked by a file) for the multi-platform index.
+    add_layer busybox arm64 'echo arm64 > arch'
+    umoci config --image "$layout:arm64" --architecture arm64
+
+    # Layers whose bytes the registry will serve wrong (see corrupt_blobs).
+    add_layer busybox corrupt 'head -c 300000 /dev/urandom > noise'
+    add_layer busybox truncated 'head -c 300000 /dev/urandom > noise'
+    umoci gc --layout "$layout"
+
+    python3 - "$layout" <<'PY'
+# Write an image index (amd64 + arm64/v8) into the layout, tagged "multiarch".
+import hashlib, json, os, sys
+layout = sys.argv[1]
+idx_path = os.path.join(layout, "index.json")
+idx = json.load(open(idx_path))
+ref = lambda m: m.get("annotations", {}).get("org.opencontainers.image.ref.name")
+by_tag = {ref(m): m for m in idx["manifests"]}
+entries = []
+for tag, arch, variant in (("busybox", "amd64", None), ("arm64", "arm64", "v8")):
+    d = {k: by_tag[tag][k] for k in ("mediaType", "digest", "size")}
+    d["platform"] = {"architecture": arch, "os": "linux"}
+    if variant:
+        d["platform"]["variant"] = variant
+    entries.append(d)
+body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}).encode()
+digest = hashlib.sha256(body).hexdigest()
+open(os.path.join(layout, "blobs", "sha256", digest), "wb").write(body)
+idx["manifests"].append({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": "sha256:" + digest,
+                         "size": len(body), "annotations": {"org.opencontainers.image.ref.name": "multiarch"}})
+json.dump(idx, open(idx_path, "w"))
+PY
+}
+
+push() { # push TAG DEST [skopeo options...]
+    local tag=$1 dest=$2
+    shift 2
+    skopeo copy -q --dest-tls-verify=false "$@" "oci:$layout:$tag" "docker://$dest"
+}
+
+corrupt_blobs() {
+    # Same size, other bytes: a digest mismatch.
+    local f
+    f=$(blob_path "$(top_layer corrupt)")
+    python3 -c 'import sys; p=sys.argv[1]; b=bytearray(open(p,"rb").read()); b[len(b)//2]^=0xff; open(p,"wb").write(b)' "$f"
+    # Half the bytes: a size mismatch.
+    f=$(blob_path "$(top_layer truncated)")
+    truncate -s 150000 "$f"
+}
+
+start() {
+    install_packages
+    mkdir -p "$work"
+    work=$(cd "$work" && pwd)
+    local port auth_port
+    port=$(free_port)
+    start_registry registry "$port"
+    auth_port=$(free_port)
+    htpasswd -Bbn mocker s3cret >"$work/htpasswd"
+    start_registry auth-registry "$auth_port" "$work/htpasswd"
+
+    build_images
+    local r=127.0.0.1:$port
+    push busybox "$r/busybox:latest"
+    push busybox "$r/busybox-docker:latest" --format v2s2
+    push busybox "$r/busybox-zstd:latest" --dest-compress-format zstd
+    push busybox "$r/busybox-plain:latest" --dest-decompress
+    push multi "$r/multi:latest"
+    push shared-a "$r/shared-a:latest"
+    push shared-b "$r/shared-b:latest"
+    push multiarch "$r/multiarch:latest" --all
+    push corrupt "$r/corrupt:latest"
+    push truncated "$r/truncated:latest"
+    push busybox "127.0.0.1:$auth_port/private/busybox:latest" --dest-creds mocker:s3cret
+    corrupt_blobs
+
+    cat >"$work/env" <<ENV
+export MOCKER_TEST_REGISTRY=$r
+export MOCKER_TEST_REGISTRY_DATA=$work/registry/data
+export MOCKER_TEST_AUTH_REGISTRY=127.0.0.1:$auth_port
+export MOCKER_TEST_AUTH_USER=mocker
+export MOCKER_TEST_AUTH_PASSWORD=s3cret
+export MOCKER_TEST_OCI_LAYOUT=$layout
+ENV
+    echo "registries ready: $r (open), 127.0.0.1:$auth_port (htpasswd); env in $work/env" >&2
+}
+
+stop() {
+    for name in registry auth-registry; do
+        if [[ -f $work/$name/pid ]]; then
+            kill "$(cat "$work/$name/pid")" 2>/dev/null || true
+            rm -f "$work/$name/pid"
+        fi
+    done
+}
+
+case $cmd in
+start) start ;;
+stop) stop ;;
+*) echo "unknown command $cmd" >&2; exit 2 ;;
+esac
