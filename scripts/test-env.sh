@@ -171,8 +171,12 @@ start() {
     local r=127.0.0.1:$port
     push busybox "$r/busybox:latest"
     push busybox "$r/busybox-docker:latest" --format v2s2
-    push busybox "$r/busybox-zstd:latest" --dest-compress-format zstd
-    push busybox "$r/busybox-plain:latest" --dest-decompress
+    # Recompress through a local copy; --preserve-digests stops skopeo from
+    # substituting the gzip blob the registry already has.
+    skopeo copy -q --dest-compress --dest-compress-format zstd "oci:$layout:busybox" "oci:$work/oci-zstd:busybox"
+    skopeo copy -q --preserve-digests --dest-tls-verify=false "oci:$work/oci-zstd:busybox" "docker://$r/busybox-zstd:latest"
+    skopeo copy -q --dest-decompress "oci:$layout:busybox" "dir:$work/dir-plain"
+    skopeo copy -q --preserve-digests --dest-tls-verify=false "dir:$work/dir-plain" "docker://$r/busybox-plain:latest"
     push multi "$r/multi:latest"
     push shared-a "$r/shared-a:latest"
     push shared-b "$r/shared-b:latest"

@@ -168,7 +168,7 @@ pub async fn pull(mocker: &Mocker, reference: &ImageRef, opts: &PullOptions, pro
         progress.layer(digest, LayerEvent::Pending { size: *size });
     }
     let downloaded = AtomicU64::new(0);
-    futures_util::stream::iter(layers.iter().map(|(digest, size, media_type)| {
+    let downloads = futures_util::stream::iter(layers.iter().map(|(digest, size, media_type)| {
         let downloaded = &downloaded;
         let registry = &registry;
         async move {
@@ -181,7 +181,17 @@ pub async fn pull(mocker: &Mocker, reference: &ImageRef, opts: &PullOptions, pro
     }))
     .buffer_unordered(opts.max_concurrent_downloads.max(1))
     .try_collect::<Vec<()>>()
-    .await?;
+    .await;
+    if let Err(e) = downloads {
+        if matches!(e, Error::DiskFull { .. }) {
+            // Partial downloads are kept for resuming, except when they are
+            // what filled the disk.
+            for (digest, _, _) in &layers {
+                mocker.store.discard_ingest(digest)?;
+            }
+        }
+        return Err(e);
+    }
 
     let (image, layer_records) = describe_image(
         &manifest_digest,

@@ -145,6 +145,14 @@ impl ContentStore {
         Ok(Begin::Writer(ingest))
     }
 
+    /// Remove the partial download of `digest` unless a writer holds it.
+    pub fn discard_ingest(&self, digest: &Digest) -> Result<()> {
+        if let Begin::Writer(mut w) = self.begin(digest, None, "partial download")? {
+            w.discard();
+        }
+        Ok(())
+    }
+
     pub fn delete(&self, digest: &Digest) -> Result<bool> {
         match fs::remove_file(self.blob_path(digest)) {
             Ok(()) => Ok(true),

@@ -1,0 +1,148 @@
+//! A scripted HTTP/1.1 registry on 127.0.0.1 for faults a real registry will
+//! not produce: malformed or oversized manifests, odd media types, slow
+//! bodies. It speaks just enough of the distribution API for oci-client.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct Route {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    /// Pause between 64 KiB chunks of the body.
+    pub trickle: Option<Duration>,
+}
+
+impl Route {
+    pub fn ok(content_type: &str, body: impl Into<Vec<u8>>) -> Self {
+        Route { status: 200, content_type: content_type.into(), body: body.into(), trickle: None }
+    }
+}
+
+pub struct FakeRegistry {
+    pub addr: String,
+    routes: Arc<Mutex<HashMap<String, Route>>>,
+}
+
+impl FakeRegistry {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let routes: Arc<Mutex<HashMap<String, Route>>> = Arc::default();
+        let shared = routes.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let routes = shared.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &routes);
+                });
+            }
+        });
+        FakeRegistry { addr, routes }
+    }
+
+    /// Serve `route` at `path` (e.g. `/v2/app/manifests/latest`).
+    pub fn route(&self, path: &str, route: Route) {
+        self.routes.lock().expect("lock").insert(path.to_string(), route);
+    }
+
+    pub fn manifest(&self, repo: &str, tag: &str, media_type: &str, body: &[u8]) {
+        self.route(&format!("/v2/{repo}/manifests/{tag}"), Route::ok(media_type, body.to_vec()));
+    }
+
+    pub fn blob(&self, repo: &str, body: &[u8]) -> String {
+        let digest = format!("sha256:{}", super::sha256_hex(body));
+        self.route(&format!("/v2/{repo}/blobs/{digest}"), Route::ok("application/octet-stream", body.to_vec()));
+        digest
+    }
+
+    /// A complete single-layer image (uncompressed tar layer) under `repo:tag`.
+    pub fn image(&self, repo: &str, tag: &str, layer: &[u8], trickle: Option<Duration>) -> String {
+        let layer_digest = self.blob(repo, layer);
+        if trickle.is_some() {
+            let path = format!("/v2/{repo}/blobs/{layer_digest}");
+            let mut route = Route::ok("application/octet-stream", layer.to_vec());
+            route.trickle = trickle;
+            self.route(&path, route);
+        }
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}},"config":{{}}}}"#
+        );
+        let config_digest = self.blob(repo, config.as_bytes());
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},
+            "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
+            config.len(),
+            layer.len()
+        );
+        self.manifest(repo, tag, "application/vnd.oci.image.manifest.v1+json", manifest.as_bytes());
+        layer_digest
+    }
+}
+
+fn serve(conn: TcpStream, routes: &Mutex<HashMap<String, Route>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut range_start = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("range: bytes=") {
+            range_start = v.trim().trim_end_matches('-').split('-').next().unwrap_or("0").parse().unwrap_or(0);
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or("");
+    let path = parts.next().unwrap_or("").split('?').next().unwrap_or("").to_string();
+    let route = if path == "/v2/" || path == "/v2" {
+        Some(Route::ok("application/json", b"{}".to_vec()))
+    } else {
+        routes.lock().expect("lock").get(&path).cloned()
+    };
+    let mut out = conn;
+    let Some(route) = route else {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+        write!(out, "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+        return out.write_all(body);
+    };
+    let (status, body) = if route.status == 200 && range_start > 0 && range_start < route.body.len() {
+        (206, &route.body[range_start..])
+    } else {
+        (route.status, &route.body[..])
+    };
+    let reason = match status {
+        200 => "OK",
+        206 => "Partial Content",
+        401 => "Unauthorized",
+        _ => "Status",
+    };
+    write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        route.content_type,
+        body.len()
+    )?;
+    if method == "HEAD" {
+        return Ok(());
+    }
+    match route.trickle {
+        None => out.write_all(body),
+        Some(pause) => {
+            for chunk in body.chunks(64 * 1024) {
+                out.write_all(chunk)?;
+                out.flush()?;
+                std::thread::sleep(pause);
+            }
+            Ok(())
+        }
+    }
+}

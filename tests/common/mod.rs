@@ -1,0 +1,164 @@
+//! Shared test helpers: the real test registry (started by
+//! scripts/test-env.sh), a scratch storage root, running the real binary, and
+//! a tiny scripted HTTP registry for faults a real registry will not produce.
+#![allow(dead_code)]
+
+pub mod fake_registry;
+
+#[allow(unused_imports)]
+pub use fake_registry::FakeRegistry;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest as _, Sha256};
+
+/// `host:port` of the real registry; the suite fails loudly without it.
+pub fn registry() -> String {
+    std::env::var("MOCKER_TEST_REGISTRY").expect(
+        "MOCKER_TEST_REGISTRY is not set: run the suite with scripts/test.sh, which starts the test registry",
+    )
+}
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the suite with scripts/test.sh"))
+}
+
+pub fn image(name: &str) -> String {
+    format!("{}/{name}", registry())
+}
+
+/// A storage root in a temporary directory, removed at the end of the test.
+pub struct Root {
+    pub dir: tempfile::TempDir,
+    pub docker_config: tempfile::TempDir,
+}
+
+impl Root {
+    pub fn new() -> Self {
+        Root {
+            dir: tempfile::tempdir().expect("tempdir"),
+            docker_config: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mocker"));
+        cmd.arg("--root").arg(self.path());
+        cmd.env("DOCKER_CONFIG", self.docker_config.path());
+        cmd.env_remove("MOCKER_ROOT");
+        cmd
+    }
+
+    /// Run mocker with `args` and return its output, whatever the exit code.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("running mocker")
+    }
+
+    /// Run and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "mocker {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run and require failure; returns stderr, which must be one line.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "mocker {args:?} unexpectedly succeeded: {stderr}");
+        let last = stderr.lines().last().unwrap_or("").to_string();
+        assert!(last.starts_with("Error: "), "no one-line error from {args:?}: {stderr}");
+        last
+    }
+
+    pub fn blobs(&self) -> Vec<String> {
+        list(&self.path().join("blobs/sha256"))
+    }
+
+    pub fn ingest(&self) -> Vec<String> {
+        list(&self.path().join("ingest"))
+    }
+
+    /// Every committed blob hashes to its own name.
+    pub fn assert_blobs_verified(&self) {
+        for name in self.blobs() {
+            let bytes = std::fs::read(self.path().join("blobs/sha256").join(&name)).expect("read blob");
+            assert_eq!(sha256_hex(&bytes), name, "blob {name} does not match its digest");
+        }
+    }
+
+    pub fn assert_healthy(&self) {
+        let out = self.ok(&["system", "check"]);
+        assert!(out.contains("no problems found"), "{out}");
+    }
+}
+
+pub fn list(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The raw manifest (or index) the registry serves, fetched by skopeo.
+pub fn registry_manifest(reference: &str) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
+        .output()
+        .expect("running skopeo");
+    assert!(out.status.success(), "skopeo inspect {reference}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+pub fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).expect("valid JSON")
+}
+
+/// Digests of an image's layers as the registry lists them.
+pub fn registry_layers(reference: &str) -> Vec<String> {
+    json(&registry_manifest(reference))["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_string())
+        .collect()
+}
+
+pub fn hex_of(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+/// The registry's storage file for a blob.
+pub fn registry_blob_file(digest: &str) -> PathBuf {
+    let hex = hex_of(digest);
+    PathBuf::from(env("MOCKER_TEST_REGISTRY_DATA"))
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

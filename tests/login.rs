@@ -1,0 +1,53 @@
+//! Credentials: `login`/`logout` write docker's config.json; pulls use it.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use common::*;
+
+fn login(root: &Root, server: &str, password: &str) -> std::process::Output {
+    let mut child = root
+        .command()
+        .args(["login", "-u", &env("MOCKER_TEST_AUTH_USER"), "--password-stdin", server])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn login_pull_logout() {
+    let root = Root::new();
+    let server = env("MOCKER_TEST_AUTH_REGISTRY");
+    let private = format!("{server}/private/busybox");
+    let config = root.docker_config.path().join("config.json");
+
+    let out = login(&root, &server, "wrong-password");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unauthorized"), "{}", stderr(&out));
+    let written = std::fs::read_to_string(&config).unwrap_or_default();
+    assert!(!written.contains(&server), "bad credentials were kept: {written}");
+
+    let out = login(&root, &server, &env("MOCKER_TEST_AUTH_PASSWORD"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Login Succeeded"));
+    let cfg = json(&std::fs::read(&config).unwrap());
+    assert!(cfg["auths"][&server]["auth"].is_string(), "{cfg}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+
+    root.ok(&["pull", "-q", &private]);
+    root.assert_blobs_verified();
+
+    assert!(root.ok(&["logout", &server]).contains("Removing login credentials"));
+    let cfg = json(&std::fs::read(&config).unwrap());
+    assert!(cfg["auths"].get(&server).is_none(), "{cfg}");
+    root.ok(&["rmi", &private]);
+    let err = root.fails(&["pull", &private]);
+    assert!(err.contains("unauthorized"), "{err}");
+}
