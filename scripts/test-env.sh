@@ -5,14 +5,15 @@
 # storage, and fill them with images built by umoci and skopeo from Debian's
 # busybox-static. Never uses mocker to build anything.
 #
-# Usage: scripts/test-env.sh start WORKDIR   (writes WORKDIR/env to source)
+# Usage: scripts/test-env.sh start WORKDIR        (writes WORKDIR/env to source)
+#        scripts/test-env.sh start-bench WORKDIR  (one registry with a ~500 MB image)
 #        scripts/test-env.sh stop WORKDIR
 set -euo pipefail
 
 cmd=${1:?usage: test-env.sh start|stop WORKDIR}
 work=${2:?usage: test-env.sh start|stop WORKDIR}
 
-PACKAGES=(docker-registry skopeo umoci busybox-static apache2-utils curl python3)
+PACKAGES=(docker-registry skopeo umoci busybox-static apache2-utils curl python3 time)
 
 install_packages() {
     local missing=()
@@ -197,6 +198,31 @@ ENV
     echo "registries ready: $r (open), 127.0.0.1:$auth_port (htpasswd); env in $work/env" >&2
 }
 
+# A multi-layer image of real-looking content (binaries, libraries, text)
+# plus incompressible data: ~500 MB unpacked, a few hundred MB compressed.
+start_bench() {
+    install_packages
+    mkdir -p "$work"
+    work=$(cd "$work" && pwd)
+    local port
+    port=$(free_port)
+    start_registry registry "$port"
+    layout=$work/oci
+    umoci init --layout "$layout"
+    umoci new --image "$layout:big"
+    add_layer big big 'mkdir -p usr && cp -a /usr/bin usr/bin'
+    add_layer big big 'mkdir -p usr/lib && cp -a /usr/lib/gcc usr/lib/gcc'
+    add_layer big big 'mkdir -p usr/lib && cp -a /usr/lib/python3 usr/lib/python3'
+    add_layer big big 'mkdir -p usr/share && cp -a /usr/share/perl usr/share/perl 2>/dev/null || true; cp -a /usr/share/doc usr/share/doc'
+    add_layer big big 'head -c 64000000 /dev/urandom > blob.bin'
+    umoci config --image "$layout:big" --os linux --architecture amd64
+    push big "127.0.0.1:$port/big:latest"
+    cat >"$work/env" <<ENV
+export MOCKER_TEST_REGISTRY=127.0.0.1:$port
+export MOCKER_BENCH_IMAGE=127.0.0.1:$port/big:latest
+ENV
+}
+
 stop() {
     for name in registry auth-registry; do
         if [[ -f $work/$name/pid ]]; then
@@ -208,6 +234,7 @@ stop() {
 
 case $cmd in
 start) start ;;
+start-bench) start_bench ;;
 stop) stop ;;
 *) echo "unknown command $cmd" >&2; exit 2 ;;
 esac
