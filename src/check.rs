@@ -4,12 +4,11 @@
 //! a repair rebuilds what the blobs can tell and says what was lost.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::images::referenced_blobs;
-use crate::index::{Batch, ImageRecord, Session};
+use crate::index::{Batch, Contents, ImageRecord, Session};
 use crate::manifest::{self, Document, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
 use crate::pull::describe_image;
 use crate::Mocker;
@@ -48,6 +47,7 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckReport> {
         }
     }
     let mut present: HashSet<Digest> = HashSet::new();
+    let mut corrupt: HashSet<Digest> = HashSet::new();
     for digest in blobs {
         report.blobs_checked += 1;
         let actual = mocker.store.rehash(&digest)?;
@@ -60,25 +60,19 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckReport> {
             mocker.store.delete(&digest)?;
             report.repaired.push(format!("deleted corrupt blob {digest}"));
         }
-    }
-    if !repair {
-        // Corrupt blobs count as missing for the index checks below.
-        present.retain(|d| !report.problems.iter().any(|p| p.contains(d.as_str())));
+        corrupt.insert(digest);
     }
 
     // 2. The index must open; a repair sets an unreadable one aside.
-    let index_result = mocker.index.session(|s| check_index(mocker, s, &present, repair, &mut report));
+    let index_result = mocker.index.session(|s| check_index(mocker, s, &present, &corrupt, repair, &mut report));
     match index_result {
         Err(Error::IndexUnreadable { reason, .. }) => {
             report.problems.push(format!("the index cannot be opened: {reason}"));
             if repair {
-                let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                let aside = mocker.index.dir().with_extension(format!("corrupt-{stamp}"));
-                std::fs::rename(mocker.index.dir(), &aside)
-                    .map_err(|e| Error::io(format!("moving the index aside to {}", aside.display()), e))?;
+                let aside = mocker.index.set_aside()?;
                 report.repaired.push(format!("moved the unreadable index to {}", aside.display()));
                 report.lost.push("all tags (the index that held them was unreadable)".into());
-                mocker.index.session(|s| check_index(mocker, s, &present, repair, &mut report))?;
+                mocker.index.session(|s| check_index(mocker, s, &present, &corrupt, repair, &mut report))?;
             }
         }
         other => other?,
@@ -90,13 +84,28 @@ fn check_index(
     mocker: &Mocker,
     s: &Session,
     present: &HashSet<Digest>,
+    corrupt: &HashSet<Digest>,
     repair: bool,
     report: &mut CheckReport,
 ) -> Result<()> {
-    let refs = s.refs()?;
-    let images = s.images()?;
-    let layers = s.layers()?;
-    let leases = s.leases()?;
+    let (contents, corrupt_entries) = s.scan_all_lenient()?;
+    let Contents { refs, images, layers, leases } = contents;
+    for (key, reason) in &corrupt_entries {
+        report.problems.push(format!("index entry {key} is corrupt: {reason}"));
+    }
+    if repair && !corrupt_entries.is_empty() {
+        let keys: Vec<String> = corrupt_entries.iter().map(|(k, _)| k.clone()).collect();
+        s.remove_keys(&keys)?;
+        report.repaired.push(format!("dropped {} corrupt index entries", keys.len()));
+    }
+    // A pull may have committed blobs since the store was listed: count
+    // those as present rather than report (or repair away) a fresh image.
+    let fresh: HashSet<Digest> = images
+        .values()
+        .flat_map(|i| i.blobs())
+        .filter(|b| !present.contains(b) && mocker.store.has(b) && !corrupt.contains(b))
+        .collect();
+    let present: HashSet<Digest> = present.union(&fresh).cloned().collect();
     let mut batch = Batch::default();
 
     // An image whose manifest or config is gone cannot be described and is
@@ -162,8 +171,8 @@ fn check_index(
             }
         }
     }
-    for (id, lease) in &leases {
-        if !lease.is_live() && repair {
+    for id in leases.keys() {
+        if !mocker.index.lease_is_live(id) && repair {
             batch.del_lease(id);
             report.repaired.push(format!("dropped the lease of dead pull {id}"));
         }
@@ -171,8 +180,9 @@ fn check_index(
 
     // Blobs nobody references: restore complete images from manifests on
     // disk (their tags are gone), delete the rest.
-    let keep = referenced_blobs(s, healthy.values())?;
-    let orphans: Vec<&Digest> = present.iter().filter(|d| !keep.contains(*d)).collect();
+    let keep = referenced_blobs(&mocker.index, s, healthy.values())?;
+    // Only blobs that were listed (and verified) are candidates for deletion.
+    let orphans: Vec<&Digest> = present.iter().filter(|d| !keep.contains(*d) && !fresh.contains(*d)).collect();
     let mut restored: HashSet<Digest> = HashSet::new();
     let mut index_of: HashMap<Digest, Digest> = HashMap::new();
     let mut manifests = Vec::new();
@@ -190,7 +200,7 @@ fn check_index(
         }
     }
     for (digest, manifest) in manifests {
-        let Some((image, layer_records)) = restore(mocker, present, &digest, &manifest, index_of.get(&digest).cloned()) else {
+        let Some((image, layer_records)) = restore(mocker, &present, &digest, &manifest, index_of.get(&digest).cloned()) else {
             continue;
         };
         report.problems.push(format!("image manifest {digest} is on disk but not in the index"));

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::index::{Batch, ImageRecord, Session};
+use crate::index::{Batch, ImageRecord, Index, Session};
 use crate::manifest::{MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
 use crate::reference::{familiar_name, split_index_key, ImageRef};
 use crate::Mocker;
@@ -42,14 +42,27 @@ pub fn image_size(mocker: &Mocker, image: &ImageRecord) -> u64 {
         .sum()
 }
 
-pub fn list(mocker: &Mocker) -> Result<Vec<ImageSummary>> {
+/// `images [REPOSITORY[:TAG]]`: one row per tag; a pull-by-digest reference
+/// shows as a `<none>` tag only when its repository has no tag for the image
+/// (as docker lists them); untagged images last.
+pub fn list(mocker: &Mocker, filter: Option<&str>) -> Result<Vec<ImageSummary>> {
     let (refs, images) = mocker.index.session(|s| Ok((s.refs()?, s.images()?)))?;
     let mut named: HashSet<&str> = HashSet::new();
+    let tagged: HashSet<(&str, &str)> = refs
+        .iter()
+        .filter_map(|(key, m)| match split_index_key(key) {
+            (name, Some(_), _) => Some((name, m.as_str())),
+            _ => None,
+        })
+        .collect();
     let mut rows = Vec::new();
     for (key, manifest) in &refs {
         let Some(image) = images.get(manifest.as_str()) else { continue };
         named.insert(manifest.as_str());
         let (name, tag, _) = split_index_key(key);
+        if tag.is_none() && tagged.contains(&(name, manifest.as_str())) {
+            continue;
+        }
         rows.push(summary(mocker, image, familiar_name(name), tag.unwrap_or("<none>")));
     }
     for (manifest, image) in &images {
@@ -57,13 +70,34 @@ pub fn list(mocker: &Mocker) -> Result<Vec<ImageSummary>> {
             rows.push(summary(mocker, image, "<none>", "<none>"));
         }
     }
+    if let Some(filter) = filter {
+        rows.retain(|r| matches_filter(r, filter));
+    }
+    let created = |r: &ImageSummary| {
+        r.created
+            .as_deref()
+            .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+            .map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX))
+    };
     rows.sort_by(|a, b| {
-        b.created
-            .cmp(&a.created)
+        created(b)
+            .cmp(&created(a))
             .then_with(|| a.repository.cmp(&b.repository))
             .then_with(|| a.tag.cmp(&b.tag))
     });
     Ok(rows)
+}
+
+/// docker's `images REPOSITORY[:TAG]` argument, in short or full form.
+fn matches_filter(row: &ImageSummary, filter: &str) -> bool {
+    let (repo, tag) = match filter.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+        Some((r, t)) => (r, Some(t)),
+        None => (filter, None),
+    };
+    let normal = ImageRef::parse(repo)
+        .map(|r| familiar_name(&r.name()).to_string())
+        .unwrap_or_else(|_| repo.to_string());
+    (row.repository == repo || row.repository == normal) && tag.is_none_or(|t| row.tag == t)
 }
 
 fn summary(mocker: &Mocker, image: &ImageRecord, repository: &str, tag: &str) -> ImageSummary {
@@ -173,8 +207,15 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
                     .filter(|(_, m)| manifests.contains(m))
                     .map(|(k, _)| k.clone())
                     .collect();
-                if keys.len() > 1 && !force {
-                    return Err(Error::ImageReferencedMultiple { id: input.to_string() });
+                // docker: names all in one repository go together; names in
+                // several repositories need -f.
+                let repositories: HashSet<&str> = keys.iter().map(|k| split_index_key(k).0).collect();
+                if repositories.len() > 1 && !force {
+                    let id = s
+                        .get_image(&manifests[0])?
+                        .map(|i| i.config_digest.short().to_string())
+                        .unwrap_or_else(|| input.to_string());
+                    return Err(Error::ImageReferencedMultiple { id });
                 }
                 (keys, manifests)
             }
@@ -200,7 +241,7 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
             .values()
             .filter(|i| !candidates.contains(&i.manifest_digest))
             .collect();
-        let mut keep = referenced_blobs(s, survivors)?;
+        let mut keep = referenced_blobs(&mocker.index, s, survivors)?;
         let mut garbage = Vec::new();
         for image in &doomed {
             for blob in image.blobs() {
@@ -209,12 +250,18 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
                 }
             }
         }
+        let mut deleted_layers = Vec::new();
         for blob in &garbage {
+            if let Some(layer) = s.get_layer(blob)? {
+                deleted_layers.push(layer.chain_id);
+            }
             batch.del_layer(blob);
         }
-        // Index first: a crash before the unlinks leaves orphan blobs, which
-        // `system check` reports and repairs; never an entry without its blob.
+        // Index first, made durable: a crash before the unlinks leaves orphan
+        // blobs, which `system check` reports and repairs; never an entry
+        // without its blob.
         s.apply(&batch)?;
+        s.flush()?;
         for blob in &garbage {
             mocker.store.delete(blob)?;
         }
@@ -223,18 +270,20 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
                 out.push(Removed::Deleted(image.config_digest.clone()));
             }
         }
+        out.extend(deleted_layers.into_iter().map(Removed::Deleted));
         Ok(out)
     })
 }
 
 /// Blobs the given images need plus those leased by live pulls.
 pub(crate) fn referenced_blobs<'a>(
+    index: &Index,
     session: &Session,
     images: impl IntoIterator<Item = &'a ImageRecord>,
 ) -> Result<HashSet<Digest>> {
     let mut keep: HashSet<Digest> = images.into_iter().flat_map(|i| i.blobs()).collect();
-    for lease in session.leases()?.values() {
-        if lease.is_live() {
+    for (id, lease) in session.leases()? {
+        if index.lease_is_live(&id) {
             keep.extend(lease.digests.iter().cloned());
         }
     }

@@ -77,17 +77,25 @@ pub struct LayerRecord {
     pub chain_id: Digest,
 }
 
-/// Blobs a running pull depends on before its image is recorded. Garbage
-/// collection never deletes them while the pid is alive.
+/// Blobs a running pull depends on before its image is recorded. The pull
+/// holds an flock on `leases/<id>` for as long as it runs; garbage
+/// collection keeps a lease's blobs while that lock is held (a pid could be
+/// reused, a lock dies with its holder).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Lease {
     pub pid: u32,
     pub digests: Vec<Digest>,
 }
 
-impl Lease {
-    pub fn is_live(&self) -> bool {
-        Path::new(&format!("/proc/{}", self.pid)).exists()
+/// The held lock that keeps a lease alive.
+pub struct LeaseLock {
+    _lock: Flock<File>,
+    path: PathBuf,
+}
+
+impl Drop for LeaseLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -97,8 +105,9 @@ pub struct Batch(Vec<(String, Option<Vec<u8>>)>);
 
 impl Batch {
     fn put<T: Serialize>(&mut self, key: String, value: &T) -> &mut Self {
-        // Records are plain data; serialising them cannot fail.
-        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        // Records are plain structs of strings and numbers: serialising them
+        // cannot fail, and an empty value would be a bug, not bad input.
+        let bytes = serde_json::to_vec(value).expect("index records serialise");
         self.0.push((key, Some(bytes)));
         self
     }
@@ -160,6 +169,49 @@ impl Index {
         &self.dir
     }
 
+    fn lease_path(&self, id: &str) -> PathBuf {
+        self.lock_path.with_file_name("leases").join(id)
+    }
+
+    /// Take the lock that marks lease `id` as held by this process.
+    pub fn hold_lease(&self, id: &str) -> Result<LeaseLock> {
+        let path = self.lease_path(id);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx(|| format!("creating lease {}", path.display()))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| Error::io(format!("locking lease {}", path.display()), e.into()))?;
+        Ok(LeaseLock { _lock: lock, path })
+    }
+
+    /// Whether the pull that wrote lease `id` is still running.
+    pub fn lease_is_live(&self, id: &str) -> bool {
+        let Ok(file) = File::open(self.lease_path(id)) else { return false };
+        matches!(
+            Flock::lock(file, FlockArg::LockSharedNonblock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK))
+        )
+    }
+
+    /// Move an unreadable database aside (under the index lock) so a fresh
+    /// one can be rebuilt; returns where it went.
+    pub fn set_aside(&self) -> Result<PathBuf> {
+        let _lock = self.lock()?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let aside = self.dir.with_extension(format!("corrupt-{stamp}"));
+        std::fs::rename(&self.dir, &aside).ctx(|| format!("moving the index aside to {}", aside.display()))?;
+        Ok(aside)
+    }
+
     /// Open the index, run `f`, flush and close. While `f` runs no other
     /// mocker process can read or write the index.
     pub fn session<T>(&self, f: impl FnOnce(&Session) -> Result<T>) -> Result<T> {
@@ -218,12 +270,16 @@ impl Index {
                 {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                Err(e) => {
+                // Only damage to the database itself is "unreadable"; a
+                // permission or resource error must not invite a repair
+                // that sets a healthy index aside.
+                Err(e @ (sled::Error::Corruption { .. } | sled::Error::ReportableBug(_))) => {
                     return Err(Error::IndexUnreadable {
                         path: self.dir.clone(),
                         reason: e.to_string(),
                     })
                 }
+                Err(e) => return Err(Error::Index(format!("opening {}: {e}", self.dir.display()))),
             }
         }
     }
@@ -231,6 +287,15 @@ impl Index {
 
 pub struct Session {
     db: sled::Db,
+}
+
+/// The whole index, decoded.
+#[derive(Default)]
+pub struct Contents {
+    pub refs: BTreeMap<String, Digest>,
+    pub images: BTreeMap<String, ImageRecord>,
+    pub layers: BTreeMap<String, LayerRecord>,
+    pub leases: BTreeMap<String, Lease>,
 }
 
 impl Session {
@@ -257,14 +322,56 @@ impl Session {
     }
 
     fn scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<BTreeMap<String, T>> {
-        let mut out = BTreeMap::new();
+        let (good, bad) = self.scan_lenient(prefix)?;
+        match bad.first() {
+            Some((key, reason)) => Err(Error::Index(format!("entry {key} is corrupt: {reason}"))),
+            None => Ok(good),
+        }
+    }
+
+    /// Like `scan`, but returns undecodable entries (full key, reason)
+    /// instead of failing, so a repair can drop them.
+    fn scan_lenient<T: DeserializeOwned>(&self, prefix: &str) -> Result<(BTreeMap<String, T>, Vec<(String, String)>)> {
+        let mut good = BTreeMap::new();
+        let mut bad = Vec::new();
         for item in self.db.scan_prefix(prefix.as_bytes()) {
             let (k, v) = item?;
             let key = String::from_utf8_lossy(&k).into_owned();
-            let value = decode(&key, &v)?;
-            out.insert(key[prefix.len()..].to_string(), value);
+            match serde_json::from_slice(&v) {
+                Ok(value) => {
+                    good.insert(key[prefix.len()..].to_string(), value);
+                }
+                Err(e) => bad.push((key, e.to_string())),
+            }
         }
-        Ok(out)
+        Ok((good, bad))
+    }
+
+    /// Every entry, with the keys of undecodable ones.
+    pub fn scan_all_lenient(&self) -> Result<(Contents, Vec<(String, String)>)> {
+        let (refs, mut bad) = self.scan_lenient(REF)?;
+        let (images, b) = self.scan_lenient(IMAGE)?;
+        bad.extend(b);
+        let (layers, b) = self.scan_lenient(LAYER)?;
+        bad.extend(b);
+        let (leases, b) = self.scan_lenient(LEASE)?;
+        bad.extend(b);
+        Ok((Contents { refs, images, layers, leases }, bad))
+    }
+
+    /// Remove raw keys (corrupt entries found by a lenient scan).
+    pub fn remove_keys(&self, keys: &[String]) -> Result<()> {
+        for key in keys {
+            self.db.remove(key.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Make everything applied so far durable. Call before acting on the
+    /// disk in a way that assumes the index change happened (e.g. unlinks).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
     }
 
     pub fn get_ref(&self, name: &str) -> Result<Option<Digest>> {
@@ -320,7 +427,7 @@ impl Session {
     }
 }
 
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::Index(format!("entry {key} is corrupt: {e}")))
 }
 

@@ -3,7 +3,7 @@
 //! Data flows one way: [`registry`] → [`store`] → (unpack → snapshot →
 //! runtime). [`index`] records what the store's blobs mean. The modules at
 //! the top ([`pull`], [`images`], [`check`]) compose the lower ones; no lower
-//! module imports a higher one. The CLI in `main.rs` only parses and prints.
+//! module imports a higher one. The CLI in `src/cli/` only parses and prints.
 
 pub mod auth;
 pub mod check;

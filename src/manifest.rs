@@ -144,9 +144,15 @@ fn validate_manifest(manifest: &ImageManifest, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// No blob of a container image comes near this; a larger size is a lie.
+pub const MAX_BLOB_BYTES: u64 = 1 << 40;
+
 /// The descriptor's digest, validated, and its size, which must be sane.
 pub fn descriptor_digest(desc: &Descriptor, what: &str) -> Result<Digest> {
     let digest = Digest::parse(desc.digest().as_ref())?;
+    if desc.size() > MAX_BLOB_BYTES {
+        return Err(Error::TooLarge { what: format!("blob {digest} of {what}"), size: desc.size(), limit: MAX_BLOB_BYTES });
+    }
     if desc.size() == 0 && digest != Digest::of_bytes(b"") {
         return Err(Error::InvalidDocument {
             what: what.to_string(),

@@ -71,19 +71,25 @@ pub struct Pulled {
     pub downloaded_layers: usize,
 }
 
-/// Removes the lease on every exit path; Drop cannot be async, and an index
-/// session is short and synchronous, so it runs inline.
+/// Holds the lease's lock while the pull runs and removes the lease record
+/// if the pull fails (a successful pull drops it in its commit). Drop cannot
+/// be async; the index session is short, so it runs inline.
 struct LeaseGuard<'a> {
     mocker: &'a Mocker,
     id: String,
+    _lock: crate::index::LeaseLock,
+    committed: bool,
 }
 
 impl Drop for LeaseGuard<'_> {
     fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
         let mut batch = Batch::default();
         batch.del_lease(&self.id);
-        // A lease left behind by a failed delete belongs to a dead pid once we
-        // exit, and garbage collection ignores dead leases.
+        // A record left behind by a failed delete is harmless: its lock dies
+        // with this process and garbage collection ignores unlocked leases.
         let _ = self.mocker.index.session(|s| s.apply(&batch));
     }
 }
@@ -110,7 +116,20 @@ pub async fn pull(mocker: &Mocker, reference: &ImageRef, opts: &PullOptions, pro
                 }
                 let what = format!("manifest {digest} for {wanted}");
                 match manifest::parse_document(&bytes, &what)? {
-                    Document::Manifest(m) => (Some((top_bytes, top_digest)), bytes, actual, m),
+                    Document::Manifest(m) => {
+                        let declared = m.media_type().as_ref().map(|t| t.to_string());
+                        if declared.as_ref().is_some_and(|t| *t != entry.media_type().to_string()) {
+                            return Err(Error::InvalidDocument {
+                                what,
+                                reason: format!(
+                                    "its mediaType {} contradicts the index entry's {}",
+                                    declared.unwrap_or_default(),
+                                    entry.media_type()
+                                ),
+                            });
+                        }
+                        (Some((top_bytes, top_digest)), bytes, actual, m)
+                    }
                     Document::Index(_) => {
                         return Err(Error::InvalidDocument {
                             what,
@@ -132,10 +151,11 @@ pub async fn pull(mocker: &Mocker, reference: &ImageRef, opts: &PullOptions, pro
     leased.extend(index_doc.iter().map(|(_, d)| d.clone()));
     leased.extend(layers.iter().map(|l| l.0.clone()));
     let lease_id = format!("{}-{}", std::process::id(), now_nanos());
+    let lock = mocker.index.hold_lease(&lease_id)?;
     let mut batch = Batch::default();
     batch.put_lease(&lease_id, &Lease { pid: std::process::id(), digests: leased });
     mocker.index.session(|s| s.apply(&batch))?;
-    let _lease = LeaseGuard { mocker, id: lease_id.clone() };
+    let mut lease = LeaseGuard { mocker, id: lease_id.clone(), _lock: lock, committed: false };
 
     if let Some((bytes, digest)) = &index_doc {
         mocker.store.write_bytes(digest, bytes, &format!("index {digest}"))?;
@@ -183,11 +203,12 @@ pub async fn pull(mocker: &Mocker, reference: &ImageRef, opts: &PullOptions, pro
     .try_collect::<Vec<()>>()
     .await;
     if let Err(e) = downloads {
-        if matches!(e, Error::DiskFull { .. }) {
-            // Partial downloads are kept for resuming, except when they are
-            // what filled the disk.
+        if matches!(e, Error::DiskFull { .. } | Error::DigestMismatch { .. } | Error::SizeMismatch { .. }) {
+            // Partial downloads are kept for resuming after an interruption,
+            // but not when they filled the disk or the image is broken (a
+            // retry would fail the same way). Best effort: report `e`.
             for (digest, _, _) in &layers {
-                mocker.store.discard_ingest(digest)?;
+                let _ = mocker.store.discard_ingest(digest);
             }
         }
         return Err(e);
@@ -211,6 +232,7 @@ pub async fn pull(mocker: &Mocker, reference: &ImageRef, opts: &PullOptions, pro
         s.apply(&batch)?;
         Ok(previous.as_ref() != Some(&manifest_digest))
     })?;
+    lease.committed = true;
     Ok(Pulled {
         reference: reference.clone(),
         image,
@@ -296,7 +318,7 @@ async fn fetch_blob(
     };
     let mut waited = false;
     let mut retried_whole = false;
-    loop {
+    'attempt: loop {
         let mut writer = match mocker.store.begin(digest, Some(size), what)? {
             Begin::Exists => {
                 if !waited {
@@ -330,7 +352,13 @@ async fn fetch_blob(
             while let Some(chunk) = stream.next().await {
                 match chunk {
                     Ok(bytes) => {
-                        writer.write(&bytes)?;
+                        if let Err(e) = writer.write(&bytes) {
+                            if offset > 0 && !retried_whole && matches!(e, Error::SizeMismatch { .. }) {
+                                retried_whole = true;
+                                continue 'attempt;
+                            }
+                            return Err(e);
+                        }
                         done += bytes.len() as u64;
                         report(LayerEvent::Downloading { done, total: size });
                     }
@@ -353,7 +381,7 @@ async fn fetch_blob(
                 return Ok(true);
             }
             // Resumed bytes may have been bad: one retry of the whole blob.
-            Err(Error::DigestMismatch { .. }) if offset > 0 && !retried_whole => {
+            Err(Error::DigestMismatch { .. } | Error::SizeMismatch { .. }) if offset > 0 && !retried_whole => {
                 retried_whole = true;
             }
             Err(e) => return Err(e),

@@ -31,6 +31,11 @@ impl ImageRef {
         let inner: Reference = input.parse().map_err(|e: oci_spec::distribution::ParseError| {
             invalid(e.to_string())
         })?;
+        // oci-spec moves an upper-case first component without '.' or ':'
+        // into the Docker Hub repository instead of rejecting it as docker does.
+        if inner.repository().chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(invalid("repository name must be lowercase".into()));
+        }
         let digest = match inner.digest() {
             Some(d) => Some(Digest::parse(d)?),
             None => None,
@@ -185,5 +190,18 @@ mod tests {
             ("127.0.0.1:5000/app", Some("v1"), None)
         );
         assert_eq!(split_index_key(&format!("docker.io/a@{D}")), ("docker.io/a", None, Some(D)));
+    }
+}
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    #[test]
+    fn uppercase_hub_namespace_is_rejected_like_docker() {
+        // Found by fuzzing: it parsed, but its own index key did not.
+        let err = ImageRef::parse("bYusy/f4c8996fb92427ae4a").unwrap_err();
+        assert!(err.to_string().contains("must be lowercase"), "{err}");
+        let r = ImageRef::parse("Reg.Example:5000/app").unwrap();
+        assert_eq!(ImageRef::parse(&r.index_key()).unwrap().index_key(), r.index_key());
     }
 }

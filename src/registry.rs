@@ -51,6 +51,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(reference: &ImageRef, opts: &RegistryOptions) -> Result<Self> {
+        Self::with_auth(reference, opts, auth::registry_auth(reference.registry())?)
+    }
+
+    /// A client that uses `auth` rather than the stored credentials.
+    pub fn with_auth(reference: &ImageRef, opts: &RegistryOptions, auth: RegistryAuth) -> Result<Self> {
         let protocol = if reference.is_insecure(&opts.insecure_registries) {
             ClientProtocol::Http
         } else {
@@ -64,11 +69,7 @@ impl Registry {
             user_agent: concat!("mocker/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        Ok(Registry {
-            client: Client::new(config),
-            auth: auth::registry_auth(reference.registry())?,
-            reference: reference.clone(),
-        })
+        Ok(Registry { client: Client::new(config), auth, reference: reference.clone() })
     }
 
     /// Fetch a manifest or index by tag or digest. Returns its bytes and the
@@ -123,13 +124,17 @@ impl Registry {
 
     /// Check the credentials in use against the registry (for `login`).
     pub async fn authenticate(&self) -> Result<()> {
-        self.client
+        let token = self
+            .client
             .auth(self.reference.wire(), &self.auth, oci_client::RegistryOperation::Pull)
             .await
-            .map(|_| ())
             .map_err(|e| self.map_error(e))?;
-        // A token service may hand out anonymous tokens; a manifest request
-        // proves the credentials are accepted for reading.
+        if token.is_some() {
+            // A token service checked the credentials to issue this token.
+            return Ok(());
+        }
+        // Basic-auth registries check them on each request: a request for a
+        // name that need not exist answers 404 when accepted, 401 when not.
         match self.manifest(self.reference.wire()).await {
             Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
@@ -151,16 +156,19 @@ impl Registry {
             OciDistributionError::UnauthorizedError { .. }
             | OciDistributionError::AuthenticationFailure(_) => Error::Unauthorized { reference, registry },
             OciDistributionError::RegistryError { envelope, .. } => {
-                let codes: Vec<String> = envelope.errors.iter().map(|e| format!("{:?}", e.code)).collect();
+                use oci_client::errors::OciErrorCode as C;
                 let message = envelope
                     .errors
                     .iter()
                     .map(|e| e.message.clone())
                     .collect::<Vec<_>>()
                     .join("; ");
-                if codes.iter().any(|c| c.contains("Unauthorized") || c.contains("Denied")) {
+                let any = |f: fn(&C) -> bool| envelope.errors.iter().any(|e| f(&e.code));
+                if any(|c| matches!(c, C::Unauthorized | C::Denied)) {
                     Error::Unauthorized { reference, registry }
-                } else if codes.iter().any(|c| c.contains("Unknown")) {
+                } else if any(|c| {
+                    matches!(c, C::ManifestUnknown | C::NameUnknown | C::BlobUnknown | C::ManifestBlobUnknown | C::NotFound)
+                }) {
                     not_found(message)
                 } else {
                     Error::Registry { reference, reason: message }
@@ -173,6 +181,9 @@ impl Registry {
                 reason: format!("HTTP {code}: {}", short(&message)),
             },
             OciDistributionError::ImageManifestNotFoundError(m) => not_found(m),
+            OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError { expected, actual }) => {
+                Error::DigestMismatch { what: format!("manifest {reference}"), expected, actual }
+            }
             OciDistributionError::DigestError(d) => Error::Registry { reference, reason: d.to_string() },
             other => Error::Registry { reference, reason: other.to_string() },
         }

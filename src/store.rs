@@ -83,10 +83,21 @@ impl ContentStore {
 
     /// Store bytes already in memory (manifests, configs) under their digest.
     pub fn write_bytes(&self, expected: &Digest, bytes: &[u8], what: &str) -> Result<()> {
+        // A peer writing the same small document finishes in milliseconds;
+        // the bound only turns a wedged peer into an error.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             match self.begin(expected, Some(bytes.len() as u64), what)? {
                 Begin::Exists => return Ok(()),
-                Begin::Busy => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Begin::Busy if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Begin::Busy => {
+                    return Err(Error::io(
+                        format!("writing {what}"),
+                        io::Error::new(io::ErrorKind::TimedOut, "another process holds its ingest lock"),
+                    ))
+                }
                 Begin::Writer(mut w) => {
                     w.reset()?;
                     w.write(bytes)?;
@@ -123,6 +134,10 @@ impl ContentStore {
         // The previous holder may have committed (and unlinked the ingest
         // file) between our open and our lock: re-check both.
         if self.has(expected) {
+            // We may have just created this ingest file; don't leave it.
+            if lock.metadata().is_ok_and(|m| m.len() == 0) {
+                let _ = fs::remove_file(&path);
+            }
             return Ok(Begin::Exists);
         }
         let ours = lock.metadata().ctx(|| format!("stat {}", path.display()))?;
@@ -147,8 +162,10 @@ impl ContentStore {
 
     /// Remove the partial download of `digest` unless a writer holds it.
     pub fn discard_ingest(&self, digest: &Digest) -> Result<()> {
-        if let Begin::Writer(mut w) = self.begin(digest, None, "partial download")? {
-            w.discard();
+        let path = self.ingest.join(digest.hex());
+        let Ok(file) = File::open(&path) else { return Ok(()) };
+        if let Ok(_lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
         }
         Ok(())
     }

@@ -120,3 +120,19 @@ fn system_df_counts_dedup() {
     let table = root.ok(&["system", "df"]);
     assert!(table.contains("Images") && table.contains("RECLAIMABLE"), "{table}");
 }
+
+#[test]
+fn digest_reference_of_a_tagged_image_is_not_listed_twice_and_one_repo_untags_together() {
+    let root = Root::new();
+    let reference = image("busybox");
+    let digest = format!("sha256:{}", sha256_hex(&registry_manifest(&reference)));
+    root.ok(&["pull", "-q", &reference]);
+    root.ok(&["pull", "-q", &format!("{reference}@{digest}")]);
+    assert_eq!(root.ok(&["images", "-q"]).lines().count(), 1, "{}", root.ok(&["images"]));
+    // Several tags in one repository: removing by ID needs no -f, as in docker.
+    root.ok(&["tag", &reference, &format!("{reference}:v2")]);
+    let id = root.ok(&["images", "-q"]).lines().next().unwrap().to_string();
+    let out = root.ok(&["rmi", &id]);
+    assert_eq!(out.matches("Untagged:").count(), 3, "{out}");
+    assert!(root.blobs().is_empty());
+}

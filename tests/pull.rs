@@ -232,3 +232,15 @@ fn ctrl_c_during_a_pull_leaves_nothing_visible_and_the_next_pull_completes() {
     root.assert_blobs_verified();
     root.assert_healthy();
 }
+
+#[test]
+fn anonymous_bearer_token_flow_like_docker_hub() {
+    let fake = FakeRegistry::start();
+    fake.require_bearer("anon-token-123");
+    let layer = b"not really a tar, but the pull only verifies bytes".to_vec();
+    let layer_digest = fake.image("library/tokened", "latest", &layer, None);
+    let root = Root::new();
+    root.ok(&["pull", &format!("{}/library/tokened", fake.addr)]);
+    assert!(root.blobs().contains(&hex_of(&layer_digest).to_string()));
+    root.assert_blobs_verified();
+}

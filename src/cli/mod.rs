@@ -246,7 +246,7 @@ fn pull(cli: &Cli, mocker: &Mocker, args: &PullArgs) -> Result<i32> {
     let pulled = runtime()?.block_on(async {
         tokio::select! {
             r = mocker::pull::pull(mocker, &reference, &opts, progress.as_ref()) => r,
-            _ = tokio::signal::ctrl_c() => Err(mocker::Error::Interrupted),
+            _ = interrupted() => Err(mocker::Error::Interrupted),
         }
     });
     progress.finish();
@@ -267,6 +267,13 @@ fn pull(cli: &Cli, mocker: &Mocker, args: &PullArgs) -> Result<i32> {
     }
     println!("{}", reference.index_key());
     Ok(0)
+}
+
+/// Resolves on Ctrl-C; never, if the handler cannot be installed.
+async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 fn rmi(mocker: &Mocker, args: &RmiArgs) -> Result<i32> {
@@ -310,16 +317,8 @@ fn login(cli: &Cli, args: &LoginArgs) -> Result<i32> {
         }
         (None, false) => bail!("a password is required: use --password-stdin"),
     };
-    // Verify against the registry before storing, as docker does.
-    let probe = ImageRef::parse(&format!("{server}/library/mocker-login-probe"))
-        .with_context(|| format!("invalid registry address {server:?}"))?;
-    let path = mocker::auth::store_login(server, &username, &password)?;
     let opts = RegistryOptions { insecure_registries: cli.insecure_registries.clone(), ..Default::default() };
-    let verified = runtime()?.block_on(async { mocker::registry::Registry::new(&probe, &opts)?.authenticate().await });
-    if let Err(e) = verified {
-        mocker::auth::remove_login(server)?;
-        return Err(e.into());
-    }
+    let path = runtime()?.block_on(mocker::auth::login(server, &username, &password, &opts))?;
     eprintln!("Credentials stored in {}", path.display());
     println!("Login Succeeded");
     Ok(0)

@@ -50,22 +50,8 @@ fn created_at(created: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
-fn matches_filter(row: &ImageSummary, filter: &str) -> bool {
-    let (repo, tag) = match filter.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
-        Some((r, t)) => (r, Some(t)),
-        None => (filter, None),
-    };
-    let normal = mocker::reference::ImageRef::parse(repo)
-        .map(|r| mocker::reference::familiar_name(&r.name()).to_string())
-        .unwrap_or_else(|_| repo.to_string());
-    (row.repository == repo || row.repository == normal) && tag.is_none_or(|t| row.tag == t)
-}
-
 pub fn images(mocker: &Mocker, args: &super::ImagesArgs) -> Result<i32> {
-    let mut rows = mocker::images::list(mocker)?;
-    if let Some(filter) = &args.repository {
-        rows.retain(|r| matches_filter(r, filter));
-    }
+    let rows = mocker::images::list(mocker, args.repository.as_deref())?;
     let id = |r: &ImageSummary| {
         if args.no_trunc {
             r.id.to_string()
@@ -74,11 +60,8 @@ pub fn images(mocker: &Mocker, args: &super::ImagesArgs) -> Result<i32> {
         }
     };
     if args.quiet {
-        let mut seen = std::collections::HashSet::new();
         for r in &rows {
-            if seen.insert(r.id.clone()) {
-                println!("{}", id(r));
-            }
+            println!("{}", id(r));
         }
         return Ok(0);
     }

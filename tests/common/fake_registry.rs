@@ -26,6 +26,9 @@ impl Route {
 pub struct FakeRegistry {
     pub addr: String,
     routes: Arc<Mutex<HashMap<String, Route>>>,
+    /// When set, every /v2/ request needs this bearer token, which /token
+    /// hands out anonymously (Docker Hub's flow).
+    token: Arc<Mutex<Option<String>>>,
 }
 
 impl FakeRegistry {
@@ -33,16 +36,21 @@ impl FakeRegistry {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let routes: Arc<Mutex<HashMap<String, Route>>> = Arc::default();
-        let shared = routes.clone();
+        let token: Arc<Mutex<Option<String>>> = Arc::default();
+        let (shared, shared_token, realm) = (routes.clone(), token.clone(), format!("http://{addr}/token"));
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let routes = shared.clone();
+                let (routes, token, realm) = (shared.clone(), shared_token.clone(), realm.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &routes);
+                    let _ = serve(conn, &routes, &token, &realm);
                 });
             }
         });
-        FakeRegistry { addr, routes }
+        FakeRegistry { addr, routes, token }
+    }
+
+    pub fn require_bearer(&self, token: &str) {
+        *self.token.lock().expect("lock") = Some(token.to_string());
     }
 
     /// Serve `route` at `path` (e.g. `/v2/app/manifests/latest`).
@@ -85,17 +93,21 @@ impl FakeRegistry {
     }
 }
 
-fn serve(conn: TcpStream, routes: &Mutex<HashMap<String, Route>>) -> std::io::Result<()> {
+fn serve(conn: TcpStream, routes: &Mutex<HashMap<String, Route>>, token: &Mutex<Option<String>>, realm: &str) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut range_start = 0usize;
+    let mut authorization = String::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" {
             break;
         }
         let lower = line.to_ascii_lowercase();
+        if lower.starts_with("authorization:") {
+            authorization = line["authorization:".len()..].trim().to_string();
+        }
         if let Some(v) = lower.strip_prefix("range: bytes=") {
             range_start = v.trim().trim_end_matches('-').split('-').next().unwrap_or("0").parse().unwrap_or(0);
         }
@@ -103,12 +115,29 @@ fn serve(conn: TcpStream, routes: &Mutex<HashMap<String, Route>>) -> std::io::Re
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or("");
     let path = parts.next().unwrap_or("").split('?').next().unwrap_or("").to_string();
+    let required = token.lock().expect("lock").clone();
+    let mut out = conn;
+    if let Some(required) = required {
+        if path == "/token" {
+            let body = format!(r#"{{"token":"{required}","access_token":"{required}","expires_in":300}}"#);
+            write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+            return out.write_all(body.as_bytes());
+        }
+        if authorization != format!("Bearer {required}") {
+            let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+            write!(
+                out,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake-registry\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            return out.write_all(body);
+        }
+    }
     let route = if path == "/v2/" || path == "/v2" {
         Some(Route::ok("application/json", b"{}".to_vec()))
     } else {
         routes.lock().expect("lock").get(&path).cloned()
     };
-    let mut out = conn;
     let Some(route) = route else {
         let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
         write!(out, "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
