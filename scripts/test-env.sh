@@ -13,7 +13,7 @@ set -euo pipefail
 cmd=${1:?usage: test-env.sh start|stop WORKDIR}
 work=${2:?usage: test-env.sh start|stop WORKDIR}
 
-PACKAGES=(docker-registry skopeo umoci busybox-static apache2-utils curl python3 time)
+PACKAGES=(docker-registry skopeo umoci busybox-static apache2-utils curl python3 time attr)
 
 install_packages() {
     local missing=()
@@ -112,6 +112,26 @@ build_images() {
     add_layer busybox arm64 'echo arm64 > arch'
     umoci config --image "$layout:arm64" --architecture arm64
 
+    # Every kind of entry and metadata the layer rules cover, then a layer
+    # that swaps a file for a directory and empties a directory, then one
+    # that swaps it back.
+    add_layer busybox everything '
+        mkdir -p meta/dir meta/sticky meta/olddir && chmod 1777 meta/sticky && chmod 0750 meta/dir
+        echo suid > meta/suid && chmod 4755 meta/suid
+        echo sgid > meta/sgid && chmod 2711 meta/sgid
+        echo owned > meta/owned && chown 1234:5678 meta/owned && chmod 0640 meta/owned
+        echo old > meta/old && touch -d "2001-02-03 04:05:06.789" meta/old
+        echo data > meta/hard1 && ln meta/hard1 meta/hard2
+        ln -s /etc/passwd meta/abs-link && ln -s ../bin/busybox meta/rel-link && ln -s /no/such/file meta/dangling
+        mkfifo meta/fifo && mknod meta/null c 1 3 && mknod meta/loop b 7 0
+        echo x > meta/xattr && setfattr -n user.mocker -v hello meta/xattr
+        long=$(printf "d%.0s" $(seq 120)); mkdir -p "meta/$long"; echo long > "meta/$long/$(printf "f%.0s" $(seq 150))"
+        mkdir -p opq/sub && echo old > opq/sub/old && echo keep > opq/keep
+        echo file > swap
+        touch -d "2002-01-01" meta/olddir'
+    add_layer everything everything 'rm -rf opq/sub && mkdir opq/sub && echo new > opq/sub/new && rm swap && mkdir swap && echo in > swap/x'
+    add_layer everything everything 'rm -rf swap && echo file-again > swap && rm meta/hard2 && echo changed > meta/suid && chmod 4755 meta/suid'
+
     # Layers whose bytes the registry will serve wrong (see corrupt_blobs).
     add_layer busybox corrupt 'head -c 300000 /dev/urandom > noise'
     add_layer busybox truncated 'head -c 300000 /dev/urandom > noise'
@@ -179,6 +199,7 @@ start() {
     skopeo copy -q --dest-decompress "oci:$layout:busybox" "dir:$work/dir-plain"
     skopeo copy -q --preserve-digests --dest-tls-verify=false "dir:$work/dir-plain" "docker://$r/busybox-plain:latest"
     push multi "$r/multi:latest"
+    push everything "$r/everything:latest"
     push shared-a "$r/shared-a:latest"
     push shared-b "$r/shared-b:latest"
     push multiarch "$r/multiarch:latest" --all

@@ -89,7 +89,7 @@ fn check_index(
     report: &mut CheckReport,
 ) -> Result<()> {
     let (contents, corrupt_entries) = s.scan_all_lenient()?;
-    let Contents { refs, images, layers, leases } = contents;
+    let Contents { refs, images, layers, leases, .. } = contents;
     for (key, reason) in &corrupt_entries {
         report.problems.push(format!("index entry {key} is corrupt: {reason}"));
     }

@@ -57,6 +57,9 @@ pub enum Error {
     #[error("registry error for {reference}: {reason}")]
     Registry { reference: String, reason: String },
 
+    #[error("layer {layer}: {reason}")]
+    Layer { layer: String, reason: String },
+
     #[error("no such image: {0}")]
     NoSuchImage(String),
 

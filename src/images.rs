@@ -253,7 +253,7 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
         let mut deleted_layers = Vec::new();
         for blob in &garbage {
             if let Some(layer) = s.get_layer(blob)? {
-                deleted_layers.push(layer.chain_id);
+                deleted_layers.push(layer.diff_id);
             }
             batch.del_layer(blob);
         }

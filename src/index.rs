@@ -15,6 +15,8 @@
 //! - `image/<manifest digest>` → [`ImageRecord`] (JSON)
 //! - `layer/<compressed digest>` → [`LayerRecord`] (JSON)
 //! - `lease/<pid>-<nanos>` → [`Lease`] (JSON): blobs an in-flight pull needs
+//! - `snapshot/<chain id>` → [`SnapshotRecord`] (JSON): a committed layer snapshot
+//! - `active/<key>` → [`ActiveRecord`] (JSON): a writable snapshot (a container's)
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -29,10 +31,13 @@ use crate::error::{Error, IoContext, Result};
 
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"meta/schema-version";
+const NEXT_ID_KEY: &[u8] = b"meta/next-id";
 const REF: &str = "ref/";
 const IMAGE: &str = "image/";
 const LAYER: &str = "layer/";
 const LEASE: &str = "lease/";
+const SNAPSHOT: &str = "snapshot/";
+const ACTIVE: &str = "active/";
 
 /// One pulled image, keyed by its (platform-specific) manifest digest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +52,9 @@ pub struct ImageRecord {
     pub config_size: u64,
     /// Compressed layer digests, base first.
     pub layers: Vec<Digest>,
+    /// The config's diff_ids and the chain IDs they make, base first.
+    pub diff_ids: Vec<Digest>,
+    pub chain_ids: Vec<Digest>,
     pub platform: String,
     /// The config's `created` timestamp, as written by the image's builder.
     pub created: Option<String>,
@@ -67,14 +75,32 @@ impl ImageRecord {
     }
 }
 
-/// A layer blob and the uncompressed identity the unpacker keys on.
+/// A layer blob and the uncompressed content it carries.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerRecord {
     pub digest: Digest,
     pub media_type: String,
     pub size: u64,
     pub diff_id: Digest,
+}
+
+/// A committed, read-only layer snapshot: `snapshots/<id>/fs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub id: u64,
     pub chain_id: Digest,
+    pub parent: Option<Digest>,
+    pub diff_id: Digest,
+    /// Bytes of file data unpacked into it.
+    pub size: u64,
+}
+
+/// A writable snapshot over a chain of committed ones.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActiveRecord {
+    pub id: u64,
+    pub key: String,
+    pub parent: Option<Digest>,
 }
 
 /// Blobs a running pull depends on before its image is recorded. The pull
@@ -138,6 +164,18 @@ impl Batch {
     }
     pub fn del_lease(&mut self, id: &str) -> &mut Self {
         self.del(format!("{LEASE}{id}"))
+    }
+    pub fn put_snapshot(&mut self, snapshot: &SnapshotRecord) -> &mut Self {
+        self.put(format!("{SNAPSHOT}{}", snapshot.chain_id), snapshot)
+    }
+    pub fn del_snapshot(&mut self, chain_id: &Digest) -> &mut Self {
+        self.del(format!("{SNAPSHOT}{chain_id}"))
+    }
+    pub fn put_active(&mut self, active: &ActiveRecord) -> &mut Self {
+        self.put(format!("{ACTIVE}{}", active.key), active)
+    }
+    pub fn del_active(&mut self, key: &str) -> &mut Self {
+        self.del(format!("{ACTIVE}{key}"))
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -296,6 +334,8 @@ pub struct Contents {
     pub images: BTreeMap<String, ImageRecord>,
     pub layers: BTreeMap<String, LayerRecord>,
     pub leases: BTreeMap<String, Lease>,
+    pub snapshots: BTreeMap<String, SnapshotRecord>,
+    pub actives: BTreeMap<String, ActiveRecord>,
 }
 
 impl Session {
@@ -356,7 +396,11 @@ impl Session {
         bad.extend(b);
         let (leases, b) = self.scan_lenient(LEASE)?;
         bad.extend(b);
-        Ok((Contents { refs, images, layers, leases }, bad))
+        let (snapshots, b) = self.scan_lenient(SNAPSHOT)?;
+        bad.extend(b);
+        let (actives, b) = self.scan_lenient(ACTIVE)?;
+        bad.extend(b);
+        Ok((Contents { refs, images, layers, leases, snapshots, actives }, bad))
     }
 
     /// Remove raw keys (corrupt entries found by a lenient scan).
@@ -384,6 +428,32 @@ impl Session {
 
     pub fn get_layer(&self, digest: &Digest) -> Result<Option<LayerRecord>> {
         self.get(format!("{LAYER}{digest}"))
+    }
+
+    pub fn get_snapshot(&self, chain_id: &Digest) -> Result<Option<SnapshotRecord>> {
+        self.get(format!("{SNAPSHOT}{chain_id}"))
+    }
+
+    pub fn get_active(&self, key: &str) -> Result<Option<ActiveRecord>> {
+        self.get(format!("{ACTIVE}{key}"))
+    }
+
+    pub fn snapshots(&self) -> Result<BTreeMap<String, SnapshotRecord>> {
+        self.scan(SNAPSHOT)
+    }
+
+    pub fn actives(&self) -> Result<BTreeMap<String, ActiveRecord>> {
+        self.scan(ACTIVE)
+    }
+
+    /// A new unique small id (sled's generate_id jumps by a million per
+    /// open, and these ids end up in overlayfs mount options).
+    pub fn next_id(&self) -> Result<u64> {
+        let next = self.db.update_and_fetch(NEXT_ID_KEY, |old| {
+            let n = old.and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes).unwrap_or(0);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        Ok(next.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok()).map(u64::from_be_bytes).unwrap_or(1))
     }
 
     pub fn refs(&self) -> Result<BTreeMap<String, Digest>> {
@@ -444,6 +514,8 @@ mod tests {
             config_digest: Digest::of_bytes(b"config"),
             config_size: 2,
             layers: vec![Digest::of_bytes(b"layer")],
+            diff_ids: vec![Digest::of_bytes(b"diff")],
+            chain_ids: vec![Digest::of_bytes(b"diff")],
             platform: "linux/amd64".into(),
             created: None,
         }

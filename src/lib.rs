@@ -1,7 +1,7 @@
 //! mocker: a small, daemonless container engine.
 //!
-//! Data flows one way: [`registry`] → [`store`] → (unpack → snapshot →
-//! runtime). [`index`] records what the store's blobs mean. The modules at
+//! Data flows one way: [`registry`] → [`store`] → [`unpack`] → [`snapshot`]
+//! (→ runtime). [`index`] records what the store's blobs mean. The modules at
 //! the top ([`pull`], [`images`], [`check`]) compose the lower ones; no lower
 //! module imports a higher one. The CLI in `src/cli/` only parses and prints.
 
@@ -12,9 +12,14 @@ pub mod error;
 pub mod images;
 pub mod index;
 pub mod manifest;
+pub mod mount;
 pub mod platform;
 pub mod pull;
 pub mod reference;
+pub mod rootfs;
+pub mod safefs;
+pub mod snapshot;
+pub mod unpack;
 pub mod registry;
 pub mod store;
 pub mod units;
@@ -34,16 +39,19 @@ pub struct Mocker {
     pub root: PathBuf,
     pub store: store::ContentStore,
     pub index: index::Index,
+    pub snapshots: snapshot::Snapshotter,
 }
 
 impl Mocker {
     /// Open (creating on first use) the storage root.
     pub fn open(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root).ctx(|| format!("creating storage root {}", root.display()))?;
+        let index = index::Index::new(root);
         Ok(Mocker {
             root: root.to_path_buf(),
             store: store::ContentStore::open(root)?,
-            index: index::Index::new(root),
+            snapshots: snapshot::Snapshotter::open(root, index.clone())?,
+            index,
         })
     }
 }

@@ -16,7 +16,9 @@ use crate::manifest::{self, Document, MAX_CONFIG_BYTES};
 use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryOptions};
+use crate::snapshot;
 use crate::store::Begin;
+use crate::unpack::{self, Limits};
 use crate::Mocker;
 
 #[derive(Clone, Debug)]
@@ -25,6 +27,8 @@ pub struct PullOptions {
     pub platform: Option<Platform>,
     pub max_concurrent_downloads: usize,
     pub registry: RegistryOptions,
+    /// Bound on one layer's unpacked size (free disk space bounds it too).
+    pub max_unpacked_bytes: u64,
 }
 
 impl Default for PullOptions {
@@ -33,6 +37,7 @@ impl Default for PullOptions {
             platform: None,
             max_concurrent_downloads: 3,
             registry: RegistryOptions::default(),
+            max_unpacked_bytes: Limits::default().max_unpacked_bytes,
         }
     }
 }
@@ -49,6 +54,9 @@ pub enum LayerEvent {
     Downloading { done: u64, total: u64 },
     Verifying,
     DownloadComplete,
+    Extracting,
+    /// Unpacked into its snapshot (or found unpacked already).
+    PullComplete,
 }
 
 /// Receives pull progress; the CLI renders it, tests record it.
@@ -184,26 +192,66 @@ pub async fn pull(mocker: &Mocker, reference: &ImageRef, opts: &PullOptions, pro
         }
     }
 
+    let diff_ids = config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .map(|d| Digest::parse(d))
+        .collect::<Result<Vec<_>>>()?;
+    let chains = chain_ids(&diff_ids);
+    // Snapshots this pull builds or relies on are leased too.
+    let mut batch = Batch::default();
+    let mut leased_all = vec![manifest_digest.clone(), config_digest.clone()];
+    leased_all.extend(index_doc.iter().map(|(_, d)| d.clone()));
+    leased_all.extend(layers.iter().map(|l| l.0.clone()));
+    leased_all.extend(chains.iter().cloned());
+    batch.put_lease(&lease_id, &Lease { pid: std::process::id(), digests: leased_all });
+    mocker.index.session(|s| s.apply(&batch))?;
+
     for (digest, size, _) in &layers {
         progress.layer(digest, LayerEvent::Pending { size: *size });
     }
+    let limit = opts.max_unpacked_bytes.min(free_bytes(mocker.snapshots.dir()));
     let downloaded = AtomicU64::new(0);
-    let downloads = futures_util::stream::iter(layers.iter().map(|(digest, size, media_type)| {
+    let unpacked_any = std::sync::atomic::AtomicBool::new(false);
+    let downloads = futures_util::stream::iter(layers.iter().enumerate().map(|(i, (digest, size, media_type))| {
         let downloaded = &downloaded;
         let registry = &registry;
+        let chain = chains[i].clone();
+        let diff_id = diff_ids[i].clone();
         async move {
             let fetched = fetch_blob(mocker, registry, digest, *size, media_type, &format!("layer {digest}"), Some(progress)).await?;
             if fetched {
                 downloaded.fetch_add(1, Ordering::Relaxed);
             }
-            Ok::<_, Error>(())
+            // Unpack now, in parallel with other layers, into a private
+            // directory; publishing waits for the parent (phase 2 below).
+            let compression = manifest::layer_compression(media_type).unwrap_or(manifest::Compression::None);
+            let (m, d, chain) = (mocker.clone(), digest.clone(), chain.clone());
+            let diff = diff_id.clone();
+            if mocker.snapshots.get(&chain)?.is_none() {
+                progress.layer(digest, LayerEvent::Extracting);
+            }
+            let staged = tokio::task::spawn_blocking(move || -> Result<Staged> {
+                match m.snapshots.begin(&chain, false)? {
+                    snapshot::Begin::Exists(_) => Ok(Staged::Done),
+                    snapshot::Begin::Busy => Ok(Staged::Deferred),
+                    snapshot::Begin::Building(building) => {
+                        let unpacked = unpack_blob(&m, &d, compression, &building.fs_dir(), &diff, limit)?;
+                        Ok(Staged::Built(building, unpacked))
+                    }
+                }
+            })
+            .await
+            .map_err(|e| Error::Layer { layer: digest.to_string(), reason: format!("unpack task failed: {e}") })??;
+            Ok::<_, Error>(staged)
         }
     }))
-    .buffer_unordered(opts.max_concurrent_downloads.max(1))
-    .try_collect::<Vec<()>>()
+    .buffered(opts.max_concurrent_downloads.max(1))
+    .try_collect::<Vec<Staged>>()
     .await;
-    if let Err(e) = downloads {
-        if matches!(e, Error::DiskFull { .. } | Error::DigestMismatch { .. } | Error::SizeMismatch { .. }) {
+    if let Err(e) = &downloads {
+        if matches!(e, Error::DiskFull { .. } | Error::DigestMismatch { .. } | Error::SizeMismatch { .. } | Error::Layer { .. }) {
             // Partial downloads are kept for resuming after an interruption,
             // but not when they filled the disk or the image is broken (a
             // retry would fail the same way). Best effort: report `e`.
@@ -211,9 +259,45 @@ pub async fn pull(mocker: &Mocker, reference: &ImageRef, opts: &PullOptions, pro
                 let _ = mocker.store.discard_ingest(digest);
             }
         }
-        return Err(e);
     }
-
+    // Phase 2, base layer first: publish each snapshot once its parent is.
+    let staged = downloads?;
+    for (i, stage) in staged.into_iter().enumerate() {
+        let (digest, _, media_type) = &layers[i];
+        let parent = i.checked_sub(1).map(|p| chains[p].clone());
+        let (m, chain, diff) = (mocker.clone(), chains[i].clone(), diff_ids[i].clone());
+        let compression = manifest::layer_compression(media_type).unwrap_or(manifest::Compression::None);
+        let d = digest.clone();
+        let built = tokio::task::spawn_blocking(move || -> Result<bool> {
+            match stage {
+                Staged::Done => Ok(false),
+                Staged::Built(building, unpacked) => {
+                    m.snapshots.commit(building, parent.as_ref(), &diff, unpacked.file_bytes, &unpacked.implicit_dirs)?;
+                    Ok(true)
+                }
+                // Another pull was unpacking it: wait, and build it ourselves
+                // if that pull died.
+                Staged::Deferred => Ok(m
+                    .snapshots
+                    .ensure(&chain, parent.as_ref(), &diff, |dir| {
+                        let u = unpack_blob(&m, &d, compression, dir, &diff, limit)?;
+                        Ok((u.file_bytes, u.implicit_dirs))
+                    })?
+                    .1),
+            }
+        })
+        .await
+        .map_err(|e| Error::Layer { layer: digest.to_string(), reason: format!("unpack task failed: {e}") })??;
+        if built {
+            unpacked_any.store(true, Ordering::Relaxed);
+            progress.layer(digest, LayerEvent::PullComplete);
+        }
+    }
+    if unpacked_any.load(Ordering::Relaxed) {
+        // One filesystem sync makes every new snapshot durable before the
+        // index says the image is whole.
+        sync_filesystem(mocker.snapshots.dir())?;
+    }
     let (image, layer_records) = describe_image(
         &manifest_digest,
         manifest_bytes.len() as u64,
@@ -259,13 +343,12 @@ pub(crate) fn describe_image(
     let chains = chain_ids(&diff_ids);
     let layer_records = layers
         .iter()
-        .zip(diff_ids.iter().zip(chains))
-        .map(|((digest, size, media_type), (diff_id, chain_id))| LayerRecord {
+        .zip(diff_ids.iter())
+        .map(|((digest, size, media_type), diff_id)| LayerRecord {
             digest: digest.clone(),
             media_type: media_type.clone(),
             size: *size,
             diff_id: diff_id.clone(),
-            chain_id,
         })
         .collect();
     let image = ImageRecord {
@@ -280,6 +363,8 @@ pub(crate) fn describe_image(
         config_digest: manifest::descriptor_digest(manifest.config(), "config")?,
         config_size: manifest.config().size(),
         layers: layers.into_iter().map(|l| l.0).collect(),
+        diff_ids,
+        chain_ids: chains,
         platform: match config.variant() {
             Some(v) => format!("{}/{}/{v}", config.os(), config.architecture()),
             None => format!("{}/{}", config.os(), config.architecture()),
@@ -289,12 +374,46 @@ pub(crate) fn describe_image(
     Ok((image, layer_records))
 }
 
+/// A layer after phase 1 of unpacking.
+enum Staged {
+    /// Its snapshot already exists.
+    Done,
+    /// Unpacked, waiting to be published after its parent.
+    Built(snapshot::Building, unpack::Unpacked),
+    /// Another process is unpacking it.
+    Deferred,
+}
+
+fn unpack_blob(
+    mocker: &Mocker,
+    digest: &Digest,
+    compression: manifest::Compression,
+    dir: &std::path::Path,
+    diff_id: &Digest,
+    limit: u64,
+) -> Result<unpack::Unpacked> {
+    let blob = mocker.store.open_blob(digest)?;
+    unpack::unpack_layer(blob, compression, dir, diff_id, Limits { max_unpacked_bytes: limit }, digest.as_str())
+}
+
 fn layer_descriptors(manifest: &ImageManifest) -> Result<Vec<(Digest, u64, String)>> {
     manifest
         .layers()
         .iter()
         .map(|l| Ok((manifest::descriptor_digest(l, "layer")?, l.size(), l.media_type().to_string())))
         .collect()
+}
+
+/// Free bytes on the filesystem of `path` (what unpacking may consume).
+fn free_bytes(path: &std::path::Path) -> u64 {
+    nix::sys::statvfs::statvfs(path)
+        .map(|s| (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+        .unwrap_or(u64::MAX)
+}
+
+fn sync_filesystem(path: &std::path::Path) -> Result<()> {
+    let dir = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    nix::unistd::syncfs(&dir).map_err(|e| Error::io(format!("syncing {}", path.display()), e.into()))
 }
 
 fn now_nanos() -> u128 {

@@ -70,6 +70,8 @@ enum ImageCommand {
     Tag(TagArgs),
     /// Show low-level information on images as JSON
     Inspect(InspectArgs),
+    /// Write an image's root filesystem (all layers merged) as a tar archive
+    Export(ExportArgs),
 }
 
 #[derive(Subcommand)]
@@ -98,6 +100,9 @@ struct PullArgs {
     /// Seconds to wait for a registry connection before giving up
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     connect_timeout: u64,
+    /// Refuse a layer whose unpacked size exceeds this many bytes
+    #[arg(long, value_name = "BYTES", default_value_t = mocker::unpack::Limits::default().max_unpacked_bytes)]
+    max_layer_size: u64,
 }
 
 #[derive(Args)]
@@ -138,6 +143,14 @@ struct TagArgs {
 struct InspectArgs {
     #[arg(required = true)]
     images: Vec<String>,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    image: String,
+    /// Write to a file instead of standard output
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -206,6 +219,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Inspect(a) | Command::Image(ImageCommand::Inspect(a)) => output::inspect(&mocker, &a.images),
+        Command::Image(ImageCommand::Export(a)) => export(&mocker, a),
         Command::System(SystemCommand::Df(a)) => output::df(&mocker, &a.format),
         Command::System(SystemCommand::Check(a)) => output::check(&mocker, a.repair),
         Command::System(SystemCommand::Info) => output::info(&mocker),
@@ -234,6 +248,7 @@ fn pull(cli: &Cli, mocker: &Mocker, args: &PullArgs) -> Result<i32> {
             connect_timeout: Duration::from_secs(args.connect_timeout),
             ..Default::default()
         },
+        max_unpacked_bytes: args.max_layer_size,
     };
     let progress = progress::for_terminal(args.quiet, std::io::stderr().is_terminal());
     if !args.quiet {
@@ -274,6 +289,22 @@ async fn interrupted() {
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
     }
+}
+
+fn export(mocker: &Mocker, args: &ExportArgs) -> Result<i32> {
+    match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            mocker::rootfs::export_image(mocker, &args.image, std::io::BufWriter::new(file))?;
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!("refusing to write a tar archive to a terminal: use -o FILE or redirect the output");
+            }
+            mocker::rootfs::export_image(mocker, &args.image, std::io::BufWriter::new(std::io::stdout().lock()))?;
+        }
+    }
+    Ok(0)
 }
 
 fn rmi(mocker: &Mocker, args: &RmiArgs) -> Result<i32> {

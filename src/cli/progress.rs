@@ -36,6 +36,8 @@ impl Progress for Lines {
             LayerEvent::Downloading { .. } => return,
             LayerEvent::Verifying => "Verifying Checksum".to_string(),
             LayerEvent::DownloadComplete => "Download complete".to_string(),
+            LayerEvent::Extracting => "Extracting".to_string(),
+            LayerEvent::PullComplete => "Pull complete".to_string(),
         };
         eprintln!("{}: {status}", digest.short());
     }
@@ -78,7 +80,9 @@ impl Progress for Bars {
                 bar.set_message("Downloading");
             }
             LayerEvent::Verifying => bar.set_message("Verifying Checksum"),
-            LayerEvent::DownloadComplete => bar.finish_with_message("Download complete"),
+            LayerEvent::DownloadComplete => bar.set_message("Download complete"),
+            LayerEvent::Extracting => bar.set_message("Extracting"),
+            LayerEvent::PullComplete => bar.finish_with_message("Pull complete"),
         }
     }
 }

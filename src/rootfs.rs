@@ -1,0 +1,71 @@
+//! A root filesystem made from an image: an active snapshot over the image's
+//! layer chain, mounted with overlayfs. The runtime will mount one per
+//! container; `image export` and the conformance tests mount one briefly.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, IoContext, Result};
+use crate::images;
+use crate::index::ImageRecord;
+use crate::mount;
+use crate::Mocker;
+
+/// A mounted root filesystem; unmounted and removed on drop.
+pub struct MountedRootfs {
+    mocker: Mocker,
+    key: String,
+    path: PathBuf,
+    mounted: bool,
+}
+
+impl MountedRootfs {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for MountedRootfs {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = mount::unmount(&self.path);
+        }
+        let _ = std::fs::remove_dir(&self.path);
+        let _ = self.mocker.snapshots.remove_active(&self.key);
+    }
+}
+
+fn image_of(mocker: &Mocker, input: &str) -> Result<ImageRecord> {
+    let mut found = images::find(mocker, input)?;
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        _ => Err(Error::AmbiguousImageId(input.to_string())),
+    }
+}
+
+/// Mount a fresh writable root filesystem of image `input` (its changes are
+/// discarded on drop).
+pub fn mount_image(mocker: &Mocker, input: &str) -> Result<MountedRootfs> {
+    let image = image_of(mocker, input)?;
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let key = format!("mount-{}-{nanos}", std::process::id());
+    let overlay = mocker.snapshots.prepare(&key, image.chain_ids.last())?;
+    let path = mocker.root.join("mounts").join(&key);
+    let mut mounted = MountedRootfs { mocker: mocker.clone(), key, path: path.clone(), mounted: false };
+    std::fs::create_dir_all(&path).ctx(|| format!("creating {}", path.display()))?;
+    mount::mount_overlay(&overlay, &path)?;
+    mounted.mounted = true;
+    Ok(mounted)
+}
+
+/// docker's export: the merged root filesystem of `input` as a tar stream.
+pub fn export_image(mocker: &Mocker, input: &str, out: impl Write) -> Result<()> {
+    let rootfs = mount_image(mocker, input)?;
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    builder
+        .append_dir_all(".", rootfs.path())
+        .and_then(|_| builder.finish())
+        .ctx(|| format!("exporting {input}"))
+}

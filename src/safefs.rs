@@ -1,0 +1,173 @@
+//! File operations confined to a directory tree, through file descriptors.
+//! Paths inside the tree are resolved with `openat2(RESOLVE_IN_ROOT |
+//! RESOLVE_NO_MAGICLINKS)`, so no `..`, absolute path or symlink (planted by
+//! a layer or not) can reach outside it; the last component is always
+//! handled with an `*at` call relative to its parent's fd, never followed.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstatat, mkdirat, FileStat, Mode, SFlag};
+use nix::unistd::{unlinkat, UnlinkatFlags};
+
+const DIR_FLAGS: OFlag = OFlag::O_DIRECTORY.union(OFlag::O_RDONLY).union(OFlag::O_CLOEXEC);
+
+pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
+    Ok(openat(nix::fcntl::AT_FDCWD, path, DIR_FLAGS, Mode::empty())?)
+}
+
+fn resolve(root: BorrowedFd, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let how = OpenHow::new()
+        .flags(flags)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    openat2(root, rel, how)
+}
+
+/// Open directory `rel` (resolved inside `root`).
+pub fn open_dir_in(root: BorrowedFd, rel: &Path) -> nix::Result<OwnedFd> {
+    resolve(root, rel, DIR_FLAGS)
+}
+
+/// Open directory `rel` inside `root`, creating missing components (0755).
+/// On failure returns the component that could not be made a directory.
+pub fn mkdir_all_in(root: BorrowedFd, rel: &Path) -> Result<OwnedFd, (String, Errno)> {
+    mkdir_all_in_tracking(root, rel, &mut Vec::new())
+}
+
+/// `mkdir_all_in`, appending the directories it had to create to `created`.
+pub fn mkdir_all_in_tracking(root: BorrowedFd, rel: &Path, created: &mut Vec<std::path::PathBuf>) -> Result<OwnedFd, (String, Errno)> {
+    match open_dir_in(root, rel) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno::ENOENT) => {}
+        Err(e) => return Err((rel.display().to_string(), e)),
+    }
+    let mut current = open_dir_in(root, Path::new(".")).map_err(|e| (".".to_string(), e))?;
+    let mut prefix = std::path::PathBuf::new();
+    for component in rel.components() {
+        prefix.push(component);
+        current = match open_dir_in(root, &prefix) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => {
+                let name = component.as_os_str();
+                mkdirat(current.as_fd(), name, Mode::from_bits_truncate(0o755))
+                    .map_err(|e| (prefix.display().to_string(), e))?;
+                created.push(prefix.clone());
+                open_dir_in(root, &prefix).map_err(|e| (prefix.display().to_string(), e))?
+            }
+            Err(e) => return Err((prefix.display().to_string(), e)),
+        };
+    }
+    Ok(current)
+}
+
+/// lstat of `name` in `dir`; None when it does not exist.
+pub fn lstat_at(dir: BorrowedFd, name: &Path) -> nix::Result<Option<FileStat>> {
+    match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn is_dir(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+/// Remove `name` from `dir` whatever it is; directories recursively.
+/// Never follows a symlink.
+pub fn remove_at(dir: BorrowedFd, name: &Path) -> nix::Result<()> {
+    let Some(st) = lstat_at(dir, name)? else { return Ok(()) };
+    if !is_dir(&st) {
+        return unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
+    }
+    let sub = openat(dir, name, DIR_FLAGS | OFlag::O_NOFOLLOW, Mode::empty())?;
+    let mut entries = Vec::new();
+    {
+        let mut listing = nix::dir::Dir::from_fd(nix::unistd::dup(sub.as_fd())?)?;
+        for entry in listing.iter() {
+            let entry = entry?;
+            let entry_name = entry.file_name().to_bytes();
+            if entry_name != b"." && entry_name != b".." {
+                entries.push(std::ffi::OsStr::from_bytes(entry_name).to_owned());
+            }
+        }
+    }
+    for entry in entries {
+        remove_at(sub.as_fd(), Path::new(&entry))?;
+    }
+    unlinkat(dir, name, UnlinkatFlags::RemoveDir)
+}
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in name"))
+}
+
+/// Set an extended attribute through an open (non-O_PATH) fd.
+pub fn set_xattr_fd(fd: BorrowedFd, key: &str, value: &[u8]) -> io::Result<()> {
+    let key = cstring(key.as_bytes())?;
+    // SAFETY: valid fd, NUL-terminated key, value pointer/length from a slice.
+    let rc = unsafe { nix::libc::fsetxattr(fd.as_raw_fd(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Set an extended attribute on `name` in `dir` without following it: the
+/// inode is pinned with an O_PATH|O_NOFOLLOW fd and addressed through
+/// /proc/self/fd (not valid for symlinks, which the caller skips).
+pub fn set_xattr_at(dir: BorrowedFd, name: &Path, key: &str, value: &[u8]) -> io::Result<()> {
+    let fd = openat(dir, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+    let path = cstring(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+    let key = cstring(key.as_bytes())?;
+    // SAFETY: NUL-terminated strings and a slice's pointer/length.
+    let rc = unsafe { nix::libc::setxattr(path.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolution_stays_inside_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        let root_dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root_dir.path().join("escape")).unwrap();
+        std::os::unix::fs::symlink("../../../../..", root_dir.path().join("up")).unwrap();
+        let root = open_root(root_dir.path()).unwrap();
+        // Both symlinks resolve to the root itself, never outside.
+        mkdir_all_in(root.as_fd(), Path::new("escape/made")).unwrap();
+        mkdir_all_in(root.as_fd(), Path::new("up/other")).unwrap();
+        mkdir_all_in(root.as_fd(), Path::new("../../dotdot")).unwrap();
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        let inside_target = root_dir.path().join(outside.path().strip_prefix("/").unwrap()).join("made");
+        assert!(inside_target.is_dir());
+        assert!(root_dir.path().join("other").is_dir());
+        assert!(root_dir.path().join("dotdot").is_dir());
+    }
+
+    #[test]
+    fn remove_at_does_not_follow_symlinks() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), b"x").unwrap();
+        let root_dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root_dir.path().join("d")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root_dir.path().join("d/link")).unwrap();
+        let root = open_root(root_dir.path()).unwrap();
+        remove_at(root.as_fd(), Path::new("d")).unwrap();
+        assert!(!root_dir.path().join("d").exists());
+        assert!(outside.path().join("keep").exists());
+    }
+}

@@ -1,0 +1,298 @@
+//! The snapshotter: committed layer snapshots (read-only directories keyed
+//! by chain ID, each holding only its own layer's changes) and active
+//! snapshots (an upper and a work directory over a chain of committed ones),
+//! mounted with overlayfs. Knows nothing of registries or images.
+//!
+//! Layout under `snapshots/`:
+//! - `<id>/fs` (+ `<id>/meta.json` naming its chain ID) — committed or active
+//! - `<id>/work` — overlayfs work directory of an active snapshot
+//! - `tmp-<id>/` — a snapshot being built; renamed to `<id>` when complete
+//! - `locks/<chain hex>` — flock held while a chain ID is being unpacked
+//!
+//! Ids are short integers from the index so that lower directory lists stay
+//! short (`12/fs:11/fs:…`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::index::{ActiveRecord, Batch, Index, SnapshotRecord};
+use crate::mount::Overlay;
+use crate::safefs;
+
+/// Outcome of [`Snapshotter::begin`].
+pub enum Begin {
+    Exists(SnapshotRecord),
+    /// Another process holds the chain's lock (is unpacking it).
+    Busy,
+    Building(Building),
+}
+
+/// A snapshot being built in `tmp-<id>/fs`, holding its chain's lock.
+/// Dropped without commit, it deletes what it built.
+pub struct Building {
+    id: u64,
+    tmp: PathBuf,
+    chain_id: Digest,
+    _lock: Flock<fs::File>,
+    committed: bool,
+}
+
+impl Building {
+    pub fn fs_dir(&self) -> PathBuf {
+        self.tmp.join("fs")
+    }
+}
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// Give each implied directory the owner, mode and times of the same
+/// directory in the topmost lower layer that has one.
+fn inherit_dirs(target: &Path, lowers: &[PathBuf], dirs: &[PathBuf]) -> Result<()> {
+    use nix::sys::stat::{fchmod, futimens, Mode};
+    use nix::sys::time::TimeSpec;
+    use std::os::fd::AsFd;
+    let root = safefs::open_root(target).ctx(|| format!("opening {}", target.display()))?;
+    let lower_roots = lowers
+        .iter()
+        .map(|l| safefs::open_root(l).ctx(|| format!("opening {}", l.display())))
+        .collect::<Result<Vec<_>>>()?;
+    for dir in dirs {
+        let (Some(name), parent) = (dir.file_name(), dir.parent().unwrap_or(Path::new(""))) else { continue };
+        let mut source = None;
+        for lower in &lower_roots {
+            let Ok(parent_fd) = safefs::open_dir_in(lower.as_fd(), parent) else { continue };
+            match safefs::lstat_at(parent_fd.as_fd(), Path::new(name)) {
+                Ok(Some(st)) if safefs::is_dir(&st) => {
+                    source = Some(st);
+                    break;
+                }
+                // A whiteout or a file here: the directory is new in our layer.
+                Ok(Some(_)) => break,
+                _ => continue,
+            }
+        }
+        let Some(st) = source else { continue };
+        let Ok(fd) = safefs::open_dir_in(root.as_fd(), dir) else { continue };
+        let err = |e: nix::errno::Errno| Error::io(format!("setting metadata of {}", dir.display()), e.into());
+        nix::unistd::fchown(fd.as_fd(), Some(nix::unistd::Uid::from_raw(st.st_uid)), Some(nix::unistd::Gid::from_raw(st.st_gid))).map_err(err)?;
+        fchmod(fd.as_fd(), Mode::from_bits_truncate(st.st_mode & 0o7777)).map_err(err)?;
+        let atime = TimeSpec::new(st.st_atime, st.st_atime_nsec);
+        let mtime = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
+        futimens(fd.as_fd(), &atime, &mtime).map_err(err)?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug)]
+pub struct Snapshotter {
+    dir: PathBuf,
+    index: Index,
+}
+
+/// How long to wait for another process unpacking the same chain ID.
+const UNPACK_WAIT: Duration = Duration::from_secs(3600);
+
+impl Snapshotter {
+    pub fn open(root: &Path, index: Index) -> Result<Self> {
+        let dir = root.join("snapshots");
+        fs::create_dir_all(dir.join("locks")).ctx(|| format!("creating {}", dir.display()))?;
+        Ok(Snapshotter { dir, index })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path_of(&self, id: u64) -> PathBuf {
+        self.dir.join(id.to_string())
+    }
+
+    pub fn get(&self, chain_id: &Digest) -> Result<Option<SnapshotRecord>> {
+        self.index.session(|s| s.get_snapshot(chain_id))
+    }
+
+    /// Start building snapshot `chain_id`, unless it exists or another
+    /// process is building it (`wait` blocks for that process instead).
+    pub fn begin(&self, chain_id: &Digest, wait: bool) -> Result<Begin> {
+        if let Some(existing) = self.get(chain_id)? {
+            return Ok(Begin::Exists(existing));
+        }
+        let Some(lock) = self.lock_chain(chain_id, wait)? else {
+            return Ok(Begin::Busy);
+        };
+        if let Some(existing) = self.get(chain_id)? {
+            return Ok(Begin::Exists(existing));
+        }
+        let id = self.index.session(|s| s.next_id())?;
+        let tmp = self.dir.join(format!("tmp-{id}"));
+        let building = Building { id, tmp, chain_id: chain_id.clone(), _lock: lock, committed: false };
+        fs::create_dir_all(building.fs_dir()).ctx(|| format!("creating {}", building.tmp.display()))?;
+        Ok(Begin::Building(building))
+    }
+
+    /// Publish a built snapshot. Its parent must be committed: directories
+    /// the layer only implied take their metadata from the parent chain, so
+    /// the merged view shows what applying the layers in order would.
+    pub fn commit(
+        &self,
+        mut building: Building,
+        parent: Option<&Digest>,
+        diff_id: &Digest,
+        size: u64,
+        implicit_dirs: &[PathBuf],
+    ) -> Result<SnapshotRecord> {
+        if let Some(parent) = parent {
+            if !implicit_dirs.is_empty() {
+                let lowers: Vec<PathBuf> = self.chain(parent)?.iter().map(|r| self.path_of(r.id).join("fs")).collect();
+                inherit_dirs(&building.fs_dir(), &lowers, implicit_dirs)?;
+            }
+        }
+        let record = SnapshotRecord { id: building.id, chain_id: building.chain_id.clone(), parent: parent.cloned(), diff_id: diff_id.clone(), size };
+        let meta = serde_json::to_vec(&record).map_err(|e| Error::Index(e.to_string()))?;
+        fs::write(building.tmp.join("meta.json"), meta).ctx(|| format!("writing {}/meta.json", building.tmp.display()))?;
+        // Complete before visible: the rename publishes the directory, then
+        // the index records it. A crash between leaves an unreferenced
+        // directory that `system check --repair` removes.
+        let final_dir = self.path_of(building.id);
+        fs::rename(&building.tmp, &final_dir).ctx(|| format!("publishing snapshot {}", final_dir.display()))?;
+        building.committed = true;
+        let mut batch = Batch::default();
+        batch.put_snapshot(&record);
+        self.index.session(|s| s.apply(&batch))?;
+        Ok(record)
+    }
+
+    /// Make sure snapshot `chain_id` exists, building it with `build` (which
+    /// fills an empty directory and returns the bytes written and the
+    /// implied directories). Returns the record and whether this call built it.
+    pub fn ensure(
+        &self,
+        chain_id: &Digest,
+        parent: Option<&Digest>,
+        diff_id: &Digest,
+        build: impl FnOnce(&Path) -> Result<(u64, Vec<PathBuf>)>,
+    ) -> Result<(SnapshotRecord, bool)> {
+        match self.begin(chain_id, true)? {
+            Begin::Exists(record) => Ok((record, false)),
+            Begin::Busy => Err(Error::Index(format!("snapshot {chain_id} is locked"))),
+            Begin::Building(building) => {
+                let (size, implicit) = build(&building.fs_dir())?;
+                Ok((self.commit(building, parent, diff_id, size, &implicit)?, true))
+            }
+        }
+    }
+
+    fn lock_chain(&self, chain_id: &Digest, wait: bool) -> Result<Option<Flock<fs::File>>> {
+        let path = self.dir.join("locks").join(chain_id.hex());
+        let start = Instant::now();
+        loop {
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .ctx(|| format!("opening {}", path.display()))?;
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(Some(lock)),
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => return Ok(None),
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < UNPACK_WAIT => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err((_, e)) => return Err(Error::io(format!("locking {}", path.display()), e.into())),
+            }
+        }
+    }
+
+    /// The committed chain from `top` down to the base layer.
+    pub fn chain(&self, top: &Digest) -> Result<Vec<SnapshotRecord>> {
+        self.index.session(|s| {
+            let mut out = Vec::new();
+            let mut next = Some(top.clone());
+            while let Some(chain_id) = next {
+                let record = s
+                    .get_snapshot(&chain_id)?
+                    .ok_or_else(|| Error::Index(format!("snapshot {chain_id} is not unpacked")))?;
+                next = record.parent.clone();
+                out.push(record);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Create the writable snapshot `key` over `parent` and return its mount.
+    pub fn prepare(&self, key: &str, parent: Option<&Digest>) -> Result<Overlay> {
+        let lowers = match parent {
+            Some(p) => self.chain(p)?,
+            None => Vec::new(),
+        };
+        let id = self.index.session(|s| {
+            if s.get_active(key)?.is_some() {
+                return Err(Error::Index(format!("snapshot {key} already exists")));
+            }
+            s.next_id()
+        })?;
+        let dir = self.path_of(id);
+        for sub in ["fs", "work"] {
+            fs::create_dir_all(dir.join(sub)).ctx(|| format!("creating {}/{sub}", dir.display()))?;
+        }
+        let mut batch = Batch::default();
+        batch.put_active(&ActiveRecord { id, key: key.to_string(), parent: parent.cloned() });
+        if let Err(e) = self.index.session(|s| s.apply(&batch)) {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok(self.overlay(id, &lowers))
+    }
+
+    fn overlay(&self, id: u64, lowers: &[SnapshotRecord]) -> Overlay {
+        let mut lower: Vec<String> = lowers.iter().map(|r| format!("{}/fs", r.id)).collect();
+        if lower.is_empty() {
+            // overlayfs needs a lower directory; an empty one stands for "no image".
+            lower.push("empty".to_string());
+            let _ = fs::create_dir_all(self.dir.join("empty"));
+        }
+        Overlay { base: self.dir.clone(), lower, upper: format!("{id}/fs"), work: format!("{id}/work") }
+    }
+
+    /// Remove the writable snapshot `key` (unmounted by the caller).
+    pub fn remove_active(&self, key: &str) -> Result<()> {
+        let Some(active) = self.index.session(|s| s.get_active(key))? else {
+            return Ok(());
+        };
+        let mut batch = Batch::default();
+        batch.del_active(key);
+        self.index.session(|s| {
+            s.apply(&batch)?;
+            s.flush()
+        })?;
+        remove_tree(&self.path_of(active.id))
+    }
+
+    /// Delete committed snapshots' directories (their records already gone).
+    pub fn remove_dirs(&self, ids: &[u64]) -> Result<()> {
+        for id in ids {
+            remove_tree(&self.path_of(*id))?;
+        }
+        Ok(())
+    }
+}
+
+/// Delete a tree without following symlinks (std's remove_dir_all does not).
+fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+    }
+}

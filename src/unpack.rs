@@ -1,0 +1,422 @@
+//! Applying one layer blob to an empty snapshot directory, in one streaming
+//! pass: decompress (by magic bytes, else media type), hash the uncompressed
+//! stream (it must equal the config's diff_id), read tar entries with the tar
+//! crate and apply each one ourselves through `safefs` — the tar crate's own
+//! `unpack` writes devices as regular files, knows nothing of whiteouts and
+//! resolves absolute symlinks against the host's `/`.
+//!
+//! Layer rules (OCI image-spec "Applying Changesets"), written for overlayfs:
+//! a whiteout `.wh.NAME` becomes a 0/0 character device NAME; an opaque
+//! marker `.wh..wh..opq` becomes `trusted.overlay.opaque=y` on its directory.
+//! Since each layer gets its own directory, "lower" content is never touched.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{fchmod, fchmodat, futimens, makedev, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
+
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, Result};
+use crate::manifest::Compression;
+use crate::safefs;
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+const OVERLAY_XATTR_PREFIX: &str = "trusted.overlay.";
+
+/// What unpacking may consume.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Bound on the uncompressed stream (and so on what lands on disk).
+    pub max_unpacked_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_unpacked_bytes: 1 << 40 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unpacked {
+    pub diff_id: Digest,
+    /// Bytes of the uncompressed tar stream.
+    pub tar_bytes: u64,
+    /// Bytes of regular-file data written.
+    pub file_bytes: u64,
+    pub entries: u64,
+    /// Directories the layer implies but does not list (`a/` for `a/b`).
+    /// They stand for directories of lower layers, whose metadata the
+    /// snapshotter copies in once the lower layers are there.
+    pub implicit_dirs: Vec<PathBuf>,
+}
+
+/// Pick the decompressor: magic bytes win over a media type that lies.
+pub fn decompressor<'a>(mut input: BufReader<Box<dyn Read + 'a>>, declared: Compression) -> io::Result<Box<dyn Read + 'a>> {
+    let head = input.fill_buf()?;
+    let detected = if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else if head.len() >= 4 {
+        Compression::None
+    } else {
+        declared
+    };
+    Ok(match detected {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+        Compression::None => Box::new(input),
+    })
+}
+
+/// Hashes and counts everything read through it; refuses to pass `limit`.
+struct Metered<R> {
+    inner: R,
+    hasher: Hasher,
+    bytes: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        if self.bytes > self.limit {
+            return Err(io::Error::other(format!("unpacked size exceeds the limit of {} bytes", self.limit)));
+        }
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Unpack `blob` into the empty directory `target`. On error `target` is
+/// left for the caller to delete; nothing outside it is ever touched.
+pub fn unpack_layer(
+    blob: impl Read,
+    compression: Compression,
+    target: &Path,
+    diff_id: &Digest,
+    limits: Limits,
+    layer: &str,
+) -> Result<Unpacked> {
+    let fail = |reason: String| Error::Layer { layer: layer.to_string(), reason };
+    let input: Box<dyn Read> = Box::new(blob);
+    let reader = decompressor(BufReader::with_capacity(256 << 10, input), compression)
+        .map_err(|e| fail(format!("cannot decompress: {e}")))?;
+    let mut metered = Metered { inner: reader, hasher: Hasher::new(), bytes: 0, limit: limits.max_unpacked_bytes };
+    let root = safefs::open_root(target).map_err(|e| fail(format!("opening {}: {e}", target.display())))?;
+    let mut applier = Applier {
+        root,
+        dir_times: Vec::new(),
+        global_pax: HashMap::new(),
+        file_bytes: 0,
+        entries: 0,
+        implicit: std::collections::BTreeSet::new(),
+    };
+    {
+        let mut archive = tar::Archive::new(&mut metered);
+        let entries = archive.entries().map_err(|e| fail(format!("not a tar archive: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| fail(format!("corrupt tar stream: {e}")))?;
+            applier.apply(&mut entry).map_err(|e| match e {
+                Error::Layer { .. } => e,
+                other => fail(other.to_string()),
+            })?;
+            applier.entries += 1;
+        }
+    }
+    // The diff_id covers the whole stream, padding after the end marker too.
+    io::copy(&mut metered, &mut io::sink()).map_err(|e| fail(format!("corrupt stream after the tar end: {e}")))?;
+    let actual = std::mem::take(&mut metered.hasher).finish();
+    if &actual != diff_id {
+        return Err(fail(format!("uncompressed content hashes to {actual}, but the image config says its diff_id is {diff_id}")));
+    }
+    applier.finish().map_err(|e| fail(e.to_string()))?;
+    Ok(Unpacked {
+        diff_id: actual,
+        tar_bytes: metered.bytes,
+        file_bytes: applier.file_bytes,
+        entries: applier.entries,
+        implicit_dirs: applier.implicit.into_iter().collect(),
+    })
+}
+
+/// A path inside the layer, checked: relative, no `..`. Absolute entries are
+/// taken relative to the root (as every runtime does); `..` is refused.
+fn clean_path(raw: &Path) -> std::result::Result<PathBuf, String> {
+    let mut out = PathBuf::new();
+    for component in raw.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir => return Err("contains '..'".into()),
+            Component::Prefix(_) => return Err("has a path prefix".into()),
+        }
+    }
+    Ok(out)
+}
+
+fn entry_error(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Io { context: format!("entry {:?}", path.display().to_string()), source: io::Error::other(reason.to_string()) }
+}
+
+/// Metadata of one entry, with PAX records applied over the ustar header.
+struct Meta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: TimeSpec,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+struct Applier {
+    root: OwnedFd,
+    /// Directory mtimes are set last: creating entries inside changes them.
+    dir_times: Vec<(PathBuf, TimeSpec)>,
+    global_pax: HashMap<String, Vec<u8>>,
+    file_bytes: u64,
+    entries: u64,
+    implicit: std::collections::BTreeSet<PathBuf>,
+}
+
+impl Applier {
+    fn meta<R: Read>(&self, entry: &mut tar::Entry<R>, path: &Path) -> Result<Meta> {
+        let mut records: HashMap<String, Vec<u8>> = self.global_pax.clone();
+        if let Some(exts) = entry.pax_extensions().map_err(|e| entry_error(path, e))? {
+            for ext in exts {
+                let ext = ext.map_err(|e| entry_error(path, e))?;
+                let key = ext.key().map_err(|e| entry_error(path, e))?.to_string();
+                records.insert(key, ext.value_bytes().to_vec());
+            }
+        }
+        let number = |key: &str, fallback: u64| -> u64 {
+            records
+                .get(key)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(fallback)
+        };
+        let header = entry.header();
+        let header_mtime = header.mtime().unwrap_or(0);
+        let mtime = match records.get("mtime").and_then(|v| std::str::from_utf8(v).ok()) {
+            Some(v) => parse_pax_time(v).unwrap_or(TimeSpec::new(header_mtime as i64, 0)),
+            None => TimeSpec::new(header_mtime as i64, 0),
+        };
+        let xattrs = records
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("SCHILY.xattr.").map(|name| (name.to_string(), v.clone())))
+            // A layer must not forge overlayfs' own whiteout/opaque markers.
+            .filter(|(name, _)| !name.starts_with(OVERLAY_XATTR_PREFIX))
+            .collect();
+        Ok(Meta {
+            mode: header.mode().map_err(|e| entry_error(path, e))? & 0o7777,
+            uid: number("uid", header.uid().unwrap_or(0)),
+            gid: number("gid", header.gid().unwrap_or(0)),
+            mtime,
+            xattrs,
+        })
+    }
+
+    fn apply<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<()> {
+        let kind = entry.header().entry_type();
+        let raw = entry.path().map_err(|e| entry_error(Path::new("?"), e))?.into_owned();
+        if kind == tar::EntryType::XGlobalHeader {
+            // POSIX: global records are defaults for every later entry.
+            if let Some(exts) = entry.pax_extensions().map_err(|e| entry_error(&raw, e))? {
+                for ext in exts.flatten() {
+                    if let Ok(key) = ext.key() {
+                        self.global_pax.insert(key.to_string(), ext.value_bytes().to_vec());
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let path = clean_path(&raw).map_err(|reason| entry_error(&raw, reason))?;
+        let Some(name) = path.file_name().map(PathBuf::from) else {
+            // The root itself ("./"): its metadata belongs to the snapshot.
+            return Ok(());
+        };
+        let parent_rel = path.parent().unwrap_or(Path::new(""));
+        let name_str = name.to_string_lossy().to_string();
+        if name_str.starts_with(WHITEOUT_PREFIX)
+            && matches!(safefs::open_dir_in(self.root.as_fd(), parent_rel), Err(Errno::ENOTDIR))
+        {
+            // A whiteout under a path this layer made a non-directory (umoci
+            // emits these when a directory becomes a file): that file already
+            // hides everything below it.
+            return Ok(());
+        }
+        let mut created = Vec::new();
+        let parent = safefs::mkdir_all_in_tracking(self.root.as_fd(), parent_rel, &mut created)
+            .map_err(|(component, errno)| entry_error(&path, format!("cannot make {component:?} a directory: {errno}")))?;
+        self.implicit.extend(created);
+        let parent = parent.as_fd();
+
+        if name_str == OPAQUE_MARKER {
+            return safefs::set_xattr_fd(parent, "trusted.overlay.opaque", b"y").map_err(|e| entry_error(&path, e));
+        }
+        if let Some(hidden) = name_str.strip_prefix(WHITEOUT_PREFIX) {
+            if hidden.is_empty() || hidden == "." || hidden == ".." {
+                return Err(entry_error(&path, "invalid whiteout name"));
+            }
+            let hidden = Path::new(hidden);
+            safefs::remove_at(parent, hidden).map_err(|e| entry_error(&path, e))?;
+            return mknodat(parent, hidden, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(|e| entry_error(&path, e));
+        }
+
+        let meta = self.meta(entry, &path)?;
+        let existing = safefs::lstat_at(parent, &name).map_err(|e| entry_error(&path, e))?;
+        let existing_is_dir = existing.as_ref().is_some_and(safefs::is_dir);
+        if kind != tar::EntryType::Directory || !existing_is_dir {
+            // A later entry replaces an earlier one of the same name.
+            if existing.is_some() {
+                safefs::remove_at(parent, &name).map_err(|e| entry_error(&path, e))?;
+            }
+        }
+        let e = |err: Errno| entry_error(&path, err);
+        let owner = (Some(Uid::from_raw(meta.uid as u32)), Some(Gid::from_raw(meta.gid as u32)));
+        match kind {
+            tar::EntryType::Directory => {
+                self.implicit.remove(&path);
+                if !existing_is_dir {
+                    nix::sys::stat::mkdirat(parent, &name, Mode::from_bits_truncate(0o700)).map_err(e)?;
+                }
+                let fd = openat(parent, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).map_err(e)?;
+                fchown(fd.as_fd(), owner.0, owner.1).map_err(e)?;
+                fchmod(fd.as_fd(), Mode::from_bits_truncate(meta.mode)).map_err(e)?;
+                self.set_xattrs_fd(fd.as_fd(), &meta, &path)?;
+                self.dir_times.push((path.clone(), meta.mtime));
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                let fd = openat(
+                    parent,
+                    &name,
+                    OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(e)?;
+                let mut file = std::fs::File::from(fd);
+                let written = io::copy(entry, &mut file).map_err(|err| {
+                    if err.raw_os_error() == Some(nix::libc::ENOSPC) {
+                        Error::DiskFull { what: format!("entry {}", path.display()) }
+                    } else {
+                        entry_error(&path, err)
+                    }
+                })?;
+                self.file_bytes += written;
+                fchown(file.as_fd(), owner.0, owner.1).map_err(e)?;
+                // After chown, which clears setuid/setgid.
+                fchmod(file.as_fd(), Mode::from_bits_truncate(meta.mode)).map_err(e)?;
+                self.set_xattrs_fd(file.as_fd(), &meta, &path)?;
+                futimens(file.as_fd(), &meta.mtime, &meta.mtime).map_err(e)?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry.link_name().map_err(|err| entry_error(&path, err))?.ok_or_else(|| entry_error(&path, "symlink without a target"))?;
+                // Stored verbatim: an absolute target is resolved against the
+                // container's root when used, never against ours.
+                symlinkat(target.as_ref(), parent, &name).map_err(e)?;
+                fchownat(parent, &name, owner.0, owner.1, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(e)?;
+                utimensat(parent, &name, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink).map_err(e)?;
+            }
+            tar::EntryType::Link => {
+                let raw_target = entry.link_name().map_err(|err| entry_error(&path, err))?.ok_or_else(|| entry_error(&path, "hardlink without a target"))?;
+                let target = clean_path(&raw_target).map_err(|reason| entry_error(&path, format!("hardlink target {}: {reason}", raw_target.display())))?;
+                let (Some(target_name), target_parent) = (target.file_name(), target.parent().unwrap_or(Path::new(""))) else {
+                    return Err(entry_error(&path, "hardlink to the root"));
+                };
+                let target_dir = safefs::open_dir_in(self.root.as_fd(), target_parent)
+                    .map_err(|err| entry_error(&path, format!("hardlink target {} not in this layer: {err}", target.display())))?;
+                // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink.
+                linkat(target_dir.as_fd(), target_name, parent, &name, AtFlags::empty())
+                    .map_err(|err| entry_error(&path, format!("hardlink to {}: {err}", target.display())))?;
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let (sflag, dev) = match kind {
+                    tar::EntryType::Char => (SFlag::S_IFCHR, device(entry)?),
+                    tar::EntryType::Block => (SFlag::S_IFBLK, device(entry)?),
+                    _ => (SFlag::S_IFIFO, 0),
+                };
+                mknodat(parent, &name, sflag, Mode::empty(), dev).map_err(e)?;
+                fchownat(parent, &name, owner.0, owner.1, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(e)?;
+                fchmodat(parent, &name, Mode::from_bits_truncate(meta.mode), FchmodatFlags::NoFollowSymlink)
+                    .or_else(|err| if err == Errno::EOPNOTSUPP { fchmodat(parent, &name, Mode::from_bits_truncate(meta.mode), FchmodatFlags::FollowSymlink) } else { Err(err) })
+                    .map_err(e)?;
+                for (key, value) in &meta.xattrs {
+                    safefs::set_xattr_at(parent, &name, key, value).map_err(|err| entry_error(&path, format!("xattr {key}: {err}")))?;
+                }
+                utimensat(parent, &name, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink).map_err(e)?;
+            }
+            other => return Err(entry_error(&path, format!("unsupported tar entry type {other:?}"))),
+        }
+        Ok(())
+    }
+
+    fn set_xattrs_fd(&self, fd: BorrowedFd, meta: &Meta, path: &Path) -> Result<()> {
+        for (key, value) in &meta.xattrs {
+            safefs::set_xattr_fd(fd, key, value).map_err(|err| entry_error(path, format!("xattr {key}: {err}")))?;
+        }
+        Ok(())
+    }
+
+    /// Directory mtimes, deepest first so a parent's is not disturbed after.
+    fn finish(&mut self) -> Result<()> {
+        self.dir_times.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        for (path, time) in &self.dir_times {
+            let Some(name) = path.file_name() else { continue };
+            let parent = safefs::open_dir_in(self.root.as_fd(), path.parent().unwrap_or(Path::new("")))
+                .map_err(|e| entry_error(path, e))?;
+            match utimensat(parent.as_fd(), name, time, time, UtimensatFlags::NoFollowSymlink) {
+                // Replaced by a non-directory later in the layer: its own time stands.
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(err) => return Err(entry_error(path, err)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn device<R: Read>(entry: &tar::Entry<R>) -> Result<nix::libc::dev_t> {
+    let h = entry.header();
+    let major = h.device_major().ok().flatten().unwrap_or(0);
+    let minor = h.device_minor().ok().flatten().unwrap_or(0);
+    Ok(makedev(major as u64, minor as u64))
+}
+
+/// PAX times are decimal seconds with an optional fraction.
+fn parse_pax_time(v: &str) -> Option<TimeSpec> {
+    let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
+    let secs: i64 = secs.parse().ok()?;
+    let mut nanos: String = frac.chars().take(9).collect();
+    while nanos.len() < 9 {
+        nanos.push('0');
+    }
+    let nanos: i64 = nanos.parse().ok()?;
+    Some(TimeSpec::new(secs, if secs < 0 { -nanos } else { nanos }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleans_paths() {
+        assert_eq!(clean_path(Path::new("./a/b")).unwrap(), PathBuf::from("a/b"));
+        assert_eq!(clean_path(Path::new("/etc/passwd")).unwrap(), PathBuf::from("etc/passwd"));
+        assert!(clean_path(Path::new("a/../../b")).is_err());
+    }
+
+    #[test]
+    fn pax_times() {
+        let t = parse_pax_time("1700000000.5").unwrap();
+        assert_eq!((t.tv_sec(), t.tv_nsec()), (1_700_000_000, 500_000_000));
+        assert_eq!(parse_pax_time("12").unwrap().tv_sec(), 12);
+        assert!(parse_pax_time("x").is_none());
+    }
+}

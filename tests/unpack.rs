@@ -1,0 +1,126 @@
+//! Layer unpacking and the overlayfs snapshotter: what a container sees must
+//! equal what `umoci unpack` produces for the same image, entry for entry.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// Every entry under `root` with its type, permissions, owner, times,
+/// content hash, link target, device number, hardlink group and xattrs.
+fn listing(root: &Path) -> BTreeMap<String, String> {
+    let xattrs = xattrs_of(root);
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for path in entries {
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let md = std::fs::symlink_metadata(&path).unwrap();
+            let ft = md.file_type();
+            let kind = if ft.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else if ft.is_symlink() {
+                format!("symlink -> {}", std::fs::read_link(&path).unwrap().display())
+            } else if ft.is_file() {
+                let group = inodes.entry((md.dev(), md.ino())).or_insert_with(|| rel.clone()).clone();
+                let hash = sha256_hex(&std::fs::read(&path).unwrap());
+                format!("file size={} sha256={} nlink={} first={group}", md.len(), &hash[..16], md.nlink())
+            } else if ft.is_char_device() {
+                format!("char {}", md.rdev())
+            } else if ft.is_block_device() {
+                format!("block {}", md.rdev())
+            } else if ft.is_fifo() {
+                "fifo".into()
+            } else {
+                "socket".into()
+            };
+            // A symlink's own mode and times are not meaningful to compare.
+            let common = if ft.is_symlink() {
+                format!("uid={} gid={}", md.uid(), md.gid())
+            } else {
+                format!("mode={:o} uid={} gid={} mtime={}.{:09}", md.mode() & 0o7777, md.uid(), md.gid(), md.mtime(), md.mtime_nsec())
+            };
+            let x = xattrs.get(&rel).cloned().unwrap_or_default();
+            out.insert(rel, format!("{kind} {common} {x}").trim().to_string());
+        }
+    }
+    out
+}
+
+/// `getfattr -R` over the tree: path → "name=value …".
+fn xattrs_of(root: &Path) -> BTreeMap<String, String> {
+    let out = Command::new("getfattr")
+        .args(["-R", "-h", "-d", "-m", "-", "--absolute-names", "-e", "hex"])
+        .arg(root)
+        .output()
+        .expect("getfattr (Debian package attr)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut map: BTreeMap<String, String> = BTreeMap::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if let Some(file) = line.strip_prefix("# file: ") {
+            current = Path::new(file).strip_prefix(root).map(|p| p.display().to_string()).unwrap_or_default();
+        } else if !line.is_empty() && !current.is_empty() {
+            let entry = map.entry(current.clone()).or_default();
+            entry.push_str(line);
+            entry.push(' ');
+        }
+    }
+    map
+}
+
+fn umoci_rootfs(tag: &str) -> tempfile::TempDir {
+    let bundle = tempfile::tempdir().unwrap();
+    let dir = bundle.path().join("b");
+    let status = Command::new("umoci")
+        .args(["unpack", "--image", &format!("{}:{tag}", env("MOCKER_TEST_OCI_LAYOUT"))])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("umoci");
+    assert!(status.success(), "umoci unpack {tag}");
+    bundle
+}
+
+fn assert_same_tree(ours: &Path, theirs: &Path, what: &str) {
+    let (a, b) = (listing(ours), listing(theirs));
+    let mut diffs = Vec::new();
+    for key in a.keys().chain(b.keys()).collect::<std::collections::BTreeSet<_>>() {
+        if a.get(key) != b.get(key) {
+            diffs.push(format!("{key}\n  mocker: {:?}\n  umoci:  {:?}", a.get(key), b.get(key)));
+        }
+    }
+    assert!(diffs.is_empty(), "{what}: {} entries differ from umoci:\n{}", diffs.len(), diffs.join("\n"));
+    assert!(a.len() > 10, "{what}: suspiciously small tree");
+}
+
+#[test]
+fn rootfs_matches_umoci_for_every_test_image() {
+    let root = Root::new();
+    let cases = [
+        ("busybox", "busybox"),
+        ("busybox-docker", "busybox"),
+        ("busybox-zstd", "busybox"),
+        ("busybox-plain", "busybox"),
+        ("multiarch", "busybox"),
+        ("multi", "multi"),
+        ("shared-a", "shared-a"),
+        ("everything", "everything"),
+    ];
+    let mocker = mocker::Mocker::open(root.path()).unwrap();
+    for (remote, tag) in cases {
+        let reference = image(remote);
+        root.ok(&["pull", "-q", &reference]);
+        let rootfs = mocker::rootfs::mount_image(&mocker, &reference).unwrap();
+        let theirs = umoci_rootfs(tag);
+        assert_same_tree(rootfs.path(), &theirs.path().join("b/rootfs"), remote);
+    }
+}
