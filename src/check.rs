@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::images::referenced_blobs;
+use crate::images::{referenced_blobs, referenced_snapshots};
 use crate::index::{Batch, Contents, ImageRecord, Session};
 use crate::manifest::{self, Document, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
 use crate::pull::describe_image;
@@ -77,7 +77,94 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckReport> {
         }
         other => other?,
     }
+    check_snapshots(mocker, repair, &mut report)?;
     Ok(report)
+}
+
+/// Snapshots against their directories and the images that use them.
+fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> Result<()> {
+    let snapshots = &mocker.snapshots;
+    for path in snapshots.stale_partial_builds() {
+        report.problems.push(format!("partial unpack left at {}", path.display()));
+        if repair {
+            std::fs::remove_dir_all(&path).map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            report.repaired.push(format!("removed {}", path.display()));
+        }
+    }
+    let dirs: HashSet<u64> = snapshots.numbered_dirs()?.into_iter().map(|(id, _)| id).collect();
+    let (needed, doomed) = mocker.index.session(|s| {
+        let images = s.images()?;
+        let records = s.snapshots()?;
+        let needed = referenced_snapshots(&mocker.index, s, images.values())?;
+        let mut batch = Batch::default();
+        let mut doomed = Vec::new();
+        for (chain, record) in &records {
+            if !dirs.contains(&record.id) {
+                report.problems.push(format!("snapshot {chain} has lost its directory {}", record.id));
+                if repair {
+                    batch.del_snapshot(&record.chain_id);
+                    report.repaired.push(format!("dropped the record of snapshot {chain}"));
+                }
+            } else if !needed.contains(&record.chain_id) {
+                report.problems.push(format!("snapshot {chain} is used by no image"));
+                if repair {
+                    batch.del_snapshot(&record.chain_id);
+                    doomed.push(record.id);
+                    report.repaired.push(format!("deleted unused snapshot {chain}"));
+                }
+            }
+        }
+        for (key, active) in s.actives()? {
+            if !dirs.contains(&active.id) {
+                report.problems.push(format!("writable snapshot {key} has lost its directory"));
+                if repair {
+                    batch.del_active(&key);
+                }
+            }
+        }
+        for image in images.values() {
+            let missing = image.chain_ids.iter().filter(|c| !records.contains_key(c.as_str())).count();
+            if missing > 0 {
+                report.problems.push(format!(
+                    "image {} has {missing} layer(s) not unpacked (pull it again to unpack them)",
+                    image.config_digest.short()
+                ));
+            }
+        }
+        if repair {
+            s.apply(&batch)?;
+            s.flush()?;
+        }
+        Ok((needed, doomed))
+    })?;
+    snapshots.remove_dirs(&doomed)?;
+    for orphan in snapshots.unrecorded()? {
+        // Holding the chain's lock means no pull is about to record it.
+        let Some(_lock) = snapshots.lock_chain(&orphan.chain_id, false)? else { continue };
+        if needed.contains(&orphan.chain_id) && snapshots.get(&orphan.chain_id)?.is_none() {
+            report.problems.push(format!("snapshot directory {} ({}) is not in the index", orphan.id, orphan.chain_id));
+            if repair {
+                let mut batch = Batch::default();
+                batch.put_snapshot(&orphan);
+                mocker.index.session(|s| s.apply(&batch))?;
+                report.repaired.push(format!("restored snapshot {} from its directory", orphan.chain_id));
+            }
+        } else {
+            report.problems.push(format!("snapshot directory {} is used by nothing", orphan.id));
+            if repair {
+                snapshots.remove_dirs(&[orphan.id])?;
+                report.repaired.push(format!("deleted snapshot directory {}", orphan.id));
+            }
+        }
+    }
+    for id in snapshots.unrecorded_active_dirs()? {
+        report.problems.push(format!("writable snapshot directory {id} is not in the index"));
+        if repair {
+            snapshots.remove_dirs(&[id])?;
+            report.repaired.push(format!("deleted writable snapshot directory {id}"));
+        }
+    }
+    Ok(())
 }
 
 fn check_index(

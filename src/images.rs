@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::index::{Batch, ImageRecord, Index, Session};
+use crate::index::{Batch, ImageRecord, Index, Session, SnapshotRecord};
 use crate::manifest::{MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
 use crate::reference::{familiar_name, split_index_key, ImageRef};
 use crate::Mocker;
@@ -33,20 +33,18 @@ enum Target {
     Images(Vec<Digest>),
 }
 
-/// Bytes of the blobs an image holds (compressed content).
-pub fn image_size(mocker: &Mocker, image: &ImageRecord) -> u64 {
-    image
-        .blobs()
-        .iter()
-        .map(|d| mocker.store.size(d).unwrap_or(0))
-        .sum()
+/// An image's size as docker reports it: the bytes of its unpacked layers;
+/// the bytes of its blobs if it is not (fully) unpacked.
+pub fn image_size(snapshots: &BTreeMap<String, SnapshotRecord>, mocker: &Mocker, image: &ImageRecord) -> u64 {
+    let unpacked: Option<u64> = image.chain_ids.iter().map(|c| snapshots.get(c.as_str()).map(|r| r.size)).sum();
+    unpacked.unwrap_or_else(|| image.blobs().iter().map(|d| mocker.store.size(d).unwrap_or(0)).sum())
 }
 
 /// `images [REPOSITORY[:TAG]]`: one row per tag; a pull-by-digest reference
 /// shows as a `<none>` tag only when its repository has no tag for the image
 /// (as docker lists them); untagged images last.
 pub fn list(mocker: &Mocker, filter: Option<&str>) -> Result<Vec<ImageSummary>> {
-    let (refs, images) = mocker.index.session(|s| Ok((s.refs()?, s.images()?)))?;
+    let (refs, images, snapshots) = mocker.index.session(|s| Ok((s.refs()?, s.images()?, s.snapshots()?)))?;
     let mut named: HashSet<&str> = HashSet::new();
     let tagged: HashSet<(&str, &str)> = refs
         .iter()
@@ -63,11 +61,11 @@ pub fn list(mocker: &Mocker, filter: Option<&str>) -> Result<Vec<ImageSummary>> 
         if tag.is_none() && tagged.contains(&(name, manifest.as_str())) {
             continue;
         }
-        rows.push(summary(mocker, image, familiar_name(name), tag.unwrap_or("<none>")));
+        rows.push(summary(mocker, &snapshots, image, familiar_name(name), tag.unwrap_or("<none>")));
     }
     for (manifest, image) in &images {
         if !named.contains(manifest.as_str()) {
-            rows.push(summary(mocker, image, "<none>", "<none>"));
+            rows.push(summary(mocker, &snapshots, image, "<none>", "<none>"));
         }
     }
     if let Some(filter) = filter {
@@ -100,14 +98,20 @@ fn matches_filter(row: &ImageSummary, filter: &str) -> bool {
     (row.repository == repo || row.repository == normal) && tag.is_none_or(|t| row.tag == t)
 }
 
-fn summary(mocker: &Mocker, image: &ImageRecord, repository: &str, tag: &str) -> ImageSummary {
+fn summary(
+    mocker: &Mocker,
+    snapshots: &BTreeMap<String, SnapshotRecord>,
+    image: &ImageRecord,
+    repository: &str,
+    tag: &str,
+) -> ImageSummary {
     ImageSummary {
         repository: repository.to_string(),
         tag: tag.to_string(),
         digest: if repository == "<none>" { "<none>".into() } else { image.repo_digest().to_string() },
         id: image.config_digest.clone(),
         created: image.created.clone(),
-        size: image_size(mocker, image),
+        size: image_size(snapshots, mocker, image),
     }
 }
 
@@ -241,6 +245,7 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
             .values()
             .filter(|i| !candidates.contains(&i.manifest_digest))
             .collect();
+        let mut keep_snapshots = referenced_snapshots(&mocker.index, s, survivors.iter().copied())?;
         let mut keep = referenced_blobs(&mocker.index, s, survivors)?;
         let mut garbage = Vec::new();
         for image in &doomed {
@@ -250,26 +255,35 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
                 }
             }
         }
-        let mut deleted_layers = Vec::new();
         for blob in &garbage {
-            if let Some(layer) = s.get_layer(blob)? {
-                deleted_layers.push(layer.diff_id);
-            }
             batch.del_layer(blob);
         }
+        let mut deleted_snapshots = Vec::new();
+        for image in &doomed {
+            for chain_id in image.chain_ids.iter().rev() {
+                if keep_snapshots.insert(chain_id.clone()) {
+                    if let Some(snapshot) = s.get_snapshot(chain_id)? {
+                        batch.del_snapshot(chain_id);
+                        deleted_snapshots.push(snapshot);
+                    }
+                }
+            }
+        }
         // Index first, made durable: a crash before the unlinks leaves orphan
-        // blobs, which `system check` reports and repairs; never an entry
-        // without its blob.
+        // blobs and directories, which `system check` reports and repairs;
+        // never an entry without its content.
         s.apply(&batch)?;
         s.flush()?;
         for blob in &garbage {
             mocker.store.delete(blob)?;
         }
+        mocker.snapshots.remove_dirs(&deleted_snapshots.iter().map(|r| r.id).collect::<Vec<_>>())?;
         for image in &doomed {
             if !out.contains(&Removed::Deleted(image.config_digest.clone())) {
                 out.push(Removed::Deleted(image.config_digest.clone()));
             }
         }
+        let deleted_layers = deleted_snapshots.into_iter().map(|r| r.chain_id);
         out.extend(deleted_layers.into_iter().map(Removed::Deleted));
         Ok(out)
     })
@@ -290,10 +304,33 @@ pub(crate) fn referenced_blobs<'a>(
     Ok(keep)
 }
 
+/// Snapshots the given images use, those leased by live pulls, and every
+/// ancestor of an active (container) snapshot.
+pub(crate) fn referenced_snapshots<'a>(
+    index: &Index,
+    session: &Session,
+    images: impl IntoIterator<Item = &'a ImageRecord>,
+) -> Result<HashSet<Digest>> {
+    let mut keep: HashSet<Digest> = images.into_iter().flat_map(|i| i.chain_ids.iter().cloned()).collect();
+    for (id, lease) in session.leases()? {
+        if index.lease_is_live(&id) {
+            keep.extend(lease.digests.iter().cloned());
+        }
+    }
+    for active in session.actives()?.values() {
+        let mut next = active.parent.clone();
+        while let Some(chain_id) = next {
+            next = session.get_snapshot(&chain_id)?.and_then(|r| r.parent);
+            keep.insert(chain_id);
+        }
+    }
+    Ok(keep)
+}
+
 /// docker-style `image inspect` document for one image.
 pub fn inspect(mocker: &Mocker, input: &str) -> Result<Vec<Value>> {
     let images = find(mocker, input)?;
-    let refs = mocker.index.session(|s| s.refs())?;
+    let (refs, snapshots) = mocker.index.session(|s| Ok((s.refs()?, s.snapshots()?)))?;
     images
         .iter()
         .map(|image| {
@@ -329,7 +366,7 @@ pub fn inspect(mocker: &Mocker, input: &str) -> Result<Vec<Value>> {
                 "Os": config.get("os"),
                 "Architecture": config.get("architecture"),
                 "Variant": config.get("variant"),
-                "Size": image_size(mocker, image),
+                "Size": image_size(&snapshots, mocker, image),
                 "Config": config.get("config"),
                 "RootFS": config.get("rootfs"),
                 "Descriptor": {
@@ -358,10 +395,14 @@ pub struct DiskUsage {
     pub reclaimable: u64,
     /// What the images would take without deduplication.
     pub size_without_dedup: u64,
+    /// Bytes of unpacked layer snapshots, each counted once.
+    pub unpacked: u64,
+    /// What the unpacked layers would take if every image had its own copy.
+    pub unpacked_without_dedup: u64,
 }
 
 pub fn disk_usage(mocker: &Mocker) -> Result<DiskUsage> {
-    let images: BTreeMap<String, ImageRecord> = mocker.index.session(|s| s.images())?;
+    let (images, snapshots) = mocker.index.session(|s| Ok((s.images()?, s.snapshots()?)))?;
     let mut users: HashMap<Digest, usize> = HashMap::new();
     for image in images.values() {
         let unique: HashSet<Digest> = image.blobs().into_iter().collect();
@@ -378,6 +419,12 @@ pub fn disk_usage(mocker: &Mocker) -> Result<DiskUsage> {
             usage.shared += size;
         }
     }
-    usage.reclaimable = usage.size;
+    usage.unpacked = snapshots.values().map(|r| r.size).sum();
+    usage.unpacked_without_dedup = images
+        .values()
+        .flat_map(|i| i.chain_ids.iter())
+        .filter_map(|c| snapshots.get(c.as_str()).map(|r| r.size))
+        .sum();
+    usage.reclaimable = usage.size + usage.unpacked;
     Ok(usage)
 }

@@ -147,15 +147,21 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), root_dir.path().join("escape")).unwrap();
         std::os::unix::fs::symlink("../../../../..", root_dir.path().join("up")).unwrap();
         let root = open_root(root_dir.path()).unwrap();
-        // Both symlinks resolve to the root itself, never outside.
-        mkdir_all_in(root.as_fd(), Path::new("escape/made")).unwrap();
+        // The absolute symlink resolves to a path inside the root, which does
+        // not exist: refused, and nothing appears outside.
+        assert!(mkdir_all_in(root.as_fd(), Path::new("escape/made")).is_err());
+        // `..` past the root stays at the root.
         mkdir_all_in(root.as_fd(), Path::new("up/other")).unwrap();
         mkdir_all_in(root.as_fd(), Path::new("../../dotdot")).unwrap();
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
-        let inside_target = root_dir.path().join(outside.path().strip_prefix("/").unwrap()).join("made");
-        assert!(inside_target.is_dir());
         assert!(root_dir.path().join("other").is_dir());
         assert!(root_dir.path().join("dotdot").is_dir());
+        // Once the target exists inside the root, the link leads there.
+        let inside = root_dir.path().join(outside.path().strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inside).unwrap();
+        mkdir_all_in(root.as_fd(), Path::new("escape/made")).unwrap();
+        assert!(inside.join("made").is_dir());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Building {
     tmp: PathBuf,
     chain_id: Digest,
     _lock: Flock<fs::File>,
+    /// Marks the directory as in use, for sweeps by other processes.
+    _tmp_lock: Flock<fs::File>,
     committed: bool,
 }
 
@@ -134,11 +136,81 @@ impl Snapshotter {
         if let Some(existing) = self.get(chain_id)? {
             return Ok(Begin::Exists(existing));
         }
+        // A crash between publishing a directory and recording it leaves a
+        // complete snapshot the index does not know: adopt it. We hold the
+        // chain's lock, so no other process is about to record it.
+        if let Some(orphan) = self.unrecorded()?.into_iter().find(|r| &r.chain_id == chain_id) {
+            let mut batch = Batch::default();
+            batch.put_snapshot(&orphan);
+            self.index.session(|s| s.apply(&batch))?;
+            return Ok(Begin::Exists(orphan));
+        }
+        self.sweep_partial_builds();
         let id = self.index.session(|s| s.next_id())?;
         let tmp = self.dir.join(format!("tmp-{id}"));
-        let building = Building { id, tmp, chain_id: chain_id.clone(), _lock: lock, committed: false };
-        fs::create_dir_all(building.fs_dir()).ctx(|| format!("creating {}", building.tmp.display()))?;
-        Ok(Begin::Building(building))
+        fs::create_dir_all(tmp.join("fs")).ctx(|| format!("creating {}", tmp.display()))?;
+        let tmp_lock = fs::File::open(&tmp)
+            .map_err(|e| (e, None))
+            .and_then(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| (std::io::Error::from(e), None::<()>)))
+            .map_err(|(e, _)| Error::io(format!("locking {}", tmp.display()), e))?;
+        Ok(Begin::Building(Building { id, tmp, chain_id: chain_id.clone(), _lock: lock, _tmp_lock: tmp_lock, committed: false }))
+    }
+
+    /// Committed snapshot directories (with their meta.json) that the index
+    /// does not record.
+    pub fn unrecorded(&self) -> Result<Vec<SnapshotRecord>> {
+        let (snapshots, actives) = self.index.session(|s| Ok((s.snapshots()?, s.actives()?)))?;
+        let known: std::collections::HashSet<u64> =
+            snapshots.values().map(|r| r.id).chain(actives.values().map(|a| a.id)).collect();
+        let mut out = Vec::new();
+        for (id, _) in self.numbered_dirs()? {
+            if known.contains(&id) {
+                continue;
+            }
+            if let Ok(bytes) = fs::read(self.path_of(id).join("meta.json")) {
+                if let Ok(record) = serde_json::from_slice::<SnapshotRecord>(&bytes) {
+                    if record.id == id {
+                        out.push(record);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `snapshots/<id>` directories, by id.
+    pub fn numbered_dirs(&self) -> Result<Vec<(u64, PathBuf)>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).ctx(|| format!("listing {}", self.dir.display()))? {
+            let entry = entry.ctx(|| format!("listing {}", self.dir.display()))?;
+            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+                out.push((id, entry.path()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// `tmp-*` directories no live build holds: what a killed unpack left.
+    pub fn stale_partial_builds(&self) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return Vec::new() };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("tmp-"))
+            .filter(|e| {
+                fs::File::open(e.path())
+                    .ok()
+                    .is_some_and(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok())
+            })
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Delete what killed unpacks left behind.
+    pub fn sweep_partial_builds(&self) {
+        for path in self.stale_partial_builds() {
+            let _ = fs::remove_dir_all(path);
+        }
     }
 
     /// Publish a built snapshot. Its parent must be committed: directories
@@ -193,7 +265,7 @@ impl Snapshotter {
         }
     }
 
-    fn lock_chain(&self, chain_id: &Digest, wait: bool) -> Result<Option<Flock<fs::File>>> {
+    pub(crate) fn lock_chain(&self, chain_id: &Digest, wait: bool) -> Result<Option<Flock<fs::File>>> {
         let path = self.dir.join("locks").join(chain_id.hex());
         let start = Instant::now();
         loop {
@@ -277,6 +349,19 @@ impl Snapshotter {
             s.flush()
         })?;
         remove_tree(&self.path_of(active.id))
+    }
+
+    /// Ids of active snapshots' directories the index does not record.
+    pub fn unrecorded_active_dirs(&self) -> Result<Vec<u64>> {
+        let (snapshots, actives) = self.index.session(|s| Ok((s.snapshots()?, s.actives()?)))?;
+        let known: std::collections::HashSet<u64> =
+            snapshots.values().map(|r| r.id).chain(actives.values().map(|a| a.id)).collect();
+        Ok(self
+            .numbered_dirs()?
+            .into_iter()
+            .filter(|(id, path)| !known.contains(id) && !path.join("meta.json").exists())
+            .map(|(id, _)| id)
+            .collect())
     }
 
     /// Delete committed snapshots' directories (their records already gone).

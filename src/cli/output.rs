@@ -123,24 +123,27 @@ pub fn df(mocker: &Mocker, format: &str) -> Result<i32> {
         println!("{}", serde_json::to_string(&usage)?);
         return Ok(0);
     }
-    let percent = if usage.size == 0 { 0 } else { usage.reclaimable * 100 / usage.size };
+    let percent = |part: u64, whole: u64| if whole == 0 { 0 } else { part * 100 / whole };
+    let total = usage.size + usage.unpacked;
     print_table(
         &["TYPE", "TOTAL", "ACTIVE", "SIZE", "SHARED", "RECLAIMABLE"],
         &[vec![
             "Images".into(),
             usage.images.to_string(),
             usage.active.to_string(),
-            human_size(usage.size),
+            human_size(total),
             human_size(usage.shared),
-            format!("{} ({percent}%)", human_size(usage.reclaimable)),
+            format!("{} ({}%)", human_size(usage.reclaimable), percent(usage.reclaimable, total)),
         ]],
     );
-    if usage.size_without_dedup > usage.size {
-        println!(
-            "\nDeduplication saves {} ({} without sharing).",
-            human_size(usage.size_without_dedup - usage.size),
-            human_size(usage.size_without_dedup)
-        );
+    println!(
+        "\nBlobs: {}; unpacked layers: {}.",
+        human_size(usage.size),
+        human_size(usage.unpacked)
+    );
+    let saved = (usage.size_without_dedup - usage.size) + (usage.unpacked_without_dedup.saturating_sub(usage.unpacked));
+    if saved > 0 {
+        println!("Deduplication saves {} (blobs and unpacked layers shared between images).", human_size(saved));
     }
     Ok(0)
 }

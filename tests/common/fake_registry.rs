@@ -68,8 +68,21 @@ impl FakeRegistry {
         digest
     }
 
-    /// A complete single-layer image (uncompressed tar layer) under `repo:tag`.
-    pub fn image(&self, repo: &str, tag: &str, layer: &[u8], trickle: Option<Duration>) -> String {
+    /// A complete single-layer image under `repo:tag` whose layer is an
+    /// uncompressed tar holding one file, `payload`, with `content`.
+    pub fn image(&self, repo: &str, tag: &str, content: &[u8], trickle: Option<Duration>) -> String {
+        let layer = super::tar_layer(&[("payload", content)]);
+        self.image_with_layer(repo, tag, &layer, trickle)
+    }
+
+    /// A single-layer image whose layer is exactly `layer` (diff_id = its digest).
+    pub fn image_with_layer(&self, repo: &str, tag: &str, layer: &[u8], trickle: Option<Duration>) -> String {
+        let diff_id = format!("sha256:{}", super::sha256_hex(layer));
+        self.image_with_layer_as(repo, tag, layer, &diff_id, "application/vnd.oci.image.layer.v1.tar", trickle)
+    }
+
+    /// A single-layer image with the given layer bytes, declared diff_id and media type.
+    pub fn image_with_layer_as(&self, repo: &str, tag: &str, layer: &[u8], diff_id: &str, media_type: &str, trickle: Option<Duration>) -> String {
         let layer_digest = self.blob(repo, layer);
         if trickle.is_some() {
             let path = format!("/v2/{repo}/blobs/{layer_digest}");
@@ -78,13 +91,13 @@ impl FakeRegistry {
             self.route(&path, route);
         }
         let config = format!(
-            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}},"config":{{}}}}"#
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}},"config":{{}}}}"#
         );
         let config_digest = self.blob(repo, config.as_bytes());
         let manifest = format!(
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
             "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},
-            "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
+            "layers":[{{"mediaType":"{media_type}","digest":"{layer_digest}","size":{}}}]}}"#,
             config.len(),
             layer.len()
         );
