@@ -289,6 +289,37 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
     })
 }
 
+/// Delete those of `candidates` (blob digests or snapshot chain IDs) that no
+/// image, live pull or container uses: what a failed pull leaves behind.
+pub(crate) fn collect_unreferenced(mocker: &Mocker, candidates: &[Digest]) -> Result<()> {
+    mocker.index.session(|s| {
+        let images = s.images()?;
+        let keep_blobs = referenced_blobs(&mocker.index, s, images.values())?;
+        let keep_snapshots = referenced_snapshots(&mocker.index, s, images.values())?;
+        let mut batch = Batch::default();
+        let mut blobs = Vec::new();
+        let mut dirs = Vec::new();
+        for digest in candidates {
+            if !keep_blobs.contains(digest) && mocker.store.has(digest) {
+                batch.del_layer(digest);
+                blobs.push(digest);
+            }
+            if !keep_snapshots.contains(digest) {
+                if let Some(snapshot) = s.get_snapshot(digest)? {
+                    batch.del_snapshot(digest);
+                    dirs.push(snapshot.id);
+                }
+            }
+        }
+        s.apply(&batch)?;
+        s.flush()?;
+        for digest in blobs {
+            mocker.store.delete(digest)?;
+        }
+        mocker.snapshots.remove_dirs(&dirs)
+    })
+}
+
 /// Blobs the given images need plus those leased by live pulls.
 pub(crate) fn referenced_blobs<'a>(
     index: &Index,

@@ -103,6 +103,36 @@ impl Drop for LeaseGuard<'_> {
 }
 
 pub async fn pull(mocker: &Mocker, reference: &ImageRef, opts: &PullOptions, progress: &dyn Progress) -> Result<Pulled> {
+    let mut touched = Vec::new();
+    let result = pull_leased(mocker, reference, opts, progress, &mut touched).await;
+    if let Err(e) = &result {
+        // A broken image would fail the same way again: leave nothing of it.
+        // After a network failure or interruption, keep what was fetched.
+        let permanent = matches!(
+            e,
+            Error::DigestMismatch { .. }
+                | Error::SizeMismatch { .. }
+                | Error::Layer { .. }
+                | Error::InvalidDocument { .. }
+                | Error::UnsupportedMediaType { .. }
+                | Error::TooLarge { .. }
+                | Error::NoMatchingPlatform { .. }
+                | Error::DiskFull { .. }
+        );
+        if permanent && !touched.is_empty() {
+            let _ = crate::images::collect_unreferenced(mocker, &touched);
+        }
+    }
+    result
+}
+
+async fn pull_leased(
+    mocker: &Mocker,
+    reference: &ImageRef,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+    touched: &mut Vec<Digest>,
+) -> Result<Pulled> {
     let registry = Registry::new(reference, &opts.registry)?;
     let (top_bytes, top_digest) = registry.manifest(reference.wire()).await?;
     let top_what = format!("manifest {reference}");
@@ -158,6 +188,7 @@ pub async fn pull(mocker: &Mocker, reference: &ImageRef, opts: &PullOptions, pro
     let mut leased = vec![manifest_digest.clone(), config_digest.clone()];
     leased.extend(index_doc.iter().map(|(_, d)| d.clone()));
     leased.extend(layers.iter().map(|l| l.0.clone()));
+    touched.extend(leased.iter().cloned());
     let lease_id = format!("{}-{}", std::process::id(), now_nanos());
     let lock = mocker.index.hold_lease(&lease_id)?;
     let mut batch = Batch::default();
@@ -205,6 +236,7 @@ pub async fn pull(mocker: &Mocker, reference: &ImageRef, opts: &PullOptions, pro
     leased_all.extend(index_doc.iter().map(|(_, d)| d.clone()));
     leased_all.extend(layers.iter().map(|l| l.0.clone()));
     leased_all.extend(chains.iter().cloned());
+    touched.extend(chains.iter().cloned());
     batch.put_lease(&lease_id, &Lease { pid: std::process::id(), digests: leased_all });
     mocker.index.session(|s| s.apply(&batch))?;
 
@@ -212,6 +244,7 @@ pub async fn pull(mocker: &Mocker, reference: &ImageRef, opts: &PullOptions, pro
         progress.layer(digest, LayerEvent::Pending { size: *size });
     }
     let limit = opts.max_unpacked_bytes.min(free_bytes(mocker.snapshots.dir()));
+    mocker.snapshots.sweep_partial_builds();
     let downloaded = AtomicU64::new(0);
     let unpacked_any = std::sync::atomic::AtomicBool::new(false);
     let downloads = futures_util::stream::iter(layers.iter().enumerate().map(|(i, (digest, size, media_type))| {
