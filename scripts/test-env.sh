@@ -137,6 +137,48 @@ build_images() {
     add_layer busybox truncated 'head -c 300000 /dev/urandom > noise'
     umoci gc --layout "$layout"
 
+    # Images with many layers (more lower directories than fit in one page
+    # of overlayfs mount options as absolute paths), written as an OCI
+    # layout by Python's tarfile: each layer adds one file and rewrites one.
+    python3 - "$layout" 60 200 <<'PY'
+import gzip, hashlib, io, json, os, sys, tarfile
+layout, counts = sys.argv[1], [int(c) for c in sys.argv[2:]]
+blobs = os.path.join(layout, "blobs", "sha256")
+def put(data):
+    digest = hashlib.sha256(data).hexdigest()
+    with open(os.path.join(blobs, digest), "wb") as f:
+        f.write(data)
+    return "sha256:" + digest, len(data)
+idx_path = os.path.join(layout, "index.json")
+idx = json.load(open(idx_path))
+for count in counts:
+    layers, diff_ids = [], []
+    for i in range(count):
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
+            info = tarfile.TarInfo("layers")
+            info.type, info.mtime, info.mode = tarfile.DIRTYPE, 1700000000, 0o755
+            t.addfile(info)
+            for name, body in ((f"layers/layer-{i:03d}", f"{i}\n".encode()), ("layers/top", f"top {i}\n".encode())):
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(body), 1700000000 + i, 0o644
+                t.addfile(info, io.BytesIO(body))
+        tar = raw.getvalue()
+        diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
+        digest, size = put(gzip.compress(tar, mtime=0))
+        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size})
+    config = {"architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
+              "config": {"Cmd": ["/bin/sh"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    cdigest, csize = put(json.dumps(config).encode())
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdigest, "size": csize},
+                "layers": layers}
+    mdigest, msize = put(json.dumps(manifest).encode())
+    idx["manifests"].append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mdigest, "size": msize,
+                             "annotations": {"org.opencontainers.image.ref.name": f"layers-{count}"}})
+json.dump(idx, open(idx_path, "w"))
+PY
+
     python3 - "$layout" <<'PY'
 # Write an image index (amd64 + arm64/v8) into the layout, tagged "multiarch".
 import hashlib, json, os, sys
@@ -200,6 +242,8 @@ start() {
     skopeo copy -q --preserve-digests --dest-tls-verify=false "dir:$work/dir-plain" "docker://$r/busybox-plain:latest"
     push multi "$r/multi:latest"
     push everything "$r/everything:latest"
+    push layers-60 "$r/layers-60:latest"
+    push layers-200 "$r/layers-200:latest"
     push shared-a "$r/shared-a:latest"
     push shared-b "$r/shared-b:latest"
     push multiarch "$r/multiarch:latest" --all

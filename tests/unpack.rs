@@ -124,3 +124,80 @@ fn rootfs_matches_umoci_for_every_test_image() {
         assert_same_tree(rootfs.path(), &theirs.path().join("b/rootfs"), remote);
     }
 }
+
+#[test]
+fn images_with_60_and_200_layers_mount() {
+    let root = Root::new();
+    let mocker = mocker::Mocker::open(root.path()).unwrap();
+    for count in [60usize, 200] {
+        let reference = image(&format!("layers-{count}"));
+        root.ok(&["pull", "-q", &reference]);
+        let rootfs = mocker::rootfs::mount_image(&mocker, &reference).unwrap();
+        let files = std::fs::read_dir(rootfs.path().join("layers")).unwrap().count();
+        assert_eq!(files, count + 1, "every layer's file (and `top`) is visible");
+        let top = std::fs::read_to_string(rootfs.path().join("layers/top")).unwrap();
+        assert_eq!(top, format!("top {}\n", count - 1), "the topmost layer wins");
+        // Absolute lower paths would not fit in the one page of mount data.
+        let absolute: usize = (0..count).map(|_| root.path().join("snapshots/000/fs:").as_os_str().len()).sum();
+        if count == 200 {
+            assert!(absolute > 4096, "the 200-layer case must exceed the absolute-path limit ({absolute})");
+        }
+        drop(rootfs);
+        let theirs = umoci_rootfs(&format!("layers-{count}"));
+        let rootfs = mocker::rootfs::mount_image(&mocker, &reference).unwrap();
+        assert_same_tree(rootfs.path(), &theirs.path().join("b/rootfs"), &reference);
+    }
+}
+
+#[test]
+fn shared_base_is_unpacked_once_and_survives_rmi() {
+    let root = Root::new();
+    let (a, b) = (image("shared-a"), image("shared-b"));
+    root.ok(&["pull", "-q", &a]);
+    let after_a: Vec<String> = numbered(&root);
+    root.ok(&["pull", "-q", &b]);
+    let after_b: Vec<String> = numbered(&root);
+    assert_eq!(after_a.len(), 2, "{after_a:?}");
+    assert_eq!(after_b.len(), 3, "the shared base was unpacked again: {after_b:?}");
+    let before = export_listing(&root, &b);
+    assert!(before.len() > 10, "{before:?}");
+    root.ok(&["rmi", &a]);
+    assert_eq!(numbered(&root).len(), 2, "a's own snapshot should be gone, base and b's kept");
+    assert!(export_listing(&root, &b) == before, "b's export changed when a was removed");
+    root.assert_healthy();
+}
+
+fn numbered(root: &Root) -> Vec<String> {
+    list(&root.path().join("snapshots")).into_iter().filter(|n| n.parse::<u64>().is_ok()).collect()
+}
+
+/// `image export` as (path, type, mode, owner, mtime, size, content hash)
+/// lines; the root entry is left out (it is the fresh upper directory).
+fn export_listing(root: &Root, reference: &str) -> Vec<String> {
+    let out = root.command().args(["image", "export", reference]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut archive = tar::Archive::new(&out.stdout[..]);
+    let mut lines = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().display().to_string();
+        if path == "./" || path == "." {
+            continue;
+        }
+        let h = entry.header().clone();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        lines.push(format!(
+            "{path} {:?} {:o} {}:{} {} {} {}",
+            h.entry_type(),
+            h.mode().unwrap(),
+            h.uid().unwrap(),
+            h.gid().unwrap(),
+            h.mtime().unwrap(),
+            data.len(),
+            sha256_hex(&data)
+        ));
+    }
+    lines.sort();
+    lines
+}
