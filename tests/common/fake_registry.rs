@@ -83,26 +83,39 @@ impl FakeRegistry {
 
     /// A single-layer image with the given layer bytes, declared diff_id and media type.
     pub fn image_with_layer_as(&self, repo: &str, tag: &str, layer: &[u8], diff_id: &str, media_type: &str, trickle: Option<Duration>) -> String {
-        let layer_digest = self.blob(repo, layer);
-        if trickle.is_some() {
-            let path = format!("/v2/{repo}/blobs/{layer_digest}");
-            let mut route = Route::ok("application/octet-stream", layer.to_vec());
-            route.trickle = trickle;
-            self.route(&path, route);
+        self.image_layers(repo, tag, &[(layer.to_vec(), diff_id.to_string(), media_type.to_string())], trickle).remove(0)
+    }
+
+    /// An image of several layers: (bytes, diff_id, media type) each.
+    /// Returns the layer digests.
+    pub fn image_layers(&self, repo: &str, tag: &str, layers: &[(Vec<u8>, String, String)], trickle: Option<Duration>) -> Vec<String> {
+        let mut digests = Vec::new();
+        let mut descriptors = Vec::new();
+        for (layer, _, media_type) in layers {
+            let digest = self.blob(repo, layer);
+            if trickle.is_some() {
+                let mut route = Route::ok("application/octet-stream", layer.clone());
+                route.trickle = trickle;
+                self.route(&format!("/v2/{repo}/blobs/{digest}"), route);
+            }
+            descriptors.push(format!(r#"{{"mediaType":"{media_type}","digest":"{digest}","size":{}}}"#, layer.len()));
+            digests.push(digest);
         }
+        let diff_ids: Vec<String> = layers.iter().map(|(_, d, _)| format!("\"{d}\"")).collect();
         let config = format!(
-            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}},"config":{{}}}}"#
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[{}]}},"config":{{}}}}"#,
+            diff_ids.join(",")
         );
         let config_digest = self.blob(repo, config.as_bytes());
         let manifest = format!(
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
             "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},
-            "layers":[{{"mediaType":"{media_type}","digest":"{layer_digest}","size":{}}}]}}"#,
+            "layers":[{}]}}"#,
             config.len(),
-            layer.len()
+            descriptors.join(",")
         );
         self.manifest(repo, tag, "application/vnd.oci.image.manifest.v1+json", manifest.as_bytes());
-        layer_digest
+        digests
     }
 }
 

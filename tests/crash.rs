@@ -1,0 +1,68 @@
+//! kill -9 of a pull at many points: afterwards nothing half-made is visible,
+//! the next pull completes, and the store checks clean.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+/// Three layers of incompressible files, so that download and unpack both
+/// take long enough to be interrupted.
+fn layers() -> Vec<(Vec<u8>, String, String)> {
+    (0..3u32)
+        .map(|l| {
+            let files: Vec<(String, Vec<u8>)> = (0..8u32)
+                .map(|f| {
+                    let data = (0..600_000u32).map(|i| ((i ^ (f << 8) ^ (l << 16)).wrapping_mul(2654435761) >> 11) as u8).collect();
+                    (format!("layer{l}/file{f}"), data)
+                })
+                .collect();
+            let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+            let tar = tar_layer(&refs);
+            let diff_id = format!("sha256:{}", sha256_hex(&tar));
+            (tar, diff_id, "application/vnd.oci.image.layer.v1.tar".to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_at_any_point_of_a_pull_is_recovered_by_the_next_pull() {
+    let fake = FakeRegistry::start();
+    fake.image_layers("crashy", "latest", &layers(), Some(Duration::from_millis(2)));
+    let reference = format!("{}/crashy:latest", fake.addr);
+    let mut killed_mid_way = 0;
+    for delay_ms in [5u64, 20, 40, 70, 100, 140, 190, 250, 320, 400, 500, 650] {
+        let root = Root::new();
+        let mut child = root.command().args(["pull", "-q", &reference]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let status = child.wait().unwrap();
+        let finished = status.success();
+        if !finished {
+            killed_mid_way += 1;
+        }
+
+        // Nothing half-made is visible: either no image, or the whole image.
+        let ids = root.ok(&["images", "-q"]);
+        assert!(ids.lines().count() <= 1);
+        if !ids.trim().is_empty() {
+            root.ok(&["image", "export", "-o", "/dev/null", &reference]);
+        }
+        root.assert_blobs_verified();
+
+        // The next pull completes, and leaves a store with nothing orphaned.
+        let out = root.run(&["pull", &reference]);
+        assert!(out.status.success(), "after a kill at {delay_ms} ms: {}", stderr(&out));
+        let snapshots: Vec<String> = list(&root.path().join("snapshots")).into_iter().filter(|n| n.starts_with("tmp-")).collect();
+        assert!(snapshots.is_empty(), "partial unpacks left after a kill at {delay_ms} ms: {snapshots:?}");
+        let check = root.run(&["system", "check"]);
+        assert!(check.status.success(), "after a kill at {delay_ms} ms: {}", stdout(&check));
+        let listing = root.command().args(["image", "export", &reference]).output().unwrap();
+        let mut archive = tar::Archive::new(&listing.stdout[..]);
+        let files = archive.entries().unwrap().filter(|e| e.as_ref().unwrap().header().entry_type().is_file()).count();
+        assert_eq!(files, 24, "after a kill at {delay_ms} ms the image is incomplete");
+    }
+    assert!(killed_mid_way >= 6, "too few kills landed during the pull ({killed_mid_way}); the test lost its point");
+}
