@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 
 use crate::digest::{chain_ids, Digest};
@@ -247,16 +247,26 @@ async fn pull_leased(
     mocker.snapshots.sweep_partial_builds();
     let downloaded = AtomicU64::new(0);
     let unpacked_any = std::sync::atomic::AtomicBool::new(false);
-    let downloads = futures_util::stream::iter(layers.iter().enumerate().map(|(i, (digest, size, media_type))| {
+    // Downloads and unpacks are bounded separately: a long unpack must not
+    // hold a download slot, or later layers would wait to start downloading.
+    let download_slots = tokio::sync::Semaphore::new(opts.max_concurrent_downloads.max(1));
+    let unpack_slots = tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let closed = |_| Error::Interrupted;
+    let downloads = futures_util::future::try_join_all(layers.iter().enumerate().map(|(i, (digest, size, media_type))| {
         let downloaded = &downloaded;
         let registry = &registry;
+        let (download_slots, unpack_slots) = (&download_slots, &unpack_slots);
         let chain = chains[i].clone();
         let diff_id = diff_ids[i].clone();
         async move {
-            let fetched = fetch_blob(mocker, registry, digest, *size, media_type, &format!("layer {digest}"), Some(progress)).await?;
+            let fetched = {
+                let _slot = download_slots.acquire().await.map_err(closed)?;
+                fetch_blob(mocker, registry, digest, *size, media_type, &format!("layer {digest}"), Some(progress)).await?
+            };
             if fetched {
                 downloaded.fetch_add(1, Ordering::Relaxed);
             }
+            let _slot = unpack_slots.acquire().await.map_err(closed)?;
             // Unpack now, in parallel with other layers, into a private
             // directory; publishing waits for the parent (phase 2 below).
             let compression = manifest::layer_compression(media_type).unwrap_or(manifest::Compression::None);
@@ -280,8 +290,6 @@ async fn pull_leased(
             Ok::<_, Error>(staged)
         }
     }))
-    .buffered(opts.max_concurrent_downloads.max(1))
-    .try_collect::<Vec<Staged>>()
     .await;
     if let Err(e) = &downloads {
         if matches!(e, Error::DiskFull { .. } | Error::DigestMismatch { .. } | Error::SizeMismatch { .. } | Error::Layer { .. }) {
