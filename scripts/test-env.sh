@@ -13,7 +13,7 @@ set -euo pipefail
 cmd=${1:?usage: test-env.sh start|stop WORKDIR}
 work=${2:?usage: test-env.sh start|stop WORKDIR}
 
-PACKAGES=(docker-registry skopeo umoci busybox-static apache2-utils curl python3 time attr)
+PACKAGES=(docker-registry skopeo umoci busybox-static apache2-utils curl python3 time attr bc)
 
 install_packages() {
     local missing=()

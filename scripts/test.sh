@@ -15,4 +15,13 @@ trap cleanup EXIT
 scripts/test-env.sh start "$work"
 # shellcheck disable=SC1091
 source "$work/env"
-cargo test --locked "$@"
+# Unit and integration tests (no doc tests: the library has none), then one
+# summary line over every test binary.
+set +e
+cargo test --locked --tests "$@" 2>&1 | tee "$work/test.log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -E '^test result:' "$work/test.log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | paste -sd+ - | bc)
+failed=$(grep -E '^test result:' "$work/test.log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | paste -sd+ - | bc)
+echo "summary: ${passed:-0} passed, ${failed:-0} failed"
+exit "$status"

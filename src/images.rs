@@ -335,6 +335,82 @@ pub(crate) fn referenced_blobs<'a>(
     Ok(keep)
 }
 
+/// What `system prune` removed.
+#[derive(Debug, Default)]
+pub struct Pruned {
+    pub removed: Vec<Removed>,
+    /// Bytes of blobs, snapshots and partial downloads freed.
+    pub reclaimed: u64,
+}
+
+/// `system prune`: remove untagged images (every image with `all`: there
+/// are no containers yet to keep one in use), then everything on disk that
+/// no image, live pull or container needs: blobs, snapshots, partial
+/// downloads and partial unpacks.
+pub fn prune(mocker: &Mocker, all: bool) -> Result<Pruned> {
+    let mut pruned = Pruned::default();
+    let (refs, images) = mocker.index.session(|s| Ok((s.refs()?, s.images()?)))?;
+    let named: HashSet<&Digest> = refs.values().collect();
+    let doomed: Vec<&ImageRecord> = images.values().filter(|i| all || !named.contains(&i.manifest_digest)).collect();
+    for image in doomed {
+        match remove(mocker, image.config_digest.as_str(), true) {
+            Ok(lines) => pruned.removed.extend(lines),
+            // Removed already with an image that shares its config.
+            Err(Error::NoSuchImage(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Anything else nothing uses: leftovers of crashes and failed pulls.
+    let (blobs, _) = mocker.store.list()?;
+    let dead_snapshots = mocker.index.session(|s| {
+        let images = s.images()?;
+        let keep_blobs = referenced_blobs(&mocker.index, s, images.values())?;
+        let keep_snapshots = referenced_snapshots(&mocker.index, s, images.values())?;
+        let mut batch = Batch::default();
+        let mut doomed_blobs = Vec::new();
+        for blob in &blobs {
+            if !keep_blobs.contains(blob) {
+                batch.del_layer(blob);
+                doomed_blobs.push(blob);
+            }
+        }
+        let mut dead = Vec::new();
+        for record in s.snapshots()?.into_values() {
+            if !keep_snapshots.contains(&record.chain_id) {
+                batch.del_snapshot(&record.chain_id);
+                dead.push(record);
+            }
+        }
+        s.apply(&batch)?;
+        s.flush()?;
+        for blob in doomed_blobs {
+            pruned.reclaimed += mocker.store.size(blob).unwrap_or(0);
+            mocker.store.delete(blob)?;
+        }
+        Ok(dead)
+    })?;
+    for record in &dead_snapshots {
+        pruned.reclaimed += record.size;
+        pruned.removed.push(Removed::Deleted(record.chain_id.clone()));
+    }
+    mocker.snapshots.remove_dirs(&dead_snapshots.iter().map(|r| r.id).collect::<Vec<_>>())?;
+    for orphan in mocker.snapshots.unrecorded()? {
+        // Holding the chain's lock means no pull is about to record it.
+        if let Some(_lock) = mocker.snapshots.lock_chain(&orphan.chain_id, false)? {
+            pruned.reclaimed += orphan.size;
+            mocker.snapshots.remove_dirs(&[orphan.id])?;
+        }
+    }
+    mocker.snapshots.sweep_partial_builds();
+    for (path, len) in mocker.store.list_ingest()? {
+        let Some(digest) = path.file_name().and_then(|n| n.to_str()).and_then(|n| Digest::from_hex(n).ok()) else { continue };
+        if mocker.store.discard_ingest(&digest).is_ok() && !path.exists() {
+            pruned.reclaimed += len;
+        }
+    }
+    Ok(pruned)
+}
+
 /// Snapshots the given images use, those leased by live pulls, and every
 /// ancestor of an active (container) snapshot.
 pub(crate) fn referenced_snapshots<'a>(

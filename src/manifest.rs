@@ -203,6 +203,11 @@ pub fn parse_config(bytes: &[u8], layer_count: usize, what: &str) -> Result<Imag
     Ok(config)
 }
 
+/// The config's diff_ids, base layer first.
+pub fn diff_ids(config: &ImageConfiguration) -> Result<Vec<Digest>> {
+    config.rootfs().diff_ids().iter().map(|d| Digest::parse(d)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -223,12 +223,7 @@ async fn pull_leased(
         }
     }
 
-    let diff_ids = config
-        .rootfs()
-        .diff_ids()
-        .iter()
-        .map(|d| Digest::parse(d))
-        .collect::<Result<Vec<_>>>()?;
+    let diff_ids = manifest::diff_ids(&config)?;
     let chains = chain_ids(&diff_ids);
     // Snapshots this pull builds or relies on are leased too.
     let mut batch = Batch::default();
@@ -375,12 +370,7 @@ pub(crate) fn describe_image(
     config: &ImageConfiguration,
 ) -> Result<(ImageRecord, Vec<LayerRecord>)> {
     let layers = layer_descriptors(manifest)?;
-    let diff_ids = config
-        .rootfs()
-        .diff_ids()
-        .iter()
-        .map(|d| Digest::parse(d))
-        .collect::<Result<Vec<_>>>()?;
+    let diff_ids = manifest::diff_ids(&config)?;
     let chains = chain_ids(&diff_ids);
     let layer_records = layers
         .iter()

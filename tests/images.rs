@@ -136,3 +136,42 @@ fn digest_reference_of_a_tagged_image_is_not_listed_twice_and_one_repo_untags_to
     assert_eq!(out.matches("Untagged:").count(), 3, "{out}");
     assert!(root.blobs().is_empty());
 }
+
+#[test]
+fn prune_removes_untagged_images_and_orphans_but_never_a_snapshot_in_use() {
+    let root = Root::new();
+    root.ok(&["pull", "-q", &image("shared-a")]);
+    root.ok(&["pull", "-q", &image("busybox")]);
+    // An untagged image, and a stray (valid) blob nothing uses.
+    let id_a = root.ok(&["images", "-q", &image("shared-a")]).trim().to_string();
+    root.ok(&["tag", &image("shared-a"), "keep:a"]);
+    root.ok(&["rmi", &image("shared-a")]);
+    root.ok(&["rmi", "keep:a"]);
+    root.ok(&["pull", "-q", &image("shared-b")]);
+    root.ok(&["tag", &image("shared-b"), "b:only"]);
+    let stray = b"a blob nobody references";
+    std::fs::write(root.path().join("blobs/sha256").join(sha256_hex(stray)), stray).unwrap();
+    assert!(!id_a.is_empty());
+
+    let out = root.ok(&["system", "prune", "-f"]);
+    assert!(out.contains("Total reclaimed space"), "{out}");
+    assert!(!root.blobs().contains(&sha256_hex(stray)), "stray blob survived prune");
+    root.assert_healthy();
+    let ls = root.ok(&["images"]);
+    assert!(ls.contains("/busybox") && ls.contains("b "), "prune without -a removed a tagged image: {ls}");
+
+    // A mounted root filesystem keeps its layers, even when its image goes.
+    let mocker = mocker::Mocker::open(root.path()).unwrap();
+    let rootfs = mocker::rootfs::mount_image(&mocker, &image("busybox")).unwrap();
+    let out = root.ok(&["system", "prune", "-a", "-f"]);
+    assert!(out.contains("deleted: sha256:"), "{out}");
+    assert!(root.ok(&["images", "-q"]).trim().is_empty());
+    assert!(rootfs.path().join("bin/busybox").is_file(), "a snapshot in use was removed");
+    let in_use = list(&root.path().join("snapshots")).into_iter().filter(|n| n.parse::<u64>().is_ok()).count();
+    assert!(in_use >= 2, "the image's layer and the writable layer must remain: {in_use}");
+    drop(rootfs);
+    root.ok(&["system", "prune", "-a", "-f"]);
+    let left = list(&root.path().join("snapshots")).into_iter().filter(|n| n.parse::<u64>().is_ok()).count();
+    assert_eq!(left, 0);
+    assert!(root.blobs().is_empty());
+}

@@ -80,6 +80,9 @@ enum SystemCommand {
     Df(DfArgs),
     /// Verify every blob and index entry against the disk
     Check(CheckArgs),
+    /// Remove unused data: untagged images (all unused images with -a), and
+    /// blobs, snapshots and partial downloads nothing uses
+    Prune(PruneArgs),
     /// Show where mocker keeps its data and what it holds
     Info,
 }
@@ -168,6 +171,16 @@ struct CheckArgs {
 }
 
 #[derive(Args)]
+struct PruneArgs {
+    /// Remove all unused images, not just untagged ones
+    #[arg(short, long)]
+    all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+}
+
+#[derive(Args)]
 struct LoginArgs {
     /// Registry host[:port] (default: Docker Hub)
     server: Option<String>,
@@ -223,6 +236,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::System(SystemCommand::Df(a)) => output::df(&mocker, &a.format),
         Command::System(SystemCommand::Check(a)) => output::check(&mocker, a.repair),
         Command::System(SystemCommand::Info) => output::info(&mocker),
+        Command::System(SystemCommand::Prune(a)) => prune(&mocker, a),
         Command::Login(a) => login(&cli, a),
         Command::Logout(a) => logout(a),
     }
@@ -289,6 +303,33 @@ async fn interrupted() {
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
     }
+}
+
+fn prune(mocker: &Mocker, args: &PruneArgs) -> Result<i32> {
+    if !args.force {
+        eprintln!("WARNING! This will remove:");
+        eprintln!("  - all {} images", if args.all { "unused" } else { "dangling" });
+        eprintln!("  - all blobs, layer snapshots and partial downloads no image uses");
+        eprint!("\nAre you sure you want to continue? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).context("reading the answer")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let pruned = mocker::images::prune(mocker, args.all)?;
+    if !pruned.removed.is_empty() {
+        println!("Deleted Images:");
+        for line in &pruned.removed {
+            match line {
+                mocker::images::Removed::Untagged(name) => println!("untagged: {name}"),
+                mocker::images::Removed::Deleted(id) => println!("deleted: {id}"),
+            }
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", mocker::units::human_size(pruned.reclaimed));
+    Ok(0)
 }
 
 fn export(mocker: &Mocker, args: &ExportArgs) -> Result<i32> {
