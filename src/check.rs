@@ -84,12 +84,13 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckReport> {
 /// Snapshots against their directories and the images that use them.
 fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> Result<()> {
     let snapshots = &mocker.snapshots;
-    for path in snapshots.stale_partial_builds() {
+    let stale = snapshots.stale_partial_builds();
+    for path in &stale {
         report.problems.push(format!("partial unpack left at {}", path.display()));
-        if repair {
-            std::fs::remove_dir_all(&path).map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
-            report.repaired.push(format!("removed {}", path.display()));
-        }
+    }
+    if repair && !stale.is_empty() {
+        snapshots.sweep_partial_builds();
+        report.repaired.push(format!("removed {} partial unpack(s)", stale.len()));
     }
     let dirs: HashSet<u64> = snapshots.numbered_dirs()?.into_iter().map(|(id, _)| id).collect();
     let (needed, doomed) = mocker.index.session(|s| {
@@ -139,9 +140,14 @@ fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> R
     })?;
     snapshots.remove_dirs(&doomed)?;
     for orphan in snapshots.unrecorded()? {
-        // Holding the chain's lock means no pull is about to record it.
+        // Under the chain's lock no pull is about to record it; re-read the
+        // index, as one may have recorded it since we listed.
         let Some(_lock) = snapshots.lock_chain(&orphan.chain_id, false)? else { continue };
-        if needed.contains(&orphan.chain_id) && snapshots.get(&orphan.chain_id)?.is_none() {
+        let recorded = snapshots.get(&orphan.chain_id)?;
+        if recorded.as_ref().is_some_and(|r| r.id == orphan.id) {
+            continue;
+        }
+        if needed.contains(&orphan.chain_id) && recorded.is_none() {
             report.problems.push(format!("snapshot directory {} ({}) is not in the index", orphan.id, orphan.chain_id));
             if repair {
                 let mut batch = Batch::default();

@@ -198,7 +198,7 @@ pub enum Removed {
 /// blob no other image (or running pull) uses. `force` lets an ID remove an
 /// image that has several names.
 pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>> {
-    mocker.index.session(|s| {
+    let (out, dirs) = mocker.index.session(|s| {
         let refs = s.refs()?;
         let (drop_refs, candidates): (Vec<String>, Vec<Digest>) = match resolve(s, input)? {
             Target::Ref(key, manifest) => {
@@ -274,10 +274,12 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
         // never an entry without its content.
         s.apply(&batch)?;
         s.flush()?;
+        // Blobs go inside the session (a pull's "already exists" must not
+        // race their deletion); snapshot trees, which can be large, after it.
         for blob in &garbage {
             mocker.store.delete(blob)?;
         }
-        mocker.snapshots.remove_dirs(&deleted_snapshots.iter().map(|r| r.id).collect::<Vec<_>>())?;
+        let dirs: Vec<u64> = deleted_snapshots.iter().map(|r| r.id).collect();
         for image in &doomed {
             if !out.contains(&Removed::Deleted(image.config_digest.clone())) {
                 out.push(Removed::Deleted(image.config_digest.clone()));
@@ -285,14 +287,16 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
         }
         let deleted_layers = deleted_snapshots.into_iter().map(|r| r.chain_id);
         out.extend(deleted_layers.into_iter().map(Removed::Deleted));
-        Ok(out)
-    })
+        Ok((out, dirs))
+    })?;
+    mocker.snapshots.remove_dirs(&dirs)?;
+    Ok(out)
 }
 
 /// Delete those of `candidates` (blob digests or snapshot chain IDs) that no
 /// image, live pull or container uses: what a failed pull leaves behind.
 pub(crate) fn collect_unreferenced(mocker: &Mocker, candidates: &[Digest]) -> Result<()> {
-    mocker.index.session(|s| {
+    let dirs = mocker.index.session(|s| {
         let images = s.images()?;
         let keep_blobs = referenced_blobs(&mocker.index, s, images.values())?;
         let keep_snapshots = referenced_snapshots(&mocker.index, s, images.values())?;
@@ -316,8 +320,9 @@ pub(crate) fn collect_unreferenced(mocker: &Mocker, candidates: &[Digest]) -> Re
         for digest in blobs {
             mocker.store.delete(digest)?;
         }
-        mocker.snapshots.remove_dirs(&dirs)
-    })
+        Ok(dirs)
+    })?;
+    mocker.snapshots.remove_dirs(&dirs)
 }
 
 /// Blobs the given images need plus those leased by live pulls.
@@ -395,8 +400,12 @@ pub fn prune(mocker: &Mocker, all: bool) -> Result<Pruned> {
     }
     mocker.snapshots.remove_dirs(&dead_snapshots.iter().map(|r| r.id).collect::<Vec<_>>())?;
     for orphan in mocker.snapshots.unrecorded()? {
-        // Holding the chain's lock means no pull is about to record it.
+        // Under the chain's lock no pull is about to record it; re-read the
+        // index, as one may have recorded it since we listed.
         if let Some(_lock) = mocker.snapshots.lock_chain(&orphan.chain_id, false)? {
+            if mocker.snapshots.get(&orphan.chain_id)?.is_some_and(|r| r.id == orphan.id) {
+                continue;
+            }
             pruned.reclaimed += orphan.size;
             mocker.snapshots.remove_dirs(&[orphan.id])?;
         }

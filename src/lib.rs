@@ -46,6 +46,9 @@ impl Mocker {
     /// Open (creating on first use) the storage root.
     pub fn open(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root).ctx(|| format!("creating storage root {}", root.display()))?;
+        // Others may traverse (as into /var/lib/docker) but not list it.
+        std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+            .ctx(|| format!("chmod {}", root.display()))?;
         let index = index::Index::new(root);
         Ok(Mocker {
             root: root.to_path_buf(),

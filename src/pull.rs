@@ -329,11 +329,6 @@ async fn pull_leased(
             progress.layer(digest, LayerEvent::PullComplete);
         }
     }
-    if unpacked_any.load(Ordering::Relaxed) {
-        // One filesystem sync makes every new snapshot durable before the
-        // index says the image is whole.
-        sync_filesystem(mocker.snapshots.dir())?;
-    }
     let (image, layer_records) = describe_image(
         &manifest_digest,
         manifest_bytes.len() as u64,
@@ -440,11 +435,6 @@ fn free_bytes(path: &std::path::Path) -> u64 {
     nix::sys::statvfs::statvfs(path)
         .map(|s| (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
         .unwrap_or(u64::MAX)
-}
-
-fn sync_filesystem(path: &std::path::Path) -> Result<()> {
-    let dir = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    nix::unistd::syncfs(&dir).map_err(|e| Error::io(format!("syncing {}", path.display()), e.into()))
 }
 
 fn now_nanos() -> u128 {

@@ -28,8 +28,10 @@ impl MountedRootfs {
 
 impl Drop for MountedRootfs {
     fn drop(&mut self) {
-        if self.mounted {
-            let _ = mount::unmount(&self.path);
+        // While mounted, its record keeps the lower layers from garbage
+        // collection: keep it if the unmount failed.
+        if self.mounted && mount::unmount(&self.path).is_err() {
+            return;
         }
         let _ = std::fs::remove_dir(&self.path);
         let _ = self.mocker.snapshots.remove_active(&self.key);
@@ -51,9 +53,13 @@ pub fn mount_image(mocker: &Mocker, input: &str) -> Result<MountedRootfs> {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let key = format!("mount-{}-{nanos}", std::process::id());
     let overlay = mocker.snapshots.prepare(&key, image.chain_ids.last())?;
-    let path = mocker.root.join("mounts").join(&key);
+    let mounts = mocker.root.join("mounts");
+    let path = mounts.join(&key);
     let mut mounted = MountedRootfs { mocker: mocker.clone(), key, path: path.clone(), mounted: false };
     std::fs::create_dir_all(&path).ctx(|| format!("creating {}", path.display()))?;
+    // Mounted root filesystems hold setuid binaries and devices: root only.
+    std::fs::set_permissions(&mounts, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .ctx(|| format!("chmod {}", mounts.display()))?;
     mount::mount_overlay(&overlay, &path)?;
     mounted.mounted = true;
     Ok(mounted)

@@ -79,29 +79,68 @@ pub fn is_dir(st: &FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
 }
 
-/// Remove `name` from `dir` whatever it is; directories recursively.
-/// Never follows a symlink.
+/// Remove `name` from `dir` whatever it is; directories with everything in
+/// them. Never follows a symlink, and walks with an explicit stack: a layer
+/// can build trees far deeper than a thread's stack would allow recursion.
 pub fn remove_at(dir: BorrowedFd, name: &Path) -> nix::Result<()> {
     let Some(st) = lstat_at(dir, name)? else { return Ok(()) };
     if !is_dir(&st) {
         return unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
     }
-    let sub = openat(dir, name, DIR_FLAGS | OFlag::O_NOFOLLOW, Mode::empty())?;
-    let mut entries = Vec::new();
-    {
-        let mut listing = nix::dir::Dir::from_fd(nix::unistd::dup(sub.as_fd())?)?;
-        for entry in listing.iter() {
-            let entry = entry?;
-            let entry_name = entry.file_name().to_bytes();
-            if entry_name != b"." && entry_name != b".." {
-                entries.push(std::ffi::OsStr::from_bytes(entry_name).to_owned());
+    // Each frame: an open directory and the name it has in its parent.
+    let top = openat(dir, name, DIR_FLAGS | OFlag::O_NOFOLLOW, Mode::empty())?;
+    let mut stack: Vec<(OwnedFd, std::ffi::OsString)> = vec![(top, name.as_os_str().to_owned())];
+    while let Some((current, _)) = stack.last() {
+        let mut subdir = None;
+        {
+            let mut listing = nix::dir::Dir::from_fd(nix::unistd::dup(current.as_fd())?)?;
+            for entry in listing.iter() {
+                let entry = entry?;
+                let entry_name = std::ffi::OsStr::from_bytes(entry.file_name().to_bytes()).to_owned();
+                if entry_name == "." || entry_name == ".." {
+                    continue;
+                }
+                let path = Path::new(&entry_name);
+                match lstat_at(current.as_fd(), path)? {
+                    Some(st) if is_dir(&st) => {
+                        subdir = Some(entry_name);
+                        break;
+                    }
+                    Some(_) => unlinkat(current.as_fd(), path, UnlinkatFlags::NoRemoveDir)?,
+                    None => {}
+                }
+            }
+        }
+        match subdir {
+            // Descend; the directory is revisited once its child is gone.
+            Some(child) => {
+                let fd = openat(current.as_fd(), Path::new(&child), DIR_FLAGS | OFlag::O_NOFOLLOW, Mode::empty())?;
+                stack.push((fd, child));
+            }
+            None => {
+                let Some((_, done)) = stack.pop() else { break };
+                match stack.last() {
+                    Some((parent, _)) => unlinkat(parent.as_fd(), Path::new(&done), UnlinkatFlags::RemoveDir)?,
+                    None => unlinkat(dir, name, UnlinkatFlags::RemoveDir)?,
+                }
             }
         }
     }
-    for entry in entries {
-        remove_at(sub.as_fd(), Path::new(&entry))?;
-    }
-    unlinkat(dir, name, UnlinkatFlags::RemoveDir)
+    Ok(())
+}
+
+/// Remove the tree at `path` (its parent resolved normally: for trees the
+/// caller owns, such as snapshot directories).
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot remove a root"));
+    };
+    let parent = match open_root(parent) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    Ok(remove_at(parent.as_fd(), Path::new(name))?)
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -175,5 +214,23 @@ mod tests {
         remove_at(root.as_fd(), Path::new("d")).unwrap();
         assert!(!root_dir.path().join("d").exists());
         assert!(outside.path().join("keep").exists());
+    }
+
+    #[test]
+    fn removes_trees_deeper_than_a_stack() {
+        let root_dir = tempfile::tempdir().unwrap();
+        let root = open_root(root_dir.path()).unwrap();
+        let mut dir = root_dir.path().join("deep");
+        std::fs::create_dir(&dir).unwrap();
+        // 3000 levels through chdir-free *at calls.
+        let mut fd = open_dir_in(root.as_fd(), Path::new("deep")).unwrap();
+        for _ in 0..3000 {
+            mkdirat(fd.as_fd(), "d", Mode::from_bits_truncate(0o755)).unwrap();
+            std::fs::write(format!("/proc/self/fd/{}/f", fd.as_raw_fd()), b"x").unwrap();
+            fd = openat(fd.as_fd(), "d", DIR_FLAGS, Mode::empty()).unwrap();
+        }
+        dir.push("d");
+        remove_tree(&root_dir.path().join("deep")).unwrap();
+        assert!(!root_dir.path().join("deep").exists());
     }
 }

@@ -53,9 +53,31 @@ impl Building {
 impl Drop for Building {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = fs::remove_dir_all(&self.tmp);
+            let _ = safefs::remove_tree(&self.tmp);
         }
     }
+}
+
+/// The committed chain from `top` down, within an open session.
+fn chain_in(s: &crate::index::Session, top: &Digest) -> Result<Vec<SnapshotRecord>> {
+    let mut out = Vec::new();
+    let mut next = Some(top.clone());
+    while let Some(chain_id) = next {
+        if out.len() > MAX_CHAIN {
+            return Err(Error::Index(format!("snapshot chain of {top} is longer than {MAX_CHAIN} (a cycle?)")));
+        }
+        let record = s
+            .get_snapshot(&chain_id)?
+            .ok_or_else(|| Error::Index(format!("snapshot {chain_id} is not unpacked (pull the image again)")))?;
+        next = record.parent.clone();
+        out.push(record);
+    }
+    Ok(out)
+}
+
+fn sync_filesystem(path: &Path) -> Result<()> {
+    let dir = fs::File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    nix::unistd::syncfs(&dir).map_err(|e| Error::io(format!("syncing {}", path.display()), e.into()))
 }
 
 /// Give each implied directory the owner, mode and times of the same
@@ -85,7 +107,17 @@ fn inherit_dirs(target: &Path, lowers: &[PathBuf], dirs: &[PathBuf]) -> Result<(
             }
         }
         let Some(st) = source else { continue };
-        let Ok(fd) = safefs::open_dir_in(root.as_fd(), dir) else { continue };
+        // The parent is resolved inside the snapshot; the directory itself
+        // is opened without following, in case the layer replaced it.
+        let Ok(parent_fd) = safefs::open_dir_in(root.as_fd(), parent) else { continue };
+        let Ok(fd) = nix::fcntl::openat(
+            parent_fd.as_fd(),
+            Path::new(name),
+            nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            continue;
+        };
         let err = |e: nix::errno::Errno| Error::io(format!("setting metadata of {}", dir.display()), e.into());
         nix::unistd::fchown(fd.as_fd(), Some(nix::unistd::Uid::from_raw(st.st_uid)), Some(nix::unistd::Gid::from_raw(st.st_gid))).map_err(err)?;
         fchmod(fd.as_fd(), Mode::from_bits_truncate(st.st_mode & 0o7777)).map_err(err)?;
@@ -102,6 +134,9 @@ pub struct Snapshotter {
     index: Index,
 }
 
+/// More layers than overlayfs stacks (500) means a corrupt parent cycle.
+pub const MAX_CHAIN: usize = 500;
+
 /// How long to wait for another process unpacking the same chain ID.
 const UNPACK_WAIT: Duration = Duration::from_secs(3600);
 
@@ -109,6 +144,10 @@ impl Snapshotter {
     pub fn open(root: &Path, index: Index) -> Result<Self> {
         let dir = root.join("snapshots");
         fs::create_dir_all(dir.join("locks")).ctx(|| format!("creating {}", dir.display()))?;
+        // Layers hold setuid binaries and device nodes: host users must not
+        // reach them (moby's CVE-2021-41091).
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .ctx(|| format!("chmod {}", dir.display()))?;
         Ok(Snapshotter { dir, index })
     }
 
@@ -148,11 +187,12 @@ impl Snapshotter {
         self.sweep_partial_builds();
         let id = self.index.session(|s| s.next_id())?;
         let tmp = self.dir.join(format!("tmp-{id}"));
-        fs::create_dir_all(tmp.join("fs")).ctx(|| format!("creating {}", tmp.display()))?;
+        fs::create_dir(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+        // Locked before anything goes in, so a sweep never takes a live build.
         let tmp_lock = fs::File::open(&tmp)
-            .map_err(|e| (e, None))
-            .and_then(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| (std::io::Error::from(e), None::<()>)))
-            .map_err(|(e, _)| Error::io(format!("locking {}", tmp.display()), e))?;
+            .and_then(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| std::io::Error::from(e)))
+            .ctx(|| format!("locking {}", tmp.display()))?;
+        fs::create_dir(tmp.join("fs")).ctx(|| format!("creating {}/fs", tmp.display()))?;
         Ok(Begin::Building(Building { id, tmp, chain_id: chain_id.clone(), _lock: lock, _tmp_lock: tmp_lock, committed: false }))
     }
 
@@ -191,25 +231,43 @@ impl Snapshotter {
         Ok(out)
     }
 
-    /// `tmp-*` directories no live build holds: what a killed unpack left.
+    /// `tmp-*` directories no live build holds (what a killed unpack left),
+    /// and `trash-*` directories a killed deletion left.
     pub fn stale_partial_builds(&self) -> Vec<PathBuf> {
         let Ok(entries) = fs::read_dir(&self.dir) else { return Vec::new() };
         entries
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("tmp-"))
             .filter(|e| {
-                fs::File::open(e.path())
-                    .ok()
-                    .is_some_and(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok())
+                let name = e.file_name().to_string_lossy().to_string();
+                name.starts_with("trash-")
+                    || (name.starts_with("tmp-")
+                        && fs::File::open(e.path())
+                            .ok()
+                            .is_some_and(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok()))
             })
             .map(|e| e.path())
             .collect()
     }
 
-    /// Delete what killed unpacks left behind.
+    /// Delete what killed unpacks left behind. Each is taken under its lock
+    /// and renamed out of the `tmp-` namespace before the slow delete.
     pub fn sweep_partial_builds(&self) {
-        for path in self.stale_partial_builds() {
-            let _ = fs::remove_dir_all(path);
+        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("trash-") {
+                let _ = safefs::remove_tree(&entry.path());
+                continue;
+            }
+            if !name.starts_with("tmp-") {
+                continue;
+            }
+            let Ok(file) = fs::File::open(entry.path()) else { continue };
+            let Ok(_lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else { continue };
+            let trash = self.dir.join(format!("trash-{}", &name["tmp-".len()..]));
+            if fs::rename(entry.path(), &trash).is_ok() {
+                let _ = safefs::remove_tree(&trash);
+            }
         }
     }
 
@@ -233,6 +291,9 @@ impl Snapshotter {
         let record = SnapshotRecord { id: building.id, chain_id: building.chain_id.clone(), parent: parent.cloned(), diff_id: diff_id.clone(), size };
         let meta = serde_json::to_vec(&record).map_err(|e| Error::Index(e.to_string()))?;
         fs::write(building.tmp.join("meta.json"), meta).ctx(|| format!("writing {}/meta.json", building.tmp.display()))?;
+        // Durable before visible: after a power loss the index must never
+        // name a snapshot whose files did not reach the disk.
+        sync_filesystem(&building.tmp)?;
         // Complete before visible: the rename publishes the directory, then
         // the index records it. A crash between leaves an unreferenced
         // directory that `system check --repair` removes.
@@ -288,40 +349,34 @@ impl Snapshotter {
 
     /// The committed chain from `top` down to the base layer.
     pub fn chain(&self, top: &Digest) -> Result<Vec<SnapshotRecord>> {
-        self.index.session(|s| {
-            let mut out = Vec::new();
-            let mut next = Some(top.clone());
-            while let Some(chain_id) = next {
-                let record = s
-                    .get_snapshot(&chain_id)?
-                    .ok_or_else(|| Error::Index(format!("snapshot {chain_id} is not unpacked")))?;
-                next = record.parent.clone();
-                out.push(record);
-            }
-            Ok(out)
-        })
+        self.index.session(|s| chain_in(s, top))
     }
 
     /// Create the writable snapshot `key` over `parent` and return its mount.
+    /// Chain lookup and record happen in one session, so no `rmi` can take
+    /// the lower layers in between; the record comes before the directories,
+    /// so a concurrent check never sees unrecorded ones.
     pub fn prepare(&self, key: &str, parent: Option<&Digest>) -> Result<Overlay> {
-        let lowers = match parent {
-            Some(p) => self.chain(p)?,
-            None => Vec::new(),
-        };
-        let id = self.index.session(|s| {
+        let (id, lowers) = self.index.session(|s| {
             if s.get_active(key)?.is_some() {
                 return Err(Error::Index(format!("snapshot {key} already exists")));
             }
-            s.next_id()
+            let lowers = match parent {
+                Some(p) => chain_in(s, p)?,
+                None => Vec::new(),
+            };
+            let id = s.next_id()?;
+            let mut batch = Batch::default();
+            batch.put_active(&ActiveRecord { id, key: key.to_string(), parent: parent.cloned() });
+            s.apply(&batch)?;
+            Ok((id, lowers))
         })?;
         let dir = self.path_of(id);
-        for sub in ["fs", "work"] {
-            fs::create_dir_all(dir.join(sub)).ctx(|| format!("creating {}/{sub}", dir.display()))?;
-        }
-        let mut batch = Batch::default();
-        batch.put_active(&ActiveRecord { id, key: key.to_string(), parent: parent.cloned() });
-        if let Err(e) = self.index.session(|s| s.apply(&batch)) {
-            let _ = fs::remove_dir_all(&dir);
+        let made = ["fs", "work"]
+            .iter()
+            .try_for_each(|sub| fs::create_dir_all(dir.join(sub)).ctx(|| format!("creating {}/{sub}", dir.display())));
+        if let Err(e) = made {
+            let _ = self.remove_active(key);
             return Err(e);
         }
         Ok(self.overlay(id, &lowers))
@@ -365,19 +420,27 @@ impl Snapshotter {
     }
 
     /// Delete committed snapshots' directories (their records already gone).
+    /// meta.json goes first, so a half-deleted directory is never adopted.
     pub fn remove_dirs(&self, ids: &[u64]) -> Result<()> {
         for id in ids {
             remove_tree(&self.path_of(*id))?;
         }
         Ok(())
     }
+
 }
 
-/// Delete a tree without following symlinks (std's remove_dir_all does not).
+/// Delete a snapshot directory: its meta.json first (so a kill mid-way never
+/// leaves something adoptable), then the tree, without following symlinks
+/// and without recursion.
 fn remove_tree(path: &Path) -> Result<()> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+    match fs::remove_file(path.join("meta.json")) {
+        Ok(()) => {
+            let dir = fs::File::open(path).ctx(|| format!("opening {}", path.display()))?;
+            dir.sync_all().ctx(|| format!("syncing {}", path.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("removing {}/meta.json", path.display()), e)),
     }
+    safefs::remove_tree(path).ctx(|| format!("removing {}", path.display()))
 }

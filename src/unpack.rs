@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -29,6 +30,14 @@ use crate::safefs;
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 const OVERLAY_XATTR_PREFIX: &str = "trusted.overlay.";
+/// AUFS metadata (`.wh..wh.plnk`, `.wh..wh.aufs`, …) other than the opaque marker.
+const AUFS_META_PREFIX: &str = ".wh..wh.";
+/// Longer or deeper paths are refused: no real image needs them, and they
+/// make every later lookup and the eventual deletion more expensive.
+const MAX_PATH_BYTES: usize = 4096;
+const MAX_PATH_DEPTH: usize = 256;
+/// Bound on PAX global records kept as defaults for later entries.
+const MAX_GLOBAL_RECORDS: usize = 64;
 
 /// What unpacking may consume.
 #[derive(Clone, Copy, Debug)]
@@ -114,7 +123,7 @@ pub fn unpack_layer(
     let root = safefs::open_root(target).map_err(|e| fail(format!("opening {}: {e}", target.display())))?;
     let mut applier = Applier {
         root,
-        dir_times: Vec::new(),
+        dir_times: HashMap::new(),
         global_pax: HashMap::new(),
         file_bytes: 0,
         entries: 0,
@@ -151,6 +160,9 @@ pub fn unpack_layer(
 /// A path inside the layer, checked: relative, no `..`. Absolute entries are
 /// taken relative to the root (as every runtime does); `..` is refused.
 fn clean_path(raw: &Path) -> std::result::Result<PathBuf, String> {
+    if raw.as_os_str().len() > MAX_PATH_BYTES {
+        return Err(format!("path is longer than {MAX_PATH_BYTES} bytes"));
+    }
     let mut out = PathBuf::new();
     for component in raw.components() {
         match component {
@@ -159,6 +171,9 @@ fn clean_path(raw: &Path) -> std::result::Result<PathBuf, String> {
             Component::ParentDir => return Err("contains '..'".into()),
             Component::Prefix(_) => return Err("has a path prefix".into()),
         }
+    }
+    if out.components().count() > MAX_PATH_DEPTH {
+        return Err(format!("path is deeper than {MAX_PATH_DEPTH} directories"));
     }
     Ok(out)
 }
@@ -179,7 +194,8 @@ struct Meta {
 struct Applier {
     root: OwnedFd,
     /// Directory mtimes are set last: creating entries inside changes them.
-    dir_times: Vec<(PathBuf, TimeSpec)>,
+    /// One per path (a repeated entry replaces the earlier time).
+    dir_times: HashMap<PathBuf, TimeSpec>,
     global_pax: HashMap<String, Vec<u8>>,
     file_bytes: u64,
     entries: u64,
@@ -232,6 +248,9 @@ impl Applier {
             if let Some(exts) = entry.pax_extensions().map_err(|e| entry_error(&raw, e))? {
                 for ext in exts.flatten() {
                     if let Ok(key) = ext.key() {
+                        if self.global_pax.len() >= MAX_GLOBAL_RECORDS && !self.global_pax.contains_key(key) {
+                            return Err(entry_error(&raw, "too many PAX global records"));
+                        }
                         self.global_pax.insert(key.to_string(), ext.value_bytes().to_vec());
                     }
                 }
@@ -244,8 +263,16 @@ impl Applier {
             return Ok(());
         };
         let parent_rel = path.parent().unwrap_or(Path::new(""));
-        let name_str = name.to_string_lossy().to_string();
-        if name_str.starts_with(WHITEOUT_PREFIX)
+        let name_bytes = name.as_os_str().as_bytes();
+        let is_whiteout = name_bytes.starts_with(WHITEOUT_PREFIX.as_bytes());
+        if is_whiteout
+            && name_bytes != OPAQUE_MARKER.as_bytes()
+            && name_bytes.starts_with(AUFS_META_PREFIX.as_bytes())
+        {
+            // AUFS bookkeeping, meaningless to overlayfs.
+            return Ok(());
+        }
+        if is_whiteout
             && matches!(safefs::open_dir_in(self.root.as_fd(), parent_rel), Err(Errno::ENOTDIR))
         {
             // A whiteout under a path this layer made a non-directory (umoci
@@ -259,19 +286,23 @@ impl Applier {
         self.implicit.extend(created);
         let parent = parent.as_fd();
 
-        if name_str == OPAQUE_MARKER {
+        if name_bytes == OPAQUE_MARKER.as_bytes() {
             return safefs::set_xattr_fd(parent, "trusted.overlay.opaque", b"y").map_err(|e| entry_error(&path, e));
         }
-        if let Some(hidden) = name_str.strip_prefix(WHITEOUT_PREFIX) {
-            if hidden.is_empty() || hidden == "." || hidden == ".." {
+        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            if hidden.is_empty() || hidden == b"." || hidden == b".." {
                 return Err(entry_error(&path, "invalid whiteout name"));
             }
-            let hidden = Path::new(hidden);
+            self.implicit.remove(&parent_rel.join(std::ffi::OsStr::from_bytes(hidden)));
+            let hidden = Path::new(std::ffi::OsStr::from_bytes(hidden));
             safefs::remove_at(parent, hidden).map_err(|e| entry_error(&path, e))?;
             return mknodat(parent, hidden, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(|e| entry_error(&path, e));
         }
 
         let meta = self.meta(entry, &path)?;
+        if kind != tar::EntryType::Directory {
+            self.implicit.remove(&path);
+        }
         let existing = safefs::lstat_at(parent, &name).map_err(|e| entry_error(&path, e))?;
         let existing_is_dir = existing.as_ref().is_some_and(safefs::is_dir);
         if kind != tar::EntryType::Directory || !existing_is_dir {
@@ -281,6 +312,10 @@ impl Applier {
             }
         }
         let e = |err: Errno| entry_error(&path, err);
+        // u32::MAX means "leave unchanged" to chown; larger ids do not exist.
+        if meta.uid >= u64::from(u32::MAX) || meta.gid >= u64::from(u32::MAX) {
+            return Err(entry_error(&path, format!("owner {}:{} is out of range", meta.uid, meta.gid)));
+        }
         let owner = (Some(Uid::from_raw(meta.uid as u32)), Some(Gid::from_raw(meta.gid as u32)));
         match kind {
             tar::EntryType::Directory => {
@@ -292,9 +327,12 @@ impl Applier {
                 fchown(fd.as_fd(), owner.0, owner.1).map_err(e)?;
                 fchmod(fd.as_fd(), Mode::from_bits_truncate(meta.mode)).map_err(e)?;
                 self.set_xattrs_fd(fd.as_fd(), &meta, &path)?;
-                self.dir_times.push((path.clone(), meta.mtime));
+                self.dir_times.insert(path.clone(), meta.mtime);
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+            // GNU sparse holes are expanded by the tar crate without passing
+            // our size meter, so a tiny entry could fill the disk: refused.
+            tar::EntryType::GNUSparse => return Err(entry_error(&path, "GNU sparse files are not supported")),
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let fd = openat(
                     parent,
                     &name,
@@ -366,39 +404,57 @@ impl Applier {
     }
 
     /// Directory mtimes, deepest first so a parent's is not disturbed after.
+    /// A directory replaced or hidden later in the layer keeps what replaced it.
     fn finish(&mut self) -> Result<()> {
-        self.dir_times.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-        for (path, time) in &self.dir_times {
+        let mut times: Vec<(&PathBuf, &TimeSpec)> = self.dir_times.iter().collect();
+        times.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        for (path, time) in times {
             let Some(name) = path.file_name() else { continue };
-            let parent = safefs::open_dir_in(self.root.as_fd(), path.parent().unwrap_or(Path::new("")))
-                .map_err(|e| entry_error(path, e))?;
-            match utimensat(parent.as_fd(), name, time, time, UtimensatFlags::NoFollowSymlink) {
-                // Replaced by a non-directory later in the layer: its own time stands.
-                Ok(()) | Err(Errno::ENOENT) => {}
-                Err(err) => return Err(entry_error(path, err)),
-            }
+            let Ok(parent) = safefs::open_dir_in(self.root.as_fd(), path.parent().unwrap_or(Path::new(""))) else {
+                continue;
+            };
+            let Ok(dir) = openat(parent.as_fd(), name, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) else {
+                continue;
+            };
+            futimens(dir.as_fd(), time, time).map_err(|err| entry_error(path, err))?;
         }
         Ok(())
     }
 }
 
+/// The device number; an unreadable one is an error, not 0/0 (which
+/// overlayfs would take for a whiteout).
 fn device<R: Read>(entry: &tar::Entry<R>) -> Result<nix::libc::dev_t> {
     let h = entry.header();
-    let major = h.device_major().ok().flatten().unwrap_or(0);
-    let minor = h.device_minor().ok().flatten().unwrap_or(0);
-    Ok(makedev(major as u64, minor as u64))
+    let path = entry.path().map(|p| p.into_owned()).unwrap_or_default();
+    match (h.device_major(), h.device_minor()) {
+        (Ok(Some(major)), Ok(Some(minor))) => Ok(makedev(major as u64, minor as u64)),
+        _ => Err(entry_error(&path, "unreadable device number")),
+    }
 }
 
 /// PAX times are decimal seconds with an optional fraction.
 fn parse_pax_time(v: &str) -> Option<TimeSpec> {
-    let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
+    let (negative, digits) = match v.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, v),
+    };
+    let (secs, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if !frac.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
     let secs: i64 = secs.parse().ok()?;
     let mut nanos: String = frac.chars().take(9).collect();
     while nanos.len() < 9 {
         nanos.push('0');
     }
     let nanos: i64 = nanos.parse().ok()?;
-    Some(TimeSpec::new(secs, if secs < 0 { -nanos } else { nanos }))
+    // TimeSpec wants 0 <= nsec < 1e9: -1.5 s is -2 s + 0.5e9 ns.
+    Some(match (negative, nanos) {
+        (false, n) => TimeSpec::new(secs, n),
+        (true, 0) => TimeSpec::new(-secs, 0),
+        (true, n) => TimeSpec::new(-secs - 1, 1_000_000_000 - n),
+    })
 }
 
 #[cfg(test)]
@@ -417,6 +473,9 @@ mod tests {
         let t = parse_pax_time("1700000000.5").unwrap();
         assert_eq!((t.tv_sec(), t.tv_nsec()), (1_700_000_000, 500_000_000));
         assert_eq!(parse_pax_time("12").unwrap().tv_sec(), 12);
+        let n = parse_pax_time("-1.5").unwrap();
+        assert_eq!((n.tv_sec(), n.tv_nsec()), (-2, 500_000_000));
+        assert_eq!(parse_pax_time("-0.5").unwrap().tv_sec(), -1);
         assert!(parse_pax_time("x").is_none());
     }
 }

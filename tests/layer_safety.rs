@@ -273,3 +273,44 @@ fn spec_rules_where_umoci_departs() {
     assert!(x.contains("user.global=\"g\""), "{x}");
     assert!(!out.target.join("pax").exists() && !out.target.join("pax_global_header").exists());
 }
+
+#[test]
+fn sparse_files_huge_owners_and_aufs_metadata() {
+    let s = Sentinel::new();
+    // A GNU sparse entry would be expanded past the size meter: refused.
+    let mut sparse = RawTar::default();
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..5].copy_from_slice(b"holes");
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_size(0);
+    h.set_mode(0o644);
+    h.set_mtime(1_700_000_000);
+    let gnu = h.as_gnu_mut().unwrap();
+    gnu.realsize.copy_from_slice(b"77777777777\0"); // 8 GiB of holes
+    // One empty chunk at the very end: everything before it is a hole.
+    gnu.sparse[0].offset.copy_from_slice(b"77777777777\0");
+    gnu.sparse[0].numbytes.copy_from_slice(b"00000000000\0");
+    h.set_cksum();
+    sparse.0.extend_from_slice(h.as_bytes());
+    let out = unpack_beside(&s, &sparse);
+    assert_refused(&out, "holes");
+    // An owner past u32 would be truncated (2^32 becomes root): refused.
+    let out = unpack_beside(&s, RawTar::default().pax(tar::EntryType::XHeader, &[("uid", b"4294967296")]).file("owned", b"x"));
+    assert_refused(&out, "owned");
+    // AUFS bookkeeping is not a whiteout of a file named "wh.plnk".
+    let out = unpack_beside(&s, RawTar::default().dir(".wh..wh.plnk").file("kept", b"x"));
+    out.result.as_ref().unwrap();
+    assert!(!out.target.join(".wh..wh.plnk").exists());
+    assert!(!out.target.join(".wh.plnk").exists() && !out.target.join("wh.plnk").exists());
+    assert!(out.target.join("kept").is_file());
+}
+
+#[test]
+fn storage_root_and_snapshots_are_closed_to_other_users() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("store");
+    mocker::Mocker::open(&path).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+    assert_eq!(mode(&path), 0o711);
+    assert_eq!(mode(&path.join("snapshots")), 0o700);
+}
