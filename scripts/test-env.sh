@@ -179,6 +179,53 @@ for count in counts:
 json.dump(idx, open(idx_path, "w"))
 PY
 
+    # An opaque directory (".wh..wh..opq"), which umoci's repack never
+    # writes: the base layer's d/ holds a and b, the top layer empties d/ and
+    # adds c. Built on busybox's layer by Python's tarfile.
+    python3 - "$layout" <<'PY'
+import gzip, hashlib, io, json, os, sys, tarfile
+layout = sys.argv[1]
+blobs = os.path.join(layout, "blobs", "sha256")
+def put(data):
+    digest = hashlib.sha256(data).hexdigest()
+    open(os.path.join(blobs, digest), "wb").write(data)
+    return "sha256:" + digest, len(data)
+def layer(entries):
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, body in entries:
+            info = tarfile.TarInfo(name)
+            info.mtime = 1700000000
+            if body is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                t.addfile(info)
+            else:
+                info.size, info.mode = len(body), 0o644
+                t.addfile(info, io.BytesIO(body))
+    tar = raw.getvalue()
+    digest, size = put(gzip.compress(tar, mtime=0))
+    return {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size}, \
+        "sha256:" + hashlib.sha256(tar).hexdigest()
+idx_path = os.path.join(layout, "index.json")
+idx = json.load(open(idx_path))
+ref = lambda m: m.get("annotations", {}).get("org.opencontainers.image.ref.name")
+base = next(m for m in idx["manifests"] if ref(m) == "busybox")
+base_manifest = json.load(open(os.path.join(blobs, base["digest"].split(":")[1])))
+base_config = json.load(open(os.path.join(blobs, base_manifest["config"]["digest"].split(":")[1])))
+l1, d1 = layer([("d", None), ("d/a", b"a\n"), ("d/b", b"b\n"), ("keep", b"k\n")])
+l2, d2 = layer([("d", None), ("d/.wh..wh..opq", b""), ("d/c", b"c\n")])
+config = dict(base_config)
+config["rootfs"] = {"type": "layers", "diff_ids": base_config["rootfs"]["diff_ids"] + [d1, d2]}
+cdigest, csize = put(json.dumps(config).encode())
+manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdigest, "size": csize},
+            "layers": base_manifest["layers"] + [l1, l2]}
+mdigest, msize = put(json.dumps(manifest).encode())
+idx["manifests"].append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mdigest, "size": msize,
+                         "annotations": {"org.opencontainers.image.ref.name": "opaque"}})
+json.dump(idx, open(idx_path, "w"))
+PY
+
     python3 - "$layout" <<'PY'
 # Write an image index (amd64 + arm64/v8) into the layout, tagged "multiarch".
 import hashlib, json, os, sys
@@ -244,6 +291,7 @@ start() {
     push everything "$r/everything:latest"
     push layers-60 "$r/layers-60:latest"
     push layers-200 "$r/layers-200:latest"
+    push opaque "$r/opaque:latest"
     push shared-a "$r/shared-a:latest"
     push shared-b "$r/shared-b:latest"
     push multiarch "$r/multiarch:latest" --all

@@ -114,6 +114,7 @@ fn rootfs_matches_umoci_for_every_test_image() {
         ("multi", "multi"),
         ("shared-a", "shared-a"),
         ("everything", "everything"),
+        ("opaque", "opaque"),
     ];
     let mocker = mocker::Mocker::open(root.path()).unwrap();
     for (remote, tag) in cases {
@@ -122,6 +123,12 @@ fn rootfs_matches_umoci_for_every_test_image() {
         let rootfs = mocker::rootfs::mount_image(&mocker, &reference).unwrap();
         let theirs = umoci_rootfs(tag);
         assert_same_tree(rootfs.path(), &theirs.path().join("b/rootfs"), remote);
+        if remote == "opaque" {
+            // The opaque directory hides the lower layer's d/a and d/b.
+            let names = list(&rootfs.path().join("d"));
+            assert_eq!(names, vec!["c".to_string()], "opaque directory leaked lower entries");
+            assert!(rootfs.path().join("keep").is_file());
+        }
     }
 }
 
