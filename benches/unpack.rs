@@ -44,7 +44,11 @@ fn extraction(c: &mut Criterion) {
     let mut group = c.benchmark_group("extract");
     group.sample_size(10).measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Bytes(tar.len() as u64));
-    for (name, kind) in [("plain", Compression::None), ("gzip", Compression::Gzip), ("zstd", Compression::Zstd)] {
+    for (name, kind) in [
+        ("plain", Compression::None),
+        ("gzip", Compression::Gzip),
+        ("zstd", Compression::Zstd),
+    ] {
         let blob = compress(&tar, kind);
         let mut n = 0u64;
         group.bench_function(name, |b| {
@@ -92,8 +96,14 @@ fn dedup(c: &mut Criterion) {
         }
     };
     // The first image: base + top.
-    let (base_snapshot, _) = mocker.snapshots.ensure(&base_id, None, &base_id, build(&base, &base_id)).expect("base");
-    mocker.snapshots.ensure(&chain_top_a, Some(&base_id), &top_id, build(&top, &top_id)).expect("top");
+    let (base_snapshot, _) = mocker
+        .snapshots
+        .ensure(&base_id, None, &base_id, build(&base, &base_id))
+        .expect("base");
+    mocker
+        .snapshots
+        .ensure(&chain_top_a, Some(&base_id), &top_id, build(&top, &top_id))
+        .expect("top");
     let mut group = c.benchmark_group("dedup");
     group.sample_size(10);
     // A second image on the same base: the base is found, only its own layer is unpacked.
@@ -102,9 +112,15 @@ fn dedup(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             let other = Digest::of_bytes(format!("other-{n}").as_bytes());
-            let (hit, built) = mocker.snapshots.ensure(&base_id, None, &base_id, build(&base, &base_id)).expect("base");
+            let (hit, built) = mocker
+                .snapshots
+                .ensure(&base_id, None, &base_id, build(&base, &base_id))
+                .expect("base");
             assert!(!built && hit.id == base_snapshot.id);
-            mocker.snapshots.ensure(&other, Some(&base_id), &top_id, build(&top, &top_id)).expect("top");
+            mocker
+                .snapshots
+                .ensure(&other, Some(&base_id), &top_id, build(&top, &top_id))
+                .expect("top");
         })
     });
     group.finish();

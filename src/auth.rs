@@ -60,8 +60,8 @@ fn write_config(path: &PathBuf, config: &Map<String, Value>) -> Result<()> {
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
     fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
     let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec_pretty(&Value::Object(config.clone()))
-        .map_err(|e| Error::Credentials(e.to_string()))?;
+    let bytes =
+        serde_json::to_vec_pretty(&Value::Object(config.clone())).map_err(|e| Error::Credentials(e.to_string()))?;
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -81,11 +81,12 @@ fn write_config(path: &PathBuf, config: &Map<String, Value>) -> Result<()> {
 pub fn store_login(registry: &str, user: &str, password: &str) -> Result<PathBuf> {
     let path = config_path()?;
     let mut config = read_config(&path)?;
-    let auths = config
-        .entry("auths")
-        .or_insert_with(|| Value::Object(Map::new()));
+    let auths = config.entry("auths").or_insert_with(|| Value::Object(Map::new()));
     let Value::Object(auths) = auths else {
-        return Err(Error::Credentials(format!("{}: \"auths\" is not an object", path.display())));
+        return Err(Error::Credentials(format!(
+            "{}: \"auths\" is not an object",
+            path.display()
+        )));
     };
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     auths.insert(server_key(registry), serde_json::json!({ "auth": token }));
@@ -118,6 +119,8 @@ pub async fn login(
 ) -> Result<PathBuf> {
     let probe = crate::reference::ImageRef::parse(&format!("{registry}/library/mocker-login-probe"))?;
     let auth = RegistryAuth::Basic(user.to_string(), password.to_string());
-    crate::registry::Registry::with_auth(&probe, opts, auth)?.authenticate().await?;
+    crate::registry::Registry::with_auth(&probe, opts, auth)?
+        .authenticate()
+        .await?;
     store_login(registry, user, password)
 }

@@ -34,13 +34,17 @@ impl CheckReport {
 }
 
 pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckReport> {
-    let mut report = CheckReport::default();
-    report.partial_downloads = mocker.store.list_ingest()?.len();
+    let mut report = CheckReport {
+        partial_downloads: mocker.store.list_ingest()?.len(),
+        ..Default::default()
+    };
 
     // 1. Every blob must hash to its name.
     let (blobs, foreign) = mocker.store.list()?;
     for path in foreign {
-        report.problems.push(format!("unexpected file in the blob store: {}", path.display()));
+        report
+            .problems
+            .push(format!("unexpected file in the blob store: {}", path.display()));
         if repair {
             std::fs::remove_file(&path).map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
             report.repaired.push(format!("removed {}", path.display()));
@@ -55,7 +59,9 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckReport> {
             present.insert(digest);
             continue;
         }
-        report.problems.push(format!("blob {digest} is corrupt: its content hashes to {actual}"));
+        report
+            .problems
+            .push(format!("blob {digest} is corrupt: its content hashes to {actual}"));
         if repair {
             mocker.store.delete(&digest)?;
             report.repaired.push(format!("deleted corrupt blob {digest}"));
@@ -64,15 +70,23 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckReport> {
     }
 
     // 2. The index must open; a repair sets an unreadable one aside.
-    let index_result = mocker.index.session(|s| check_index(mocker, s, &present, &corrupt, repair, &mut report));
+    let index_result = mocker
+        .index
+        .session(|s| check_index(mocker, s, &present, &corrupt, repair, &mut report));
     match index_result {
         Err(Error::IndexUnreadable { reason, .. }) => {
             report.problems.push(format!("the index cannot be opened: {reason}"));
             if repair {
                 let aside = mocker.index.set_aside()?;
-                report.repaired.push(format!("moved the unreadable index to {}", aside.display()));
-                report.lost.push("all tags (the index that held them was unreadable)".into());
-                mocker.index.session(|s| check_index(mocker, s, &present, &corrupt, repair, &mut report))?;
+                report
+                    .repaired
+                    .push(format!("moved the unreadable index to {}", aside.display()));
+                report
+                    .lost
+                    .push("all tags (the index that held them was unreadable)".into());
+                mocker
+                    .index
+                    .session(|s| check_index(mocker, s, &present, &corrupt, repair, &mut report))?;
             }
         }
         other => other?,
@@ -86,11 +100,15 @@ fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> R
     let snapshots = &mocker.snapshots;
     let stale = snapshots.stale_partial_builds();
     for path in &stale {
-        report.problems.push(format!("partial unpack left at {}", path.display()));
+        report
+            .problems
+            .push(format!("partial unpack left at {}", path.display()));
     }
     if repair && !stale.is_empty() {
         snapshots.sweep_partial_builds();
-        report.repaired.push(format!("removed {} partial unpack(s)", stale.len()));
+        report
+            .repaired
+            .push(format!("removed {} partial unpack(s)", stale.len()));
     }
     let dirs: HashSet<u64> = snapshots.numbered_dirs()?.into_iter().map(|(id, _)| id).collect();
     let (needed, doomed) = mocker.index.session(|s| {
@@ -101,7 +119,9 @@ fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> R
         let mut doomed = Vec::new();
         for (chain, record) in &records {
             if !dirs.contains(&record.id) {
-                report.problems.push(format!("snapshot {chain} has lost its directory {}", record.id));
+                report
+                    .problems
+                    .push(format!("snapshot {chain} has lost its directory {}", record.id));
                 if repair {
                     batch.del_snapshot(&record.chain_id);
                     report.repaired.push(format!("dropped the record of snapshot {chain}"));
@@ -117,14 +137,20 @@ fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> R
         }
         for (key, active) in s.actives()? {
             if !dirs.contains(&active.id) {
-                report.problems.push(format!("writable snapshot {key} has lost its directory"));
+                report
+                    .problems
+                    .push(format!("writable snapshot {key} has lost its directory"));
                 if repair {
                     batch.del_active(&key);
                 }
             }
         }
         for image in images.values() {
-            let missing = image.chain_ids.iter().filter(|c| !records.contains_key(c.as_str())).count();
+            let missing = image
+                .chain_ids
+                .iter()
+                .filter(|c| !records.contains_key(c.as_str()))
+                .count();
             if missing > 0 {
                 report.problems.push(format!(
                     "image {} has {missing} layer(s) not unpacked (pull it again to unpack them)",
@@ -142,32 +168,47 @@ fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> R
     for orphan in snapshots.unrecorded()? {
         // Under the chain's lock no pull is about to record it; re-read the
         // index, as one may have recorded it since we listed.
-        let Some(_lock) = snapshots.lock_chain(&orphan.chain_id, false)? else { continue };
+        let Some(_lock) = snapshots.lock_chain(&orphan.chain_id, false)? else {
+            continue;
+        };
         let recorded = snapshots.get(&orphan.chain_id)?;
         if recorded.as_ref().is_some_and(|r| r.id == orphan.id) {
             continue;
         }
         if needed.contains(&orphan.chain_id) && recorded.is_none() {
-            report.problems.push(format!("snapshot directory {} ({}) is not in the index", orphan.id, orphan.chain_id));
+            report.problems.push(format!(
+                "snapshot directory {} ({}) is not in the index",
+                orphan.id, orphan.chain_id
+            ));
             if repair {
                 let mut batch = Batch::default();
                 batch.put_snapshot(&orphan);
                 mocker.index.session(|s| s.apply(&batch))?;
-                report.repaired.push(format!("restored snapshot {} from its directory", orphan.chain_id));
+                report
+                    .repaired
+                    .push(format!("restored snapshot {} from its directory", orphan.chain_id));
             }
         } else {
-            report.problems.push(format!("snapshot directory {} is used by nothing", orphan.id));
+            report
+                .problems
+                .push(format!("snapshot directory {} is used by nothing", orphan.id));
             if repair {
                 snapshots.remove_dirs(&[orphan.id])?;
-                report.repaired.push(format!("deleted snapshot directory {}", orphan.id));
+                report
+                    .repaired
+                    .push(format!("deleted snapshot directory {}", orphan.id));
             }
         }
     }
     for id in snapshots.unrecorded_active_dirs()? {
-        report.problems.push(format!("writable snapshot directory {id} is not in the index"));
+        report
+            .problems
+            .push(format!("writable snapshot directory {id} is not in the index"));
         if repair {
             snapshots.remove_dirs(&[id])?;
-            report.repaired.push(format!("deleted writable snapshot directory {id}"));
+            report
+                .repaired
+                .push(format!("deleted writable snapshot directory {id}"));
         }
     }
     Ok(())
@@ -182,14 +223,22 @@ fn check_index(
     report: &mut CheckReport,
 ) -> Result<()> {
     let (contents, corrupt_entries) = s.scan_all_lenient()?;
-    let Contents { refs, images, layers, leases, .. } = contents;
+    let Contents {
+        refs,
+        images,
+        layers,
+        leases,
+        ..
+    } = contents;
     for (key, reason) in &corrupt_entries {
         report.problems.push(format!("index entry {key} is corrupt: {reason}"));
     }
     if repair && !corrupt_entries.is_empty() {
         let keys: Vec<String> = corrupt_entries.iter().map(|(k, _)| k.clone()).collect();
         s.remove_keys(&keys)?;
-        report.repaired.push(format!("dropped {} corrupt index entries", keys.len()));
+        report
+            .repaired
+            .push(format!("dropped {} corrupt index entries", keys.len()));
     }
     // A pull may have committed blobs since the store was listed: count
     // those as present rather than report (or repair away) a fresh image.
@@ -207,10 +256,22 @@ fn check_index(
     let mut healthy: BTreeMap<String, ImageRecord> = BTreeMap::new();
     for (key, image) in &images {
         report.images_checked += 1;
-        let names: Vec<&String> = refs.iter().filter(|(_, m)| **m == image.manifest_digest).map(|(k, _)| k).collect();
-        let shown = if names.is_empty() { "untagged".to_string() } else { join(&names) };
-        let missing: Vec<String> =
-            image.blobs().iter().filter(|b| !present.contains(b)).map(|b| b.to_string()).collect();
+        let names: Vec<&String> = refs
+            .iter()
+            .filter(|(_, m)| **m == image.manifest_digest)
+            .map(|(k, _)| k)
+            .collect();
+        let shown = if names.is_empty() {
+            "untagged".to_string()
+        } else {
+            join(&names)
+        };
+        let missing: Vec<String> = image
+            .blobs()
+            .iter()
+            .filter(|b| !present.contains(b))
+            .map(|b| b.to_string())
+            .collect();
         let describable = present.contains(&image.manifest_digest) && present.contains(&image.config_digest);
         if !missing.is_empty() {
             report.problems.push(format!(
@@ -230,14 +291,19 @@ fn check_index(
             healthy.insert(key.clone(), image.clone());
         } else if repair {
             batch.del_image(&image.manifest_digest);
-            report.lost.push(format!("image {} ({shown}): pull it again to restore it", image.manifest_digest));
+            report.lost.push(format!(
+                "image {} ({shown}): pull it again to restore it",
+                image.manifest_digest
+            ));
         }
     }
 
     for (key, manifest) in &refs {
         if !healthy.contains_key(manifest.as_str()) {
             if !images.contains_key(manifest.as_str()) {
-                report.problems.push(format!("reference {key} points to unknown image {manifest}"));
+                report
+                    .problems
+                    .push(format!("reference {key} points to unknown image {manifest}"));
             }
             if repair {
                 batch.del_ref(key);
@@ -275,12 +341,17 @@ fn check_index(
     // disk (their tags are gone), delete the rest.
     let keep = referenced_blobs(&mocker.index, s, healthy.values())?;
     // Only blobs that were listed (and verified) are candidates for deletion.
-    let orphans: Vec<&Digest> = present.iter().filter(|d| !keep.contains(*d) && !fresh.contains(*d)).collect();
+    let orphans: Vec<&Digest> = present
+        .iter()
+        .filter(|d| !keep.contains(*d) && !fresh.contains(*d))
+        .collect();
     let mut restored: HashSet<Digest> = HashSet::new();
     let mut index_of: HashMap<Digest, Digest> = HashMap::new();
     let mut manifests = Vec::new();
     for digest in &orphans {
-        let Some(doc) = read_document(mocker, digest) else { continue };
+        let Some(doc) = read_document(mocker, digest) else {
+            continue;
+        };
         match doc {
             Document::Index(index) => {
                 for entry in index.manifests() {
@@ -293,17 +364,24 @@ fn check_index(
         }
     }
     for (digest, manifest) in manifests {
-        let Some((image, layer_records)) = restore(mocker, &present, &digest, &manifest, index_of.get(&digest).cloned()) else {
+        let Some((image, layer_records)) =
+            restore(mocker, &present, &digest, &manifest, index_of.get(&digest).cloned())
+        else {
             continue;
         };
-        report.problems.push(format!("image manifest {digest} is on disk but not in the index"));
+        report
+            .problems
+            .push(format!("image manifest {digest} is on disk but not in the index"));
         if repair {
             for layer in &layer_records {
                 batch.put_layer(layer);
             }
             restored.extend(image.blobs());
             batch.put_image(&image);
-            report.repaired.push(format!("restored image {} (untagged) from manifest {digest}", image.config_digest.short()));
+            report.repaired.push(format!(
+                "restored image {} (untagged) from manifest {digest}",
+                image.config_digest.short()
+            ));
         }
     }
     for digest in orphans {

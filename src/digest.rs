@@ -20,10 +20,12 @@ impl Digest {
     /// algorithm restriction).
     pub fn parse(input: &str) -> Result<Self> {
         let parsed: oci_spec::image::Digest =
-            input.parse().map_err(|e: oci_spec::OciSpecError| Error::InvalidDigest {
-                input: input.to_string(),
-                reason: e.to_string(),
-            })?;
+            input
+                .parse()
+                .map_err(|e: oci_spec::OciSpecError| Error::InvalidDigest {
+                    input: input.to_string(),
+                    reason: e.to_string(),
+                })?;
         match parsed.algorithm() {
             oci_spec::image::DigestAlgorithm::Sha256 => Ok(Digest(input.to_string())),
             other => Err(Error::UnsupportedDigestAlgorithm {

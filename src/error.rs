@@ -27,11 +27,7 @@ pub enum Error {
     },
 
     #[error("size mismatch for {what}: expected {expected} bytes, got {actual}")]
-    SizeMismatch {
-        what: String,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { what: String, expected: u64, actual: u64 },
 
     #[error("{what} is too large: {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge { what: String, size: u64, limit: u64 },

@@ -36,7 +36,11 @@ enum Target {
 /// An image's size as docker reports it: the bytes of its unpacked layers;
 /// the bytes of its blobs if it is not (fully) unpacked.
 pub fn image_size(snapshots: &BTreeMap<String, SnapshotRecord>, mocker: &Mocker, image: &ImageRecord) -> u64 {
-    let unpacked: Option<u64> = image.chain_ids.iter().map(|c| snapshots.get(c.as_str()).map(|r| r.size)).sum();
+    let unpacked: Option<u64> = image
+        .chain_ids
+        .iter()
+        .map(|c| snapshots.get(c.as_str()).map(|r| r.size))
+        .sum();
     unpacked.unwrap_or_else(|| image.blobs().iter().map(|d| mocker.store.size(d).unwrap_or(0)).sum())
 }
 
@@ -55,13 +59,21 @@ pub fn list(mocker: &Mocker, filter: Option<&str>) -> Result<Vec<ImageSummary>> 
         .collect();
     let mut rows = Vec::new();
     for (key, manifest) in &refs {
-        let Some(image) = images.get(manifest.as_str()) else { continue };
+        let Some(image) = images.get(manifest.as_str()) else {
+            continue;
+        };
         named.insert(manifest.as_str());
         let (name, tag, _) = split_index_key(key);
         if tag.is_none() && tagged.contains(&(name, manifest.as_str())) {
             continue;
         }
-        rows.push(summary(mocker, &snapshots, image, familiar_name(name), tag.unwrap_or("<none>")));
+        rows.push(summary(
+            mocker,
+            &snapshots,
+            image,
+            familiar_name(name),
+            tag.unwrap_or("<none>"),
+        ));
     }
     for (manifest, image) in &images {
         if !named.contains(manifest.as_str()) {
@@ -108,7 +120,11 @@ fn summary(
     ImageSummary {
         repository: repository.to_string(),
         tag: tag.to_string(),
-        digest: if repository == "<none>" { "<none>".into() } else { image.repo_digest().to_string() },
+        digest: if repository == "<none>" {
+            "<none>".into()
+        } else {
+            image.repo_digest().to_string()
+        },
         id: image.config_digest.clone(),
         created: image.created.clone(),
         size: image_size(snapshots, mocker, image),
@@ -127,9 +143,10 @@ fn resolve(session: &Session, input: &str) -> Result<Target> {
             let refs = session.refs()?;
             let images = session.images()?;
             for (key, manifest) in &refs {
-                let Some(image) = images.get(manifest.as_str()) else { continue };
-                if split_index_key(key).0 == name
-                    && (image.repo_digest() == digest || &image.manifest_digest == digest)
+                let Some(image) = images.get(manifest.as_str()) else {
+                    continue;
+                };
+                if split_index_key(key).0 == name && (image.repo_digest() == digest || &image.manifest_digest == digest)
                 {
                     return Ok(Target::Images(vec![manifest.clone()]));
                 }
@@ -140,12 +157,18 @@ fn resolve(session: &Session, input: &str) -> Result<Target> {
     let hex = input.strip_prefix("sha256:").unwrap_or(input);
     if !hex.is_empty() && hex.len() <= 64 && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
         let images = session.images()?;
-        let matches: Vec<&ImageRecord> =
-            images.values().filter(|i| i.config_digest.hex().starts_with(hex)).collect();
+        let matches: Vec<&ImageRecord> = images
+            .values()
+            .filter(|i| i.config_digest.hex().starts_with(hex))
+            .collect();
         let ids: HashSet<&Digest> = matches.iter().map(|i| &i.config_digest).collect();
         match ids.len() {
             0 => {}
-            1 => return Ok(Target::Images(matches.iter().map(|i| i.manifest_digest.clone()).collect())),
+            1 => {
+                return Ok(Target::Images(
+                    matches.iter().map(|i| i.manifest_digest.clone()).collect(),
+                ))
+            }
             _ => return Err(Error::AmbiguousImageId(input.to_string())),
         }
     }
@@ -356,7 +379,10 @@ pub fn prune(mocker: &Mocker, all: bool) -> Result<Pruned> {
     let mut pruned = Pruned::default();
     let (refs, images) = mocker.index.session(|s| Ok((s.refs()?, s.images()?)))?;
     let named: HashSet<&Digest> = refs.values().collect();
-    let doomed: Vec<&ImageRecord> = images.values().filter(|i| all || !named.contains(&i.manifest_digest)).collect();
+    let doomed: Vec<&ImageRecord> = images
+        .values()
+        .filter(|i| all || !named.contains(&i.manifest_digest))
+        .collect();
     for image in doomed {
         match remove(mocker, image.config_digest.as_str(), true) {
             Ok(lines) => pruned.removed.extend(lines),
@@ -398,12 +424,18 @@ pub fn prune(mocker: &Mocker, all: bool) -> Result<Pruned> {
         pruned.reclaimed += record.size;
         pruned.removed.push(Removed::Deleted(record.chain_id.clone()));
     }
-    mocker.snapshots.remove_dirs(&dead_snapshots.iter().map(|r| r.id).collect::<Vec<_>>())?;
+    mocker
+        .snapshots
+        .remove_dirs(&dead_snapshots.iter().map(|r| r.id).collect::<Vec<_>>())?;
     for orphan in mocker.snapshots.unrecorded()? {
         // Under the chain's lock no pull is about to record it; re-read the
         // index, as one may have recorded it since we listed.
         if let Some(_lock) = mocker.snapshots.lock_chain(&orphan.chain_id, false)? {
-            if mocker.snapshots.get(&orphan.chain_id)?.is_some_and(|r| r.id == orphan.id) {
+            if mocker
+                .snapshots
+                .get(&orphan.chain_id)?
+                .is_some_and(|r| r.id == orphan.id)
+            {
                 continue;
             }
             pruned.reclaimed += orphan.size;
@@ -412,7 +444,13 @@ pub fn prune(mocker: &Mocker, all: bool) -> Result<Pruned> {
     }
     mocker.snapshots.sweep_partial_builds();
     for (path, len) in mocker.store.list_ingest()? {
-        let Some(digest) = path.file_name().and_then(|n| n.to_str()).and_then(|n| Digest::from_hex(n).ok()) else { continue };
+        let Some(digest) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| Digest::from_hex(n).ok())
+        else {
+            continue;
+        };
         if mocker.store.discard_ingest(&digest).is_ok() && !path.exists() {
             pruned.reclaimed += len;
         }
@@ -526,7 +564,10 @@ pub fn disk_usage(mocker: &Mocker) -> Result<DiskUsage> {
             *users.entry(blob).or_default() += 1;
         }
     }
-    let mut usage = DiskUsage { images: images.len(), ..Default::default() };
+    let mut usage = DiskUsage {
+        images: images.len(),
+        ..Default::default()
+    };
     for (blob, count) in &users {
         let size = mocker.store.size(blob).unwrap_or(0);
         usage.size += size;

@@ -230,7 +230,9 @@ impl Index {
 
     /// Whether the pull that wrote lease `id` is still running.
     pub fn lease_is_live(&self, id: &str) -> bool {
-        let Ok(file) = File::open(self.lease_path(id)) else { return false };
+        let Ok(file) = File::open(self.lease_path(id)) else {
+            return false;
+        };
         matches!(
             Flock::lock(file, FlockArg::LockSharedNonblock),
             Err((_, nix::errno::Errno::EWOULDBLOCK))
@@ -286,10 +288,7 @@ impl Index {
                     })
                 }
                 Err((_, errno)) => {
-                    return Err(Error::io(
-                        format!("locking {}", self.lock_path.display()),
-                        errno.into(),
-                    ))
+                    return Err(Error::io(format!("locking {}", self.lock_path.display()), errno.into()))
                 }
             }
         }
@@ -303,8 +302,7 @@ impl Index {
             match sled::Config::new().path(&self.dir).open() {
                 Ok(db) => return Ok(db),
                 Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && start.elapsed() < self.wait =>
+                    if e.to_string().contains("could not acquire lock") && start.elapsed() < self.wait =>
                 {
                     std::thread::sleep(Duration::from_millis(10));
                 }
@@ -326,6 +324,9 @@ impl Index {
 pub struct Session {
     db: sled::Db,
 }
+
+/// An entry that does not decode: its full key and the reason.
+pub type CorruptEntry = (String, String);
 
 /// The whole index, decoded.
 #[derive(Default)]
@@ -371,7 +372,7 @@ impl Session {
 
     /// Like `scan`, but returns undecodable entries (full key, reason)
     /// instead of failing, so a repair can drop them.
-    fn scan_lenient<T: DeserializeOwned>(&self, prefix: &str) -> Result<(BTreeMap<String, T>, Vec<(String, String)>)> {
+    fn scan_lenient<T: DeserializeOwned>(&self, prefix: &str) -> Result<(BTreeMap<String, T>, Vec<CorruptEntry>)> {
         let mut good = BTreeMap::new();
         let mut bad = Vec::new();
         for item in self.db.scan_prefix(prefix.as_bytes()) {
@@ -388,7 +389,7 @@ impl Session {
     }
 
     /// Every entry, with the keys of undecodable ones.
-    pub fn scan_all_lenient(&self) -> Result<(Contents, Vec<(String, String)>)> {
+    pub fn scan_all_lenient(&self) -> Result<(Contents, Vec<CorruptEntry>)> {
         let (refs, mut bad) = self.scan_lenient(REF)?;
         let (images, b) = self.scan_lenient(IMAGE)?;
         bad.extend(b);
@@ -400,7 +401,17 @@ impl Session {
         bad.extend(b);
         let (actives, b) = self.scan_lenient(ACTIVE)?;
         bad.extend(b);
-        Ok((Contents { refs, images, layers, leases, snapshots, actives }, bad))
+        Ok((
+            Contents {
+                refs,
+                images,
+                layers,
+                leases,
+                snapshots,
+                actives,
+            },
+            bad,
+        ))
     }
 
     /// Remove raw keys (corrupt entries found by a lenient scan).
@@ -450,10 +461,16 @@ impl Session {
     /// open, and these ids end up in overlayfs mount options).
     pub fn next_id(&self) -> Result<u64> {
         let next = self.db.update_and_fetch(NEXT_ID_KEY, |old| {
-            let n = old.and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes).unwrap_or(0);
+            let n = old
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
             Some((n + 1).to_be_bytes().to_vec())
         })?;
-        Ok(next.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok()).map(u64::from_be_bytes).unwrap_or(1))
+        Ok(next
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(1))
     }
 
     pub fn refs(&self) -> Result<BTreeMap<String, Digest>> {
@@ -529,7 +546,8 @@ mod tests {
         index
             .session(|s| {
                 let mut b = Batch::default();
-                b.put_image(&img).put_ref("docker.io/library/a:latest", &img.manifest_digest);
+                b.put_image(&img)
+                    .put_ref("docker.io/library/a:latest", &img.manifest_digest);
                 s.apply(&b)
             })
             .unwrap();
@@ -573,7 +591,9 @@ mod tests {
     fn schema_version_mismatch_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::new(dir.path());
-        index.session(|s| Ok(s.db.insert(SCHEMA_KEY, b"99".as_slice())?)).unwrap();
+        index
+            .session(|s| Ok(s.db.insert(SCHEMA_KEY, b"99".as_slice())?))
+            .unwrap();
         assert!(matches!(index.session(|_| Ok(())), Err(Error::IndexSchema { .. })));
     }
 }

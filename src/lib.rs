@@ -16,13 +16,13 @@ pub mod mount;
 pub mod platform;
 pub mod pull;
 pub mod reference;
+pub mod registry;
 pub mod rootfs;
 pub mod safefs;
 pub mod snapshot;
-pub mod unpack;
-pub mod registry;
 pub mod store;
 pub mod units;
+pub mod unpack;
 
 use std::path::{Path, PathBuf};
 

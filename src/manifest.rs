@@ -36,8 +36,9 @@ pub enum Compression {
 
 pub fn layer_compression(media_type: &str) -> Option<Compression> {
     match media_type {
-        "application/vnd.oci.image.layer.v1.tar"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Some(Compression::None),
+        "application/vnd.oci.image.layer.v1.tar" | "application/vnd.oci.image.layer.nondistributable.v1.tar" => {
+            Some(Compression::None)
+        }
         "application/vnd.oci.image.layer.v1.tar+gzip"
         | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
         | "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -51,8 +52,8 @@ pub fn layer_compression(media_type: &str) -> Option<Compression> {
 /// A registry document after validation.
 #[derive(Debug)]
 pub enum Document {
-    Index(ImageIndex),
-    Manifest(ImageManifest),
+    Index(Box<ImageIndex>),
+    Manifest(Box<ImageManifest>),
 }
 
 /// Classify and parse a manifest-endpoint document. `what` names it in errors.
@@ -64,7 +65,10 @@ pub fn parse_document(bytes: &[u8], what: &str) -> Result<Document> {
             limit: MAX_MANIFEST_BYTES,
         });
     }
-    let invalid = |reason: String| Error::InvalidDocument { what: what.to_string(), reason };
+    let invalid = |reason: String| Error::InvalidDocument {
+        what: what.to_string(),
+        reason,
+    };
     let value: Value = serde_json::from_slice(bytes).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
     let obj = value.as_object().ok_or_else(|| invalid("not a JSON object".into()))?;
     let has_manifests = obj.contains_key("manifests");
@@ -109,14 +113,13 @@ pub fn parse_document(bytes: &[u8], what: &str) -> Result<Document> {
         )));
     }
     if is_index {
-        let index: ImageIndex =
-            serde_json::from_value(value).map_err(|e| invalid(format!("bad image index: {e}")))?;
-        Ok(Document::Index(index))
+        let index: ImageIndex = serde_json::from_value(value).map_err(|e| invalid(format!("bad image index: {e}")))?;
+        Ok(Document::Index(Box::new(index)))
     } else {
         let manifest: ImageManifest =
             serde_json::from_value(value).map_err(|e| invalid(format!("bad image manifest: {e}")))?;
         validate_manifest(&manifest, what)?;
-        Ok(Document::Manifest(manifest))
+        Ok(Document::Manifest(Box::new(manifest)))
     }
 }
 
@@ -151,7 +154,11 @@ pub const MAX_BLOB_BYTES: u64 = 1 << 40;
 pub fn descriptor_digest(desc: &Descriptor, what: &str) -> Result<Digest> {
     let digest = Digest::parse(desc.digest().as_ref())?;
     if desc.size() > MAX_BLOB_BYTES {
-        return Err(Error::TooLarge { what: format!("blob {digest} of {what}"), size: desc.size(), limit: MAX_BLOB_BYTES });
+        return Err(Error::TooLarge {
+            what: format!("blob {digest} of {what}"),
+            size: desc.size(),
+            limit: MAX_BLOB_BYTES,
+        });
     }
     if desc.size() == 0 && digest != Digest::of_bytes(b"") {
         return Err(Error::InvalidDocument {
@@ -181,13 +188,20 @@ pub fn select_platform(index: &ImageIndex, wanted: &Platform) -> Result<Descript
     }
     Err(Error::NoMatchingPlatform {
         wanted: wanted.to_string(),
-        available: if available.is_empty() { "none".into() } else { available.join(", ") },
+        available: if available.is_empty() {
+            "none".into()
+        } else {
+            available.join(", ")
+        },
     })
 }
 
 /// Parse an image config; its diff_ids must match the manifest's layers.
 pub fn parse_config(bytes: &[u8], layer_count: usize, what: &str) -> Result<ImageConfiguration> {
-    let invalid = |reason: String| Error::InvalidDocument { what: what.to_string(), reason };
+    let invalid = |reason: String| Error::InvalidDocument {
+        what: what.to_string(),
+        reason,
+    };
     let config: ImageConfiguration =
         serde_json::from_slice(bytes).map_err(|e| invalid(format!("not a valid image config: {e}")))?;
     let diff_ids = config.rootfs().diff_ids();
@@ -214,7 +228,9 @@ mod tests {
 
     fn manifest_json(media_type: Option<&str>, extra: &str) -> String {
         let d = Digest::of_bytes(b"x");
-        let mt = media_type.map(|m| format!("\"mediaType\":\"{m}\",")).unwrap_or_default();
+        let mt = media_type
+            .map(|m| format!("\"mediaType\":\"{m}\","))
+            .unwrap_or_default();
         format!(
             r#"{{"schemaVersion":2,{mt}"config":{{"mediaType":"{OCI_CONFIG}","digest":"{d}","size":1}},
             "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":1}}]{extra}}}"#
@@ -245,7 +261,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_json_unknown_types_and_schema1() {
-        assert!(parse_document(b"{not json", "m").unwrap_err().to_string().contains("not valid JSON"));
+        assert!(parse_document(b"{not json", "m")
+            .unwrap_err()
+            .to_string()
+            .contains("not valid JSON"));
         let odd = manifest_json(Some("application/x-custom"), "");
         assert!(matches!(
             parse_document(odd.as_bytes(), "m"),
@@ -274,7 +293,9 @@ mod tests {
             {{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}},
             {{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":2,"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}}]}}"#
         );
-        let Document::Index(index) = parse_document(idx.as_bytes(), "i").unwrap() else { panic!() };
+        let Document::Index(index) = parse_document(idx.as_bytes(), "i").unwrap() else {
+            panic!()
+        };
         let arm = select_platform(&index, &Platform::parse("linux/arm64").unwrap()).unwrap();
         assert_eq!(arm.size(), 2);
         let err = select_platform(&index, &Platform::parse("linux/s390x").unwrap()).unwrap_err();

@@ -22,7 +22,12 @@ pub struct Overlay {
 
 impl Overlay {
     pub fn options(&self) -> String {
-        format!("lowerdir={},upperdir={},workdir={}", self.lower.join(":"), self.upper, self.work)
+        format!(
+            "lowerdir={},upperdir={},workdir={}",
+            self.lower.join(":"),
+            self.upper,
+            self.work
+        )
     }
 }
 
@@ -34,11 +39,15 @@ pub fn mount_overlay(overlay: &Overlay, target: &Path) -> Result<()> {
     if options.len() >= MOUNT_DATA_LIMIT {
         return Err(Error::io(
             format!("mounting {}", target.display()),
-            std::io::Error::other(format!("overlay options are {} bytes, over the {MOUNT_DATA_LIMIT}-byte limit", options.len())),
+            std::io::Error::other(format!(
+                "overlay options are {} bytes, over the {MOUNT_DATA_LIMIT}-byte limit",
+                options.len()
+            )),
         ));
     }
     let base = overlay.base.clone();
-    let target_abs = std::path::absolute(target).map_err(|e| Error::io(format!("resolving {}", target.display()), e))?;
+    let target_abs =
+        std::path::absolute(target).map_err(|e| Error::io(format!("resolving {}", target.display()), e))?;
     let context = format!("mounting overlay at {}", target.display());
     std::thread::spawn(move || -> std::io::Result<()> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
@@ -55,5 +64,6 @@ pub fn mount_overlay(overlay: &Overlay, target: &Path) -> Result<()> {
 }
 
 pub fn unmount(target: &Path) -> Result<()> {
-    sys_mount::unmount(target, UnmountFlags::empty()).map_err(|e| Error::io(format!("unmounting {}", target.display()), e))
+    sys_mount::unmount(target, UnmountFlags::empty())
+        .map_err(|e| Error::io(format!("unmounting {}", target.display()), e))
 }

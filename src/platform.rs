@@ -21,7 +21,9 @@ impl Platform {
             [os, arch, variant] if valid(os) && valid(arch) && valid(variant) => {
                 Ok(Platform::new(os, arch, Some(variant)))
             }
-            _ => Err(Error::InvalidPlatform { input: input.to_string() }),
+            _ => Err(Error::InvalidPlatform {
+                input: input.to_string(),
+            }),
         }
     }
 
@@ -110,7 +112,9 @@ mod tests {
         let armv6 = Platform::parse("linux/arm/v6").unwrap();
         assert!(!armv6.matches("linux", "arm", Some("v7")));
         assert!(!armv6.matches("linux", "arm", None));
-        assert!(Platform::parse("linux/arm").unwrap().matches("linux", "arm", Some("v7")));
+        assert!(Platform::parse("linux/arm")
+            .unwrap()
+            .matches("linux", "arm", Some("v7")));
         assert!(Platform::host().matches("linux", "amd64", None) || cfg!(not(target_arch = "x86_64")));
     }
 }

@@ -46,12 +46,19 @@ impl Default for PullOptions {
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerEvent {
     /// Announced before any transfer starts.
-    Pending { size: u64 },
+    Pending {
+        size: u64,
+    },
     AlreadyExists,
     /// Another process is downloading the same blob; we wait for it.
     WaitingForOther,
-    Resuming { from: u64 },
-    Downloading { done: u64, total: u64 },
+    Resuming {
+        from: u64,
+    },
+    Downloading {
+        done: u64,
+        total: u64,
+    },
     Verifying,
     DownloadComplete,
     Extracting,
@@ -102,7 +109,12 @@ impl Drop for LeaseGuard<'_> {
     }
 }
 
-pub async fn pull(mocker: &Mocker, reference: &ImageRef, opts: &PullOptions, progress: &dyn Progress) -> Result<Pulled> {
+pub async fn pull(
+    mocker: &Mocker,
+    reference: &ImageRef,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Pulled> {
     let mut touched = Vec::new();
     let result = pull_leased(mocker, reference, opts, progress, &mut touched).await;
     if let Err(e) = &result {
@@ -136,47 +148,47 @@ async fn pull_leased(
     let registry = Registry::new(reference, &opts.registry)?;
     let (top_bytes, top_digest) = registry.manifest(reference.wire()).await?;
     let top_what = format!("manifest {reference}");
-    let (index_doc, manifest_bytes, manifest_digest, manifest) =
-        match manifest::parse_document(&top_bytes, &top_what)? {
-            Document::Manifest(m) => (None, top_bytes, top_digest, m),
-            Document::Index(index) => {
-                let wanted = opts.platform.clone().unwrap_or_else(Platform::host);
-                let entry = manifest::select_platform(&index, &wanted)?;
-                let digest = manifest::descriptor_digest(&entry, &top_what)?;
-                let child_ref = reference.wire().clone_with_digest(digest.to_string());
-                let (bytes, actual) = registry.manifest(&child_ref).await?;
-                if bytes.len() as u64 != entry.size() {
-                    return Err(Error::SizeMismatch {
-                        what: format!("manifest {digest}"),
-                        expected: entry.size(),
-                        actual: bytes.len() as u64,
-                    });
-                }
-                let what = format!("manifest {digest} for {wanted}");
-                match manifest::parse_document(&bytes, &what)? {
-                    Document::Manifest(m) => {
-                        let declared = m.media_type().as_ref().map(|t| t.to_string());
-                        if declared.as_ref().is_some_and(|t| *t != entry.media_type().to_string()) {
-                            return Err(Error::InvalidDocument {
-                                what,
-                                reason: format!(
-                                    "its mediaType {} contradicts the index entry's {}",
-                                    declared.unwrap_or_default(),
-                                    entry.media_type()
-                                ),
-                            });
-                        }
-                        (Some((top_bytes, top_digest)), bytes, actual, m)
-                    }
-                    Document::Index(_) => {
+    let (index_doc, manifest_bytes, manifest_digest, manifest) = match manifest::parse_document(&top_bytes, &top_what)?
+    {
+        Document::Manifest(m) => (None, top_bytes, top_digest, m),
+        Document::Index(index) => {
+            let wanted = opts.platform.clone().unwrap_or_else(Platform::host);
+            let entry = manifest::select_platform(&index, &wanted)?;
+            let digest = manifest::descriptor_digest(&entry, &top_what)?;
+            let child_ref = reference.wire().clone_with_digest(digest.to_string());
+            let (bytes, actual) = registry.manifest(&child_ref).await?;
+            if bytes.len() as u64 != entry.size() {
+                return Err(Error::SizeMismatch {
+                    what: format!("manifest {digest}"),
+                    expected: entry.size(),
+                    actual: bytes.len() as u64,
+                });
+            }
+            let what = format!("manifest {digest} for {wanted}");
+            match manifest::parse_document(&bytes, &what)? {
+                Document::Manifest(m) => {
+                    let declared = m.media_type().as_ref().map(|t| t.to_string());
+                    if declared.as_ref().is_some_and(|t| *t != entry.media_type().to_string()) {
                         return Err(Error::InvalidDocument {
                             what,
-                            reason: "an index entry points to another index".into(),
-                        })
+                            reason: format!(
+                                "its mediaType {} contradicts the index entry's {}",
+                                declared.unwrap_or_default(),
+                                entry.media_type()
+                            ),
+                        });
                     }
+                    (Some((top_bytes, top_digest)), bytes, actual, m)
+                }
+                Document::Index(_) => {
+                    return Err(Error::InvalidDocument {
+                        what,
+                        reason: "an index entry points to another index".into(),
+                    })
                 }
             }
-        };
+        }
+    };
     progress.resolved(reference, &manifest_digest);
 
     let config_desc = manifest.config();
@@ -192,16 +204,29 @@ async fn pull_leased(
     let lease_id = format!("{}-{}", std::process::id(), now_nanos());
     let lock = mocker.index.hold_lease(&lease_id)?;
     let mut batch = Batch::default();
-    batch.put_lease(&lease_id, &Lease { pid: std::process::id(), digests: leased });
+    batch.put_lease(
+        &lease_id,
+        &Lease {
+            pid: std::process::id(),
+            digests: leased,
+        },
+    );
     mocker.index.session(|s| s.apply(&batch))?;
-    let mut lease = LeaseGuard { mocker, id: lease_id.clone(), _lock: lock, committed: false };
+    let mut lease = LeaseGuard {
+        mocker,
+        id: lease_id.clone(),
+        _lock: lock,
+        committed: false,
+    };
 
     if let Some((bytes, digest)) = &index_doc {
         mocker.store.write_bytes(digest, bytes, &format!("index {digest}"))?;
     }
-    mocker
-        .store
-        .write_bytes(&manifest_digest, &manifest_bytes, &format!("manifest {manifest_digest}"))?;
+    mocker.store.write_bytes(
+        &manifest_digest,
+        &manifest_bytes,
+        &format!("manifest {manifest_digest}"),
+    )?;
 
     // The config: small, capped, fetched before the layers so a bad one fails fast.
     if config_desc.size() > MAX_CONFIG_BYTES {
@@ -211,11 +236,26 @@ async fn pull_leased(
             limit: MAX_CONFIG_BYTES,
         });
     }
-    fetch_blob(mocker, &registry, &config_digest, config_desc.size(), &config_desc.media_type().to_string(), &format!("config {config_digest}"), None).await?;
+    fetch_blob(
+        mocker,
+        &registry,
+        &config_digest,
+        config_desc.size(),
+        config_desc.media_type().as_ref(),
+        &format!("config {config_digest}"),
+        None,
+    )
+    .await?;
     let config_bytes = mocker.store.read_small(&config_digest, MAX_CONFIG_BYTES)?;
     let config = manifest::parse_config(&config_bytes, layers.len(), &format!("config {config_digest}"))?;
     if let Some(wanted) = &opts.platform {
-        if index_doc.is_none() && !wanted.matches(&config.os().to_string(), &config.architecture().to_string(), config.variant().as_deref()) {
+        if index_doc.is_none()
+            && !wanted.matches(
+                &config.os().to_string(),
+                &config.architecture().to_string(),
+                config.variant().as_deref(),
+            )
+        {
             return Err(Error::NoMatchingPlatform {
                 wanted: wanted.to_string(),
                 available: format!("{}/{} (single-platform image)", config.os(), config.architecture()),
@@ -232,7 +272,13 @@ async fn pull_leased(
     leased_all.extend(layers.iter().map(|l| l.0.clone()));
     leased_all.extend(chains.iter().cloned());
     touched.extend(chains.iter().cloned());
-    batch.put_lease(&lease_id, &Lease { pid: std::process::id(), digests: leased_all });
+    batch.put_lease(
+        &lease_id,
+        &Lease {
+            pid: std::process::id(),
+            digests: leased_all,
+        },
+    );
     mocker.index.session(|s| s.apply(&batch))?;
 
     for (digest, size, _) in &layers {
@@ -247,47 +293,63 @@ async fn pull_leased(
     let download_slots = tokio::sync::Semaphore::new(opts.max_concurrent_downloads.max(1));
     let unpack_slots = tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let closed = |_| Error::Interrupted;
-    let downloads = futures_util::future::try_join_all(layers.iter().enumerate().map(|(i, (digest, size, media_type))| {
-        let downloaded = &downloaded;
-        let registry = &registry;
-        let (download_slots, unpack_slots) = (&download_slots, &unpack_slots);
-        let chain = chains[i].clone();
-        let diff_id = diff_ids[i].clone();
-        async move {
-            let fetched = {
-                let _slot = download_slots.acquire().await.map_err(closed)?;
-                fetch_blob(mocker, registry, digest, *size, media_type, &format!("layer {digest}"), Some(progress)).await?
-            };
-            if fetched {
-                downloaded.fetch_add(1, Ordering::Relaxed);
-            }
-            let _slot = unpack_slots.acquire().await.map_err(closed)?;
-            // Unpack now, in parallel with other layers, into a private
-            // directory; publishing waits for the parent (phase 2 below).
-            let compression = manifest::layer_compression(media_type).unwrap_or(manifest::Compression::None);
-            let (m, d, chain) = (mocker.clone(), digest.clone(), chain.clone());
-            let diff = diff_id.clone();
-            if mocker.snapshots.get(&chain)?.is_none() {
-                progress.layer(digest, LayerEvent::Extracting);
-            }
-            let staged = tokio::task::spawn_blocking(move || -> Result<Staged> {
-                match m.snapshots.begin(&chain, false)? {
-                    snapshot::Begin::Exists(_) => Ok(Staged::Done),
-                    snapshot::Begin::Busy => Ok(Staged::Deferred),
-                    snapshot::Begin::Building(building) => {
-                        let unpacked = unpack_blob(&m, &d, compression, &building.fs_dir(), &diff, limit)?;
-                        Ok(Staged::Built(building, unpacked))
-                    }
+    let downloads =
+        futures_util::future::try_join_all(layers.iter().enumerate().map(|(i, (digest, size, media_type))| {
+            let downloaded = &downloaded;
+            let registry = &registry;
+            let (download_slots, unpack_slots) = (&download_slots, &unpack_slots);
+            let chain = chains[i].clone();
+            let diff_id = diff_ids[i].clone();
+            async move {
+                let fetched = {
+                    let _slot = download_slots.acquire().await.map_err(closed)?;
+                    fetch_blob(
+                        mocker,
+                        registry,
+                        digest,
+                        *size,
+                        media_type,
+                        &format!("layer {digest}"),
+                        Some(progress),
+                    )
+                    .await?
+                };
+                if fetched {
+                    downloaded.fetch_add(1, Ordering::Relaxed);
                 }
-            })
-            .await
-            .map_err(|e| Error::Layer { layer: digest.to_string(), reason: format!("unpack task failed: {e}") })??;
-            Ok::<_, Error>(staged)
-        }
-    }))
-    .await;
+                let _slot = unpack_slots.acquire().await.map_err(closed)?;
+                // Unpack now, in parallel with other layers, into a private
+                // directory; publishing waits for the parent (phase 2 below).
+                let compression = manifest::layer_compression(media_type).unwrap_or(manifest::Compression::None);
+                let (m, d, chain) = (mocker.clone(), digest.clone(), chain.clone());
+                let diff = diff_id.clone();
+                if mocker.snapshots.get(&chain)?.is_none() {
+                    progress.layer(digest, LayerEvent::Extracting);
+                }
+                let staged = tokio::task::spawn_blocking(move || -> Result<Staged> {
+                    match m.snapshots.begin(&chain, false)? {
+                        snapshot::Begin::Exists(_) => Ok(Staged::Done),
+                        snapshot::Begin::Busy => Ok(Staged::Deferred),
+                        snapshot::Begin::Building(building) => {
+                            let unpacked = unpack_blob(&m, &d, compression, &building.fs_dir(), &diff, limit)?;
+                            Ok(Staged::Built(building, unpacked))
+                        }
+                    }
+                })
+                .await
+                .map_err(|e| Error::Layer {
+                    layer: digest.to_string(),
+                    reason: format!("unpack task failed: {e}"),
+                })??;
+                Ok::<_, Error>(staged)
+            }
+        }))
+        .await;
     if let Err(e) = &downloads {
-        if matches!(e, Error::DiskFull { .. } | Error::DigestMismatch { .. } | Error::SizeMismatch { .. } | Error::Layer { .. }) {
+        if matches!(
+            e,
+            Error::DiskFull { .. } | Error::DigestMismatch { .. } | Error::SizeMismatch { .. } | Error::Layer { .. }
+        ) {
             // Partial downloads are kept for resuming after an interruption,
             // but not when they filled the disk or the image is broken (a
             // retry would fail the same way). Best effort: report `e`.
@@ -308,7 +370,13 @@ async fn pull_leased(
             match stage {
                 Staged::Done => Ok(false),
                 Staged::Built(building, unpacked) => {
-                    m.snapshots.commit(building, parent.as_ref(), &diff, unpacked.file_bytes, &unpacked.implicit_dirs)?;
+                    m.snapshots.commit(
+                        building,
+                        parent.as_ref(),
+                        &diff,
+                        unpacked.file_bytes,
+                        &unpacked.implicit_dirs,
+                    )?;
                     Ok(true)
                 }
                 // Another pull was unpacking it: wait, and build it ourselves
@@ -323,7 +391,10 @@ async fn pull_leased(
             }
         })
         .await
-        .map_err(|e| Error::Layer { layer: digest.to_string(), reason: format!("unpack task failed: {e}") })??;
+        .map_err(|e| Error::Layer {
+            layer: digest.to_string(),
+            reason: format!("unpack task failed: {e}"),
+        })??;
         if built {
             unpacked_any.store(true, Ordering::Relaxed);
             progress.layer(digest, LayerEvent::PullComplete);
@@ -343,7 +414,10 @@ async fn pull_leased(
         for layer in &layer_records {
             batch.put_layer(layer);
         }
-        batch.put_image(&image).put_ref(&key, &manifest_digest).del_lease(&lease_id);
+        batch
+            .put_image(&image)
+            .put_ref(&key, &manifest_digest)
+            .del_lease(&lease_id);
         s.apply(&batch)?;
         Ok(previous.as_ref() != Some(&manifest_digest))
     })?;
@@ -365,7 +439,7 @@ pub(crate) fn describe_image(
     config: &ImageConfiguration,
 ) -> Result<(ImageRecord, Vec<LayerRecord>)> {
     let layers = layer_descriptors(manifest)?;
-    let diff_ids = manifest::diff_ids(&config)?;
+    let diff_ids = manifest::diff_ids(config)?;
     let chains = chain_ids(&diff_ids);
     let layer_records = layers
         .iter()
@@ -419,26 +493,44 @@ fn unpack_blob(
     limit: u64,
 ) -> Result<unpack::Unpacked> {
     let blob = mocker.store.open_blob(digest)?;
-    unpack::unpack_layer(blob, compression, dir, diff_id, Limits { max_unpacked_bytes: limit }, digest.as_str())
+    unpack::unpack_layer(
+        blob,
+        compression,
+        dir,
+        diff_id,
+        Limits {
+            max_unpacked_bytes: limit,
+        },
+        digest.as_str(),
+    )
 }
 
 fn layer_descriptors(manifest: &ImageManifest) -> Result<Vec<(Digest, u64, String)>> {
     manifest
         .layers()
         .iter()
-        .map(|l| Ok((manifest::descriptor_digest(l, "layer")?, l.size(), l.media_type().to_string())))
+        .map(|l| {
+            Ok((
+                manifest::descriptor_digest(l, "layer")?,
+                l.size(),
+                l.media_type().to_string(),
+            ))
+        })
         .collect()
 }
 
 /// Free bytes on the filesystem of `path` (what unpacking may consume).
 fn free_bytes(path: &std::path::Path) -> u64 {
     nix::sys::statvfs::statvfs(path)
-        .map(|s| (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+        .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
         .unwrap_or(u64::MAX)
 }
 
 fn now_nanos() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 /// Make sure one blob is in the store. Returns whether bytes were transferred.

@@ -28,9 +28,9 @@ impl ImageRef {
         if input.trim() != input || input.is_empty() {
             return Err(invalid("must be non-empty and without spaces".into()));
         }
-        let inner: Reference = input.parse().map_err(|e: oci_spec::distribution::ParseError| {
-            invalid(e.to_string())
-        })?;
+        let inner: Reference = input
+            .parse()
+            .map_err(|e: oci_spec::distribution::ParseError| invalid(e.to_string()))?;
         // oci-spec moves an upper-case first component without '.' or ':'
         // into the Docker Hub repository instead of rejecting it as docker does.
         if inner.repository().chars().any(|c| c.is_ascii_uppercase()) {
@@ -87,8 +87,7 @@ impl ImageRef {
             return true;
         }
         let host = host_of(registry);
-        host == "localhost"
-            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 }
 
@@ -189,7 +188,10 @@ mod tests {
             split_index_key("127.0.0.1:5000/app:v1"),
             ("127.0.0.1:5000/app", Some("v1"), None)
         );
-        assert_eq!(split_index_key(&format!("docker.io/a@{D}")), ("docker.io/a", None, Some(D)));
+        assert_eq!(
+            split_index_key(&format!("docker.io/a@{D}")),
+            ("docker.io/a", None, Some(D))
+        );
     }
 }
 #[cfg(test)]

@@ -69,7 +69,11 @@ impl Registry {
             user_agent: concat!("mocker/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        Ok(Registry { client: Client::new(config), auth, reference: reference.clone() })
+        Ok(Registry {
+            client: Client::new(config),
+            auth,
+            reference: reference.clone(),
+        })
     }
 
     /// Fetch a manifest or index by tag or digest. Returns its bytes and the
@@ -117,8 +121,14 @@ impl Registry {
             .await
             .map_err(|e| self.map_error(e))?
         {
-            BlobResponse::Full(s) => Ok(BlobStream { stream: s.stream, resumed: false }),
-            BlobResponse::Partial(s) => Ok(BlobStream { stream: s.stream, resumed: offset > 0 }),
+            BlobResponse::Full(s) => Ok(BlobStream {
+                stream: s.stream,
+                resumed: false,
+            }),
+            BlobResponse::Partial(s) => Ok(BlobStream {
+                stream: s.stream,
+                resumed: offset > 0,
+            }),
         }
     }
 
@@ -144,17 +154,27 @@ impl Registry {
     pub fn map_error(&self, e: OciDistributionError) -> Error {
         let reference = self.reference.to_string();
         let registry = self.reference.registry().to_string();
-        let not_found = |reason: String| Error::NotFound { reference: reference.clone(), reason };
+        let not_found = |reason: String| Error::NotFound {
+            reference: reference.clone(),
+            reason,
+        };
         match e {
             OciDistributionError::RequestError(e) => {
                 if e.is_connect() || e.is_timeout() {
-                    Error::Unreachable { registry, reason: error_chain(&e) }
+                    Error::Unreachable {
+                        registry,
+                        reason: error_chain(&e),
+                    }
                 } else {
-                    Error::Registry { reference, reason: error_chain(&e) }
+                    Error::Registry {
+                        reference,
+                        reason: error_chain(&e),
+                    }
                 }
             }
-            OciDistributionError::UnauthorizedError { .. }
-            | OciDistributionError::AuthenticationFailure(_) => Error::Unauthorized { reference, registry },
+            OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
+                Error::Unauthorized { reference, registry }
+            }
             OciDistributionError::RegistryError { envelope, .. } => {
                 use oci_client::errors::OciErrorCode as C;
                 let message = envelope
@@ -167,11 +187,17 @@ impl Registry {
                 if any(|c| matches!(c, C::Unauthorized | C::Denied)) {
                     Error::Unauthorized { reference, registry }
                 } else if any(|c| {
-                    matches!(c, C::ManifestUnknown | C::NameUnknown | C::BlobUnknown | C::ManifestBlobUnknown | C::NotFound)
+                    matches!(
+                        c,
+                        C::ManifestUnknown | C::NameUnknown | C::BlobUnknown | C::ManifestBlobUnknown | C::NotFound
+                    )
                 }) {
                     not_found(message)
                 } else {
-                    Error::Registry { reference, reason: message }
+                    Error::Registry {
+                        reference,
+                        reason: message,
+                    }
                 }
             }
             OciDistributionError::ServerError { code: 404, message, .. } => not_found(short(&message)),
@@ -181,11 +207,22 @@ impl Registry {
                 reason: format!("HTTP {code}: {}", short(&message)),
             },
             OciDistributionError::ImageManifestNotFoundError(m) => not_found(m),
-            OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError { expected, actual }) => {
-                Error::DigestMismatch { what: format!("manifest {reference}"), expected, actual }
-            }
-            OciDistributionError::DigestError(d) => Error::Registry { reference, reason: d.to_string() },
-            other => Error::Registry { reference, reason: other.to_string() },
+            OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError {
+                expected,
+                actual,
+            }) => Error::DigestMismatch {
+                what: format!("manifest {reference}"),
+                expected,
+                actual,
+            },
+            OciDistributionError::DigestError(d) => Error::Registry {
+                reference,
+                reason: d.to_string(),
+            },
+            other => Error::Registry {
+                reference,
+                reason: other.to_string(),
+            },
         }
     }
 }

@@ -50,12 +50,20 @@ fn image_of(mocker: &Mocker, input: &str) -> Result<ImageRecord> {
 /// discarded on drop).
 pub fn mount_image(mocker: &Mocker, input: &str) -> Result<MountedRootfs> {
     let image = image_of(mocker, input)?;
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let key = format!("mount-{}-{nanos}", std::process::id());
     let overlay = mocker.snapshots.prepare(&key, image.chain_ids.last())?;
     let mounts = mocker.root.join("mounts");
     let path = mounts.join(&key);
-    let mut mounted = MountedRootfs { mocker: mocker.clone(), key, path: path.clone(), mounted: false };
+    let mut mounted = MountedRootfs {
+        mocker: mocker.clone(),
+        key,
+        path: path.clone(),
+        mounted: false,
+    };
     std::fs::create_dir_all(&path).ctx(|| format!("creating {}", path.display()))?;
     // Mounted root filesystems hold setuid binaries and devices: root only.
     std::fs::set_permissions(&mounts, std::os::unix::fs::PermissionsExt::from_mode(0o700))

@@ -22,7 +22,11 @@ pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
 }
 
 fn resolve(root: BorrowedFd, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
-    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
     let how = OpenHow::new()
         .flags(flags)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
@@ -41,7 +45,11 @@ pub fn mkdir_all_in(root: BorrowedFd, rel: &Path) -> Result<OwnedFd, (String, Er
 }
 
 /// `mkdir_all_in`, appending the directories it had to create to `created`.
-pub fn mkdir_all_in_tracking(root: BorrowedFd, rel: &Path, created: &mut Vec<std::path::PathBuf>) -> Result<OwnedFd, (String, Errno)> {
+pub fn mkdir_all_in_tracking(
+    root: BorrowedFd,
+    rel: &Path,
+    created: &mut Vec<std::path::PathBuf>,
+) -> Result<OwnedFd, (String, Errno)> {
     match open_dir_in(root, rel) {
         Ok(fd) => return Ok(fd),
         Err(Errno::ENOENT) => {}
@@ -114,7 +122,12 @@ pub fn remove_at(dir: BorrowedFd, name: &Path) -> nix::Result<()> {
         match subdir {
             // Descend; the directory is revisited once its child is gone.
             Some(child) => {
-                let fd = openat(current.as_fd(), Path::new(&child), DIR_FLAGS | OFlag::O_NOFOLLOW, Mode::empty())?;
+                let fd = openat(
+                    current.as_fd(),
+                    Path::new(&child),
+                    DIR_FLAGS | OFlag::O_NOFOLLOW,
+                    Mode::empty(),
+                )?;
                 stack.push((fd, child));
             }
             None => {
@@ -163,7 +176,12 @@ pub fn set_xattr_fd(fd: BorrowedFd, key: &str, value: &[u8]) -> io::Result<()> {
 /// inode is pinned with an O_PATH|O_NOFOLLOW fd and addressed through
 /// /proc/self/fd (not valid for symlinks, which the caller skips).
 pub fn set_xattr_at(dir: BorrowedFd, name: &Path, key: &str, value: &[u8]) -> io::Result<()> {
-    let fd = openat(dir, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+    let fd = openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     let path = cstring(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
     let key = cstring(key.as_bytes())?;
     // SAFETY: NUL-terminated strings and a slice's pointer/length.

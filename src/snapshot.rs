@@ -64,7 +64,9 @@ fn chain_in(s: &crate::index::Session, top: &Digest) -> Result<Vec<SnapshotRecor
     let mut next = Some(top.clone());
     while let Some(chain_id) = next {
         if out.len() > MAX_CHAIN {
-            return Err(Error::Index(format!("snapshot chain of {top} is longer than {MAX_CHAIN} (a cycle?)")));
+            return Err(Error::Index(format!(
+                "snapshot chain of {top} is longer than {MAX_CHAIN} (a cycle?)"
+            )));
         }
         let record = s
             .get_snapshot(&chain_id)?
@@ -92,10 +94,14 @@ fn inherit_dirs(target: &Path, lowers: &[PathBuf], dirs: &[PathBuf]) -> Result<(
         .map(|l| safefs::open_root(l).ctx(|| format!("opening {}", l.display())))
         .collect::<Result<Vec<_>>>()?;
     for dir in dirs {
-        let (Some(name), parent) = (dir.file_name(), dir.parent().unwrap_or(Path::new(""))) else { continue };
+        let (Some(name), parent) = (dir.file_name(), dir.parent().unwrap_or(Path::new(""))) else {
+            continue;
+        };
         let mut source = None;
         for lower in &lower_roots {
-            let Ok(parent_fd) = safefs::open_dir_in(lower.as_fd(), parent) else { continue };
+            let Ok(parent_fd) = safefs::open_dir_in(lower.as_fd(), parent) else {
+                continue;
+            };
             match safefs::lstat_at(parent_fd.as_fd(), Path::new(name)) {
                 Ok(Some(st)) if safefs::is_dir(&st) => {
                     source = Some(st);
@@ -109,17 +115,27 @@ fn inherit_dirs(target: &Path, lowers: &[PathBuf], dirs: &[PathBuf]) -> Result<(
         let Some(st) = source else { continue };
         // The parent is resolved inside the snapshot; the directory itself
         // is opened without following, in case the layer replaced it.
-        let Ok(parent_fd) = safefs::open_dir_in(root.as_fd(), parent) else { continue };
+        let Ok(parent_fd) = safefs::open_dir_in(root.as_fd(), parent) else {
+            continue;
+        };
         let Ok(fd) = nix::fcntl::openat(
             parent_fd.as_fd(),
             Path::new(name),
-            nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
             Mode::empty(),
         ) else {
             continue;
         };
         let err = |e: nix::errno::Errno| Error::io(format!("setting metadata of {}", dir.display()), e.into());
-        nix::unistd::fchown(fd.as_fd(), Some(nix::unistd::Uid::from_raw(st.st_uid)), Some(nix::unistd::Gid::from_raw(st.st_gid))).map_err(err)?;
+        nix::unistd::fchown(
+            fd.as_fd(),
+            Some(nix::unistd::Uid::from_raw(st.st_uid)),
+            Some(nix::unistd::Gid::from_raw(st.st_gid)),
+        )
+        .map_err(err)?;
         fchmod(fd.as_fd(), Mode::from_bits_truncate(st.st_mode & 0o7777)).map_err(err)?;
         let atime = TimeSpec::new(st.st_atime, st.st_atime_nsec);
         let mtime = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
@@ -193,15 +209,25 @@ impl Snapshotter {
             .and_then(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| std::io::Error::from(e)))
             .ctx(|| format!("locking {}", tmp.display()))?;
         fs::create_dir(tmp.join("fs")).ctx(|| format!("creating {}/fs", tmp.display()))?;
-        Ok(Begin::Building(Building { id, tmp, chain_id: chain_id.clone(), _lock: lock, _tmp_lock: tmp_lock, committed: false }))
+        Ok(Begin::Building(Building {
+            id,
+            tmp,
+            chain_id: chain_id.clone(),
+            _lock: lock,
+            _tmp_lock: tmp_lock,
+            committed: false,
+        }))
     }
 
     /// Committed snapshot directories (with their meta.json) that the index
     /// does not record.
     pub fn unrecorded(&self) -> Result<Vec<SnapshotRecord>> {
         let (snapshots, actives) = self.index.session(|s| Ok((s.snapshots()?, s.actives()?)))?;
-        let known: std::collections::HashSet<u64> =
-            snapshots.values().map(|r| r.id).chain(actives.values().map(|a| a.id)).collect();
+        let known: std::collections::HashSet<u64> = snapshots
+            .values()
+            .map(|r| r.id)
+            .chain(actives.values().map(|a| a.id))
+            .collect();
         let mut out = Vec::new();
         for (id, _) in self.numbered_dirs()? {
             if known.contains(&id) {
@@ -234,7 +260,9 @@ impl Snapshotter {
     /// `tmp-*` directories no live build holds (what a killed unpack left),
     /// and `trash-*` directories a killed deletion left.
     pub fn stale_partial_builds(&self) -> Vec<PathBuf> {
-        let Ok(entries) = fs::read_dir(&self.dir) else { return Vec::new() };
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
         entries
             .flatten()
             .filter(|e| {
@@ -262,8 +290,12 @@ impl Snapshotter {
             if !name.starts_with("tmp-") {
                 continue;
             }
-            let Ok(file) = fs::File::open(entry.path()) else { continue };
-            let Ok(_lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else { continue };
+            let Ok(file) = fs::File::open(entry.path()) else {
+                continue;
+            };
+            let Ok(_lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+                continue;
+            };
             let trash = self.dir.join(format!("trash-{}", &name["tmp-".len()..]));
             if fs::rename(entry.path(), &trash).is_ok() {
                 let _ = safefs::remove_tree(&trash);
@@ -284,13 +316,24 @@ impl Snapshotter {
     ) -> Result<SnapshotRecord> {
         if let Some(parent) = parent {
             if !implicit_dirs.is_empty() {
-                let lowers: Vec<PathBuf> = self.chain(parent)?.iter().map(|r| self.path_of(r.id).join("fs")).collect();
+                let lowers: Vec<PathBuf> = self
+                    .chain(parent)?
+                    .iter()
+                    .map(|r| self.path_of(r.id).join("fs"))
+                    .collect();
                 inherit_dirs(&building.fs_dir(), &lowers, implicit_dirs)?;
             }
         }
-        let record = SnapshotRecord { id: building.id, chain_id: building.chain_id.clone(), parent: parent.cloned(), diff_id: diff_id.clone(), size };
+        let record = SnapshotRecord {
+            id: building.id,
+            chain_id: building.chain_id.clone(),
+            parent: parent.cloned(),
+            diff_id: diff_id.clone(),
+            size,
+        };
         let meta = serde_json::to_vec(&record).map_err(|e| Error::Index(e.to_string()))?;
-        fs::write(building.tmp.join("meta.json"), meta).ctx(|| format!("writing {}/meta.json", building.tmp.display()))?;
+        fs::write(building.tmp.join("meta.json"), meta)
+            .ctx(|| format!("writing {}/meta.json", building.tmp.display()))?;
         // Durable before visible: after a power loss the index must never
         // name a snapshot whose files did not reach the disk.
         sync_filesystem(&building.tmp)?;
@@ -367,7 +410,11 @@ impl Snapshotter {
             };
             let id = s.next_id()?;
             let mut batch = Batch::default();
-            batch.put_active(&ActiveRecord { id, key: key.to_string(), parent: parent.cloned() });
+            batch.put_active(&ActiveRecord {
+                id,
+                key: key.to_string(),
+                parent: parent.cloned(),
+            });
             s.apply(&batch)?;
             Ok((id, lowers))
         })?;
@@ -389,7 +436,12 @@ impl Snapshotter {
             lower.push("empty".to_string());
             let _ = fs::create_dir_all(self.dir.join("empty"));
         }
-        Overlay { base: self.dir.clone(), lower, upper: format!("{id}/fs"), work: format!("{id}/work") }
+        Overlay {
+            base: self.dir.clone(),
+            lower,
+            upper: format!("{id}/fs"),
+            work: format!("{id}/work"),
+        }
     }
 
     /// Remove the writable snapshot `key` (unmounted by the caller).
@@ -409,8 +461,11 @@ impl Snapshotter {
     /// Ids of active snapshots' directories the index does not record.
     pub fn unrecorded_active_dirs(&self) -> Result<Vec<u64>> {
         let (snapshots, actives) = self.index.session(|s| Ok((s.snapshots()?, s.actives()?)))?;
-        let known: std::collections::HashSet<u64> =
-            snapshots.values().map(|r| r.id).chain(actives.values().map(|a| a.id)).collect();
+        let known: std::collections::HashSet<u64> = snapshots
+            .values()
+            .map(|r| r.id)
+            .chain(actives.values().map(|a| a.id))
+            .collect();
         Ok(self
             .numbered_dirs()?
             .into_iter()
@@ -427,7 +482,6 @@ impl Snapshotter {
         }
         Ok(())
     }
-
 }
 
 /// Delete a snapshot directory: its meta.json first (so a kill mid-way never

@@ -30,7 +30,7 @@ pub enum Begin {
     /// Another process is writing this blob right now.
     Busy,
     /// We hold the ingest lock and may write.
-    Writer(Ingest),
+    Writer(Box<Ingest>),
 }
 
 impl ContentStore {
@@ -124,12 +124,7 @@ impl ContentStore {
         let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(Begin::Busy),
-            Err((_, errno)) => {
-                return Err(Error::io(
-                    format!("locking {}", path.display()),
-                    io::Error::from(errno),
-                ))
-            }
+            Err((_, errno)) => return Err(Error::io(format!("locking {}", path.display()), io::Error::from(errno))),
         };
         // The previous holder may have committed (and unlinked the ingest
         // file) between our open and our lock: re-check both.
@@ -157,7 +152,7 @@ impl ContentStore {
             what: what.to_string(),
         };
         ingest.rehash_existing()?;
-        Ok(Begin::Writer(ingest))
+        Ok(Begin::Writer(Box::new(ingest)))
     }
 
     /// Remove the partial download of `digest` unless a writer holds it.
@@ -246,16 +241,25 @@ impl Ingest {
     }
 
     fn rehash_existing(&mut self) -> Result<()> {
-        let len = self.file.metadata().ctx(|| format!("stat {}", self.path.display()))?.len();
+        let len = self
+            .file
+            .metadata()
+            .ctx(|| format!("stat {}", self.path.display()))?
+            .len();
         if self.size.is_some_and(|s| len > s) {
             return self.reset();
         }
-        self.file.seek(SeekFrom::Start(0)).ctx(|| format!("seek {}", self.path.display()))?;
+        self.file
+            .seek(SeekFrom::Start(0))
+            .ctx(|| format!("seek {}", self.path.display()))?;
         let mut hasher = Hasher::new();
         let mut buf = vec![0u8; 1 << 16];
         let mut done = 0u64;
         while done < len {
-            let n = self.file.read(&mut buf).ctx(|| format!("reading {}", self.path.display()))?;
+            let n = self
+                .file
+                .read(&mut buf)
+                .ctx(|| format!("reading {}", self.path.display()))?;
             if n == 0 {
                 break;
             }
@@ -269,8 +273,12 @@ impl Ingest {
 
     /// Throw away partial data and start from byte 0.
     pub fn reset(&mut self) -> Result<()> {
-        self.file.set_len(0).ctx(|| format!("truncating {}", self.path.display()))?;
-        self.file.seek(SeekFrom::Start(0)).ctx(|| format!("seek {}", self.path.display()))?;
+        self.file
+            .set_len(0)
+            .ctx(|| format!("truncating {}", self.path.display()))?;
+        self.file
+            .seek(SeekFrom::Start(0))
+            .ctx(|| format!("seek {}", self.path.display()))?;
         self.hasher = Hasher::new();
         self.written = 0;
         Ok(())
@@ -300,7 +308,9 @@ impl Ingest {
         if e.raw_os_error() == Some(nix::libc::ENOSPC) {
             // Free the space rather than keep a partial file for resume.
             self.discard();
-            return Error::DiskFull { what: self.what.clone() };
+            return Error::DiskFull {
+                what: self.what.clone(),
+            };
         }
         Error::io(format!("writing {}", self.path.display()), e)
     }
@@ -333,8 +343,7 @@ impl Ingest {
         if let Err(e) = self.file.sync_all() {
             return Err(self.write_error(e));
         }
-        fs::rename(&self.path, &self.blob_path)
-            .ctx(|| format!("publishing blob {}", self.expected))?;
+        fs::rename(&self.path, &self.blob_path).ctx(|| format!("publishing blob {}", self.expected))?;
         sync_dir(&self.blobs_dir)?;
         Ok(())
     }
@@ -388,7 +397,14 @@ mod tests {
             panic!("expected writer")
         };
         let err = w.write(b"abcd").unwrap_err();
-        assert!(matches!(err, Error::SizeMismatch { expected: 3, actual: 4, .. }));
+        assert!(matches!(
+            err,
+            Error::SizeMismatch {
+                expected: 3,
+                actual: 4,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -17,7 +17,13 @@ pub fn human_size(bytes: u64) -> String {
 
 /// printf's `%.3g` for 0 <= v < 1000, without an exponent.
 fn three_significant(v: f64) -> String {
-    let decimals = if v < 10.0 { 2 } else if v < 100.0 { 1 } else { 0 };
+    let decimals = if v < 10.0 {
+        2
+    } else if v < 100.0 {
+        1
+    } else {
+        0
+    };
     let mut s = format!("{v:.decimals$}");
     // Rounding can carry into a new digit (999.5 → "1000"); accept it as %g would.
     if s.contains('.') {

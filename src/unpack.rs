@@ -18,7 +18,9 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
-use nix::sys::stat::{fchmod, fchmodat, futimens, makedev, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags};
+use nix::sys::stat::{
+    fchmod, fchmodat, futimens, makedev, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags,
+};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
 
@@ -48,7 +50,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_unpacked_bytes: 1 << 40 }
+        Limits {
+            max_unpacked_bytes: 1 << 40,
+        }
     }
 }
 
@@ -67,7 +71,10 @@ pub struct Unpacked {
 }
 
 /// Pick the decompressor: magic bytes win over a media type that lies.
-pub fn decompressor<'a>(mut input: BufReader<Box<dyn Read + 'a>>, declared: Compression) -> io::Result<Box<dyn Read + 'a>> {
+pub fn decompressor<'a>(
+    mut input: BufReader<Box<dyn Read + 'a>>,
+    declared: Compression,
+) -> io::Result<Box<dyn Read + 'a>> {
     let head = input.fill_buf()?;
     let detected = if head.starts_with(&[0x1f, 0x8b]) {
         Compression::Gzip
@@ -98,7 +105,10 @@ impl<R: Read> Read for Metered<R> {
         let n = self.inner.read(buf)?;
         self.bytes += n as u64;
         if self.bytes > self.limit {
-            return Err(io::Error::other(format!("unpacked size exceeds the limit of {} bytes", self.limit)));
+            return Err(io::Error::other(format!(
+                "unpacked size exceeds the limit of {} bytes",
+                self.limit
+            )));
         }
         self.hasher.update(&buf[..n]);
         Ok(n)
@@ -115,11 +125,19 @@ pub fn unpack_layer(
     limits: Limits,
     layer: &str,
 ) -> Result<Unpacked> {
-    let fail = |reason: String| Error::Layer { layer: layer.to_string(), reason };
+    let fail = |reason: String| Error::Layer {
+        layer: layer.to_string(),
+        reason,
+    };
     let input: Box<dyn Read> = Box::new(blob);
     let reader = decompressor(BufReader::with_capacity(256 << 10, input), compression)
         .map_err(|e| fail(format!("cannot decompress: {e}")))?;
-    let mut metered = Metered { inner: reader, hasher: Hasher::new(), bytes: 0, limit: limits.max_unpacked_bytes };
+    let mut metered = Metered {
+        inner: reader,
+        hasher: Hasher::new(),
+        bytes: 0,
+        limit: limits.max_unpacked_bytes,
+    };
     let root = safefs::open_root(target).map_err(|e| fail(format!("opening {}: {e}", target.display())))?;
     let mut applier = Applier {
         root,
@@ -145,7 +163,9 @@ pub fn unpack_layer(
     io::copy(&mut metered, &mut io::sink()).map_err(|e| fail(format!("corrupt stream after the tar end: {e}")))?;
     let actual = std::mem::take(&mut metered.hasher).finish();
     if &actual != diff_id {
-        return Err(fail(format!("uncompressed content hashes to {actual}, but the image config says its diff_id is {diff_id}")));
+        return Err(fail(format!(
+            "uncompressed content hashes to {actual}, but the image config says its diff_id is {diff_id}"
+        )));
     }
     applier.finish().map_err(|e| fail(e.to_string()))?;
     Ok(Unpacked {
@@ -179,7 +199,10 @@ fn clean_path(raw: &Path) -> std::result::Result<PathBuf, String> {
 }
 
 fn entry_error(path: &Path, reason: impl std::fmt::Display) -> Error {
-    Error::Io { context: format!("entry {:?}", path.display().to_string()), source: io::Error::other(reason.to_string()) }
+    Error::Io {
+        context: format!("entry {:?}", path.display().to_string()),
+        source: io::Error::other(reason.to_string()),
+    }
 }
 
 /// Metadata of one entry, with PAX records applied over the ustar header.
@@ -227,7 +250,10 @@ impl Applier {
         };
         let xattrs = records
             .iter()
-            .filter_map(|(k, v)| k.strip_prefix("SCHILY.xattr.").map(|name| (name.to_string(), v.clone())))
+            .filter_map(|(k, v)| {
+                k.strip_prefix("SCHILY.xattr.")
+                    .map(|name| (name.to_string(), v.clone()))
+            })
             // A layer must not forge overlayfs' own whiteout/opaque markers.
             .filter(|(name, _)| !name.starts_with(OVERLAY_XATTR_PREFIX))
             .collect();
@@ -265,24 +291,21 @@ impl Applier {
         let parent_rel = path.parent().unwrap_or(Path::new(""));
         let name_bytes = name.as_os_str().as_bytes();
         let is_whiteout = name_bytes.starts_with(WHITEOUT_PREFIX.as_bytes());
-        if is_whiteout
-            && name_bytes != OPAQUE_MARKER.as_bytes()
-            && name_bytes.starts_with(AUFS_META_PREFIX.as_bytes())
+        if is_whiteout && name_bytes != OPAQUE_MARKER.as_bytes() && name_bytes.starts_with(AUFS_META_PREFIX.as_bytes())
         {
             // AUFS bookkeeping, meaningless to overlayfs.
             return Ok(());
         }
-        if is_whiteout
-            && matches!(safefs::open_dir_in(self.root.as_fd(), parent_rel), Err(Errno::ENOTDIR))
-        {
+        if is_whiteout && matches!(safefs::open_dir_in(self.root.as_fd(), parent_rel), Err(Errno::ENOTDIR)) {
             // A whiteout under a path this layer made a non-directory (umoci
             // emits these when a directory becomes a file): that file already
             // hides everything below it.
             return Ok(());
         }
         let mut created = Vec::new();
-        let parent = safefs::mkdir_all_in_tracking(self.root.as_fd(), parent_rel, &mut created)
-            .map_err(|(component, errno)| entry_error(&path, format!("cannot make {component:?} a directory: {errno}")))?;
+        let parent = safefs::mkdir_all_in_tracking(self.root.as_fd(), parent_rel, &mut created).map_err(
+            |(component, errno)| entry_error(&path, format!("cannot make {component:?} a directory: {errno}")),
+        )?;
         self.implicit.extend(created);
         let parent = parent.as_fd();
 
@@ -293,10 +316,12 @@ impl Applier {
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
                 return Err(entry_error(&path, "invalid whiteout name"));
             }
-            self.implicit.remove(&parent_rel.join(std::ffi::OsStr::from_bytes(hidden)));
+            self.implicit
+                .remove(&parent_rel.join(std::ffi::OsStr::from_bytes(hidden)));
             let hidden = Path::new(std::ffi::OsStr::from_bytes(hidden));
             safefs::remove_at(parent, hidden).map_err(|e| entry_error(&path, e))?;
-            return mknodat(parent, hidden, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(|e| entry_error(&path, e));
+            return mknodat(parent, hidden, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
+                .map_err(|e| entry_error(&path, e));
         }
 
         let meta = self.meta(entry, &path)?;
@@ -314,16 +339,28 @@ impl Applier {
         let e = |err: Errno| entry_error(&path, err);
         // u32::MAX means "leave unchanged" to chown; larger ids do not exist.
         if meta.uid >= u64::from(u32::MAX) || meta.gid >= u64::from(u32::MAX) {
-            return Err(entry_error(&path, format!("owner {}:{} is out of range", meta.uid, meta.gid)));
+            return Err(entry_error(
+                &path,
+                format!("owner {}:{} is out of range", meta.uid, meta.gid),
+            ));
         }
-        let owner = (Some(Uid::from_raw(meta.uid as u32)), Some(Gid::from_raw(meta.gid as u32)));
+        let owner = (
+            Some(Uid::from_raw(meta.uid as u32)),
+            Some(Gid::from_raw(meta.gid as u32)),
+        );
         match kind {
             tar::EntryType::Directory => {
                 self.implicit.remove(&path);
                 if !existing_is_dir {
                     nix::sys::stat::mkdirat(parent, &name, Mode::from_bits_truncate(0o700)).map_err(e)?;
                 }
-                let fd = openat(parent, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).map_err(e)?;
+                let fd = openat(
+                    parent,
+                    &name,
+                    OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(e)?;
                 fchown(fd.as_fd(), owner.0, owner.1).map_err(e)?;
                 fchmod(fd.as_fd(), Mode::from_bits_truncate(meta.mode)).map_err(e)?;
                 self.set_xattrs_fd(fd.as_fd(), &meta, &path)?;
@@ -343,7 +380,9 @@ impl Applier {
                 let mut file = std::fs::File::from(fd);
                 let written = io::copy(entry, &mut file).map_err(|err| {
                     if err.raw_os_error() == Some(nix::libc::ENOSPC) {
-                        Error::DiskFull { what: format!("entry {}", path.display()) }
+                        Error::DiskFull {
+                            what: format!("entry {}", path.display()),
+                        }
                     } else {
                         entry_error(&path, err)
                     }
@@ -356,7 +395,10 @@ impl Applier {
                 futimens(file.as_fd(), &meta.mtime, &meta.mtime).map_err(e)?;
             }
             tar::EntryType::Symlink => {
-                let target = entry.link_name().map_err(|err| entry_error(&path, err))?.ok_or_else(|| entry_error(&path, "symlink without a target"))?;
+                let target = entry
+                    .link_name()
+                    .map_err(|err| entry_error(&path, err))?
+                    .ok_or_else(|| entry_error(&path, "symlink without a target"))?;
                 // Stored verbatim: an absolute target is resolved against the
                 // container's root when used, never against ours.
                 symlinkat(target.as_ref(), parent, &name).map_err(e)?;
@@ -364,13 +406,23 @@ impl Applier {
                 utimensat(parent, &name, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink).map_err(e)?;
             }
             tar::EntryType::Link => {
-                let raw_target = entry.link_name().map_err(|err| entry_error(&path, err))?.ok_or_else(|| entry_error(&path, "hardlink without a target"))?;
-                let target = clean_path(&raw_target).map_err(|reason| entry_error(&path, format!("hardlink target {}: {reason}", raw_target.display())))?;
-                let (Some(target_name), target_parent) = (target.file_name(), target.parent().unwrap_or(Path::new(""))) else {
+                let raw_target = entry
+                    .link_name()
+                    .map_err(|err| entry_error(&path, err))?
+                    .ok_or_else(|| entry_error(&path, "hardlink without a target"))?;
+                let target = clean_path(&raw_target).map_err(|reason| {
+                    entry_error(&path, format!("hardlink target {}: {reason}", raw_target.display()))
+                })?;
+                let (Some(target_name), target_parent) = (target.file_name(), target.parent().unwrap_or(Path::new("")))
+                else {
                     return Err(entry_error(&path, "hardlink to the root"));
                 };
-                let target_dir = safefs::open_dir_in(self.root.as_fd(), target_parent)
-                    .map_err(|err| entry_error(&path, format!("hardlink target {} not in this layer: {err}", target.display())))?;
+                let target_dir = safefs::open_dir_in(self.root.as_fd(), target_parent).map_err(|err| {
+                    entry_error(
+                        &path,
+                        format!("hardlink target {} not in this layer: {err}", target.display()),
+                    )
+                })?;
                 // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink.
                 linkat(target_dir.as_fd(), target_name, parent, &name, AtFlags::empty())
                     .map_err(|err| entry_error(&path, format!("hardlink to {}: {err}", target.display())))?;
@@ -383,11 +435,28 @@ impl Applier {
                 };
                 mknodat(parent, &name, sflag, Mode::empty(), dev).map_err(e)?;
                 fchownat(parent, &name, owner.0, owner.1, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(e)?;
-                fchmodat(parent, &name, Mode::from_bits_truncate(meta.mode), FchmodatFlags::NoFollowSymlink)
-                    .or_else(|err| if err == Errno::EOPNOTSUPP { fchmodat(parent, &name, Mode::from_bits_truncate(meta.mode), FchmodatFlags::FollowSymlink) } else { Err(err) })
-                    .map_err(e)?;
+                fchmodat(
+                    parent,
+                    &name,
+                    Mode::from_bits_truncate(meta.mode),
+                    FchmodatFlags::NoFollowSymlink,
+                )
+                .or_else(|err| {
+                    if err == Errno::EOPNOTSUPP {
+                        fchmodat(
+                            parent,
+                            &name,
+                            Mode::from_bits_truncate(meta.mode),
+                            FchmodatFlags::FollowSymlink,
+                        )
+                    } else {
+                        Err(err)
+                    }
+                })
+                .map_err(e)?;
                 for (key, value) in &meta.xattrs {
-                    safefs::set_xattr_at(parent, &name, key, value).map_err(|err| entry_error(&path, format!("xattr {key}: {err}")))?;
+                    safefs::set_xattr_at(parent, &name, key, value)
+                        .map_err(|err| entry_error(&path, format!("xattr {key}: {err}")))?;
                 }
                 utimensat(parent, &name, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink).map_err(e)?;
             }
@@ -413,7 +482,12 @@ impl Applier {
             let Ok(parent) = safefs::open_dir_in(self.root.as_fd(), path.parent().unwrap_or(Path::new(""))) else {
                 continue;
             };
-            let Ok(dir) = openat(parent.as_fd(), name, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) else {
+            let Ok(dir) = openat(
+                parent.as_fd(),
+                name,
+                OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) else {
                 continue;
             };
             futimens(dir.as_fd(), time, time).map_err(|err| entry_error(path, err))?;
@@ -464,7 +538,10 @@ mod tests {
     #[test]
     fn cleans_paths() {
         assert_eq!(clean_path(Path::new("./a/b")).unwrap(), PathBuf::from("a/b"));
-        assert_eq!(clean_path(Path::new("/etc/passwd")).unwrap(), PathBuf::from("etc/passwd"));
+        assert_eq!(
+            clean_path(Path::new("/etc/passwd")).unwrap(),
+            PathBuf::from("etc/passwd")
+        );
         assert!(clean_path(Path::new("a/../../b")).is_err());
     }
 

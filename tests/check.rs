@@ -26,7 +26,11 @@ fn corrupt_blob_is_found_repaired_and_restored_by_a_pull() {
 
     let out = root.run(&["system", "check"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains(&format!("blob {layer} is corrupt")), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("blob {layer} is corrupt")),
+        "{}",
+        stdout(&out)
+    );
 
     let out = root.ok(&["system", "check", "--repair"]);
     assert!(out.contains(&format!("deleted corrupt blob {layer}")), "{out}");
@@ -51,7 +55,11 @@ fn deleted_index_is_rebuilt_from_blobs_and_lost_tags_are_reported() {
 
     let out = root.run(&["system", "check"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("is on disk but not in the index"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("is on disk but not in the index"),
+        "{}",
+        stdout(&out)
+    );
 
     let out = root.ok(&["system", "check", "--repair"]);
     assert_eq!(out.matches("restored image").count(), 2, "{out}");
@@ -84,9 +92,15 @@ fn unreadable_index_is_set_aside_and_rebuilt() {
     let db = root.path().join("index/db");
     std::fs::write(&db, b"garbage that is not a sled log").unwrap();
     let err = root.fails(&["images"]);
-    assert!(err.contains("cannot be opened") && err.contains("system check --repair"), "{err}");
+    assert!(
+        err.contains("cannot be opened") && err.contains("system check --repair"),
+        "{err}"
+    );
     let out = root.ok(&["system", "check", "--repair"]);
-    assert!(out.contains("moved the unreadable index") && out.contains("lost: all tags"), "{out}");
+    assert!(
+        out.contains("moved the unreadable index") && out.contains("lost: all tags"),
+        "{out}"
+    );
     assert_eq!(root.ok(&["images", "-q"]).lines().count(), 1);
     root.assert_healthy();
 }

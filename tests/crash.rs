@@ -15,7 +15,9 @@ fn layers() -> Vec<(Vec<u8>, String, String)> {
         .map(|l| {
             let files: Vec<(String, Vec<u8>)> = (0..8u32)
                 .map(|f| {
-                    let data = (0..600_000u32).map(|i| ((i ^ (f << 8) ^ (l << 16)).wrapping_mul(2654435761) >> 11) as u8).collect();
+                    let data = (0..600_000u32)
+                        .map(|i| ((i ^ (f << 8) ^ (l << 16)).wrapping_mul(2654435761) >> 11) as u8)
+                        .collect();
                     (format!("layer{l}/file{f}"), data)
                 })
                 .collect();
@@ -35,7 +37,13 @@ fn kill_9_at_any_point_of_a_pull_is_recovered_by_the_next_pull() {
     let mut killed_mid_way = 0;
     for delay_ms in [5u64, 20, 40, 70, 100, 140, 190, 250, 320, 400, 500, 650] {
         let root = Root::new();
-        let mut child = root.command().args(["pull", "-q", &reference]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = root
+            .command()
+            .args(["pull", "-q", &reference])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
@@ -55,14 +63,31 @@ fn kill_9_at_any_point_of_a_pull_is_recovered_by_the_next_pull() {
         // The next pull completes, and leaves a store with nothing orphaned.
         let out = root.run(&["pull", &reference]);
         assert!(out.status.success(), "after a kill at {delay_ms} ms: {}", stderr(&out));
-        let snapshots: Vec<String> = list(&root.path().join("snapshots")).into_iter().filter(|n| n.starts_with("tmp-")).collect();
-        assert!(snapshots.is_empty(), "partial unpacks left after a kill at {delay_ms} ms: {snapshots:?}");
+        let snapshots: Vec<String> = list(&root.path().join("snapshots"))
+            .into_iter()
+            .filter(|n| n.starts_with("tmp-"))
+            .collect();
+        assert!(
+            snapshots.is_empty(),
+            "partial unpacks left after a kill at {delay_ms} ms: {snapshots:?}"
+        );
         let check = root.run(&["system", "check"]);
-        assert!(check.status.success(), "after a kill at {delay_ms} ms: {}", stdout(&check));
+        assert!(
+            check.status.success(),
+            "after a kill at {delay_ms} ms: {}",
+            stdout(&check)
+        );
         let listing = root.command().args(["image", "export", &reference]).output().unwrap();
         let mut archive = tar::Archive::new(&listing.stdout[..]);
-        let files = archive.entries().unwrap().filter(|e| e.as_ref().unwrap().header().entry_type().is_file()).count();
+        let files = archive
+            .entries()
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().header().entry_type().is_file())
+            .count();
         assert_eq!(files, 24, "after a kill at {delay_ms} ms the image is incomplete");
     }
-    assert!(killed_mid_way >= 6, "too few kills landed during the pull ({killed_mid_way}); the test lost its point");
+    assert!(
+        killed_mid_way >= 6,
+        "too few kills landed during the pull ({killed_mid_way}); the test lost its point"
+    );
 }

@@ -19,22 +19,37 @@ fn assert_nothing_visible(root: &Root) {
 fn invalid_reference_fails_before_any_network_call() {
     let root = Root::new();
     // Port 1 is closed: had mocker tried the network, the error would say so.
-    for bad in ["127.0.0.1:1/UPPER", "127.0.0.1:1/app:", "127.0.0.1:1/a@sha256:abc", "127.0.0.1:1/a b"] {
+    for bad in [
+        "127.0.0.1:1/UPPER",
+        "127.0.0.1:1/app:",
+        "127.0.0.1:1/a@sha256:abc",
+        "127.0.0.1:1/a b",
+    ] {
         let err = root.fails(&["pull", bad]);
         assert!(err.contains("invalid reference format"), "{bad}: {err}");
     }
     let err = root.fails(&["pull", &format!("127.0.0.1:1/a@md5:{}", "a".repeat(32))]);
-    assert!(err.contains("invalid reference format") || err.contains("unsupported digest"), "{err}");
+    assert!(
+        err.contains("invalid reference format") || err.contains("unsupported digest"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unreachable_registry_fails_quickly() {
     let root = Root::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let start = Instant::now();
     let err = root.fails(&["pull", "--connect-timeout", "3", &format!("127.0.0.1:{port}/busybox")]);
     assert!(start.elapsed() < Duration::from_secs(15));
-    assert!(err.contains(&format!("registry 127.0.0.1:{port} is unreachable")), "{err}");
+    assert!(
+        err.contains(&format!("registry 127.0.0.1:{port} is unreachable")),
+        "{err}"
+    );
     assert_nothing_visible(&root);
 }
 
@@ -64,7 +79,10 @@ fn digest_mismatch_names_both_digests() {
     let err = root.fails(&["pull", &reference]);
     assert!(err.contains("digest mismatch") && err.contains(&bad_layer), "{err}");
     let served = sha256_hex(&std::fs::read(registry_blob_file(&bad_layer)).unwrap());
-    assert!(err.contains(&served), "error should name the digest of what was served: {err}");
+    assert!(
+        err.contains(&served),
+        "error should name the digest of what was served: {err}"
+    );
     assert!(!root.blobs().contains(&hex_of(&bad_layer).to_string()));
     assert_nothing_visible(&root);
 }
@@ -93,7 +111,10 @@ fn malformed_documents_are_rejected() {
     fake.manifest("weird", "latest", oci, weird.as_bytes());
     let ambiguous = weird.replace("\"layers\"", "\"manifests\":[],\"layers\"");
     fake.manifest("ambiguous", "latest", oci, ambiguous.as_bytes());
-    let artifact = weird.replace("application/vnd.oci.image.config.v1+json", "application/vnd.cncf.helm.config.v1+json");
+    let artifact = weird.replace(
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.cncf.helm.config.v1+json",
+    );
     fake.manifest("artifact", "latest", oci, artifact.as_bytes());
 
     // A well-formed manifest whose config blob is not JSON.
@@ -104,7 +125,15 @@ fn malformed_documents_are_rejected() {
         config.len()
     );
     fake.manifest("badconfig", "latest", oci, manifest.as_bytes());
-    fake.route("/v2/locked/manifests/latest", Route { status: 401, content_type: "application/json".into(), body: b"{}".to_vec(), trickle: None });
+    fake.route(
+        "/v2/locked/manifests/latest",
+        Route {
+            status: 401,
+            content_type: "application/json".into(),
+            body: b"{}".to_vec(),
+            trickle: None,
+        },
+    );
 
     let root = Root::new();
     let cases = [
@@ -154,7 +183,10 @@ fn disk_full_is_reported_and_frees_the_partial_blob() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.lines().last().unwrap().contains("no space left on device"), "{err}");
-    assert!(common::list(&mount.join("ingest")).is_empty(), "partial blob kept on a full disk");
+    assert!(
+        common::list(&mount.join("ingest")).is_empty(),
+        "partial blob kept on a full disk"
+    );
     let images = std::process::Command::new(env!("CARGO_BIN_EXE_mocker"))
         .arg("--root")
         .arg(&mount)

@@ -17,7 +17,10 @@ fn images_table_quiet_digests_and_json() {
     let row = lines.next().unwrap();
     let inspect = json(root.ok(&["image", "inspect", &image("busybox")]).as_bytes());
     let id = inspect[0]["Id"].as_str().unwrap().to_string();
-    assert!(row.starts_with(&image("busybox")) && row.contains("latest") && row.contains(&hex_of(&id)[..12]), "{row}");
+    assert!(
+        row.starts_with(&image("busybox")) && row.contains("latest") && row.contains(&hex_of(&id)[..12]),
+        "{row}"
+    );
     assert!(row.contains("ago"), "{row}");
 
     assert_eq!(root.ok(&["images", "-q"]).trim(), &hex_of(&id)[..12]);
@@ -40,9 +43,20 @@ fn tag_and_inspect() {
     let ls = root.ok(&["images"]);
     assert!(ls.contains("myapp ") && ls.contains("other/app "), "{ls}");
     let inspect = json(root.ok(&["image", "inspect", "myapp:v1"]).as_bytes());
-    let tags: Vec<&str> = inspect[0]["RepoTags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-    assert!(tags.contains(&"myapp:v1") && tags.contains(&"other/app:latest"), "{tags:?}");
-    assert_eq!(inspect[0]["Manifest"]["layers"].as_array().unwrap().len(), registry_layers(&image("multi")).len());
+    let tags: Vec<&str> = inspect[0]["RepoTags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        tags.contains(&"myapp:v1") && tags.contains(&"other/app:latest"),
+        "{tags:?}"
+    );
+    assert_eq!(
+        inspect[0]["Manifest"]["layers"].as_array().unwrap().len(),
+        registry_layers(&image("multi")).len()
+    );
     assert_eq!(inspect[0]["ImageConfig"]["rootfs"]["type"], "layers");
     let err = root.fails(&["tag", "nothere:v1", "x:y"]);
     assert!(err.contains("no such image: nothere:v1"), "{err}");
@@ -60,7 +74,10 @@ fn rmi_collects_unshared_blobs_and_keeps_shared_ones() {
     let lb = registry_layers(&b);
     assert_eq!(la[0], lb[0], "fixtures must share their base layer");
     let manifest_a = sha256_hex(&registry_manifest(&a));
-    let config_a = json(&registry_manifest(&a))["config"]["digest"].as_str().unwrap().to_string();
+    let config_a = json(&registry_manifest(&a))["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let df = json(root.ok(&["system", "df", "--format", "json"]).as_bytes());
     assert_eq!(df["images"], 2);
     assert!(df["shared"].as_u64().unwrap() > 0, "{df}");
@@ -76,8 +93,14 @@ fn rmi_collects_unshared_blobs_and_keeps_shared_ones() {
     let blobs = root.blobs();
     assert!(!blobs.contains(&manifest_a), "manifest of a survived");
     assert!(!blobs.contains(&hex_of(&config_a).to_string()), "config of a survived");
-    assert!(!blobs.contains(&hex_of(&la[1]).to_string()), "unshared layer of a survived");
-    assert!(blobs.contains(&hex_of(&lb[0]).to_string()), "shared base layer was deleted");
+    assert!(
+        !blobs.contains(&hex_of(&la[1]).to_string()),
+        "unshared layer of a survived"
+    );
+    assert!(
+        blobs.contains(&hex_of(&lb[0]).to_string()),
+        "shared base layer was deleted"
+    );
     assert!(blobs.contains(&hex_of(&lb[1]).to_string()), "layer of b was deleted");
     root.assert_healthy();
     // b is still whole: a re-pull transfers nothing.
@@ -112,7 +135,11 @@ fn system_df_counts_dedup() {
     let on_disk: u64 = root
         .blobs()
         .iter()
-        .map(|b| std::fs::metadata(root.path().join("blobs/sha256").join(b)).unwrap().len())
+        .map(|b| {
+            std::fs::metadata(root.path().join("blobs/sha256").join(b))
+                .unwrap()
+                .len()
+        })
         .sum();
     assert_eq!(two["size"].as_u64().unwrap(), on_disk);
     assert!(two["size_without_dedup"].as_u64().unwrap() > two["size"].as_u64().unwrap());
@@ -128,7 +155,12 @@ fn digest_reference_of_a_tagged_image_is_not_listed_twice_and_one_repo_untags_to
     let digest = format!("sha256:{}", sha256_hex(&registry_manifest(&reference)));
     root.ok(&["pull", "-q", &reference]);
     root.ok(&["pull", "-q", &format!("{reference}@{digest}")]);
-    assert_eq!(root.ok(&["images", "-q"]).lines().count(), 1, "{}", root.ok(&["images"]));
+    assert_eq!(
+        root.ok(&["images", "-q"]).lines().count(),
+        1,
+        "{}",
+        root.ok(&["images"])
+    );
     // Several tags in one repository: removing by ID needs no -f, as in docker.
     root.ok(&["tag", &reference, &format!("{reference}:v2")]);
     let id = root.ok(&["images", "-q"]).lines().next().unwrap().to_string();
@@ -158,7 +190,10 @@ fn prune_removes_untagged_images_and_orphans_but_never_a_snapshot_in_use() {
     assert!(!root.blobs().contains(&sha256_hex(stray)), "stray blob survived prune");
     root.assert_healthy();
     let ls = root.ok(&["images"]);
-    assert!(ls.contains("/busybox") && ls.contains("b "), "prune without -a removed a tagged image: {ls}");
+    assert!(
+        ls.contains("/busybox") && ls.contains("b "),
+        "prune without -a removed a tagged image: {ls}"
+    );
 
     // A mounted root filesystem keeps its layers, even when its image goes.
     let mocker = mocker::Mocker::open(root.path()).unwrap();
@@ -166,12 +201,24 @@ fn prune_removes_untagged_images_and_orphans_but_never_a_snapshot_in_use() {
     let out = root.ok(&["system", "prune", "-a", "-f"]);
     assert!(out.contains("deleted: sha256:"), "{out}");
     assert!(root.ok(&["images", "-q"]).trim().is_empty());
-    assert!(rootfs.path().join("bin/busybox").is_file(), "a snapshot in use was removed");
-    let in_use = list(&root.path().join("snapshots")).into_iter().filter(|n| n.parse::<u64>().is_ok()).count();
-    assert!(in_use >= 2, "the image's layer and the writable layer must remain: {in_use}");
+    assert!(
+        rootfs.path().join("bin/busybox").is_file(),
+        "a snapshot in use was removed"
+    );
+    let in_use = list(&root.path().join("snapshots"))
+        .into_iter()
+        .filter(|n| n.parse::<u64>().is_ok())
+        .count();
+    assert!(
+        in_use >= 2,
+        "the image's layer and the writable layer must remain: {in_use}"
+    );
     drop(rootfs);
     root.ok(&["system", "prune", "-a", "-f"]);
-    let left = list(&root.path().join("snapshots")).into_iter().filter(|n| n.parse::<u64>().is_ok()).count();
+    let left = list(&root.path().join("snapshots"))
+        .into_iter()
+        .filter(|n| n.parse::<u64>().is_ok())
+        .count();
     assert_eq!(left, 0);
     assert!(root.blobs().is_empty());
 }

@@ -85,7 +85,13 @@ impl RawTar {
     fn gnu_long_name(&mut self, name: &str) -> &mut Self {
         let mut body = name.as_bytes().to_vec();
         body.push(0);
-        self.header(b"././@LongLink", tar::EntryType::GNULongName, b"", body.len() as u64, 0o644);
+        self.header(
+            b"././@LongLink",
+            tar::EntryType::GNULongName,
+            b"",
+            body.len() as u64,
+            0o644,
+        );
         self.data(&body);
         self
     }
@@ -106,7 +112,11 @@ impl Sentinel {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("secret"), b"keep me").unwrap();
-        std::fs::set_permissions(dir.path().join("secret"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("secret"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         Sentinel { dir }
     }
@@ -125,8 +135,20 @@ impl Sentinel {
         let mut stack = vec![self.path().to_path_buf()];
         while let Some(p) = stack.pop() {
             let md = std::fs::symlink_metadata(&p).unwrap();
-            let xattrs = std::process::Command::new("getfattr").args(["-h", "-d", "-m", "-"]).arg(&p).output().unwrap().stdout;
-            out.push(format!("{} {:o} {} {} {}", p.display(), md.mode(), md.nlink(), md.mtime(), String::from_utf8_lossy(&xattrs)));
+            let xattrs = std::process::Command::new("getfattr")
+                .args(["-h", "-d", "-m", "-"])
+                .arg(&p)
+                .output()
+                .unwrap()
+                .stdout;
+            out.push(format!(
+                "{} {:o} {} {} {}",
+                p.display(),
+                md.mode(),
+                md.nlink(),
+                md.mtime(),
+                String::from_utf8_lossy(&xattrs)
+            ));
             if md.is_dir() {
                 for e in std::fs::read_dir(&p).unwrap() {
                     stack.push(e.unwrap().path());
@@ -154,9 +176,24 @@ fn unpack_beside(sentinel: &Sentinel, tar: &RawTar) -> Outcome {
     std::fs::create_dir(&target).unwrap();
     let bytes = tar.bytes();
     let diff_id = Digest::parse(&format!("sha256:{}", sha256_hex(&bytes))).unwrap();
-    let result = unpack_layer(Cursor::new(bytes), Compression::None, &target, &diff_id, Limits::default(), "sha256:test-layer");
-    assert_eq!(sentinel.fingerprint(), before, "the sentinel outside the snapshot changed");
-    Outcome { result, target, _dir: dir }
+    let result = unpack_layer(
+        Cursor::new(bytes),
+        Compression::None,
+        &target,
+        &diff_id,
+        Limits::default(),
+        "sha256:test-layer",
+    );
+    assert_eq!(
+        sentinel.fingerprint(),
+        before,
+        "the sentinel outside the snapshot changed"
+    );
+    Outcome {
+        result,
+        target,
+        _dir: dir,
+    }
 }
 
 fn assert_refused(outcome: &Outcome, entry: &str) {
@@ -164,7 +201,10 @@ fn assert_refused(outcome: &Outcome, entry: &str) {
         Ok(_) => panic!("entry {entry:?} was accepted"),
         Err(e) => e.to_string(),
     };
-    assert!(err.contains("sha256:test-layer"), "error does not name the layer: {err}");
+    assert!(
+        err.contains("sha256:test-layer"),
+        "error does not name the layer: {err}"
+    );
     assert!(err.contains(entry), "error does not name the entry {entry:?}: {err}");
 }
 
@@ -176,9 +216,19 @@ fn dotdot_entries_are_refused() {
     let deep = format!("../../../../../../../../{}/pwned", s.rel());
     let out = unpack_beside(&s, RawTar::default().file(&deep, b"x"));
     assert_refused(&out, "pwned");
-    let out = unpack_beside(&s, RawTar::default().pax(tar::EntryType::XHeader, &[("path", b"../../pax-escape")]).file("innocent", b"x"));
+    let out = unpack_beside(
+        &s,
+        RawTar::default()
+            .pax(tar::EntryType::XHeader, &[("path", b"../../pax-escape")])
+            .file("innocent", b"x"),
+    );
     assert_refused(&out, "pax-escape");
-    let out = unpack_beside(&s, RawTar::default().gnu_long_name(&format!("{}/../../../long-escape", "d".repeat(120))).file("short", b"x"));
+    let out = unpack_beside(
+        &s,
+        RawTar::default()
+            .gnu_long_name(&format!("{}/../../../long-escape", "d".repeat(120)))
+            .file("short", b"x"),
+    );
     assert_refused(&out, "long-escape");
 }
 
@@ -195,18 +245,32 @@ fn absolute_paths_stay_inside_the_snapshot() {
 fn symlinks_cannot_redirect_later_entries_outside() {
     let s = Sentinel::new();
     // Absolute symlink to the sentinel, then a file "through" it.
-    let out = unpack_beside(&s, RawTar::default().symlink("link", &s.path().display().to_string()).file("link/pwned", b"x"));
+    let out = unpack_beside(
+        &s,
+        RawTar::default()
+            .symlink("link", &s.path().display().to_string())
+            .file("link/pwned", b"x"),
+    );
     if out.result.is_ok() {
         assert!(out.target.join(s.rel()).join("pwned").is_file());
     }
     // Relative symlink climbing out, then a file through it: lands at the root.
-    let out = unpack_beside(&s, RawTar::default().symlink("up", "../../../../../../..").file("up/pwned", b"x"));
+    let out = unpack_beside(
+        &s,
+        RawTar::default()
+            .symlink("up", "../../../../../../..")
+            .file("up/pwned", b"x"),
+    );
     out.result.as_ref().unwrap();
     assert!(out.target.join("pwned").is_file());
     // A symlink placed in a directory, then a directory entry through it.
     let out = unpack_beside(
         &s,
-        RawTar::default().dir("x").symlink("x/y", &s.path().display().to_string()).dir("x/y/sub2").file("x/y/sub2/f", b"x"),
+        RawTar::default()
+            .dir("x")
+            .symlink("x/y", &s.path().display().to_string())
+            .dir("x/y/sub2")
+            .file("x/y/sub2/f", b"x"),
     );
     let _ = out.result;
 }
@@ -214,14 +278,28 @@ fn symlinks_cannot_redirect_later_entries_outside() {
 #[test]
 fn hardlinks_cannot_reach_outside() {
     let s = Sentinel::new();
-    let out = unpack_beside(&s, RawTar::default().hardlink("hl", &format!("../../../../../../{}/secret", s.rel())));
+    let out = unpack_beside(
+        &s,
+        RawTar::default().hardlink("hl", &format!("../../../../../../{}/secret", s.rel())),
+    );
     assert_refused(&out, "hl");
-    let out = unpack_beside(&s, RawTar::default().hardlink("hl2", &format!("{}/secret", s.path().display())));
+    let out = unpack_beside(
+        &s,
+        RawTar::default().hardlink("hl2", &format!("{}/secret", s.path().display())),
+    );
     assert_refused(&out, "hl2");
     // Through a symlink: the link is to the symlink itself, never its target.
-    let out = unpack_beside(&s, RawTar::default().symlink("sl", &format!("{}/secret", s.path().display())).hardlink("hl3", "sl"));
+    let out = unpack_beside(
+        &s,
+        RawTar::default()
+            .symlink("sl", &format!("{}/secret", s.path().display()))
+            .hardlink("hl3", "sl"),
+    );
     out.result.as_ref().unwrap();
-    assert!(std::fs::symlink_metadata(out.target.join("hl3")).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(out.target.join("hl3"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 #[test]
@@ -235,10 +313,25 @@ fn whiteouts_and_opaque_markers_cannot_act_outside() {
     let out = unpack_beside(&s, RawTar::default().file("../.wh.secret", b""));
     assert_refused(&out, ".wh.secret");
     // A layer cannot forge overlayfs' own markers through PAX xattrs.
-    let out = unpack_beside(&s, RawTar::default().pax(tar::EntryType::XHeader, &[("SCHILY.xattr.trusted.overlay.opaque", b"y")]).dir("forged"));
+    let out = unpack_beside(
+        &s,
+        RawTar::default()
+            .pax(
+                tar::EntryType::XHeader,
+                &[("SCHILY.xattr.trusted.overlay.opaque", b"y")],
+            )
+            .dir("forged"),
+    );
     out.result.as_ref().unwrap();
-    let x = std::process::Command::new("getfattr").args(["-d", "-m", "-"]).arg(out.target.join("forged")).output().unwrap();
-    assert!(!String::from_utf8_lossy(&x.stdout).contains("overlay"), "forged overlay xattr applied");
+    let x = std::process::Command::new("getfattr")
+        .args(["-d", "-m", "-"])
+        .arg(out.target.join("forged"))
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&x.stdout).contains("overlay"),
+        "forged overlay xattr applied"
+    );
 }
 
 #[test]
@@ -250,7 +343,10 @@ fn metadata_changes_never_follow_symlinks() {
     out.result.as_ref().unwrap();
     let md = std::fs::symlink_metadata(out.target.join("c")).unwrap();
     assert!(md.is_file() && md.mode() & 0o7777 == 0o4777);
-    let out = unpack_beside(&s, RawTar::default().symlink("e", &s.path().display().to_string()).dir("e"));
+    let out = unpack_beside(
+        &s,
+        RawTar::default().symlink("e", &s.path().display().to_string()).dir("e"),
+    );
     out.result.as_ref().unwrap();
 }
 
@@ -262,12 +358,19 @@ fn spec_rules_where_umoci_departs() {
         &s,
         RawTar::default()
             // A PAX global header sets defaults for later entries (umoci fails on it).
-            .pax(tar::EntryType::XGlobalHeader, &[("comment", b"made by git archive"), ("SCHILY.xattr.user.global", b"g")])
+            .pax(
+                tar::EntryType::XGlobalHeader,
+                &[("comment", b"made by git archive"), ("SCHILY.xattr.user.global", b"g")],
+            )
             .pax(tar::EntryType::XHeader, &[("SCHILY.xattr.user.empty", b"")])
             .file("f", b"x"),
     );
     out.result.as_ref().unwrap();
-    let x = std::process::Command::new("getfattr").args(["-d", "-m", "-"]).arg(out.target.join("f")).output().unwrap();
+    let x = std::process::Command::new("getfattr")
+        .args(["-d", "-m", "-"])
+        .arg(out.target.join("f"))
+        .output()
+        .unwrap();
     let x = String::from_utf8_lossy(&x.stdout);
     assert!(x.contains("user.empty=\"\"") || x.contains("user.empty\n"), "{x}");
     assert!(x.contains("user.global=\"g\""), "{x}");
@@ -287,7 +390,7 @@ fn sparse_files_huge_owners_and_aufs_metadata() {
     h.set_mtime(1_700_000_000);
     let gnu = h.as_gnu_mut().unwrap();
     gnu.realsize.copy_from_slice(b"77777777777\0"); // 8 GiB of holes
-    // One empty chunk at the very end: everything before it is a hole.
+                                                    // One empty chunk at the very end: everything before it is a hole.
     gnu.sparse[0].offset.copy_from_slice(b"77777777777\0");
     gnu.sparse[0].numbytes.copy_from_slice(b"00000000000\0");
     h.set_cksum();
@@ -295,7 +398,12 @@ fn sparse_files_huge_owners_and_aufs_metadata() {
     let out = unpack_beside(&s, &sparse);
     assert_refused(&out, "holes");
     // An owner past u32 would be truncated (2^32 becomes root): refused.
-    let out = unpack_beside(&s, RawTar::default().pax(tar::EntryType::XHeader, &[("uid", b"4294967296")]).file("owned", b"x"));
+    let out = unpack_beside(
+        &s,
+        RawTar::default()
+            .pax(tar::EntryType::XHeader, &[("uid", b"4294967296")])
+            .file("owned", b"x"),
+    );
     assert_refused(&out, "owned");
     // AUFS bookkeeping is not a whiteout of a file named "wh.plnk".
     let out = unpack_beside(&s, RawTar::default().dir(".wh..wh.plnk").file("kept", b"x"));

@@ -19,9 +19,15 @@ fn pull_stores_verified_blobs_and_prints_the_registry_digest() {
     assert!(stdout.contains("Status: Downloaded newer image for"), "{stdout}");
     assert_eq!(stdout.lines().last(), Some(reference.as_str()));
     for layer in registry_layers(&reference) {
-        assert!(root.blobs().contains(&hex_of(&layer).to_string()), "layer {layer} not stored");
+        assert!(
+            root.blobs().contains(&hex_of(&layer).to_string()),
+            "layer {layer} not stored"
+        );
     }
-    assert!(root.blobs().contains(&hex_of(&expected).to_string()), "manifest not stored");
+    assert!(
+        root.blobs().contains(&hex_of(&expected).to_string()),
+        "manifest not stored"
+    );
     root.assert_blobs_verified();
     assert!(root.ingest().is_empty(), "ingest left behind: {:?}", root.ingest());
     root.assert_healthy();
@@ -34,7 +40,9 @@ fn repull_downloads_nothing() {
     root.ok(&["pull", &reference]);
     let inode = |name: &str| {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(root.path().join("blobs/sha256").join(name)).unwrap().ino()
+        std::fs::metadata(root.path().join("blobs/sha256").join(name))
+            .unwrap()
+            .ino()
     };
     let before: Vec<(String, u64)> = root.blobs().iter().map(|b| (b.clone(), inode(b))).collect();
     let out = root.run(&["pull", &reference]);
@@ -43,7 +51,11 @@ fn repull_downloads_nothing() {
     let layers = registry_layers(&reference);
     assert_eq!(err.matches("Already exists").count(), layers.len(), "{err}");
     assert!(!err.contains("Download complete"), "{err}");
-    assert!(stdout(&out).contains("Status: Image is up to date for"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("Status: Image is up to date for"),
+        "{}",
+        stdout(&out)
+    );
     let after: Vec<(String, u64)> = root.blobs().iter().map(|b| (b.clone(), inode(b))).collect();
     assert_eq!(before, after, "blobs were rewritten");
 }
@@ -68,7 +80,10 @@ fn pulls_docker_schema2_zstd_and_uncompressed_images() {
     ] {
         let reference = image(name);
         let manifest = json(&registry_manifest(&reference));
-        assert_eq!(manifest["layers"][0]["mediaType"], layer_type, "fixture {name} has the wrong layer type");
+        assert_eq!(
+            manifest["layers"][0]["mediaType"], layer_type,
+            "fixture {name} has the wrong layer type"
+        );
         root.ok(&["pull", "-q", &reference]);
         let inspect = json(root.ok(&["image", "inspect", &reference]).as_bytes());
         assert_eq!(inspect[0]["Manifest"]["layers"][0]["mediaType"], layer_type);
@@ -178,7 +193,10 @@ fn interrupted_download_resumes_with_a_range_request() {
     let out = root.run(&["pull", &reference]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains(&format!("{}: Resuming download at byte {half}", &hex_of(biggest)[..12])), "{err}");
+    assert!(
+        err.contains(&format!("{}: Resuming download at byte {half}", &hex_of(biggest)[..12])),
+        "{err}"
+    );
     root.assert_blobs_verified();
     assert!(root.ingest().is_empty());
 }
@@ -202,7 +220,9 @@ fn a_resumed_download_with_bad_partial_bytes_is_fetched_again_whole() {
 #[test]
 fn ctrl_c_during_a_pull_leaves_nothing_visible_and_the_next_pull_completes() {
     let fake = FakeRegistry::start();
-    let layer: Vec<u8> = (0..4_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let layer: Vec<u8> = (0..4_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let layer_digest = fake.image("slow", "latest", &layer, Some(Duration::from_millis(40)));
     let root = Root::new();
     let reference = format!("{}/slow:latest", fake.addr);
@@ -219,10 +239,18 @@ fn ctrl_c_during_a_pull_leaves_nothing_visible_and_the_next_pull_completes() {
         assert!(start.elapsed() < Duration::from_secs(20), "download never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    assert!(stderr(&out).lines().last().unwrap().contains("interrupted"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).lines().last().unwrap().contains("interrupted"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!root.blobs().contains(&hex_of(&layer_digest).to_string()));
     assert!(root.ok(&["images", "-q"]).trim().is_empty());
 

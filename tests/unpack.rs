@@ -30,9 +30,17 @@ fn listing(root: &Path) -> BTreeMap<String, String> {
             } else if ft.is_symlink() {
                 format!("symlink -> {}", std::fs::read_link(&path).unwrap().display())
             } else if ft.is_file() {
-                let group = inodes.entry((md.dev(), md.ino())).or_insert_with(|| rel.clone()).clone();
+                let group = inodes
+                    .entry((md.dev(), md.ino()))
+                    .or_insert_with(|| rel.clone())
+                    .clone();
                 let hash = sha256_hex(&std::fs::read(&path).unwrap());
-                format!("file size={} sha256={} nlink={} first={group}", md.len(), &hash[..16], md.nlink())
+                format!(
+                    "file size={} sha256={} nlink={} first={group}",
+                    md.len(),
+                    &hash[..16],
+                    md.nlink()
+                )
             } else if ft.is_char_device() {
                 format!("char {}", md.rdev())
             } else if ft.is_block_device() {
@@ -46,7 +54,14 @@ fn listing(root: &Path) -> BTreeMap<String, String> {
             let common = if ft.is_symlink() {
                 format!("uid={} gid={}", md.uid(), md.gid())
             } else {
-                format!("mode={:o} uid={} gid={} mtime={}.{:09}", md.mode() & 0o7777, md.uid(), md.gid(), md.mtime(), md.mtime_nsec())
+                format!(
+                    "mode={:o} uid={} gid={} mtime={}.{:09}",
+                    md.mode() & 0o7777,
+                    md.uid(),
+                    md.gid(),
+                    md.mtime(),
+                    md.mtime_nsec()
+                )
             };
             let x = xattrs.get(&rel).cloned().unwrap_or_default();
             out.insert(rel, format!("{kind} {common} {x}").trim().to_string());
@@ -67,7 +82,10 @@ fn xattrs_of(root: &Path) -> BTreeMap<String, String> {
     let mut current = String::new();
     for line in text.lines() {
         if let Some(file) = line.strip_prefix("# file: ") {
-            current = Path::new(file).strip_prefix(root).map(|p| p.display().to_string()).unwrap_or_default();
+            current = Path::new(file)
+                .strip_prefix(root)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
         } else if !line.is_empty() && !current.is_empty() {
             let entry = map.entry(current.clone()).or_default();
             entry.push_str(line);
@@ -98,7 +116,12 @@ fn assert_same_tree(ours: &Path, theirs: &Path, what: &str) {
             diffs.push(format!("{key}\n  mocker: {:?}\n  umoci:  {:?}", a.get(key), b.get(key)));
         }
     }
-    assert!(diffs.is_empty(), "{what}: {} entries differ from umoci:\n{}", diffs.len(), diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "{what}: {} entries differ from umoci:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
     assert!(a.len() > 10, "{what}: suspiciously small tree");
 }
 
@@ -145,9 +168,14 @@ fn images_with_60_and_200_layers_mount() {
         let top = std::fs::read_to_string(rootfs.path().join("layers/top")).unwrap();
         assert_eq!(top, format!("top {}\n", count - 1), "the topmost layer wins");
         // Absolute lower paths would not fit in the one page of mount data.
-        let absolute: usize = (0..count).map(|_| root.path().join("snapshots/000/fs:").as_os_str().len()).sum();
+        let absolute: usize = (0..count)
+            .map(|_| root.path().join("snapshots/000/fs:").as_os_str().len())
+            .sum();
         if count == 200 {
-            assert!(absolute > 4096, "the 200-layer case must exceed the absolute-path limit ({absolute})");
+            assert!(
+                absolute > 4096,
+                "the 200-layer case must exceed the absolute-path limit ({absolute})"
+            );
         }
         drop(rootfs);
         let theirs = umoci_rootfs(&format!("layers-{count}"));
@@ -169,13 +197,23 @@ fn shared_base_is_unpacked_once_and_survives_rmi() {
     let before = export_listing(&root, &b);
     assert!(before.len() > 10, "{before:?}");
     root.ok(&["rmi", &a]);
-    assert_eq!(numbered(&root).len(), 2, "a's own snapshot should be gone, base and b's kept");
-    assert!(export_listing(&root, &b) == before, "b's export changed when a was removed");
+    assert_eq!(
+        numbered(&root).len(),
+        2,
+        "a's own snapshot should be gone, base and b's kept"
+    );
+    assert!(
+        export_listing(&root, &b) == before,
+        "b's export changed when a was removed"
+    );
     root.assert_healthy();
 }
 
 fn numbered(root: &Root) -> Vec<String> {
-    list(&root.path().join("snapshots")).into_iter().filter(|n| n.parse::<u64>().is_ok()).collect()
+    list(&root.path().join("snapshots"))
+        .into_iter()
+        .filter(|n| n.parse::<u64>().is_ok())
+        .collect()
 }
 
 /// `image export` as (path, type, mode, owner, mtime, size, content hash)

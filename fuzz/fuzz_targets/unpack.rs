@@ -14,7 +14,9 @@ fn fingerprint(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(p) = stack.pop() {
-        let Ok(md) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         out.push(format!("{} {:?} {}", p.display(), md.permissions(), md.len()));
         if md.is_dir() {
             for entry in std::fs::read_dir(&p).into_iter().flatten().flatten() {
@@ -33,10 +35,18 @@ fuzz_target!(|data: &[u8]| {
     std::fs::create_dir(&target).expect("mkdir");
     std::fs::create_dir(&sentinel).expect("mkdir");
     std::fs::write(sentinel.join("secret"), b"x").expect("write");
-    let before = (fingerprint(&sentinel), std::fs::read_dir(scratch.path()).expect("ls").count());
+    let before = (
+        fingerprint(&sentinel),
+        std::fs::read_dir(scratch.path()).expect("ls").count(),
+    );
     let diff_id = Digest::of_bytes(data);
-    let limits = Limits { max_unpacked_bytes: 64 << 20 };
+    let limits = Limits {
+        max_unpacked_bytes: 64 << 20,
+    };
     let _ = unpack_layer(data, Compression::None, &target, &diff_id, limits, "fuzz");
-    let after = (fingerprint(&sentinel), std::fs::read_dir(scratch.path()).expect("ls").count());
+    let after = (
+        fingerprint(&sentinel),
+        std::fs::read_dir(scratch.path()).expect("ls").count(),
+    );
     assert_eq!(before, after, "the unpacker changed something outside the snapshot");
 });

@@ -18,14 +18,25 @@ use mocker::registry::RegistryOptions;
 use mocker::Mocker;
 
 #[derive(Parser)]
-#[command(name = "mocker", version, about = "A small, daemonless container engine", propagate_version = true)]
+#[command(
+    name = "mocker",
+    version,
+    about = "A small, daemonless container engine",
+    propagate_version = true
+)]
 struct Cli {
     /// Storage root for images, blobs and the index
     #[arg(long, global = true, env = "MOCKER_ROOT", default_value = mocker::DEFAULT_ROOT, value_name = "DIR")]
     root: PathBuf,
 
     /// Registry (host[:port]) to reach over plain HTTP; loopback always is
-    #[arg(long = "insecure-registry", global = true, env = "MOCKER_INSECURE_REGISTRIES", value_delimiter = ',', value_name = "HOST")]
+    #[arg(
+        long = "insecure-registry",
+        global = true,
+        env = "MOCKER_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
     insecure_registries: Vec<String>,
 
     #[command(subcommand)]
@@ -375,7 +386,10 @@ fn registry_for(server: Option<&str>) -> &str {
 }
 
 fn login(cli: &Cli, args: &LoginArgs) -> Result<i32> {
-    let server = registry_for(args.server.as_deref()).trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
+    let server = registry_for(args.server.as_deref())
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
     let Some(username) = args.username.clone() else {
         bail!("a username is required: use --username");
     };
@@ -384,12 +398,17 @@ fn login(cli: &Cli, args: &LoginArgs) -> Result<i32> {
         (Some(p), false) => p.clone(),
         (None, true) => {
             let mut p = String::new();
-            std::io::stdin().read_to_string(&mut p).context("reading the password from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut p)
+                .context("reading the password from stdin")?;
             p.trim_end_matches(['\n', '\r']).to_string()
         }
         (None, false) => bail!("a password is required: use --password-stdin"),
     };
-    let opts = RegistryOptions { insecure_registries: cli.insecure_registries.clone(), ..Default::default() };
+    let opts = RegistryOptions {
+        insecure_registries: cli.insecure_registries.clone(),
+        ..Default::default()
+    };
     let path = runtime()?.block_on(mocker::auth::login(server, &username, &password, &opts))?;
     eprintln!("Credentials stored in {}", path.display());
     println!("Login Succeeded");

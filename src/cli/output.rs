@@ -46,7 +46,11 @@ fn created_since(created: Option<&str>) -> String {
 fn created_at(created: Option<&str>) -> String {
     created
         .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-        .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S %z UTC").to_string())
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M:%S %z UTC")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -123,7 +127,7 @@ pub fn df(mocker: &Mocker, format: &str) -> Result<i32> {
         println!("{}", serde_json::to_string(&usage)?);
         return Ok(0);
     }
-    let percent = |part: u64, whole: u64| if whole == 0 { 0 } else { part * 100 / whole };
+    let percent = |part: u64, whole: u64| (part * 100).checked_div(whole).unwrap_or(0);
     let total = usage.size + usage.unpacked;
     print_table(
         &["TYPE", "TOTAL", "ACTIVE", "SIZE", "SHARED", "RECLAIMABLE"],
@@ -133,7 +137,11 @@ pub fn df(mocker: &Mocker, format: &str) -> Result<i32> {
             usage.active.to_string(),
             human_size(total),
             human_size(usage.shared),
-            format!("{} ({}%)", human_size(usage.reclaimable), percent(usage.reclaimable, total)),
+            format!(
+                "{} ({}%)",
+                human_size(usage.reclaimable),
+                percent(usage.reclaimable, total)
+            ),
         ]],
     );
     println!(
@@ -143,7 +151,10 @@ pub fn df(mocker: &Mocker, format: &str) -> Result<i32> {
     );
     let saved = (usage.size_without_dedup - usage.size) + (usage.unpacked_without_dedup.saturating_sub(usage.unpacked));
     if saved > 0 {
-        println!("Deduplication saves {} (blobs and unpacked layers shared between images).", human_size(saved));
+        println!(
+            "Deduplication saves {} (blobs and unpacked layers shared between images).",
+            human_size(saved)
+        );
     }
     Ok(0)
 }
@@ -160,7 +171,10 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<i32> {
         println!("lost: {l}");
     }
     if report.partial_downloads > 0 {
-        println!("note: {} partial download(s) kept for resuming", report.partial_downloads);
+        println!(
+            "note: {} partial download(s) kept for resuming",
+            report.partial_downloads
+        );
     }
     println!(
         "checked {} blobs and {} images: {}",
@@ -169,7 +183,10 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<i32> {
         match (report.healthy(), repair) {
             (true, _) => "no problems found".to_string(),
             (false, true) => format!("{} problem(s) found and repaired", report.problems.len()),
-            (false, false) => format!("{} problem(s) found; run `mocker system check --repair`", report.problems.len()),
+            (false, false) => format!(
+                "{} problem(s) found; run `mocker system check --repair`",
+                report.problems.len()
+            ),
         }
     );
     Ok(if report.healthy() || repair { 0 } else { 1 })

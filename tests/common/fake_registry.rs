@@ -19,7 +19,12 @@ pub struct Route {
 
 impl Route {
     pub fn ok(content_type: &str, body: impl Into<Vec<u8>>) -> Self {
-        Route { status: 200, content_type: content_type.into(), body: body.into(), trickle: None }
+        Route {
+            status: 200,
+            content_type: content_type.into(),
+            body: body.into(),
+            trickle: None,
+        }
     }
 }
 
@@ -59,12 +64,18 @@ impl FakeRegistry {
     }
 
     pub fn manifest(&self, repo: &str, tag: &str, media_type: &str, body: &[u8]) {
-        self.route(&format!("/v2/{repo}/manifests/{tag}"), Route::ok(media_type, body.to_vec()));
+        self.route(
+            &format!("/v2/{repo}/manifests/{tag}"),
+            Route::ok(media_type, body.to_vec()),
+        );
     }
 
     pub fn blob(&self, repo: &str, body: &[u8]) -> String {
         let digest = format!("sha256:{}", super::sha256_hex(body));
-        self.route(&format!("/v2/{repo}/blobs/{digest}"), Route::ok("application/octet-stream", body.to_vec()));
+        self.route(
+            &format!("/v2/{repo}/blobs/{digest}"),
+            Route::ok("application/octet-stream", body.to_vec()),
+        );
         digest
     }
 
@@ -78,17 +89,44 @@ impl FakeRegistry {
     /// A single-layer image whose layer is exactly `layer` (diff_id = its digest).
     pub fn image_with_layer(&self, repo: &str, tag: &str, layer: &[u8], trickle: Option<Duration>) -> String {
         let diff_id = format!("sha256:{}", super::sha256_hex(layer));
-        self.image_with_layer_as(repo, tag, layer, &diff_id, "application/vnd.oci.image.layer.v1.tar", trickle)
+        self.image_with_layer_as(
+            repo,
+            tag,
+            layer,
+            &diff_id,
+            "application/vnd.oci.image.layer.v1.tar",
+            trickle,
+        )
     }
 
     /// A single-layer image with the given layer bytes, declared diff_id and media type.
-    pub fn image_with_layer_as(&self, repo: &str, tag: &str, layer: &[u8], diff_id: &str, media_type: &str, trickle: Option<Duration>) -> String {
-        self.image_layers(repo, tag, &[(layer.to_vec(), diff_id.to_string(), media_type.to_string())], trickle).remove(0)
+    pub fn image_with_layer_as(
+        &self,
+        repo: &str,
+        tag: &str,
+        layer: &[u8],
+        diff_id: &str,
+        media_type: &str,
+        trickle: Option<Duration>,
+    ) -> String {
+        self.image_layers(
+            repo,
+            tag,
+            &[(layer.to_vec(), diff_id.to_string(), media_type.to_string())],
+            trickle,
+        )
+        .remove(0)
     }
 
     /// An image of several layers: (bytes, diff_id, media type) each.
     /// Returns the layer digests.
-    pub fn image_layers(&self, repo: &str, tag: &str, layers: &[(Vec<u8>, String, String)], trickle: Option<Duration>) -> Vec<String> {
+    pub fn image_layers(
+        &self,
+        repo: &str,
+        tag: &str,
+        layers: &[(Vec<u8>, String, String)],
+        trickle: Option<Duration>,
+    ) -> Vec<String> {
         let mut digests = Vec::new();
         let mut descriptors = Vec::new();
         for (layer, _, media_type) in layers {
@@ -98,7 +136,10 @@ impl FakeRegistry {
                 route.trickle = trickle;
                 self.route(&format!("/v2/{repo}/blobs/{digest}"), route);
             }
-            descriptors.push(format!(r#"{{"mediaType":"{media_type}","digest":"{digest}","size":{}}}"#, layer.len()));
+            descriptors.push(format!(
+                r#"{{"mediaType":"{media_type}","digest":"{digest}","size":{}}}"#,
+                layer.len()
+            ));
             digests.push(digest);
         }
         let diff_ids: Vec<String> = layers.iter().map(|(_, d, _)| format!("\"{d}\"")).collect();
@@ -114,12 +155,22 @@ impl FakeRegistry {
             config.len(),
             descriptors.join(",")
         );
-        self.manifest(repo, tag, "application/vnd.oci.image.manifest.v1+json", manifest.as_bytes());
+        self.manifest(
+            repo,
+            tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest.as_bytes(),
+        );
         digests
     }
 }
 
-fn serve(conn: TcpStream, routes: &Mutex<HashMap<String, Route>>, token: &Mutex<Option<String>>, realm: &str) -> std::io::Result<()> {
+fn serve(
+    conn: TcpStream,
+    routes: &Mutex<HashMap<String, Route>>,
+    token: &Mutex<Option<String>>,
+    realm: &str,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -135,7 +186,14 @@ fn serve(conn: TcpStream, routes: &Mutex<HashMap<String, Route>>, token: &Mutex<
             authorization = line["authorization:".len()..].trim().to_string();
         }
         if let Some(v) = lower.strip_prefix("range: bytes=") {
-            range_start = v.trim().trim_end_matches('-').split('-').next().unwrap_or("0").parse().unwrap_or(0);
+            range_start = v
+                .trim()
+                .trim_end_matches('-')
+                .split('-')
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
         }
     }
     let mut parts = request_line.split_whitespace();
@@ -146,7 +204,11 @@ fn serve(conn: TcpStream, routes: &Mutex<HashMap<String, Route>>, token: &Mutex<
     if let Some(required) = required {
         if path == "/token" {
             let body = format!(r#"{{"token":"{required}","access_token":"{required}","expires_in":300}}"#);
-            write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
             return out.write_all(body.as_bytes());
         }
         if authorization != format!("Bearer {required}") {

@@ -15,9 +15,8 @@ use sha2::{Digest as _, Sha256};
 
 /// `host:port` of the real registry; the suite fails loudly without it.
 pub fn registry() -> String {
-    std::env::var("MOCKER_TEST_REGISTRY").expect(
-        "MOCKER_TEST_REGISTRY is not set: run the suite with scripts/test.sh, which starts the test registry",
-    )
+    std::env::var("MOCKER_TEST_REGISTRY")
+        .expect("MOCKER_TEST_REGISTRY is not set: run the suite with scripts/test.sh, which starts the test registry")
 }
 
 pub fn env(name: &str) -> String {
@@ -76,7 +75,10 @@ impl Root {
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!out.status.success(), "mocker {args:?} unexpectedly succeeded: {stderr}");
+        assert!(
+            !out.status.success(),
+            "mocker {args:?} unexpectedly succeeded: {stderr}"
+        );
         let last = stderr.lines().last().unwrap_or("").to_string();
         assert!(last.starts_with("Error: "), "no one-line error from {args:?}: {stderr}");
         last
@@ -106,7 +108,9 @@ impl Root {
 
 pub fn list(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned()).collect(),
+        Ok(rd) => rd
+            .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+            .collect(),
         Err(_) => Vec::new(),
     };
     names.sort();
@@ -120,10 +124,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The raw manifest (or index) the registry serves, fetched by skopeo.
 pub fn registry_manifest(reference: &str) -> Vec<u8> {
     let out = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ])
         .output()
         .expect("running skopeo");
-    assert!(out.status.success(), "skopeo inspect {reference}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
