@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job end to end on a fresh machine: install the tools, start a
 # loopback registry filled with test images (built by umoci/skopeo, not by
-# mocker), build mocker, pull an image into a scratch root and show it.
+# mocker), build mocker, pull images into a scratch root (downloaded,
+# verified, unpacked into shared snapshots) and show them. Running a
+# container from them arrives with the runtime.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,5 +19,6 @@ set -x
 mocker pull "$MOCKER_TEST_REGISTRY/busybox:latest"
 mocker pull "$MOCKER_TEST_REGISTRY/multi:latest"
 mocker images
+mocker image export "$MOCKER_TEST_REGISTRY/multi:latest" | tar -tv | sed -n 1,12p
 mocker system df
 mocker system check
