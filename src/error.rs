@@ -56,6 +56,9 @@ pub enum Error {
     #[error("layer {layer}: {reason}")]
     Layer { layer: String, reason: String },
 
+    #[error("{0}")]
+    Runtime(String),
+
     #[error("no such image: {0}")]
     NoSuchImage(String),
 

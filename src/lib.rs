@@ -18,6 +18,7 @@ pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;
+pub mod runtime;
 pub mod safefs;
 pub mod snapshot;
 pub mod store;

@@ -11,7 +11,7 @@ use sys_mount::{FilesystemType, Mount, UnmountFlags};
 use crate::error::{Error, Result};
 
 /// One overlay mount, paths relative to `base`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Overlay {
     pub base: PathBuf,
     /// Topmost first.

@@ -38,7 +38,7 @@ impl Drop for MountedRootfs {
     }
 }
 
-fn image_of(mocker: &Mocker, input: &str) -> Result<ImageRecord> {
+pub(crate) fn image_of(mocker: &Mocker, input: &str) -> Result<ImageRecord> {
     let mut found = images::find(mocker, input)?;
     match found.len() {
         1 => Ok(found.remove(0)),

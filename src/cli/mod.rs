@@ -47,6 +47,8 @@ struct Cli {
 enum Command {
     /// Download an image from a registry
     Pull(PullArgs),
+    /// Run a command in a new container (foreground; needs --rm for now)
+    Run(RunArgs),
     /// List images
     Images(ImagesArgs),
     /// Remove one or more images
@@ -117,6 +119,32 @@ struct PullArgs {
     /// Refuse a layer whose unpacked size exceeds this many bytes
     #[arg(long, value_name = "BYTES", default_value_t = mocker::unpack::Limits::default().max_unpacked_bytes)]
     max_layer_size: u64,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Remove the container when it exits (required: keeping containers comes later)
+    #[arg(long)]
+    rm: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass ours on)
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// User to run as: uid[:gid]
+    #[arg(short, long, value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Container host name (default: the short container id)
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
+    /// Override the image's entrypoint
+    #[arg(long, value_name = "CMD")]
+    entrypoint: Option<String>,
+    image: String,
+    /// Command and arguments (replace the image's Cmd)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
 }
 
 #[derive(Args)]
@@ -236,6 +264,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
     let mocker = open(&cli)?;
     match &cli.command {
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => pull(&cli, &mocker, a),
+        Command::Run(a) => run_container(&mocker, a),
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => output::images(&mocker, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => rmi(&mocker, a),
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => {
@@ -313,6 +342,34 @@ fn pull(cli: &Cli, mocker: &Mocker, args: &PullArgs) -> Result<i32> {
 async fn interrupted() {
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// docker's exit code when the engine itself failed to run the container.
+const EXIT_ENGINE_FAILED: i32 = 125;
+
+fn run_container(mocker: &Mocker, args: &RunArgs) -> Result<i32> {
+    let opts = mocker::runtime::RunOptions {
+        image: args.image.clone(),
+        overrides: mocker::runtime::Overrides {
+            entrypoint: args.entrypoint.clone(),
+            cmd: args.command.clone(),
+            env: args.env.clone(),
+            workdir: args.workdir.clone(),
+            user: args.user.clone(),
+            hostname: args.hostname.clone(),
+        },
+    };
+    if !args.rm {
+        eprintln!("Error: keeping containers after they exit is not built yet: use `mocker run --rm`");
+        return Ok(EXIT_ENGINE_FAILED);
+    }
+    match mocker::runtime::run(mocker, &opts) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("Error: {e}");
+            Ok(EXIT_ENGINE_FAILED)
+        }
     }
 }
 

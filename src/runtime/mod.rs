@@ -1,0 +1,124 @@
+//! Running containers. This first slice runs a container in the foreground
+//! and removes it when it exits (`run --rm`): new PID, mount, UTS, IPC and
+//! network namespaces (loopback only), an overlayfs root from the image's
+//! snapshots, pivot_root, /proc, /dev and a read-only /sys, the image's
+//! command, environment, working directory and user. cgroups, networking on
+//! a bridge, detached containers and their state are not built yet.
+
+pub mod init;
+pub mod spec;
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{signal, SigHandler, Signal};
+
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::MAX_CONFIG_BYTES;
+use crate::Mocker;
+
+pub use spec::Overrides;
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub image: String,
+    pub overrides: Overrides,
+}
+
+/// A new 64-hex container id.
+fn new_id() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").ctx(|| "opening /dev/urandom".into())?,
+        &mut bytes,
+    )
+    .ctx(|| "reading /dev/urandom".into())?;
+    Ok(hex::encode(bytes))
+}
+
+/// Run a container in the foreground and remove it afterwards; returns the
+/// exit code docker would (the command's own; 125/126/127 for failures).
+pub fn run(mocker: &Mocker, opts: &RunOptions) -> Result<i32> {
+    let image = crate::rootfs::image_of(mocker, &opts.image)?;
+    let config_bytes = mocker.store.read_small(&image.config_digest, MAX_CONFIG_BYTES)?;
+    let config: serde_json::Value = serde_json::from_slice(&config_bytes).map_err(|e| Error::InvalidDocument {
+        what: format!("config {}", image.config_digest),
+        reason: e.to_string(),
+    })?;
+    let id = new_id()?;
+    let process = spec::process_spec(
+        config.get("config").unwrap_or(&serde_json::Value::Null),
+        &opts.overrides,
+        &id,
+    )?;
+
+    let key = format!("container-{id}");
+    let overlay = mocker.snapshots.prepare(&key, image.chain_ids.last())?;
+    let containers = mocker.root.join("containers");
+    let dir = containers.join(&id);
+    let result = (|| {
+        std::fs::create_dir_all(dir.join("rootfs")).ctx(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(&containers, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .ctx(|| format!("chmod {}", containers.display()))?;
+        let spec = init::InitSpec {
+            process,
+            overlay,
+            rootfs: dir.join("rootfs"),
+        };
+        let spec = serde_json::to_string(&spec).map_err(|e| Error::Runtime(e.to_string()))?;
+        spawn_init(&spec)
+    })();
+    // The root filesystem was mounted only in the container's mount
+    // namespace, which is gone with its processes.
+    let _ = std::fs::remove_dir_all(&dir);
+    mocker.snapshots.remove_active(&key)?;
+    result
+}
+
+fn spawn_init(spec: &str) -> Result<i32> {
+    let mut command = Command::new("/proc/self/exe");
+    command.arg("__init").env_clear().env(init::INIT_ENV, spec);
+    // SAFETY: only async-signal-safe calls (unshare, signal) between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sched::unshare(
+                CloneFlags::CLONE_NEWNS
+                    | CloneFlags::CLONE_NEWUTS
+                    | CloneFlags::CLONE_NEWIPC
+                    | CloneFlags::CLONE_NEWPID
+                    | CloneFlags::CLONE_NEWNET,
+            )?;
+            signal(Signal::SIGINT, SigHandler::SigDfl)?;
+            signal(Signal::SIGTERM, SigHandler::SigDfl)?;
+            Ok(())
+        });
+    }
+    // Ctrl-C reaches the container through the terminal's process group; we
+    // stay to clean up after it.
+    // SAFETY: setting a signal to "ignore" has no handler to be unsafe.
+    let previous = unsafe {
+        (
+            signal(Signal::SIGINT, SigHandler::SigIgn),
+            signal(Signal::SIGTERM, SigHandler::SigIgn),
+        )
+    };
+    let status = command
+        .status()
+        .map_err(|e| Error::Runtime(format!("starting the container: {e}")));
+    // SAFETY: restoring the dispositions we replaced.
+    unsafe {
+        if let Ok(p) = previous.0 {
+            let _ = signal(Signal::SIGINT, p);
+        }
+        if let Ok(p) = previous.1 {
+            let _ = signal(Signal::SIGTERM, p);
+        }
+    }
+    let status = status?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(init::EXIT_RUNTIME_FAILED))
+}

@@ -1,0 +1,189 @@
+//! What a container runs: the image config's Entrypoint, Cmd, Env,
+//! WorkingDir and User, with docker's overrides applied. Pure logic.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The process to start inside the container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub hostname: String,
+}
+
+/// The user's overrides (`run` flags).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub entrypoint: Option<String>,
+    /// Arguments after the image name; replace the image's Cmd.
+    pub cmd: Vec<String>,
+    /// `-e KEY=VALUE` (or `-e KEY`, taken from our environment as docker does).
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+}
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Combine an image config (`config` section of the image JSON) with overrides.
+pub fn process_spec(config: &serde_json::Value, overrides: &Overrides, container_id: &str) -> Result<ProcessSpec> {
+    let strings = |key: &str| -> Vec<String> {
+        config
+            .get(key)
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let entrypoint = match &overrides.entrypoint {
+        Some(e) if e.is_empty() => Vec::new(),
+        Some(e) => vec![e.clone()],
+        None => strings("Entrypoint"),
+    };
+    // docker: --entrypoint resets the image's Cmd too.
+    let cmd = if !overrides.cmd.is_empty() {
+        overrides.cmd.clone()
+    } else if overrides.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        strings("Cmd")
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(Error::Runtime(
+            "no command specified: the image has no Entrypoint or Cmd".into(),
+        ));
+    }
+    let mut env = strings("Env");
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
+    for var in &overrides.env {
+        let assignment = match var.split_once('=') {
+            Some(_) => var.clone(),
+            None => match std::env::var(var) {
+                Ok(value) => format!("{var}={value}"),
+                Err(_) => continue,
+            },
+        };
+        let key = assignment.split('=').next().unwrap_or_default().to_string();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(assignment);
+    }
+    let hostname = overrides
+        .hostname
+        .clone()
+        .unwrap_or_else(|| container_id.chars().take(12).collect());
+    env.retain(|e| !e.starts_with("HOSTNAME="));
+    env.push(format!("HOSTNAME={hostname}"));
+    let cwd = overrides
+        .workdir
+        .clone()
+        .or_else(|| {
+            config
+                .get("WorkingDir")
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "/".to_string());
+    if !cwd.starts_with('/') {
+        return Err(Error::Runtime(format!(
+            "the working directory {cwd:?} is not an absolute path"
+        )));
+    }
+    let user = overrides.user.clone().or_else(|| {
+        config
+            .get("User")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    });
+    let (uid, gid) = match user {
+        None => (0, 0),
+        Some(u) => parse_user(&u)?,
+    };
+    Ok(ProcessSpec {
+        args,
+        env,
+        cwd,
+        uid,
+        gid,
+        hostname,
+    })
+}
+
+/// `uid[:gid]` (numeric; names need the image's /etc/passwd, not read yet).
+fn parse_user(user: &str) -> Result<(u32, u32)> {
+    let invalid = || Error::Runtime(format!("invalid user {user:?}: expected uid[:gid] as numbers"));
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    let uid: u32 = u.parse().map_err(|_| invalid())?;
+    let gid: u32 = if g.is_empty() {
+        uid
+    } else {
+        g.parse().map_err(|_| invalid())?
+    };
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn image_config_with_overrides() {
+        let config = json!({"Entrypoint": ["/bin/app"], "Cmd": ["--serve"], "Env": ["A=1", "PATH=/bin"], "WorkingDir": "/srv", "User": "10:20"});
+        let spec = process_spec(&config, &Overrides::default(), "0123456789abcdef").unwrap();
+        assert_eq!(spec.args, vec!["/bin/app", "--serve"]);
+        assert_eq!(
+            (spec.uid, spec.gid, spec.cwd.as_str(), spec.hostname.as_str()),
+            (10, 20, "/srv", "0123456789ab")
+        );
+        assert!(spec.env.contains(&"A=1".to_string()) && spec.env.contains(&"PATH=/bin".to_string()));
+
+        let o = Overrides {
+            cmd: vec!["x".into()],
+            env: vec!["A=2".into()],
+            workdir: Some("/tmp".into()),
+            user: Some("5".into()),
+            ..Default::default()
+        };
+        let spec = process_spec(&config, &o, "id").unwrap();
+        assert_eq!(spec.args, vec!["/bin/app", "x"]);
+        assert!(spec.env.contains(&"A=2".to_string()) && !spec.env.contains(&"A=1".to_string()));
+        assert_eq!((spec.uid, spec.gid, spec.cwd.as_str()), (5, 5, "/tmp"));
+
+        let o = Overrides {
+            entrypoint: Some("/bin/sh".into()),
+            ..Default::default()
+        };
+        assert_eq!(process_spec(&config, &o, "id").unwrap().args, vec!["/bin/sh"]);
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let spec = process_spec(&json!({"Cmd": ["sh"]}), &Overrides::default(), "id").unwrap();
+        assert!(spec.env[0].starts_with("PATH="));
+        assert_eq!(spec.cwd, "/");
+        assert!(process_spec(&json!({}), &Overrides::default(), "id").is_err());
+        let o = Overrides {
+            user: Some("root".into()),
+            ..Default::default()
+        };
+        assert!(process_spec(&json!({"Cmd": ["sh"]}), &o, "id")
+            .unwrap_err()
+            .to_string()
+            .contains("invalid user"));
+        let o = Overrides {
+            workdir: Some("rel".into()),
+            ..Default::default()
+        };
+        assert!(process_spec(&json!({"Cmd": ["sh"]}), &o, "id").is_err());
+    }
+}

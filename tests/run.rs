@@ -1,0 +1,149 @@
+//! `mocker run --rm`: a real container from a pulled image, as root.
+
+mod common;
+
+use common::*;
+
+fn pulled() -> Root {
+    let root = Root::new();
+    root.ok(&["pull", "-q", &image("busybox")]);
+    root
+}
+
+fn run(root: &Root, args: &[&str]) -> (i32, String, String) {
+    let busybox = image("busybox");
+    let mut all = vec!["run", "--rm"];
+    let (flags, command): (Vec<&str>, Vec<&str>) = match args.iter().position(|a| *a == "--") {
+        Some(i) => (args[..i].to_vec(), args[i + 1..].to_vec()),
+        None => (Vec::new(), args.to_vec()),
+    };
+    all.extend(flags);
+    all.push(&busybox);
+    all.extend(command);
+    let out = root.run(&all);
+    (out.status.code().unwrap_or(-1), stdout(&out), stderr(&out))
+}
+
+#[test]
+fn runs_the_command_and_returns_its_exit_code() {
+    let root = pulled();
+    assert_eq!(
+        run(&root, &["echo", "hello"]),
+        (0, "hello\n".to_string(), String::new())
+    );
+    assert_eq!(run(&root, &["sh", "-c", "exit 3"]).0, 3);
+    let (code, _, err) = run(&root, &["no-such-command"]);
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("executable file not found"), "{err}");
+    let (code, _, err) = run(&root, &["/etc/passwd"]);
+    assert_eq!(code, 126, "{err}");
+    let out = root.run(&["run", &image("busybox"), "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("--rm"));
+    let out = root.run(&["run", "--rm", "no-such-image", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("no such image"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_command_is_pid_1_and_sees_nothing_of_the_host() {
+    let root = pulled();
+    let script = "echo pid=$$; ls /proc | grep -c '^[0-9]'; ls /sys/class/net; cat /proc/self/mounts";
+    let (code, out, err) = run(&root, &["sh", "-c", script]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("pid=1"));
+    let processes: usize = lines.next().unwrap().trim().parse().unwrap();
+    assert!(processes <= 3, "host processes are visible: {processes}");
+    assert_eq!(
+        lines.next(),
+        Some("lo"),
+        "network namespace has more than loopback: {out}"
+    );
+    let mounts: Vec<&str> = lines.collect();
+    let root_path = root.path().display().to_string();
+    assert!(
+        mounts.iter().all(|m| !m.contains(&root_path)),
+        "host paths visible in mounts: {mounts:?}"
+    );
+    let mounted = |point: &str, fstype: &str| {
+        mounts.iter().find(|m| {
+            let fields: Vec<&str> = m.split(' ').collect();
+            fields.len() > 3 && fields[1] == point && fields[2] == fstype
+        })
+    };
+    for (point, fstype) in [
+        ("/", "overlay"),
+        ("/proc", "proc"),
+        ("/dev", "tmpfs"),
+        ("/dev/pts", "devpts"),
+        ("/sys", "sysfs"),
+    ] {
+        assert!(
+            mounted(point, fstype).is_some(),
+            "{point} ({fstype}) is not mounted: {mounts:?}"
+        );
+    }
+    let sys_options = mounted("/sys", "sysfs").unwrap().split(' ').nth(3).unwrap().to_string();
+    assert!(
+        sys_options.split(',').any(|o| o == "ro"),
+        "/sys is writable: {sys_options}"
+    );
+    let (_, devs, _) = run(&root, &["ls", "/dev"]);
+    for node in ["null", "zero", "urandom", "tty", "pts", "shm"] {
+        assert!(devs.lines().any(|l| l == node), "/dev/{node} missing: {devs}");
+    }
+}
+
+#[test]
+fn env_workdir_user_and_hostname() {
+    let root = pulled();
+    let (code, out, err) = run(
+        &root,
+        &[
+            "-e",
+            "FOO=bar",
+            "-w",
+            "/work/here",
+            "-u",
+            "1000:1001",
+            "--hostname",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "echo $FOO; pwd; id -u; id -g; hostname; echo $PATH",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..5], &["bar", "/work/here", "1000", "1001", "box"]);
+    assert!(lines[5].contains("/bin"), "{out}");
+    let (_, out, _) = run(&root, &["--entrypoint", "echo", "--", "from", "entrypoint"]);
+    assert_eq!(out, "from entrypoint\n");
+}
+
+#[test]
+fn containers_are_removed_and_leave_nothing_behind() {
+    let root = pulled();
+    let numbered = || {
+        list(&root.path().join("snapshots"))
+            .into_iter()
+            .filter(|n| n.parse::<u64>().is_ok())
+            .count()
+    };
+    let layers = numbered();
+    let (code, _, err) = run(&root, &["sh", "-c", "echo data > /created && cat /created"]);
+    assert_eq!(code, 0, "{err}");
+    // A fresh container does not see what the last one wrote.
+    let (code, _, _) = run(&root, &["cat", "/created"]);
+    assert_ne!(code, 0);
+    assert_eq!(numbered(), layers, "a writable layer was left behind");
+    assert!(list(&root.path().join("containers")).is_empty());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(&root.path().display().to_string()),
+        "a mount was left on the host"
+    );
+    root.assert_healthy();
+}
