@@ -147,3 +147,46 @@ fn containers_are_removed_and_leave_nothing_behind() {
     );
     root.assert_healthy();
 }
+
+fn status_field(root: &Root, flags: &[&str], field: &str) -> String {
+    let mut args: Vec<&str> = flags.to_vec();
+    args.extend(["--", "cat", "/proc/self/status"]);
+    let (code, out, err) = run(root, &args);
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().find(|l| l.starts_with(field)).unwrap_or_default();
+    line.split_whitespace().nth(1).unwrap_or_default().to_string()
+}
+
+#[test]
+fn docker_default_privileges() {
+    let root = pulled();
+    // docker's default capability set, in /proc's hex form.
+    assert_eq!(status_field(&root, &[], "CapEff:"), "00000000a80425fb");
+    assert_eq!(status_field(&root, &[], "CapBnd:"), "00000000a80425fb");
+    assert_eq!(status_field(&root, &[], "NoNewPrivs:"), "1");
+    assert_eq!(
+        status_field(&root, &["--cap-drop", "ALL"], "CapEff:"),
+        "0000000000000000"
+    );
+    assert_eq!(status_field(&root, &["-u", "1000"], "CapEff:"), "0000000000000000");
+    let added = u64::from_str_radix(&status_field(&root, &["--cap-add", "NET_ADMIN"], "CapEff:"), 16).unwrap();
+    assert_eq!(added, 0xa80425fb | (1 << 12), "CAP_NET_ADMIN is bit 12");
+    let privileged = u64::from_str_radix(&status_field(&root, &["--privileged"], "CapEff:"), 16).unwrap();
+    assert!(privileged & (1 << 21) != 0, "--privileged lacks CAP_SYS_ADMIN");
+    assert_eq!(status_field(&root, &["--privileged"], "NoNewPrivs:"), "0");
+    let err = root.run(&["run", "--rm", "--cap-add", "FLY", &image("busybox"), "true"]);
+    assert_eq!(err.status.code(), Some(125));
+}
+
+#[test]
+fn masked_and_read_only_kernel_paths() {
+    let root = pulled();
+    let script = "ls -A /sys/firmware | wc -l; cat /proc/timer_list | wc -c; echo x > /proc/sys/kernel/domainname && echo writable";
+    let (_, out, err) = run(&root, &["sh", "-c", script]);
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(&lines[..2], &["0", "0"], "masked paths are readable: {out}");
+    assert!(
+        !out.contains("writable") && err.contains("Read-only file system"),
+        "{out} {err}"
+    );
+}

@@ -141,6 +141,15 @@ struct RunArgs {
     /// Override the image's entrypoint
     #[arg(long, value_name = "CMD")]
     entrypoint: Option<String>,
+    /// Add a capability (e.g. NET_ADMIN, or ALL)
+    #[arg(long, value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a capability (e.g. CHOWN, or ALL)
+    #[arg(long, value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Every capability, no masked paths, no no_new_privs
+    #[arg(long)]
+    privileged: bool,
     image: String,
     /// Command and arguments (replace the image's Cmd)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -358,6 +367,9 @@ fn run_container(mocker: &Mocker, args: &RunArgs) -> Result<i32> {
             workdir: args.workdir.clone(),
             user: args.user.clone(),
             hostname: args.hostname.clone(),
+            cap_add: args.cap_add.clone(),
+            cap_drop: args.cap_drop.clone(),
+            privileged: args.privileged,
         },
     };
     if !args.rm {

@@ -33,6 +33,80 @@ pub struct InitSpec {
     pub overlay: Overlay,
     /// Where the root filesystem is mounted (inside our mount namespace).
     pub rootfs: PathBuf,
+    /// `--privileged`: no masked paths, no no_new_privs.
+    pub privileged: bool,
+}
+
+/// docker's masked paths: hidden behind /dev/null or an empty read-only tmpfs.
+const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// docker's read-only paths.
+const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+fn capability_set(names: &[String]) -> std::result::Result<caps::CapsHashSet, Failure> {
+    names
+        .iter()
+        .map(|n| {
+            n.parse::<caps::Capability>()
+                .map_err(|e| (EXIT_RUNTIME_FAILED, Error::Runtime(format!("capability {n}: {e}"))))
+        })
+        .collect()
+}
+
+/// Inside the new root (after pivot_root): these paths are the container's
+/// own procfs and sysfs, which the image cannot redirect.
+fn mask_paths() -> std::result::Result<(), Failure> {
+    for path in MASKED_PATHS {
+        let Ok(md) = std::fs::symlink_metadata(path) else {
+            continue;
+        };
+        let result = if md.is_dir() {
+            mount(Some("tmpfs"), *path, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"))
+        } else {
+            mount(Some("/dev/null"), *path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        };
+        result.map_err(|e| (EXIT_RUNTIME_FAILED, Error::Runtime(format!("masking {path}: {e}"))))?;
+    }
+    for path in READONLY_PATHS {
+        if std::fs::symlink_metadata(path).is_err() {
+            continue;
+        }
+        mount(
+            Some(*path),
+            *path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .and_then(|_| {
+            mount(
+                Some(*path),
+                *path,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+                None::<&str>,
+            )
+        })
+        .map_err(|e| {
+            (
+                EXIT_RUNTIME_FAILED,
+                Error::Runtime(format!("making {path} read-only: {e}")),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Entry point of `mocker __init`: returns the exit code to leave with.
@@ -161,6 +235,10 @@ fn start_container(spec: &InitSpec) -> std::result::Result<std::convert::Infalli
     umount2(".", MntFlags::MNT_DETACH).map_err(fail("detaching the old root"))?;
     nix::unistd::chdir("/").map_err(fail("chdir /"))?;
 
+    if !spec.privileged {
+        mask_paths()?;
+    }
+
     let process = &spec.process;
     nix::unistd::sethostname(&process.hostname).map_err(fail("setting the hostname"))?;
     std::fs::create_dir_all(&process.cwd)
@@ -171,9 +249,71 @@ fn start_container(spec: &InitSpec) -> std::result::Result<std::convert::Infalli
                 Error::Runtime(format!("working directory {}: {e}", process.cwd)),
             )
         })?;
+    // The working directory must be inside the new root (CVE-2024-21626:
+    // a leaked directory fd as cwd would reach the host).
+    match std::env::current_dir() {
+        Ok(cwd) if cwd.is_absolute() && cwd.exists() => {}
+        _ => {
+            return Err((
+                EXIT_RUNTIME_FAILED,
+                Error::Runtime("working directory is outside the container".into()),
+            ))
+        }
+    }
+    // What we may grant is bounded by what we hold (this host, for one,
+    // lacks CAP_SYS_RESOURCE in its bounding set).
+    let held = caps::read(None, caps::CapSet::Permitted).map_err(|e| {
+        (
+            EXIT_RUNTIME_FAILED,
+            Error::Runtime(format!("reading capabilities: {e}")),
+        )
+    })?;
+    let keep: caps::CapsHashSet = capability_set(&process.capabilities)?
+        .intersection(&held)
+        .copied()
+        .collect();
+    // Bounding set first, while we still hold CAP_SETPCAP.
+    for cap in caps::all() {
+        if !keep.contains(&cap) {
+            caps::drop(None, caps::CapSet::Bounding, cap)
+                .map_err(|e| (EXIT_RUNTIME_FAILED, Error::Runtime(format!("dropping {cap}: {e}"))))?;
+        }
+    }
     nix::unistd::setgroups(&[]).map_err(fail("setgroups"))?;
     nix::unistd::setgid(Gid::from_raw(process.gid)).map_err(fail("setgid"))?;
     nix::unistd::setuid(Uid::from_raw(process.uid)).map_err(fail("setuid"))?;
+    let cap_error = |e: caps::errors::CapsError| {
+        (
+            EXIT_RUNTIME_FAILED,
+            Error::Runtime(format!("setting capabilities: {e}")),
+        )
+    };
+    if process.uid == 0 {
+        caps::set(None, caps::CapSet::Effective, &keep).map_err(cap_error)?;
+        caps::set(None, caps::CapSet::Permitted, &keep).map_err(cap_error)?;
+        caps::set(None, caps::CapSet::Inheritable, &keep).map_err(cap_error)?;
+    }
+    caps::clear(None, caps::CapSet::Ambient).map_err(cap_error)?;
+    // Setuid binaries in the image cannot gain what the container lacks.
+    if !spec.privileged {
+        nix::sys::prctl::set_no_new_privs().map_err(fail("no_new_privs"))?;
+    }
+    // Nothing of ours may reach the container's command (CVE-2024-21626).
+    // SAFETY: marks every fd from 3 up close-on-exec; no memory involved.
+    if unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            nix::libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } != 0
+    {
+        return Err((
+            EXIT_RUNTIME_FAILED,
+            Error::Runtime(format!("close_range: {}", std::io::Error::last_os_error())),
+        ));
+    }
 
     let program = resolve(&process.args[0], &process.env)?;
     let cstr =

@@ -65,6 +65,7 @@ pub fn run(mocker: &Mocker, opts: &RunOptions) -> Result<i32> {
             process,
             overlay,
             rootfs: dir.join("rootfs"),
+            privileged: opts.overrides.privileged,
         };
         let spec = serde_json::to_string(&spec).map_err(|e| Error::Runtime(e.to_string()))?;
         spawn_init(&spec)
@@ -76,8 +77,26 @@ pub fn run(mocker: &Mocker, opts: &RunOptions) -> Result<i32> {
     result
 }
 
+/// A sealed in-memory copy of our own binary to run as the container's
+/// init: the container can never open the host's mocker binary for writing
+/// through /proc/<pid>/exe (runc's CVE-2019-5736).
+fn sealed_self() -> Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let fd = memfd_create(c"mocker-init", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+        .map_err(|e| Error::Runtime(format!("memfd_create: {e}")))?;
+    let mut copy = std::fs::File::from(fd);
+    let mut exe = std::fs::File::open("/proc/self/exe").ctx(|| "opening our own binary".into())?;
+    std::io::copy(&mut exe, &mut copy).ctx(|| "copying our own binary".into())?;
+    let seals = SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE;
+    fcntl(&copy, FcntlArg::F_ADD_SEALS(seals)).map_err(|e| Error::Runtime(format!("sealing the init binary: {e}")))?;
+    Ok(copy.into())
+}
+
 fn spawn_init(spec: &str) -> Result<i32> {
-    let mut command = Command::new("/proc/self/exe");
+    let init = sealed_self()?;
+    // The kernel resolves the path before close-on-exec closes the fd.
+    let mut command = Command::new(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&init)));
     command.arg("__init").env_clear().env(init::INIT_ENV, spec);
     // SAFETY: only async-signal-safe calls (unshare, signal) between fork and exec.
     unsafe {

@@ -14,6 +14,8 @@ pub struct ProcessSpec {
     pub uid: u32,
     pub gid: u32,
     pub hostname: String,
+    /// Capability names (`CAP_…`) the process keeps.
+    pub capabilities: Vec<String>,
 }
 
 /// The user's overrides (`run` flags).
@@ -27,6 +29,66 @@ pub struct Overrides {
     pub workdir: Option<String>,
     pub user: Option<String>,
     pub hostname: Option<String>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+}
+
+/// docker's default capability set.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The capability set after `--privileged`, `--cap-add` and `--cap-drop`
+/// (names with or without `CAP_`, any case; `ALL`).
+pub fn capabilities(overrides: &Overrides) -> Result<Vec<String>> {
+    let all: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    let normalize = |name: &str| -> Result<String> {
+        let upper = name.to_ascii_uppercase();
+        let full = if upper.starts_with("CAP_") || upper == "ALL" {
+            upper
+        } else {
+            format!("CAP_{upper}")
+        };
+        if full == "ALL" || all.contains(&full) {
+            Ok(full)
+        } else {
+            Err(Error::Runtime(format!("unknown capability {name:?}")))
+        }
+    };
+    let mut set: Vec<String> = if overrides.privileged {
+        all.clone()
+    } else {
+        DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect()
+    };
+    for name in &overrides.cap_drop {
+        match normalize(name)?.as_str() {
+            "ALL" => set.clear(),
+            cap => set.retain(|c| c != cap),
+        }
+    }
+    for name in &overrides.cap_add {
+        match normalize(name)?.as_str() {
+            "ALL" => set = all.clone(),
+            cap if !set.iter().any(|c| c == cap) => set.push(cap.to_string()),
+            _ => {}
+        }
+    }
+    set.sort();
+    Ok(set)
 }
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -108,6 +170,7 @@ pub fn process_spec(config: &serde_json::Value, overrides: &Overrides, container
         None => (0, 0),
         Some(u) => parse_user(&u)?,
     };
+    let capabilities = capabilities(overrides)?;
     Ok(ProcessSpec {
         args,
         env,
@@ -115,6 +178,7 @@ pub fn process_spec(config: &serde_json::Value, overrides: &Overrides, container
         uid,
         gid,
         hostname,
+        capabilities,
     })
 }
 
@@ -164,6 +228,37 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(process_spec(&config, &o, "id").unwrap().args, vec!["/bin/sh"]);
+    }
+
+    #[test]
+    fn capability_sets() {
+        let default = capabilities(&Overrides::default()).unwrap();
+        assert_eq!(default.len(), DEFAULT_CAPABILITIES.len());
+        assert!(!default.contains(&"CAP_SYS_ADMIN".to_string()));
+        let o = Overrides {
+            cap_add: vec!["net_admin".into()],
+            cap_drop: vec!["CAP_CHOWN".into()],
+            ..Default::default()
+        };
+        let set = capabilities(&o).unwrap();
+        assert!(set.contains(&"CAP_NET_ADMIN".to_string()) && !set.contains(&"CAP_CHOWN".to_string()));
+        let o = Overrides {
+            cap_drop: vec!["ALL".into()],
+            cap_add: vec!["KILL".into()],
+            ..Default::default()
+        };
+        assert_eq!(capabilities(&o).unwrap(), vec!["CAP_KILL".to_string()]);
+        assert!(capabilities(&Overrides {
+            privileged: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .contains(&"CAP_SYS_ADMIN".to_string()));
+        assert!(capabilities(&Overrides {
+            cap_add: vec!["FLY".into()],
+            ..Default::default()
+        })
+        .is_err());
     }
 
     #[test]
