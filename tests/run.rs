@@ -190,3 +190,99 @@ fn masked_and_read_only_kernel_paths() {
         "{out} {err}"
     );
 }
+
+/// Container cgroups under every mounted hierarchy (v1 controllers or v2).
+fn container_cgroups() -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        let Ok(entries) = std::fs::read_dir(base) else { continue };
+        for controller in entries.flatten() {
+            let dir = controller.path().join("mocker");
+            let candidates = if controller.path().join("mocker").is_dir() {
+                vec![dir]
+            } else {
+                Vec::new()
+            };
+            for parent in candidates {
+                for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                    if child.path().is_dir() {
+                        out.push(child.path());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn cgroup_limits_are_enforced_and_removed() {
+    let root = pulled();
+    // Over its memory limit, the container is OOM-killed: 137, like docker.
+    let (code, out, _) = run(
+        &root,
+        &[
+            "-m",
+            "20m",
+            "--",
+            "sh",
+            "-c",
+            "head -c 60000000 /dev/zero > /dev/shm/fill; echo survived",
+        ],
+    );
+    assert_eq!(code, 137, "{out}");
+    assert!(!out.contains("survived"));
+    // A fork bomb under --pids-limit is contained.
+    let (_, _, err) = run(
+        &root,
+        &[
+            "--pids-limit",
+            "8",
+            "--",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 20 ]; do sleep 1 & i=$((i+1)); done; wait",
+        ],
+    );
+    assert!(err.contains("can't fork"), "{err}");
+    // --cpus becomes a CFS quota while the container runs.
+    let mut child = root
+        .command()
+        .args(["run", "--rm", "--cpus", "0.5", &image("busybox"), "sleep", "2"])
+        .spawn()
+        .unwrap();
+    let mut quota = None;
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        quota = container_cgroups().iter().find_map(|c| {
+            std::fs::read_to_string(c.join("cpu.cfs_quota_us"))
+                .ok()
+                .or_else(|| std::fs::read_to_string(c.join("cpu.max")).ok())
+        });
+        if quota.is_some() {
+            break;
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    let quota = quota.expect("no container cgroup with a CPU quota appeared");
+    assert!(quota.trim() == "50000" || quota.trim().starts_with("50000 "), "{quota}");
+    assert!(
+        container_cgroups().is_empty(),
+        "cgroups left behind: {:?}",
+        container_cgroups()
+    );
+    for bad in [
+        &["-m", "1k"][..],
+        &["--cpus", "0"],
+        &["-m", "lots"],
+        &["--pids-limit", "0"],
+    ] {
+        let mut args = vec!["run", "--rm"];
+        args.extend(bad);
+        let busybox = image("busybox");
+        args.extend([busybox.as_str(), "true"]);
+        let out = root.run(&args);
+        assert_eq!(out.status.code(), Some(125), "{bad:?}");
+        assert!(stderr(&out).starts_with("Error: "), "{}", stderr(&out));
+    }
+}

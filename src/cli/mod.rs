@@ -150,6 +150,21 @@ struct RunArgs {
     /// Every capability, no masked paths, no no_new_privs
     #[arg(long)]
     privileged: bool,
+    /// Memory limit (e.g. 64m, 1g)
+    #[arg(short, long, value_name = "BYTES")]
+    memory: Option<String>,
+    /// Memory plus swap limit (-1: unlimited swap)
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Number of CPUs (e.g. 0.5)
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long, value_name = "N")]
+    cpu_shares: Option<u64>,
+    /// Maximum number of processes (-1: unlimited)
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
     image: String,
     /// Command and arguments (replace the image's Cmd)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -358,7 +373,28 @@ async fn interrupted() {
 const EXIT_ENGINE_FAILED: i32 = 125;
 
 fn run_container(mocker: &Mocker, args: &RunArgs) -> Result<i32> {
+    let bytes = |v: &Option<String>| -> Result<Option<i64>> {
+        match v.as_deref() {
+            None => Ok(None),
+            Some("-1") => Ok(Some(-1)),
+            Some(s) => Ok(Some(mocker::runtime::cgroup::parse_bytes(s)?)),
+        }
+    };
+    let limits = match (bytes(&args.memory), bytes(&args.memory_swap)) {
+        (Ok(memory), Ok(memory_swap)) => mocker::runtime::cgroup::Limits {
+            memory,
+            memory_swap,
+            cpus: args.cpus,
+            cpu_shares: args.cpu_shares,
+            pids: args.pids_limit,
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("Error: {e:#}");
+            return Ok(EXIT_ENGINE_FAILED);
+        }
+    };
     let opts = mocker::runtime::RunOptions {
+        limits,
         image: args.image.clone(),
         overrides: mocker::runtime::Overrides {
             entrypoint: args.entrypoint.clone(),

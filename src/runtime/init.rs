@@ -21,6 +21,9 @@ use crate::safefs;
 
 /// Environment variable carrying the [`InitSpec`] to `mocker __init`.
 pub const INIT_ENV: &str = "_MOCKER_INIT";
+/// Environment variable naming the fd on which init waits for "ready"
+/// (the parent has put it in the container's cgroup).
+pub const READY_FD_ENV: &str = "_MOCKER_READY_FD";
 
 /// docker's exit codes for failures before the command runs.
 pub const EXIT_RUNTIME_FAILED: i32 = 125;
@@ -121,6 +124,10 @@ pub fn main() -> i32 {
             return EXIT_RUNTIME_FAILED;
         }
     };
+    if !wait_until_ready() {
+        eprintln!("mocker: the container was not set up (cgroup)");
+        return EXIT_RUNTIME_FAILED;
+    }
     // SAFETY: this process is single-threaded (freshly exec'd, no runtime started).
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
@@ -150,6 +157,17 @@ pub fn main() -> i32 {
             EXIT_RUNTIME_FAILED
         }
     }
+}
+
+/// Block until the parent writes a byte on the ready pipe (closes it).
+fn wait_until_ready() -> bool {
+    let Some(fd) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else {
+        return false;
+    };
+    // SAFETY: the parent passed us this fd, open and ours alone.
+    let pipe = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut byte = [0u8; 1];
+    matches!(nix::unistd::read(&pipe, &mut byte), Ok(1))
 }
 
 type Failure = (i32, Error);

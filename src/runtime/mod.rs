@@ -5,6 +5,7 @@
 //! command, environment, working directory and user. cgroups, networking on
 //! a bridge, detached containers and their state are not built yet.
 
+pub mod cgroup;
 pub mod init;
 pub mod spec;
 
@@ -24,6 +25,7 @@ pub use spec::Overrides;
 pub struct RunOptions {
     pub image: String,
     pub overrides: Overrides,
+    pub limits: cgroup::Limits,
 }
 
 /// A new 64-hex container id.
@@ -40,6 +42,7 @@ fn new_id() -> Result<String> {
 /// Run a container in the foreground and remove it afterwards; returns the
 /// exit code docker would (the command's own; 125/126/127 for failures).
 pub fn run(mocker: &Mocker, opts: &RunOptions) -> Result<i32> {
+    cgroup::validate(&opts.limits)?;
     let image = crate::rootfs::image_of(mocker, &opts.image)?;
     let config_bytes = mocker.store.read_small(&image.config_digest, MAX_CONFIG_BYTES)?;
     let config: serde_json::Value = serde_json::from_slice(&config_bytes).map_err(|e| Error::InvalidDocument {
@@ -54,7 +57,14 @@ pub fn run(mocker: &Mocker, opts: &RunOptions) -> Result<i32> {
     )?;
 
     let key = format!("container-{id}");
-    let overlay = mocker.snapshots.prepare(&key, image.chain_ids.last())?;
+    let cgroup = cgroup::ContainerCgroup::create(&id, &opts.limits)?;
+    let overlay = match mocker.snapshots.prepare(&key, image.chain_ids.last()) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = cgroup.remove();
+            return Err(e);
+        }
+    };
     let containers = mocker.root.join("containers");
     let dir = containers.join(&id);
     let result = (|| {
@@ -68,13 +78,15 @@ pub fn run(mocker: &Mocker, opts: &RunOptions) -> Result<i32> {
             privileged: opts.overrides.privileged,
         };
         let spec = serde_json::to_string(&spec).map_err(|e| Error::Runtime(e.to_string()))?;
-        spawn_init(&spec)
+        spawn_init(&spec, |pid| cgroup.add(pid))
     })();
     // The root filesystem was mounted only in the container's mount
     // namespace, which is gone with its processes.
     let _ = std::fs::remove_dir_all(&dir);
-    mocker.snapshots.remove_active(&key)?;
-    result
+    let removed = mocker.snapshots.remove_active(&key).and(cgroup.remove());
+    let code = result?;
+    removed?;
+    Ok(code)
 }
 
 /// A sealed in-memory copy of our own binary to run as the container's
@@ -93,14 +105,23 @@ fn sealed_self() -> Result<std::os::fd::OwnedFd> {
     Ok(copy.into())
 }
 
-fn spawn_init(spec: &str) -> Result<i32> {
+/// Start `__init`; `joined(pid)` runs before init may start the container
+/// (it waits on a pipe), so the whole container starts inside the cgroup.
+fn spawn_init(spec: &str, joined: impl FnOnce(u32) -> Result<()>) -> Result<i32> {
     let init = sealed_self()?;
+    let (ready_read, ready_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")))?;
+    let ready_fd = std::os::fd::AsRawFd::as_raw_fd(&ready_read);
     // The kernel resolves the path before close-on-exec closes the fd.
     let mut command = Command::new(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&init)));
-    command.arg("__init").env_clear().env(init::INIT_ENV, spec);
+    command
+        .arg("__init")
+        .env_clear()
+        .env(init::INIT_ENV, spec)
+        .env(init::READY_FD_ENV, ready_fd.to_string());
     // SAFETY: only async-signal-safe calls (unshare, signal) between fork and exec.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             nix::sched::unshare(
                 CloneFlags::CLONE_NEWNS
                     | CloneFlags::CLONE_NEWUTS
@@ -110,6 +131,10 @@ fn spawn_init(spec: &str) -> Result<i32> {
             )?;
             signal(Signal::SIGINT, SigHandler::SigDfl)?;
             signal(Signal::SIGTERM, SigHandler::SigDfl)?;
+            // The ready pipe is the one fd init inherits.
+            // SAFETY: ready_fd is open in this (child) process until exec.
+            let fd = std::os::fd::BorrowedFd::borrow_raw(ready_fd);
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
             Ok(())
         });
     }
@@ -123,8 +148,21 @@ fn spawn_init(spec: &str) -> Result<i32> {
         )
     };
     let status = command
-        .status()
-        .map_err(|e| Error::Runtime(format!("starting the container: {e}")));
+        .spawn()
+        .map_err(|e| Error::Runtime(format!("starting the container: {e}")))
+        .and_then(|mut child| {
+            drop(ready_read);
+            let setup = joined(child.id());
+            if setup.is_ok() {
+                // Closing without a byte tells init to give up.
+                let _ = nix::unistd::write(&ready_write, b"1");
+            }
+            drop(ready_write);
+            let status = child
+                .wait()
+                .map_err(|e| Error::Runtime(format!("waiting for the container: {e}")));
+            setup.and(status)
+        });
     // SAFETY: restoring the dispositions we replaced.
     unsafe {
         if let Ok(p) = previous.0 {

@@ -1,0 +1,208 @@
+//! Resource limits through cgroups (cgroups-rs picks v1 or v2): memory,
+//! memory+swap, CPU quota and shares, and the number of processes. One
+//! cgroup `mocker/<id>` per container, removed with it.
+
+use cgroups_rs::fs::cgroup_builder::CgroupBuilder;
+use cgroups_rs::fs::memory::MemController;
+use cgroups_rs::fs::{Cgroup, MaxValue};
+use cgroups_rs::CgroupPid;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Limits {
+    /// `--memory`, bytes.
+    pub memory: Option<i64>,
+    /// `--memory-swap`, bytes of memory plus swap (-1: unlimited swap).
+    pub memory_swap: Option<i64>,
+    /// `--cpus`, in CPUs (0.5 = half of one).
+    pub cpus: Option<f64>,
+    /// `--cpu-shares`, relative weight.
+    pub cpu_shares: Option<u64>,
+    /// `--pids-limit`.
+    pub pids: Option<i64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
+/// docker's minimum for `--memory`.
+const MIN_MEMORY: i64 = 6 << 20;
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// docker's sizes: a number with an optional b, k, m or g (powers of 1024).
+pub fn parse_bytes(input: &str) -> Result<i64> {
+    let invalid = || {
+        Error::Runtime(format!(
+            "invalid size {input:?}: use a number with an optional unit b, k, m or g"
+        ))
+    };
+    let lower = input.trim().to_ascii_lowercase();
+    let (number, unit) = match lower.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => lower.split_at(i),
+        None => (lower.as_str(), ""),
+    };
+    let multiplier: f64 = match unit.trim_end_matches('b') {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(invalid()),
+    };
+    let value: f64 = number.parse().map_err(|_| invalid())?;
+    let bytes = value * multiplier;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > i64::MAX as f64 {
+        return Err(invalid());
+    }
+    Ok(bytes as i64)
+}
+
+/// Check limits before anything is created.
+pub fn validate(limits: &Limits) -> Result<()> {
+    if let Some(m) = limits.memory {
+        if m < MIN_MEMORY {
+            return Err(Error::Runtime(format!(
+                "minimum memory limit allowed is 6MB (got {m} bytes)"
+            )));
+        }
+    }
+    if let (Some(swap), Some(m)) = (limits.memory_swap, limits.memory) {
+        if swap != -1 && swap < m {
+            return Err(Error::Runtime(
+                "--memory-swap must be at least --memory (or -1 for unlimited swap)".into(),
+            ));
+        }
+    }
+    if limits.memory_swap.is_some() && limits.memory.is_none() {
+        return Err(Error::Runtime("--memory-swap needs --memory".into()));
+    }
+    if let Some(cpus) = limits.cpus {
+        let available = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+        if !(cpus > 0.0 && cpus <= available) {
+            return Err(Error::Runtime(format!(
+                "--cpus must be more than 0 and at most {available} (got {cpus})"
+            )));
+        }
+    }
+    if limits.pids.is_some_and(|p| p == 0 || p < -1) {
+        return Err(Error::Runtime(
+            "--pids-limit must be positive (or -1 for unlimited)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A container's cgroup.
+pub struct ContainerCgroup {
+    cgroup: Cgroup,
+}
+
+impl ContainerCgroup {
+    pub fn create(id: &str, limits: &Limits) -> Result<Self> {
+        validate(limits)?;
+        let fail = |e: cgroups_rs::fs::error::Error| Error::Runtime(format!("creating the cgroup: {e}"));
+        let mut builder = CgroupBuilder::new(&format!("mocker/{id}"));
+        if let Some(memory) = limits.memory {
+            let mut mem = builder.memory().memory_hard_limit(memory);
+            if let Some(swap) = limits.memory_swap {
+                mem = mem.memory_swap_limit(swap);
+            }
+            builder = mem.done();
+        }
+        if limits.cpus.is_some() || limits.cpu_shares.is_some() {
+            let mut cpu = builder.cpu();
+            if let Some(cpus) = limits.cpus {
+                cpu = cpu.period(CPU_PERIOD_US).quota((cpus * CPU_PERIOD_US as f64) as i64);
+            }
+            if let Some(shares) = limits.cpu_shares {
+                cpu = cpu.shares(shares);
+            }
+            builder = cpu.done();
+        }
+        if let Some(pids) = limits.pids {
+            let max = if pids < 0 { MaxValue::Max } else { MaxValue::Value(pids) };
+            builder = builder.pid().maximum_number_of_processes(max).done();
+        }
+        let cgroup = builder.build(cgroups_rs::fs::hierarchies::auto()).map_err(fail)?;
+        Ok(ContainerCgroup { cgroup })
+    }
+
+    /// Move a process (and so its future children) into the cgroup.
+    pub fn add(&self, pid: u32) -> Result<()> {
+        self.cgroup
+            .add_task_by_tgid(CgroupPid::from(pid as u64))
+            .map_err(|e| Error::Runtime(format!("joining the cgroup: {e}")))
+    }
+
+    /// Whether the kernel's OOM killer killed a process of this cgroup.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup
+            .controller_of::<MemController>()
+            .map(|m| m.memory_stat().oom_control.oom_kill > 0)
+            .unwrap_or(false)
+    }
+
+    /// Remove the (empty) cgroup.
+    pub fn remove(self) -> Result<()> {
+        self.cgroup
+            .delete()
+            .map_err(|e| Error::Runtime(format!("removing the cgroup: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_like_docker() {
+        assert_eq!(parse_bytes("20m").unwrap(), 20 << 20);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("512K").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("1.5m").unwrap(), 3 << 19);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        for bad in ["", "m", "12x", "-5m", "abc"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        assert!(validate(&Limits {
+            memory: Some(1 << 20),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(validate(&Limits {
+            memory: Some(64 << 20),
+            memory_swap: Some(32 << 20),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(validate(&Limits {
+            cpus: Some(0.0),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(validate(&Limits {
+            cpus: Some(1000.0),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(validate(&Limits {
+            pids: Some(0),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(validate(&Limits {
+            memory: Some(64 << 20),
+            cpus: Some(0.5),
+            pids: Some(10),
+            ..Default::default()
+        })
+        .is_ok());
+    }
+}
