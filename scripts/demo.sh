@@ -2,8 +2,7 @@
 # The main job end to end on a fresh machine: install the tools, start a
 # loopback registry filled with test images (built by umoci/skopeo, not by
 # mocker), build mocker, pull images into a scratch root (downloaded,
-# verified, unpacked into shared snapshots) and show them. Running a
-# container from them arrives with the runtime.
+# verified, unpacked into shared snapshots), show them, and run a container.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,5 +19,7 @@ mocker pull "$MOCKER_TEST_REGISTRY/busybox:latest"
 mocker pull "$MOCKER_TEST_REGISTRY/multi:latest"
 mocker images
 mocker image export "$MOCKER_TEST_REGISTRY/multi:latest" | tar -tv | sed -n 1,12p
+mocker run --rm --hostname demo "$MOCKER_TEST_REGISTRY/busybox:latest" sh -c 'echo "hello from $(hostname), pid $$"; ls /'
+
 mocker system df
 mocker system check

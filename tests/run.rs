@@ -89,6 +89,9 @@ fn the_command_is_pid_1_and_sees_nothing_of_the_host() {
         sys_options.split(',').any(|o| o == "ro"),
         "/sys is writable: {sys_options}"
     );
+    let (_, flags, _) = run(&root, &["cat", "/sys/class/net/lo/flags"]);
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "loopback is down");
     let (_, devs, _) = run(&root, &["ls", "/dev"]);
     for node in ["null", "zero", "urandom", "tty", "pts", "shm"] {
         assert!(devs.lines().any(|l| l == node), "/dev/{node} missing: {devs}");

@@ -48,7 +48,7 @@ enum Command {
     /// Download an image from a registry
     Pull(PullArgs),
     /// Run a command in a new container (foreground; needs --rm for now)
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List images
     Images(ImagesArgs),
     /// Remove one or more images

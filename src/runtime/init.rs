@@ -257,6 +257,12 @@ fn start_container(spec: &InitSpec) -> std::result::Result<std::convert::Infalli
         mask_paths()?;
     }
 
+    loopback_up().map_err(|e| {
+        (
+            EXIT_RUNTIME_FAILED,
+            Error::Runtime(format!("bringing up loopback: {e}")),
+        )
+    })?;
     let process = &spec.process;
     nix::unistd::sethostname(&process.hostname).map_err(fail("setting the hostname"))?;
     std::fs::create_dir_all(&process.cwd)
@@ -353,6 +359,32 @@ fn start_container(spec: &InitSpec) -> std::result::Result<std::convert::Infalli
         _ => EXIT_CANNOT_INVOKE,
     };
     Err((code, Error::Runtime(format!("cannot run {:?}: {err}", process.args[0]))))
+}
+
+/// The new network namespace starts with `lo` down; docker's containers
+/// have it up.
+fn loopback_up() -> std::io::Result<()> {
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain data; the ioctls read and write only it.
+    unsafe {
+        let mut request: nix::libc::ifreq = std::mem::zeroed();
+        for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as nix::libc::c_char;
+        }
+        if nix::libc::ioctl(socket.as_raw_fd(), nix::libc::SIOCGIFFLAGS, &mut request) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        request.ifr_ifru.ifru_flags |= nix::libc::IFF_UP as nix::libc::c_short;
+        if nix::libc::ioctl(socket.as_raw_fd(), nix::libc::SIOCSIFFLAGS, &request) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Mount onto `rel` inside the new root, resolved by fd (never by a path a

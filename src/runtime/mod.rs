@@ -2,8 +2,9 @@
 //! and removes it when it exits (`run --rm`): new PID, mount, UTS, IPC and
 //! network namespaces (loopback only), an overlayfs root from the image's
 //! snapshots, pivot_root, /proc, /dev and a read-only /sys, the image's
-//! command, environment, working directory and user. cgroups, networking on
-//! a bridge, detached containers and their state are not built yet.
+//! command, environment, working directory and user, capabilities and
+//! cgroup limits. Networking on a bridge, detached containers and their
+//! state are not built yet.
 
 pub mod cgroup;
 pub mod init;
