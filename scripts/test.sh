@@ -18,7 +18,7 @@ source "$work/env"
 # Unit and integration tests (no doc tests: the library has none), then one
 # summary line over every test binary.
 set +e
-cargo test --locked --tests "$@" 2>&1 | tee "$work/test.log"
+cargo test --locked --no-fail-fast --tests "$@" 2>&1 | tee "$work/test.log"
 status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -E '^test result:' "$work/test.log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | paste -sd+ - | bc)

@@ -254,26 +254,27 @@ fn cgroup_limits_are_enforced_and_removed() {
         .args(["run", "--rm", "--cpus", "0.5", &image("busybox"), "sleep", "2"])
         .spawn()
         .unwrap();
-    let mut quota = None;
+    // Other tests run containers at the same time: look for ours by its quota.
+    let mut ours = None;
     for _ in 0..40 {
         std::thread::sleep(std::time::Duration::from_millis(50));
-        quota = container_cgroups().iter().find_map(|c| {
-            std::fs::read_to_string(c.join("cpu.cfs_quota_us"))
-                .ok()
-                .or_else(|| std::fs::read_to_string(c.join("cpu.max")).ok())
+        ours = container_cgroups().into_iter().find(|c| {
+            let quota = std::fs::read_to_string(c.join("cpu.cfs_quota_us"))
+                .or_else(|_| std::fs::read_to_string(c.join("cpu.max")));
+            quota.is_ok_and(|q| q.trim() == "50000" || q.trim().starts_with("50000 "))
         });
-        if quota.is_some() {
+        if ours.is_some() {
             break;
         }
     }
     assert!(child.wait().unwrap().success());
-    let quota = quota.expect("no container cgroup with a CPU quota appeared");
-    assert!(quota.trim() == "50000" || quota.trim().starts_with("50000 "), "{quota}");
-    assert!(
-        container_cgroups().is_empty(),
-        "cgroups left behind: {:?}",
-        container_cgroups()
-    );
+    let ours = ours.expect("no container cgroup with a 0.5 CPU quota appeared");
+    let id = ours.file_name().unwrap().to_owned();
+    let left: Vec<_> = container_cgroups()
+        .into_iter()
+        .filter(|c| c.file_name() == Some(&id))
+        .collect();
+    assert!(left.is_empty(), "the container's cgroups were left behind: {left:?}");
     for bad in [
         &["-m", "1k"][..],
         &["--cpus", "0"],
