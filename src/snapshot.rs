@@ -219,15 +219,20 @@ impl Snapshotter {
         }))
     }
 
-    /// Committed snapshot directories (with their meta.json) that the index
-    /// does not record.
-    pub fn unrecorded(&self) -> Result<Vec<SnapshotRecord>> {
+    /// Ids of every snapshot, committed or active, the index records.
+    fn recorded_ids(&self) -> Result<std::collections::HashSet<u64>> {
         let (snapshots, actives) = self.index.session(|s| Ok((s.snapshots()?, s.actives()?)))?;
-        let known: std::collections::HashSet<u64> = snapshots
+        Ok(snapshots
             .values()
             .map(|r| r.id)
             .chain(actives.values().map(|a| a.id))
-            .collect();
+            .collect())
+    }
+
+    /// Committed snapshot directories (with their meta.json) that the index
+    /// does not record.
+    pub fn unrecorded(&self) -> Result<Vec<SnapshotRecord>> {
+        let known = self.recorded_ids()?;
         let mut out = Vec::new();
         for (id, _) in self.numbered_dirs()? {
             if known.contains(&id) {
@@ -460,12 +465,7 @@ impl Snapshotter {
 
     /// Ids of active snapshots' directories the index does not record.
     pub fn unrecorded_active_dirs(&self) -> Result<Vec<u64>> {
-        let (snapshots, actives) = self.index.session(|s| Ok((s.snapshots()?, s.actives()?)))?;
-        let known: std::collections::HashSet<u64> = snapshots
-            .values()
-            .map(|r| r.id)
-            .chain(actives.values().map(|a| a.id))
-            .collect();
+        let known = self.recorded_ids()?;
         Ok(self
             .numbered_dirs()?
             .into_iter()
