@@ -290,3 +290,78 @@ fn cgroup_limits_are_enforced_and_removed() {
         assert!(stderr(&out).starts_with("Error: "), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn volumes_read_only_root_and_network_modes() {
+    let root = pulled();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in"), b"from the host\n").unwrap();
+    let dir = host.path().display().to_string();
+    let (code, out, err) = run(
+        &root,
+        &[
+            "-v",
+            &format!("{dir}:/data"),
+            "--",
+            "sh",
+            "-c",
+            "cat /data/in; echo from the container > /data/out",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (0, "from the host\n"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("out")).unwrap(),
+        "from the container\n"
+    );
+    let (code, _, err) = run(
+        &root,
+        &[
+            "-v",
+            &format!("{dir}:/data:ro"),
+            "--",
+            "sh",
+            "-c",
+            "echo x > /data/nope",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(!host.path().join("nope").exists());
+    let (_, out, _) = run(
+        &root,
+        &["-v", &format!("{dir}/in:/etc/single:ro"), "--", "cat", "/etc/single"],
+    );
+    assert_eq!(out, "from the host\n");
+
+    let (_, out, err) = run(
+        &root,
+        &[
+            "--read-only",
+            "--",
+            "sh",
+            "-c",
+            "touch /x; echo tmp > /dev/shm/y && cat /dev/shm/y",
+        ],
+    );
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert_eq!(out, "tmp\n");
+
+    let host_interfaces = std::fs::read_dir("/sys/class/net").unwrap().count();
+    let (_, out, _) = run(&root, &["--network", "host", "--", "ls", "/sys/class/net"]);
+    assert_eq!(out.lines().count(), host_interfaces, "{out}");
+    let (_, out, _) = run(&root, &["--network", "none", "--", "ls", "/sys/class/net"]);
+    assert_eq!(out.trim(), "lo");
+    for bad in [
+        &["--network", "bridge"][..],
+        &["--network", "weird"],
+        &["-v", "named:/x"],
+        &["-v", "/tmp:/x:rx"],
+    ] {
+        let mut args = vec!["run", "--rm"];
+        args.extend(bad);
+        let busybox = image("busybox");
+        args.extend([busybox.as_str(), "true"]);
+        let out = root.run(&args);
+        assert_eq!(out.status.code(), Some(125), "{bad:?}");
+    }
+}

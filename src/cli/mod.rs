@@ -165,6 +165,15 @@ struct RunArgs {
     /// Maximum number of processes (-1: unlimited)
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pids_limit: Option<i64>,
+    /// Bind mount a host path: HOST:CONTAINER[:ro]
+    #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    volume: Vec<String>,
+    /// Mount the container's root filesystem read-only
+    #[arg(long)]
+    read_only: bool,
+    /// Network: none (loopback only) or host
+    #[arg(long, value_name = "NETWORK", default_value = "none")]
+    network: String,
     image: String,
     /// Command and arguments (replace the image's Cmd)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -393,7 +402,23 @@ fn run_container(mocker: &Mocker, args: &RunArgs) -> Result<i32> {
             return Ok(EXIT_ENGINE_FAILED);
         }
     };
+    let parsed = args
+        .volume
+        .iter()
+        .map(|v| mocker::runtime::init::Volume::parse(v))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .and_then(|volumes| Ok((volumes, mocker::runtime::Network::parse(&args.network)?)));
+    let (volumes, network) = match parsed {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return Ok(EXIT_ENGINE_FAILED);
+        }
+    };
     let opts = mocker::runtime::RunOptions {
+        volumes,
+        network,
+        read_only: args.read_only,
         limits,
         image: args.image.clone(),
         overrides: mocker::runtime::Overrides {

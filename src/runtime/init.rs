@@ -38,6 +38,52 @@ pub struct InitSpec {
     pub rootfs: PathBuf,
     /// `--privileged`: no masked paths, no no_new_privs.
     pub privileged: bool,
+    /// `-v HOST:CONTAINER[:ro]` bind mounts.
+    pub volumes: Vec<Volume>,
+    /// `--read-only`: the root filesystem is mounted read-only.
+    pub read_only_root: bool,
+    /// `--network host`: the host's network namespace (no loopback setup).
+    pub host_network: bool,
+}
+
+/// A host path bind-mounted into the container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Volume {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+impl Volume {
+    /// docker's `-v HOST:CONTAINER[:ro|rw]` (host paths only; named volumes
+    /// are not supported).
+    pub fn parse(input: &str) -> Result<Volume, Error> {
+        let invalid = |why: &str| Error::Runtime(format!("invalid volume {input:?}: {why}"));
+        let parts: Vec<&str> = input.split(':').collect();
+        let (source, target, mode) = match parts.as_slice() {
+            [s, t] => (*s, *t, "rw"),
+            [s, t, m] => (*s, *t, *m),
+            _ => return Err(invalid("expected HOST:CONTAINER[:ro]")),
+        };
+        if !source.starts_with('/') {
+            return Err(invalid(
+                "the host path must be absolute (named volumes are not supported)",
+            ));
+        }
+        if !target.starts_with('/') || target == "/" {
+            return Err(invalid("the container path must be absolute and not /"));
+        }
+        let read_only = match mode {
+            "ro" => true,
+            "rw" => false,
+            _ => return Err(invalid("the mode must be ro or rw")),
+        };
+        Ok(Volume {
+            source: PathBuf::from(source),
+            target: target.to_string(),
+            read_only,
+        })
+    }
 }
 
 /// docker's masked paths: hidden behind /dev/null or an empty read-only tmpfs.
@@ -246,6 +292,21 @@ fn start_container(spec: &InitSpec) -> std::result::Result<std::convert::Infalli
         None,
     )?;
 
+    for volume in &spec.volumes {
+        bind_volume(&root, volume)?;
+    }
+    if spec.read_only_root {
+        // Only the root mount: /dev, /proc, /dev/shm and volumes keep theirs.
+        mount(
+            None::<&str>,
+            &spec.rootfs,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(fail("making the root filesystem read-only"))?;
+    }
+
     // pivot_root(".", ".") stacks the old root under the new one; detaching
     // it leaves no path back to the host (never a plain chroot).
     nix::unistd::fchdir(root.as_fd()).map_err(fail("entering the root filesystem"))?;
@@ -257,12 +318,14 @@ fn start_container(spec: &InitSpec) -> std::result::Result<std::convert::Infalli
         mask_paths()?;
     }
 
-    loopback_up().map_err(|e| {
-        (
-            EXIT_RUNTIME_FAILED,
-            Error::Runtime(format!("bringing up loopback: {e}")),
-        )
-    })?;
+    if !spec.host_network {
+        loopback_up().map_err(|e| {
+            (
+                EXIT_RUNTIME_FAILED,
+                Error::Runtime(format!("bringing up loopback: {e}")),
+            )
+        })?;
+    }
     let process = &spec.process;
     nix::unistd::sethostname(&process.hostname).map_err(fail("setting the hostname"))?;
     std::fs::create_dir_all(&process.cwd)
@@ -359,6 +422,73 @@ fn start_container(spec: &InitSpec) -> std::result::Result<std::convert::Infalli
         _ => EXIT_CANNOT_INVOKE,
     };
     Err((code, Error::Runtime(format!("cannot run {:?}: {err}", process.args[0]))))
+}
+
+/// Bind `volume.source` (a host path, as the user named it) onto its target
+/// inside the new root, resolved by fd so an image symlink cannot redirect
+/// it onto the host.
+fn bind_volume(root: &std::os::fd::OwnedFd, volume: &Volume) -> std::result::Result<(), Failure> {
+    let failed = |what: String| (EXIT_RUNTIME_FAILED, Error::Runtime(what));
+    let rel = Path::new(volume.target.trim_start_matches('/'));
+    // docker creates a missing host directory.
+    if !volume.source.exists() {
+        std::fs::create_dir_all(&volume.source)
+            .map_err(|e| failed(format!("creating {}: {e}", volume.source.display())))?;
+    }
+    let source =
+        std::fs::File::open(&volume.source).map_err(|e| failed(format!("volume {}: {e}", volume.source.display())))?;
+    let is_dir = source.metadata().map(|m| m.is_dir()).unwrap_or(false);
+    let target = if is_dir {
+        safefs::mkdir_all_in(root.as_fd(), rel)
+            .map_err(|(c, e)| failed(format!("volume target {} ({c}): {e}", volume.target)))?
+    } else {
+        let parent = safefs::mkdir_all_in(root.as_fd(), rel.parent().unwrap_or(Path::new("")))
+            .map_err(|(c, e)| failed(format!("volume target {} ({c}): {e}", volume.target)))?;
+        let name = rel
+            .file_name()
+            .ok_or_else(|| failed(format!("volume target {}", volume.target)))?;
+        nix::fcntl::openat(
+            parent.as_fd(),
+            Path::new(name),
+            nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| failed(format!("volume target {}: {e}", volume.target)))?
+    };
+    let from = format!("/proc/self/fd/{}", source.as_raw_fd());
+    let onto = format!("/proc/self/fd/{}", target.as_raw_fd());
+    mount(
+        Some(from.as_str()),
+        onto.as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| failed(format!("mounting volume {}: {e}", volume.target)))?;
+    if volume.read_only {
+        // Reopen: the old fd still names the directory under the mount.
+        let mounted = nix::fcntl::openat2(
+            root.as_fd(),
+            rel,
+            nix::fcntl::OpenHow::new()
+                .flags(nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC)
+                .resolve(nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS),
+        )
+        .map_err(|e| failed(format!("volume target {}: {e}", volume.target)))?;
+        let onto = format!("/proc/self/fd/{}", mounted.as_raw_fd());
+        mount(
+            None::<&str>,
+            onto.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| failed(format!("making volume {} read-only: {e}", volume.target)))?;
+    }
+    Ok(())
 }
 
 /// The new network namespace starts with `lo` down; docker's containers

@@ -27,6 +27,30 @@ pub struct RunOptions {
     pub image: String,
     pub overrides: Overrides,
     pub limits: cgroup::Limits,
+    pub volumes: Vec<init::Volume>,
+    pub read_only: bool,
+    pub network: Network,
+}
+
+/// `--network`: a private namespace with loopback only, or the host's.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Network {
+    #[default]
+    None,
+    Host,
+}
+
+impl Network {
+    pub fn parse(input: &str) -> Result<Network> {
+        match input {
+            "none" => Ok(Network::None),
+            "host" => Ok(Network::Host),
+            "bridge" | "default" => Err(Error::Runtime(
+                "bridge networking is not built yet: use --network none (the default for now) or host".into(),
+            )),
+            other => Err(Error::Runtime(format!("unknown network {other:?}: use none or host"))),
+        }
+    }
 }
 
 /// A new 64-hex container id.
@@ -77,9 +101,12 @@ pub fn run(mocker: &Mocker, opts: &RunOptions) -> Result<i32> {
             overlay,
             rootfs: dir.join("rootfs"),
             privileged: opts.overrides.privileged,
+            volumes: opts.volumes.clone(),
+            read_only_root: opts.read_only,
+            host_network: opts.network == Network::Host,
         };
         let spec = serde_json::to_string(&spec).map_err(|e| Error::Runtime(e.to_string()))?;
-        spawn_init(&spec, |pid| cgroup.add(pid))
+        spawn_init(&spec, opts.network, |pid| cgroup.add(pid))
     })();
     // The root filesystem was mounted only in the container's mount
     // namespace, which is gone with its processes.
@@ -108,7 +135,12 @@ fn sealed_self() -> Result<std::os::fd::OwnedFd> {
 
 /// Start `__init`; `joined(pid)` runs before init may start the container
 /// (it waits on a pipe), so the whole container starts inside the cgroup.
-fn spawn_init(spec: &str, joined: impl FnOnce(u32) -> Result<()>) -> Result<i32> {
+fn spawn_init(spec: &str, network: Network, joined: impl FnOnce(u32) -> Result<()>) -> Result<i32> {
+    let mut namespaces =
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID;
+    if network == Network::None {
+        namespaces |= CloneFlags::CLONE_NEWNET;
+    }
     let init = sealed_self()?;
     let (ready_read, ready_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")))?;
@@ -123,13 +155,7 @@ fn spawn_init(spec: &str, joined: impl FnOnce(u32) -> Result<()>) -> Result<i32>
     // SAFETY: only async-signal-safe calls (unshare, signal) between fork and exec.
     unsafe {
         command.pre_exec(move || {
-            nix::sched::unshare(
-                CloneFlags::CLONE_NEWNS
-                    | CloneFlags::CLONE_NEWUTS
-                    | CloneFlags::CLONE_NEWIPC
-                    | CloneFlags::CLONE_NEWPID
-                    | CloneFlags::CLONE_NEWNET,
-            )?;
+            nix::sched::unshare(namespaces)?;
             signal(Signal::SIGINT, SigHandler::SigDfl)?;
             signal(Signal::SIGTERM, SigHandler::SigDfl)?;
             // The ready pipe is the one fd init inherits.
