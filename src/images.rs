@@ -316,17 +316,32 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
     Ok(out)
 }
 
+/// What [`collect_unreferenced`] deleted.
+#[derive(Debug, Default)]
+pub(crate) struct Collected {
+    pub blob_bytes: u64,
+    pub snapshots: Vec<SnapshotRecord>,
+}
+
 /// Delete those of `candidates` (blob digests or snapshot chain IDs) that no
-/// image, live pull or container uses: what a failed pull leaves behind.
-pub(crate) fn collect_unreferenced(mocker: &Mocker, candidates: &[Digest]) -> Result<()> {
-    let dirs = mocker.index.session(|s| {
+/// image, live pull or container uses — what a failed pull leaves behind —
+/// or, with `None`, every blob and snapshot nothing uses (`system prune`).
+pub(crate) fn collect_unreferenced(mocker: &Mocker, candidates: Option<&[Digest]>) -> Result<Collected> {
+    let collected = mocker.index.session(|s| {
+        let candidates: Vec<Digest> = match candidates {
+            Some(c) => c.to_vec(),
+            None => {
+                let chains = s.snapshots()?.into_values().map(|r| r.chain_id);
+                mocker.store.list()?.0.into_iter().chain(chains).collect()
+            }
+        };
         let images = s.images()?;
         let keep_blobs = referenced_blobs(&mocker.index, s, images.values())?;
         let keep_snapshots = referenced_snapshots(&mocker.index, s, images.values())?;
         let mut batch = Batch::default();
         let mut blobs = Vec::new();
-        let mut dirs = Vec::new();
-        for digest in candidates {
+        let mut collected = Collected::default();
+        for digest in &candidates {
             if !keep_blobs.contains(digest) && mocker.store.has(digest) {
                 batch.del_layer(digest);
                 blobs.push(digest);
@@ -334,18 +349,21 @@ pub(crate) fn collect_unreferenced(mocker: &Mocker, candidates: &[Digest]) -> Re
             if !keep_snapshots.contains(digest) {
                 if let Some(snapshot) = s.get_snapshot(digest)? {
                     batch.del_snapshot(digest);
-                    dirs.push(snapshot.id);
+                    collected.snapshots.push(snapshot);
                 }
             }
         }
         s.apply(&batch)?;
         s.flush()?;
         for digest in blobs {
+            collected.blob_bytes += mocker.store.size(digest).unwrap_or(0);
             mocker.store.delete(digest)?;
         }
-        Ok(dirs)
+        Ok(collected)
     })?;
-    mocker.snapshots.remove_dirs(&dirs)
+    let ids: Vec<u64> = collected.snapshots.iter().map(|r| r.id).collect();
+    mocker.snapshots.remove_dirs(&ids)?;
+    Ok(collected)
 }
 
 /// Blobs the given images need plus those leased by live pulls.
@@ -392,41 +410,12 @@ pub fn prune(mocker: &Mocker, all: bool) -> Result<Pruned> {
         }
     }
     // Anything else nothing uses: leftovers of crashes and failed pulls.
-    let (blobs, _) = mocker.store.list()?;
-    let dead_snapshots = mocker.index.session(|s| {
-        let images = s.images()?;
-        let keep_blobs = referenced_blobs(&mocker.index, s, images.values())?;
-        let keep_snapshots = referenced_snapshots(&mocker.index, s, images.values())?;
-        let mut batch = Batch::default();
-        let mut doomed_blobs = Vec::new();
-        for blob in &blobs {
-            if !keep_blobs.contains(blob) {
-                batch.del_layer(blob);
-                doomed_blobs.push(blob);
-            }
-        }
-        let mut dead = Vec::new();
-        for record in s.snapshots()?.into_values() {
-            if !keep_snapshots.contains(&record.chain_id) {
-                batch.del_snapshot(&record.chain_id);
-                dead.push(record);
-            }
-        }
-        s.apply(&batch)?;
-        s.flush()?;
-        for blob in doomed_blobs {
-            pruned.reclaimed += mocker.store.size(blob).unwrap_or(0);
-            mocker.store.delete(blob)?;
-        }
-        Ok(dead)
-    })?;
-    for record in &dead_snapshots {
+    let collected = collect_unreferenced(mocker, None)?;
+    pruned.reclaimed += collected.blob_bytes;
+    for record in collected.snapshots {
         pruned.reclaimed += record.size;
-        pruned.removed.push(Removed::Deleted(record.chain_id.clone()));
+        pruned.removed.push(Removed::Deleted(record.chain_id));
     }
-    mocker
-        .snapshots
-        .remove_dirs(&dead_snapshots.iter().map(|r| r.id).collect::<Vec<_>>())?;
     for orphan in mocker.snapshots.unrecorded()? {
         // Under the chain's lock no pull is about to record it; re-read the
         // index, as one may have recorded it since we listed.

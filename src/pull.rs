@@ -132,7 +132,7 @@ pub async fn pull(
                 | Error::DiskFull { .. }
         );
         if permanent && !touched.is_empty() {
-            let _ = crate::images::collect_unreferenced(mocker, &touched);
+            let _ = crate::images::collect_unreferenced(mocker, Some(&touched));
         }
     }
     result

@@ -200,7 +200,6 @@ impl Snapshotter {
             self.index.session(|s| s.apply(&batch))?;
             return Ok(Begin::Exists(orphan));
         }
-        self.sweep_partial_builds();
         let id = self.index.session(|s| s.next_id())?;
         let tmp = self.dir.join(format!("tmp-{id}"));
         fs::create_dir(&tmp).ctx(|| format!("creating {}", tmp.display()))?;

@@ -24,6 +24,17 @@ fn run(root: &Root, args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), stdout(&out), stderr(&out))
 }
 
+/// `run --rm FLAGS busybox true` must fail as docker does (125).
+fn refused(root: &Root, flags: &[&str]) -> std::process::Output {
+    let busybox = image("busybox");
+    let mut args = vec!["run", "--rm"];
+    args.extend(flags);
+    args.extend([busybox.as_str(), "true"]);
+    let out = root.run(&args);
+    assert_eq!(out.status.code(), Some(125), "{flags:?}");
+    out
+}
+
 #[test]
 fn runs_the_command_and_returns_its_exit_code() {
     let root = pulled();
@@ -281,12 +292,7 @@ fn cgroup_limits_are_enforced_and_removed() {
         &["-m", "lots"],
         &["--pids-limit", "0"],
     ] {
-        let mut args = vec!["run", "--rm"];
-        args.extend(bad);
-        let busybox = image("busybox");
-        args.extend([busybox.as_str(), "true"]);
-        let out = root.run(&args);
-        assert_eq!(out.status.code(), Some(125), "{bad:?}");
+        let out = refused(&root, bad);
         assert!(stderr(&out).starts_with("Error: "), "{}", stderr(&out));
     }
 }
@@ -357,11 +363,6 @@ fn volumes_read_only_root_and_network_modes() {
         &["-v", "named:/x"],
         &["-v", "/tmp:/x:rx"],
     ] {
-        let mut args = vec!["run", "--rm"];
-        args.extend(bad);
-        let busybox = image("busybox");
-        args.extend([busybox.as_str(), "true"]);
-        let out = root.run(&args);
-        assert_eq!(out.status.code(), Some(125), "{bad:?}");
+        refused(&root, bad);
     }
 }
