@@ -99,6 +99,15 @@ build_images() {
     umoci config --image "$layout:busybox" --os linux --architecture amd64 \
         --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --config.cmd /bin/sh
 
+    # The runtime tests' image: every busybox applet (httpd, nc, ip, ps,
+    # kill, …), users and groups to run as, and a server script.
+    add_layer busybox toolbox '
+        for a in $(/bin/busybox --list); do [ -e bin/$a ] || ln -s busybox bin/$a; done
+        printf "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www:/var/www:/bin/false\nbob:x:1000:1000::/home/bob:/bin/sh\n" > etc/passwd
+        printf "root:x:0:\nwww-data:x:33:\nbob:x:1000:\naudio:x:29:bob\n" > etc/group
+        mkdir -p www home/bob && echo hello-from-container > www/index.html'
+    umoci config --image "$layout:toolbox" --config.workingdir /www --config.env GREETING=hello
+
     # Three more layers, including a deletion (whiteout) and a replaced file.
     add_layer busybox multi 'mkdir -p etc/app && echo one > etc/app/config && echo keep > etc/app/keep'
     add_layer multi multi 'head -c 2000000 /dev/urandom > data.bin && echo two > etc/app/config'
@@ -287,6 +296,7 @@ start() {
     skopeo copy -q --preserve-digests --dest-tls-verify=false "oci:$work/oci-zstd:busybox" "docker://$r/busybox-zstd:latest"
     skopeo copy -q --dest-decompress "oci:$layout:busybox" "dir:$work/dir-plain"
     skopeo copy -q --preserve-digests --dest-tls-verify=false "dir:$work/dir-plain" "docker://$r/busybox-plain:latest"
+    push toolbox "$r/toolbox:latest"
     push multi "$r/multi:latest"
     push everything "$r/everything:latest"
     push layers-60 "$r/layers-60:latest"

@@ -59,6 +59,13 @@ pub enum Error {
     #[error("{0}")]
     Runtime(String),
 
+    #[error("No such container: {0}")]
+    NoSuchContainer(String),
+
+    /// The container's command did not start; `code` is docker's exit code.
+    #[error("{message}")]
+    StartFailed { code: i32, message: String },
+
     #[error("no such image: {0}")]
     NoSuchImage(String),
 

@@ -247,6 +247,25 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
                 (keys, manifests)
             }
         };
+        // docker: an image a container was created from is only untagged,
+        // and only with -f.
+        let containers = s.containers()?;
+        if let Some(user) = containers.values().find(|c| candidates.contains(&c.image_manifest)) {
+            if !force {
+                let image = s
+                    .get_image(&user.image_manifest)?
+                    .map(|i| i.config_digest.short().to_string())
+                    .unwrap_or_default();
+                return Err(Error::Runtime(format!(
+                    "conflict: unable to remove {input:?} (must force) - container {} is using its referenced image {image}",
+                    &user.id[..12]
+                )));
+            }
+        }
+        let candidates: Vec<Digest> = candidates
+            .into_iter()
+            .filter(|m| !containers.values().any(|c| &c.image_manifest == m))
+            .collect();
         let mut out = Vec::new();
         let mut batch = Batch::default();
         for key in &drop_refs {
@@ -395,11 +414,14 @@ pub struct Pruned {
 /// downloads and partial unpacks.
 pub fn prune(mocker: &Mocker, all: bool) -> Result<Pruned> {
     let mut pruned = Pruned::default();
-    let (refs, images) = mocker.index.session(|s| Ok((s.refs()?, s.images()?)))?;
+    let (refs, images, containers) = mocker
+        .index
+        .session(|s| Ok((s.refs()?, s.images()?, s.containers()?)))?;
     let named: HashSet<&Digest> = refs.values().collect();
+    let used: HashSet<&Digest> = containers.values().map(|c| &c.image_manifest).collect();
     let doomed: Vec<&ImageRecord> = images
         .values()
-        .filter(|i| all || !named.contains(&i.manifest_digest))
+        .filter(|i| (all || !named.contains(&i.manifest_digest)) && !used.contains(&i.manifest_digest))
         .collect();
     for image in doomed {
         match remove(mocker, image.config_digest.as_str(), true) {

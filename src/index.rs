@@ -38,6 +38,9 @@ const LAYER: &str = "layer/";
 const LEASE: &str = "lease/";
 const SNAPSHOT: &str = "snapshot/";
 const ACTIVE: &str = "active/";
+const CONTAINER: &str = "container/";
+const NAME: &str = "name/";
+const ADDRESS: &str = "ip/";
 
 /// One pulled image, keyed by its (platform-specific) manifest digest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -101,6 +104,18 @@ pub struct ActiveRecord {
     pub id: u64,
     pub key: String,
     pub parent: Option<Digest>,
+}
+
+/// A container: its name and the image it was created from. Everything
+/// else about it lives in `containers/<id>/` (see `container`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    pub image_manifest: Digest,
+    pub created: String,
+    /// Its bridge and address, when it has one (`ip/<bridge>/<addr>`).
+    pub address: Option<(String, std::net::Ipv4Addr)>,
 }
 
 /// Blobs a running pull depends on before its image is recorded. The pull
@@ -176,6 +191,21 @@ impl Batch {
     }
     pub fn del_active(&mut self, key: &str) -> &mut Self {
         self.del(format!("{ACTIVE}{key}"))
+    }
+    /// A container with its unique name and (optionally) its address.
+    pub fn put_container(&mut self, container: &ContainerRecord) -> &mut Self {
+        self.put(format!("{NAME}{}", container.name), &container.id);
+        if let Some((bridge, ip)) = &container.address {
+            self.put(format!("{ADDRESS}{bridge}/{ip}"), &container.id);
+        }
+        self.put(format!("{CONTAINER}{}", container.id), container)
+    }
+    pub fn del_container(&mut self, container: &ContainerRecord) -> &mut Self {
+        self.del(format!("{NAME}{}", container.name));
+        if let Some((bridge, ip)) = &container.address {
+            self.del(format!("{ADDRESS}{bridge}/{ip}"));
+        }
+        self.del(format!("{CONTAINER}{}", container.id))
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -471,6 +501,25 @@ impl Session {
             .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
             .map(u64::from_be_bytes)
             .unwrap_or(1))
+    }
+
+    pub fn get_container(&self, id: &str) -> Result<Option<ContainerRecord>> {
+        self.get(format!("{CONTAINER}{id}"))
+    }
+
+    pub fn containers(&self) -> Result<BTreeMap<String, ContainerRecord>> {
+        self.scan(CONTAINER)
+    }
+
+    /// The id of the container holding `name`.
+    pub fn container_named(&self, name: &str) -> Result<Option<String>> {
+        self.get(format!("{NAME}{name}"))
+    }
+
+    /// Addresses in use on `bridge`.
+    pub fn addresses(&self, bridge: &str) -> Result<Vec<std::net::Ipv4Addr>> {
+        let used: BTreeMap<String, String> = self.scan(&format!("{ADDRESS}{bridge}/"))?;
+        Ok(used.keys().filter_map(|k| k.parse().ok()).collect())
     }
 
     pub fn refs(&self) -> Result<BTreeMap<String, Digest>> {

@@ -1,12 +1,13 @@
 //! mocker: a small, daemonless container engine.
 //!
 //! Data flows one way: [`registry`] → [`store`] → [`unpack`] → [`snapshot`]
-//! (→ runtime). [`index`] records what the store's blobs mean. The modules at
+//! → runtime → [`container`]. [`index`] records what the store's blobs mean. The modules at
 //! the top ([`pull`], [`images`], [`check`]) compose the lower ones; no lower
 //! module imports a higher one. The CLI in `src/cli/` only parses and prints.
 
 pub mod auth;
 pub mod check;
+pub mod container;
 pub mod digest;
 pub mod error;
 pub mod images;

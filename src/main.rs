@@ -3,10 +3,12 @@
 mod cli;
 
 fn main() {
-    // `mocker run` re-executes itself as the container's init: a fresh,
+    // `start` and `exec` re-execute mocker (from a sealed memfd) as a fresh,
     // single-threaded process, which a fork of the threaded CLI is not.
-    if std::env::args_os().nth(1).is_some_and(|a| a == "__init") {
-        std::process::exit(mocker::runtime::init::main());
+    match std::env::args_os().nth(1).as_ref().and_then(|a| a.to_str()) {
+        Some("__monitor") => std::process::exit(mocker::container::monitor::main()),
+        Some("__exec") => std::process::exit(mocker::runtime::exec::main()),
+        _ => {}
     }
     std::process::exit(cli::run());
 }

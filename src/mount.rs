@@ -21,7 +21,21 @@ pub struct Overlay {
 }
 
 impl Overlay {
+    /// The merged view without a writable layer: the upper directory becomes
+    /// the topmost lower one, so it can be mounted while the container runs.
+    pub fn read_only_view(&self) -> Overlay {
+        Overlay {
+            base: self.base.clone(),
+            lower: std::iter::once(self.upper.clone()).chain(self.lower.iter().cloned()).collect(),
+            upper: String::new(),
+            work: String::new(),
+        }
+    }
+
     pub fn options(&self) -> String {
+        if self.upper.is_empty() {
+            return format!("lowerdir={}", self.lower.join(":"));
+        }
         format!(
             "lowerdir={},upperdir={},workdir={}",
             self.lower.join(":"),

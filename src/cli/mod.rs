@@ -1,6 +1,7 @@
 //! Argument definitions and dispatch. Output conventions follow docker's CLI;
 //! errors are one line on stderr and a non-zero exit code.
 
+mod containers;
 mod output;
 mod progress;
 
@@ -24,7 +25,7 @@ use mocker::Mocker;
     about = "A small, daemonless container engine",
     propagate_version = true
 )]
-struct Cli {
+pub(crate) struct Cli {
     /// Storage root for images, blobs and the index
     #[arg(long, global = true, env = "MOCKER_ROOT", default_value = mocker::DEFAULT_ROOT, value_name = "DIR")]
     root: PathBuf,
@@ -47,15 +48,38 @@ struct Cli {
 enum Command {
     /// Download an image from a registry
     Pull(PullArgs),
-    /// Run a command in a new container (foreground; needs --rm for now)
-    Run(Box<RunArgs>),
+    /// Create and run a new container from an image
+    Run(Box<containers::RunArgs>),
+    /// Create a new container
+    Create(Box<containers::CreateArgs>),
+    /// Start one or more stopped containers
+    Start(containers::StartArgs),
+    /// List containers
+    Ps(containers::PsArgs),
+    /// Stop one or more running containers
+    Stop(containers::StopArgs),
+    /// Kill one or more running containers
+    Kill(containers::KillArgs),
+    /// Remove one or more containers
+    Rm(containers::RmArgs),
+    /// Fetch the logs of a container
+    Logs(containers::LogsArgs),
+    /// Run a command in a running container
+    Exec(containers::ExecArgs),
+    /// Block until containers stop, then print their exit codes
+    Wait(containers::ContainersArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(containers::ExportArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// List images
     Images(ImagesArgs),
     /// Remove one or more images
     Rmi(RmiArgs),
     /// Create a tag TARGET that refers to SOURCE
     Tag(TagArgs),
-    /// Show low-level information on images as JSON
+    /// Show low-level information on containers or images as JSON
     Inspect(InspectArgs),
     /// Manage images
     #[command(subcommand)]
@@ -85,6 +109,38 @@ enum ImageCommand {
     Inspect(InspectArgs),
     /// Write an image's root filesystem (all layers merged) as a tar archive
     Export(ExportArgs),
+}
+
+#[derive(Subcommand)]
+enum ContainerCommand {
+    /// Create and run a new container from an image
+    Run(Box<containers::RunArgs>),
+    /// Create a new container
+    Create(Box<containers::CreateArgs>),
+    /// Start one or more stopped containers
+    Start(containers::StartArgs),
+    /// List containers
+    #[command(visible_aliases = ["ps", "list"])]
+    Ls(containers::PsArgs),
+    /// Stop one or more running containers
+    Stop(containers::StopArgs),
+    /// Kill one or more running containers
+    Kill(containers::KillArgs),
+    /// Remove one or more containers
+    #[command(visible_alias = "remove")]
+    Rm(containers::RmArgs),
+    /// Fetch the logs of a container
+    Logs(containers::LogsArgs),
+    /// Run a command in a running container
+    Exec(containers::ExecArgs),
+    /// Block until containers stop, then print their exit codes
+    Wait(containers::ContainersArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(containers::ExportArgs),
+    /// Show low-level information on containers as JSON
+    Inspect(containers::ContainersArgs),
+    /// Remove all stopped containers
+    Prune(containers::PruneArgs),
 }
 
 #[derive(Subcommand)]
@@ -119,65 +175,6 @@ struct PullArgs {
     /// Refuse a layer whose unpacked size exceeds this many bytes
     #[arg(long, value_name = "BYTES", default_value_t = mocker::unpack::Limits::default().max_unpacked_bytes)]
     max_layer_size: u64,
-}
-
-#[derive(Args)]
-struct RunArgs {
-    /// Remove the container when it exits (required: keeping containers comes later)
-    #[arg(long)]
-    rm: bool,
-    /// Set an environment variable (KEY=VALUE, or KEY to pass ours on)
-    #[arg(short, long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
-    /// Working directory inside the container
-    #[arg(short, long, value_name = "DIR")]
-    workdir: Option<String>,
-    /// User to run as: uid[:gid]
-    #[arg(short, long, value_name = "UID[:GID]")]
-    user: Option<String>,
-    /// Container host name (default: the short container id)
-    #[arg(long, value_name = "NAME")]
-    hostname: Option<String>,
-    /// Override the image's entrypoint
-    #[arg(long, value_name = "CMD")]
-    entrypoint: Option<String>,
-    /// Add a capability (e.g. NET_ADMIN, or ALL)
-    #[arg(long, value_name = "CAP")]
-    cap_add: Vec<String>,
-    /// Drop a capability (e.g. CHOWN, or ALL)
-    #[arg(long, value_name = "CAP")]
-    cap_drop: Vec<String>,
-    /// Every capability, no masked paths, no no_new_privs
-    #[arg(long)]
-    privileged: bool,
-    /// Memory limit (e.g. 64m, 1g)
-    #[arg(short, long, value_name = "BYTES")]
-    memory: Option<String>,
-    /// Memory plus swap limit (-1: unlimited swap)
-    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
-    memory_swap: Option<String>,
-    /// Number of CPUs (e.g. 0.5)
-    #[arg(long, value_name = "N")]
-    cpus: Option<f64>,
-    /// CPU shares (relative weight)
-    #[arg(short = 'c', long, value_name = "N")]
-    cpu_shares: Option<u64>,
-    /// Maximum number of processes (-1: unlimited)
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pids_limit: Option<i64>,
-    /// Bind mount a host path: HOST:CONTAINER[:ro]
-    #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
-    volume: Vec<String>,
-    /// Mount the container's root filesystem read-only
-    #[arg(long)]
-    read_only: bool,
-    /// Network: none (loopback only) or host
-    #[arg(long, value_name = "NETWORK", default_value = "none")]
-    network: String,
-    image: String,
-    /// Command and arguments (replace the image's Cmd)
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
 }
 
 #[derive(Args)]
@@ -216,6 +213,7 @@ struct TagArgs {
 
 #[derive(Args)]
 struct InspectArgs {
+    /// Containers or images, by name or ID
     #[arg(required = true)]
     images: Vec<String>,
 }
@@ -297,14 +295,27 @@ fn dispatch(cli: Cli) -> Result<i32> {
     let mocker = open(&cli)?;
     match &cli.command {
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => pull(&cli, &mocker, a),
-        Command::Run(a) => run_container(&mocker, a),
+        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => containers::run(&mocker, &cli, a),
+        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => containers::create(&mocker, &cli, a),
+        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => containers::start(&mocker, a),
+        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => containers::ps(&mocker, a),
+        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => containers::stop(&mocker, a),
+        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => containers::kill(&mocker, a),
+        Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => containers::rm(&mocker, a),
+        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => containers::logs(&mocker, a),
+        Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => containers::exec(&mocker, a),
+        Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => containers::wait(&mocker, a),
+        Command::Export(a) | Command::Container(ContainerCommand::Export(a)) => containers::export(&mocker, a),
+        Command::Container(ContainerCommand::Inspect(a)) => containers::inspect_containers(&mocker, &a.containers),
+        Command::Container(ContainerCommand::Prune(a)) => containers::prune(&mocker, a),
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => output::images(&mocker, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => rmi(&mocker, a),
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => {
             mocker::images::tag(&mocker, &a.source, &a.target)?;
             Ok(0)
         }
-        Command::Inspect(a) | Command::Image(ImageCommand::Inspect(a)) => output::inspect(&mocker, &a.images),
+        Command::Inspect(a) => containers::inspect(&mocker, &a.images),
+        Command::Image(ImageCommand::Inspect(a)) => output::inspect(&mocker, &a.images),
         Command::Image(ImageCommand::Export(a)) => export(&mocker, a),
         Command::System(SystemCommand::Df(a)) => output::df(&mocker, &a.format),
         Command::System(SystemCommand::Check(a)) => output::check(&mocker, a.repair),
@@ -378,72 +389,30 @@ async fn interrupted() {
     }
 }
 
-/// docker's exit code when the engine itself failed to run the container.
-const EXIT_ENGINE_FAILED: i32 = 125;
-
-fn run_container(mocker: &Mocker, args: &RunArgs) -> Result<i32> {
-    let bytes = |v: &Option<String>| -> Result<Option<i64>> {
-        match v.as_deref() {
-            None => Ok(None),
-            Some("-1") => Ok(Some(-1)),
-            Some(s) => Ok(Some(mocker::runtime::cgroup::parse_bytes(s)?)),
-        }
-    };
-    let limits = match (bytes(&args.memory), bytes(&args.memory_swap)) {
-        (Ok(memory), Ok(memory_swap)) => mocker::runtime::cgroup::Limits {
-            memory,
-            memory_swap,
-            cpus: args.cpus,
-            cpu_shares: args.cpu_shares,
-            pids: args.pids_limit,
+/// `run`'s implicit pull of a missing image: docker's progress lines on
+/// stderr, nothing on stdout.
+fn pull_quietly(cli: &Cli, mocker: &Mocker, image: &str) -> Result<()> {
+    let reference = ImageRef::parse(image)?;
+    let opts = PullOptions {
+        platform: None,
+        max_concurrent_downloads: 3,
+        registry: RegistryOptions {
+            insecure_registries: cli.insecure_registries.clone(),
+            ..Default::default()
         },
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("Error: {e:#}");
-            return Ok(EXIT_ENGINE_FAILED);
-        }
+        max_unpacked_bytes: mocker::unpack::Limits::default().max_unpacked_bytes,
     };
-    let parsed = args
-        .volume
-        .iter()
-        .map(|v| mocker::runtime::init::Volume::parse(v))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .and_then(|volumes| Ok((volumes, mocker::runtime::Network::parse(&args.network)?)));
-    let (volumes, network) = match parsed {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            return Ok(EXIT_ENGINE_FAILED);
+    let progress = progress::for_terminal(false, std::io::stderr().is_terminal());
+    let pulled = runtime()?.block_on(async {
+        tokio::select! {
+            r = mocker::pull::pull(mocker, &reference, &opts, progress.as_ref()) => r,
+            _ = interrupted() => Err(mocker::Error::Interrupted),
         }
-    };
-    let opts = mocker::runtime::RunOptions {
-        volumes,
-        network,
-        read_only: args.read_only,
-        limits,
-        image: args.image.clone(),
-        overrides: mocker::runtime::Overrides {
-            entrypoint: args.entrypoint.clone(),
-            cmd: args.command.clone(),
-            env: args.env.clone(),
-            workdir: args.workdir.clone(),
-            user: args.user.clone(),
-            hostname: args.hostname.clone(),
-            cap_add: args.cap_add.clone(),
-            cap_drop: args.cap_drop.clone(),
-            privileged: args.privileged,
-        },
-    };
-    if !args.rm {
-        eprintln!("Error: keeping containers after they exit is not built yet: use `mocker run --rm`");
-        return Ok(EXIT_ENGINE_FAILED);
-    }
-    match mocker::runtime::run(mocker, &opts) {
-        Ok(code) => Ok(code),
-        Err(e) => {
-            eprintln!("Error: {e}");
-            Ok(EXIT_ENGINE_FAILED)
-        }
-    }
+    });
+    progress.finish();
+    let pulled = pulled?;
+    eprintln!("Digest: {}", pulled.image.repo_digest());
+    Ok(())
 }
 
 fn prune(mocker: &Mocker, args: &PruneArgs) -> Result<i32> {

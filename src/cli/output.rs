@@ -10,7 +10,7 @@ use mocker::units::{human_duration, human_size};
 use mocker::Mocker;
 
 /// Columns padded like docker's tabwriter (three spaces between columns).
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub(super) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

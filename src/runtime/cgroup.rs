@@ -9,7 +9,7 @@ use cgroups_rs::CgroupPid;
 
 use crate::error::{Error, Result};
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// `--memory`, bytes.
     pub memory: Option<i64>,
@@ -128,6 +128,22 @@ impl ContainerCgroup {
         }
         let cgroup = builder.build(cgroups_rs::fs::hierarchies::auto()).map_err(fail)?;
         Ok(ContainerCgroup { cgroup })
+    }
+
+    /// The container's existing cgroup, if it has one.
+    pub fn load(id: &str) -> Option<Self> {
+        let cgroup = Cgroup::load(cgroups_rs::fs::hierarchies::auto(), format!("mocker/{id}"));
+        cgroup.exists().then_some(ContainerCgroup { cgroup })
+    }
+
+    /// SIGKILL every process left in the cgroup (its monitor is gone).
+    pub fn kill_all(&self) {
+        for pid in self.cgroup.procs() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 
     /// Move a process (and so its future children) into the cgroup.

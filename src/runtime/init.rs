@@ -1,8 +1,8 @@
-//! The container's side of `run`: this runs in a fresh single-threaded
-//! process (mocker re-executed as `__init`, never a fork of the threaded
-//! parent) that was created in new mount, UTS, IPC and network namespaces
-//! and whose children land in a new PID namespace. It forks the container's
-//! PID 1, which mounts the root filesystem, pivots into it and execs.
+//! The container's side of a start: PID 1 of the new PID namespace, cloned
+//! by the monitor (a single-threaded process running from a sealed memfd,
+//! never a fork of the threaded CLI) into new mount, UTS, IPC and network
+//! namespaces. It waits until the monitor has put it in its cgroup and
+//! network, mounts the root filesystem, pivots into it and execs.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd};
@@ -19,12 +19,6 @@ use crate::error::Error;
 use crate::mount::Overlay;
 use crate::safefs;
 
-/// Environment variable carrying the [`InitSpec`] to `mocker __init`.
-pub const INIT_ENV: &str = "_MOCKER_INIT";
-/// Environment variable naming the fd on which init waits for "ready"
-/// (the parent has put it in the container's cgroup).
-pub const READY_FD_ENV: &str = "_MOCKER_READY_FD";
-
 /// docker's exit codes for failures before the command runs.
 pub const EXIT_RUNTIME_FAILED: i32 = 125;
 pub const EXIT_CANNOT_INVOKE: i32 = 126;
@@ -40,10 +34,17 @@ pub struct InitSpec {
     pub privileged: bool,
     /// `-v HOST:CONTAINER[:ro]` bind mounts.
     pub volumes: Vec<Volume>,
+    /// Files of ours mounted over the image's (/etc/hosts, /etc/hostname,
+    /// /etc/resolv.conf).
+    pub files: Vec<Volume>,
     /// `--read-only`: the root filesystem is mounted read-only.
     pub read_only_root: bool,
     /// `--network host`: the host's network namespace (no loopback setup).
     pub host_network: bool,
+    /// `--init`: PID 1 is a small reaper that forwards signals to the command.
+    pub init: bool,
+    /// `-t`: stdin/stdout/stderr are a terminal that becomes the controlling one.
+    pub tty: bool,
 }
 
 /// A host path bind-mounted into the container.
@@ -158,73 +159,53 @@ fn mask_paths() -> std::result::Result<(), Failure> {
     Ok(())
 }
 
-/// Entry point of `mocker __init`: returns the exit code to leave with.
-pub fn main() -> i32 {
-    let spec: InitSpec = match std::env::var(INIT_ENV)
-        .map_err(|e| e.to_string())
-        .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
-    {
-        Ok(spec) => spec,
-        Err(e) => {
-            eprintln!("mocker: __init is internal to `mocker run`: {e}");
-            return EXIT_RUNTIME_FAILED;
-        }
-    };
-    if !wait_until_ready() {
-        eprintln!("mocker: the container was not set up (cgroup)");
+/// PID 1's entry point, in the cloned child: wait for `ready` (a byte;
+/// EOF means the monitor gave up), then build the container and exec. On
+/// failure the reason goes to `errors` (close-on-exec, so a successful exec
+/// closes it with nothing written) and the process exits with docker's code.
+pub fn container_main(spec: &InitSpec, ready: std::os::fd::OwnedFd, errors: std::os::fd::OwnedFd) -> i32 {
+    // The container dies with its monitor rather than run unwatched.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    // Rust ignores SIGPIPE in its binaries; an ignored signal stays ignored
+    // across exec, and the container's command expects the default.
+    // SAFETY: restoring a default disposition installs no handler.
+    let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
+    let mut byte = [0u8; 1];
+    if !matches!(nix::unistd::read(&ready, &mut byte), Ok(1)) {
         return EXIT_RUNTIME_FAILED;
     }
-    // SAFETY: this process is single-threaded (freshly exec'd, no runtime started).
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            let code = match start_container(&spec) {
-                Ok(never) => match never {},
-                Err((code, e)) => {
-                    eprintln!("mocker: {e}");
-                    code
-                }
-            };
-            std::process::exit(code);
-        }
-        Ok(ForkResult::Parent { child }) => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => return code,
-                Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    eprintln!("mocker: waiting for the container: {e}");
-                    return EXIT_RUNTIME_FAILED;
-                }
-            }
-        },
-        Err(e) => {
-            eprintln!("mocker: fork: {e}");
-            EXIT_RUNTIME_FAILED
-        }
-    }
-}
-
-/// Block until the parent writes a byte on the ready pipe (closes it).
-fn wait_until_ready() -> bool {
-    let Some(fd) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else {
-        return false;
+    drop(ready);
+    let (code, error) = match start_container(spec, &errors) {
+        Ok(never) => match never {},
+        Err(failure) => failure,
     };
-    // SAFETY: the parent passed us this fd, open and ours alone.
-    let pipe = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let mut byte = [0u8; 1];
-    matches!(nix::unistd::read(&pipe, &mut byte), Ok(1))
+    let _ = nix::unistd::write(&errors, format!("{code}\n{error}").as_bytes());
+    code
 }
 
-type Failure = (i32, Error);
+pub(crate) type Failure = (i32, Error);
 
-fn fail(context: &str) -> impl Fn(nix::errno::Errno) -> Failure + '_ {
+pub(crate) fn fail(context: &str) -> impl Fn(nix::errno::Errno) -> Failure + '_ {
     move |e| (EXIT_RUNTIME_FAILED, Error::Runtime(format!("{context}: {e}")))
 }
 
 /// As PID 1 of the new PID namespace: build the root filesystem, enter it,
 /// become the configured user and exec. Returns only on failure.
-fn start_container(spec: &InitSpec) -> std::result::Result<std::convert::Infallible, Failure> {
+fn start_container(
+    spec: &InitSpec,
+    errors: &std::os::fd::OwnedFd,
+) -> std::result::Result<std::convert::Infallible, Failure> {
+    if spec.tty {
+        // A session of our own, with stdin (the pty's slave) as its terminal.
+        nix::unistd::setsid().map_err(fail("setsid"))?;
+        // SAFETY: TIOCSCTTY takes an int argument and touches no memory of ours.
+        if unsafe { nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) } != 0 {
+            return Err((
+                EXIT_RUNTIME_FAILED,
+                Error::Runtime(format!("setting the controlling terminal: {}", std::io::Error::last_os_error())),
+            ));
+        }
+    }
     // Nothing we mount may propagate back to the host.
     mount(
         None::<&str>,
@@ -292,7 +273,7 @@ fn start_container(spec: &InitSpec) -> std::result::Result<std::convert::Infalli
         None,
     )?;
 
-    for volume in &spec.volumes {
+    for volume in spec.volumes.iter().chain(&spec.files) {
         bind_volume(&root, volume)?;
     }
     if spec.read_only_root {
@@ -328,6 +309,19 @@ fn start_container(spec: &InitSpec) -> std::result::Result<std::convert::Infalli
     }
     let process = &spec.process;
     nix::unistd::sethostname(&process.hostname).map_err(fail("setting the hostname"))?;
+    exec_process(&spec.process, spec.privileged, spec.init, errors)
+}
+
+/// The part of a start that `exec` shares: enter the working directory,
+/// become the user with the allowed capabilities, close what is ours and
+/// exec (after forking a reaping PID 1 when `init`). Returns only on failure.
+pub(crate) fn exec_process(
+    process: &ProcessSpec,
+    privileged: bool,
+    init: bool,
+    errors: &std::os::fd::OwnedFd,
+) -> std::result::Result<std::convert::Infallible, Failure> {
+    let spec_privileged = privileged;
     std::fs::create_dir_all(&process.cwd)
         .and_then(|_| std::env::set_current_dir(&process.cwd))
         .map_err(|e| {
@@ -366,23 +360,25 @@ fn start_container(spec: &InitSpec) -> std::result::Result<std::convert::Infalli
                 .map_err(|e| (EXIT_RUNTIME_FAILED, Error::Runtime(format!("dropping {cap}: {e}"))))?;
         }
     }
-    nix::unistd::setgroups(&[]).map_err(fail("setgroups"))?;
-    nix::unistd::setgid(Gid::from_raw(process.gid)).map_err(fail("setgid"))?;
-    nix::unistd::setuid(Uid::from_raw(process.uid)).map_err(fail("setuid"))?;
+    let user = resolve_user(&process.user)?;
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(fail("setgroups"))?;
+    nix::unistd::setgid(Gid::from_raw(user.gid)).map_err(fail("setgid"))?;
+    nix::unistd::setuid(Uid::from_raw(user.uid)).map_err(fail("setuid"))?;
     let cap_error = |e: caps::errors::CapsError| {
         (
             EXIT_RUNTIME_FAILED,
             Error::Runtime(format!("setting capabilities: {e}")),
         )
     };
-    if process.uid == 0 {
+    if user.uid == 0 {
         caps::set(None, caps::CapSet::Effective, &keep).map_err(cap_error)?;
         caps::set(None, caps::CapSet::Permitted, &keep).map_err(cap_error)?;
         caps::set(None, caps::CapSet::Inheritable, &keep).map_err(cap_error)?;
     }
     caps::clear(None, caps::CapSet::Ambient).map_err(cap_error)?;
     // Setuid binaries in the image cannot gain what the container lacks.
-    if !spec.privileged {
+    if !spec_privileged {
         nix::sys::prctl::set_no_new_privs().map_err(fail("no_new_privs"))?;
     }
     // Nothing of ours may reach the container's command (CVE-2024-21626).
@@ -410,18 +406,75 @@ fn start_container(spec: &InitSpec) -> std::result::Result<std::convert::Infalli
         .iter()
         .map(|a| cstr(a))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let env = process
-        .env
-        .iter()
-        .map(|e| cstr(e))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut env = process.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let env = env.iter().map(|e| cstr(e)).collect::<std::result::Result<Vec<_>, _>>()?;
     let path = cstr(&program.to_string_lossy())?;
+    if init {
+        // SAFETY: PID 1 is single-threaded.
+        match unsafe { fork() }.map_err(fail("fork"))? {
+            ForkResult::Parent { child } => {
+                // Nothing of the monitor's (its lock, the error pipe) may
+                // stay open in a process that never execs.
+                // SAFETY: closes fds only; this process only reaps from here on.
+                unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+                let _ = errors;
+                std::process::exit(reap_as_init(child));
+            }
+            ForkResult::Child => {}
+        }
+    }
+    // Credentials changed since the monitor set it: set it again.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     let err = nix::unistd::execve(&path, &args, &env).unwrap_err();
     let code = match err {
         nix::errno::Errno::ENOENT => EXIT_NOT_FOUND,
         _ => EXIT_CANNOT_INVOKE,
     };
     Err((code, Error::Runtime(format!("cannot run {:?}: {err}", process.args[0]))))
+}
+
+/// The user from the container's own /etc/passwd and /etc/group (we are
+/// inside the new root: absolute symlinks resolve within it).
+fn resolve_user(spec: &str) -> std::result::Result<super::users::User, Failure> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    super::users::resolve(spec, &passwd, &group).map_err(|e| (EXIT_RUNTIME_FAILED, Error::Runtime(e)))
+}
+
+/// The command's pid, for the forwarding signal handler.
+static COMMAND_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward_signal(signal: nix::libc::c_int) {
+    let pid = COMMAND_PID.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { nix::libc::kill(pid, signal) };
+    }
+}
+
+/// `--init`: as PID 1, forward signals to the command and reap every
+/// orphan until the command exits; leave with its status.
+fn reap_as_init(command: nix::unistd::Pid) -> i32 {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    COMMAND_PID.store(command.as_raw(), std::sync::atomic::Ordering::Relaxed);
+    let forward = SigAction::new(SigHandler::Handler(forward_signal), SaFlags::SA_RESTART, SigSet::empty());
+    for signal in Signal::iterator() {
+        if !matches!(signal, Signal::SIGCHLD | Signal::SIGKILL | Signal::SIGSTOP) {
+            // SAFETY: the handler only calls kill.
+            let _ = unsafe { sigaction(signal, &forward) };
+        }
+    }
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == command => return code,
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == command => return 128 + signal as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return EXIT_RUNTIME_FAILED,
+        }
+    }
 }
 
 /// Bind `volume.source` (a host path, as the user named it) onto its target

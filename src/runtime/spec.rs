@@ -11,8 +11,9 @@ pub struct ProcessSpec {
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub cwd: String,
-    pub uid: u32,
-    pub gid: u32,
+    /// `user[:group]` by name or number ("" is root), resolved by init
+    /// against the image's /etc/passwd and /etc/group.
+    pub user: String,
     pub hostname: String,
     /// Capability names (`CAP_…`) the process keeps.
     pub capabilities: Vec<String>,
@@ -166,33 +167,42 @@ pub fn process_spec(config: &serde_json::Value, overrides: &Overrides, container
             .filter(|s| !s.is_empty())
             .map(str::to_string)
     });
-    let (uid, gid) = match user {
-        None => (0, 0),
-        Some(u) => parse_user(&u)?,
-    };
+    let user = user.unwrap_or_default();
+    if user.chars().any(|c| c.is_whitespace() || c == '/') || user.matches(':').count() > 1 {
+        return Err(Error::Runtime(format!(
+            "invalid user {user:?}: expected user[:group] (names or numbers)"
+        )));
+    }
     let capabilities = capabilities(overrides)?;
     Ok(ProcessSpec {
         args,
         env,
         cwd,
-        uid,
-        gid,
+        user,
         hostname,
         capabilities,
     })
 }
 
-/// `uid[:gid]` (numeric; names need the image's /etc/passwd, not read yet).
-fn parse_user(user: &str) -> Result<(u32, u32)> {
-    let invalid = || Error::Runtime(format!("invalid user {user:?}: expected uid[:gid] as numbers"));
-    let (u, g) = user.split_once(':').unwrap_or((user, ""));
-    let uid: u32 = u.parse().map_err(|_| invalid())?;
-    let gid: u32 = if g.is_empty() {
-        uid
-    } else {
-        g.parse().map_err(|_| invalid())?
-    };
-    Ok((uid, gid))
+/// docker's `--env-file`: KEY=VALUE lines; `#` comments and blank lines
+/// skipped; a bare KEY takes our own value (or is dropped if we have none).
+pub fn parse_env_file(contents: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (n, line) in contents.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = line.split('=').next().unwrap_or_default();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(Error::Runtime(format!(
+                "env file line {}: variable {key:?} contains whitespaces or is empty",
+                n + 1
+            )));
+        }
+        out.push(line.to_string());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -206,8 +216,8 @@ mod tests {
         let spec = process_spec(&config, &Overrides::default(), "0123456789abcdef").unwrap();
         assert_eq!(spec.args, vec!["/bin/app", "--serve"]);
         assert_eq!(
-            (spec.uid, spec.gid, spec.cwd.as_str(), spec.hostname.as_str()),
-            (10, 20, "/srv", "0123456789ab")
+            (spec.user.as_str(), spec.cwd.as_str(), spec.hostname.as_str()),
+            ("10:20", "/srv", "0123456789ab")
         );
         assert!(spec.env.contains(&"A=1".to_string()) && spec.env.contains(&"PATH=/bin".to_string()));
 
@@ -221,7 +231,7 @@ mod tests {
         let spec = process_spec(&config, &o, "id").unwrap();
         assert_eq!(spec.args, vec!["/bin/app", "x"]);
         assert!(spec.env.contains(&"A=2".to_string()) && !spec.env.contains(&"A=1".to_string()));
-        assert_eq!((spec.uid, spec.gid, spec.cwd.as_str()), (5, 5, "/tmp"));
+        assert_eq!((spec.user.as_str(), spec.cwd.as_str()), ("5", "/tmp"));
 
         let o = Overrides {
             entrypoint: Some("/bin/sh".into()),
@@ -268,13 +278,16 @@ mod tests {
         assert_eq!(spec.cwd, "/");
         assert!(process_spec(&json!({}), &Overrides::default(), "id").is_err());
         let o = Overrides {
-            user: Some("root".into()),
+            user: Some("a:b:c".into()),
             ..Default::default()
         };
         assert!(process_spec(&json!({"Cmd": ["sh"]}), &o, "id")
             .unwrap_err()
             .to_string()
             .contains("invalid user"));
+        let parsed = parse_env_file("# comment\n\nA=1\n  B=two words\nC\n").unwrap();
+        assert_eq!(parsed, vec!["A=1", "B=two words", "C"]);
+        assert!(parse_env_file("bad key=1").is_err());
         let o = Overrides {
             workdir: Some("rel".into()),
             ..Default::default()

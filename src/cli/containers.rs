@@ -1,0 +1,687 @@
+//! Container commands: create, start, run, ps, stop, kill, rm, logs,
+//! inspect, exec, wait, export, prune. Parsing and printing only; the
+//! lifecycle is `mocker::container`.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use mocker::container::{self, Attach, Container, CreateOptions, Status};
+use mocker::runtime::network::PortMapping;
+use mocker::Mocker;
+
+/// docker's exit code when the engine itself failed to run the container.
+pub const EXIT_ENGINE_FAILED: i32 = 125;
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Assign a name to the container
+    #[arg(long)]
+    name: Option<String>,
+    /// Remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    /// Keep STDIN open (attached with run)
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    tty: bool,
+    /// Run an init as PID 1 that forwards signals and reaps processes
+    #[arg(long)]
+    init: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass ours on)
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Read environment variables from a file
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<std::path::PathBuf>,
+    /// Working directory inside the container
+    #[arg(short, long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// User to run as: name|uid[:group|gid]
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    user: Option<String>,
+    /// Container host name (default: the short container id)
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
+    /// Override the image's entrypoint
+    #[arg(long, value_name = "CMD")]
+    entrypoint: Option<String>,
+    /// Add a capability (e.g. NET_ADMIN, or ALL)
+    #[arg(long, value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a capability (e.g. CHOWN, or ALL)
+    #[arg(long, value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Every capability, no masked paths, no no_new_privs
+    #[arg(long)]
+    privileged: bool,
+    /// Memory limit (e.g. 64m, 1g)
+    #[arg(short, long, value_name = "BYTES")]
+    memory: Option<String>,
+    /// Memory plus swap limit (-1: unlimited swap)
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Number of CPUs (e.g. 0.5)
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long, value_name = "N")]
+    cpu_shares: Option<u64>,
+    /// Maximum number of processes (-1: unlimited)
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Bind mount a host path: HOST:CONTAINER[:ro]
+    #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    volume: Vec<String>,
+    /// Mount the container's root filesystem read-only
+    #[arg(long)]
+    read_only: bool,
+    /// Network: bridge (default), none (loopback only) or host
+    #[arg(long, value_name = "NETWORK", default_value = "bridge")]
+    network: String,
+    /// Publish a container's port: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/udp]
+    #[arg(short, long = "publish", value_name = "PORTS")]
+    publish: Vec<String>,
+    image: String,
+    /// Command and arguments (replace the image's Cmd)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container ID
+    #[arg(short, long)]
+    detach: bool,
+    #[command(flatten)]
+    create: CreateArgs,
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// Attach the container's output (and wait for it to exit)
+    #[arg(short, long)]
+    attach: bool,
+    /// Attach STDIN
+    #[arg(short, long)]
+    interactive: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short, long)]
+    all: bool,
+    /// Only display container IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Output format: table or json (one object per line)
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    time: u64,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct KillArgs {
+    /// Signal to send (name or number)
+    #[arg(short, long, default_value = "KILL")]
+    signal: String,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Kill and remove a running container
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short, long)]
+    follow: bool,
+    /// Number of lines to show from the end ("all" for every line)
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    /// Show timestamps
+    #[arg(short, long)]
+    timestamps: bool,
+    container: String,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Keep STDIN open
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY (the exec'd command uses ours)
+    #[arg(short, long)]
+    tty: bool,
+    /// Set an environment variable
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// User to run as: name|uid[:group|gid]
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Every capability for the command
+    #[arg(long)]
+    privileged: bool,
+    container: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ContainersArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    container: String,
+    /// Write to a file instead of standard output
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+}
+
+fn create_options(args: &CreateArgs) -> mocker::Result<CreateOptions> {
+    use mocker::runtime::{cgroup, init::Volume, Network, Overrides};
+    let bytes = |v: &Option<String>| -> mocker::Result<Option<i64>> {
+        match v.as_deref() {
+            None => Ok(None),
+            Some("-1") => Ok(Some(-1)),
+            Some(s) => Ok(Some(cgroup::parse_bytes(s)?)),
+        }
+    };
+    let mut env = Vec::new();
+    for file in &args.env_file {
+        let contents = std::fs::read_to_string(file)
+            .map_err(|e| mocker::Error::Runtime(format!("open {}: {e}", file.display())))?;
+        env.extend(mocker::runtime::spec::parse_env_file(&contents)?);
+    }
+    env.extend(args.env.iter().cloned());
+    Ok(CreateOptions {
+        image: args.image.clone(),
+        name: args.name.clone(),
+        overrides: Overrides {
+            entrypoint: args.entrypoint.clone(),
+            cmd: args.command.clone(),
+            env,
+            workdir: args.workdir.clone(),
+            user: args.user.clone(),
+            hostname: args.hostname.clone(),
+            cap_add: args.cap_add.clone(),
+            cap_drop: args.cap_drop.clone(),
+            privileged: args.privileged,
+        },
+        limits: cgroup::Limits {
+            memory: bytes(&args.memory)?,
+            memory_swap: bytes(&args.memory_swap)?,
+            cpus: args.cpus,
+            cpu_shares: args.cpu_shares,
+            pids: args.pids_limit,
+        },
+        volumes: args.volume.iter().map(|v| Volume::parse(v)).collect::<Result<_, _>>()?,
+        read_only: args.read_only,
+        network: Network::parse(&args.network)?,
+        ports: args
+            .publish
+            .iter()
+            .map(|p| PortMapping::parse(p))
+            .collect::<Result<_, _>>()?,
+        init: args.init,
+        tty: args.tty,
+        open_stdin: args.interactive,
+        auto_remove: args.rm,
+    })
+}
+
+/// Create, pulling the image first if it is not here (as docker run does).
+fn create_pulling(mocker: &Mocker, cli: &super::Cli, opts: &CreateOptions) -> Result<Container> {
+    match container::create(mocker, opts) {
+        Err(mocker::Error::NoSuchImage(_)) if mocker::reference::ImageRef::parse(&opts.image).is_ok() => {
+            eprintln!("Unable to find image '{}' locally", opts.image);
+            super::pull_quietly(cli, mocker, &opts.image)?;
+            Ok(container::create(mocker, opts)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+pub fn create(mocker: &Mocker, cli: &super::Cli, args: &CreateArgs) -> Result<i32> {
+    let created = create_options(args).map_err(anyhow::Error::from).and_then(|o| create_pulling(mocker, cli, &o));
+    match created {
+        Ok(c) => {
+            println!("{}", c.record.id);
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            Ok(EXIT_ENGINE_FAILED)
+        }
+    }
+}
+
+/// Puts the terminal in raw mode for `-t` and restores it on drop.
+struct RawTerminal(Option<nix::sys::termios::Termios>);
+
+impl RawTerminal {
+    fn enter(tty: bool) -> RawTerminal {
+        let stdin = std::io::stdin();
+        if !tty || !stdin.is_terminal() {
+            return RawTerminal(None);
+        }
+        let Ok(saved) = nix::sys::termios::tcgetattr(&stdin) else {
+            return RawTerminal(None);
+        };
+        let mut raw = saved.clone();
+        nix::sys::termios::cfmakeraw(&mut raw);
+        let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw);
+        RawTerminal(Some(saved))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, saved);
+        }
+    }
+}
+
+/// Forward the signals a terminal or `kill` sends us to the container's
+/// PID 1 (docker's sig-proxy) while we wait for it.
+fn proxy_signals(pid: u32) {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2] {
+        set.add(s);
+    }
+    if set.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        while let Ok(signal) = set.wait() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        }
+    });
+}
+
+/// Start attached: stream output until the container exits; its exit code.
+fn start_attached(mocker: &Mocker, id: &str, stdin: bool, tty: bool) -> mocker::Result<i32> {
+    let _raw = RawTerminal::enter(tty && stdin);
+    let started = container::start(mocker, id, Attach { output: true, stdin })?;
+    if !tty {
+        proxy_signals(started.pid);
+    }
+    match started.monitor {
+        Some(mut monitor) => {
+            let _ = monitor.wait();
+        }
+        None => {
+            container::wait(mocker, id)?;
+        }
+    }
+    Ok(container::get(mocker, id)?.state.exit_code)
+}
+
+pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
+    let opts = match create_options(&args.create) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return Ok(EXIT_ENGINE_FAILED);
+        }
+    };
+    let created = match create_pulling(mocker, cli, &opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            return Ok(EXIT_ENGINE_FAILED);
+        }
+    };
+    let id = created.record.id.clone();
+    if args.detach {
+        return match container::start(mocker, &id, Attach::default()) {
+            Ok(_) => {
+                println!("{id}");
+                Ok(0)
+            }
+            Err(e) => Ok(start_failed(mocker, &id, &e, opts.auto_remove)),
+        };
+    }
+    let code = match start_attached(mocker, &id, opts.open_stdin, opts.tty) {
+        Ok(code) => code,
+        Err(e) => return Ok(start_failed(mocker, &id, &e, opts.auto_remove)),
+    };
+    if opts.auto_remove {
+        if let Err(e) = container::remove(mocker, &id, true) {
+            eprintln!("Error: {e}");
+        }
+    }
+    Ok(code)
+}
+
+/// Report a failed start the way docker does; the exit code to leave with.
+fn start_failed(mocker: &Mocker, id: &str, e: &mocker::Error, remove: bool) -> i32 {
+    eprintln!("Error: {e}");
+    if remove {
+        let _ = container::remove(mocker, id, true);
+    }
+    match e {
+        mocker::Error::StartFailed { code, .. } => *code,
+        _ => EXIT_ENGINE_FAILED,
+    }
+}
+
+pub fn start(mocker: &Mocker, args: &StartArgs) -> Result<i32> {
+    if args.attach || args.interactive {
+        if args.containers.len() > 1 {
+            bail!("you cannot start and attach multiple containers at once");
+        }
+        let c = container::get(mocker, &args.containers[0])?;
+        let tty = c.config.as_ref().is_some_and(|c| c.init.tty);
+        return match start_attached(mocker, &args.containers[0], args.interactive, tty) {
+            Ok(code) => Ok(code),
+            Err(e) => Ok(start_failed(mocker, &c.record.id, &e, false)),
+        };
+    }
+    each(&args.containers, |c| {
+        container::start(mocker, c, Attach::default())?;
+        Ok(c.to_string())
+    })
+}
+
+/// Apply `f` to every named container, printing what it returns; like
+/// docker, go on after a failure and exit 1 at the end.
+fn each(names: &[String], mut f: impl FnMut(&str) -> mocker::Result<String>) -> Result<i32> {
+    let mut failed = false;
+    for name in names {
+        match f(name) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+pub fn stop(mocker: &Mocker, args: &StopArgs) -> Result<i32> {
+    each(&args.containers, |c| {
+        container::stop(mocker, c, Duration::from_secs(args.time))?;
+        Ok(c.to_string())
+    })
+}
+
+fn parse_signal(input: &str) -> Result<nix::sys::signal::Signal> {
+    let upper = input.to_ascii_uppercase();
+    if let Ok(n) = upper.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).with_context(|| format!("invalid signal: {input}"));
+    }
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse().map_err(|_| anyhow::anyhow!("invalid signal: {input}"))
+}
+
+pub fn kill(mocker: &Mocker, args: &KillArgs) -> Result<i32> {
+    let signal = parse_signal(&args.signal)?;
+    each(&args.containers, |c| {
+        container::kill(mocker, c, signal)?;
+        Ok(c.to_string())
+    })
+}
+
+pub fn rm(mocker: &Mocker, args: &RmArgs) -> Result<i32> {
+    each(&args.containers, |c| {
+        container::remove(mocker, c, args.force)?;
+        Ok(c.to_string())
+    })
+}
+
+pub fn wait(mocker: &Mocker, args: &ContainersArgs) -> Result<i32> {
+    each(&args.containers, |c| Ok(container::wait(mocker, c)?.to_string()))
+}
+
+pub fn prune(mocker: &Mocker, args: &PruneArgs) -> Result<i32> {
+    if !args.force {
+        eprint!("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).context("reading the answer")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let removed = container::prune(mocker)?;
+    if !removed.is_empty() {
+        println!("Deleted Containers:");
+        for id in &removed {
+            println!("{id}");
+        }
+        println!();
+    }
+    Ok(0)
+}
+
+/// docker's COMMAND column: quoted, truncated to 20 characters with "…".
+fn command_column(c: &Container, no_trunc: bool) -> String {
+    let args = c.config.as_ref().map(|c| c.init.process.args.join(" ")).unwrap_or_default();
+    if no_trunc || args.chars().count() <= 20 {
+        format!("\"{args}\"")
+    } else {
+        format!("\"{}…\"", args.chars().take(19).collect::<String>())
+    }
+}
+
+fn ports_column(c: &Container) -> String {
+    if c.state.status != Status::Running {
+        return String::new();
+    }
+    c.state.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+pub fn ps(mocker: &Mocker, args: &PsArgs) -> Result<i32> {
+    let containers = container::list(mocker, args.all)?;
+    let now = chrono::Utc::now();
+    let id = |c: &Container| {
+        if args.no_trunc {
+            c.record.id.clone()
+        } else {
+            c.short_id().to_string()
+        }
+    };
+    let image = |c: &Container| c.config.as_ref().map(|c| c.image.clone()).unwrap_or_default();
+    let created = |c: &Container| {
+        chrono::DateTime::parse_from_rfc3339(&c.record.created)
+            .map(|t| {
+                let age = (now - t.with_timezone(&chrono::Utc)).to_std().unwrap_or(Duration::ZERO);
+                format!("{} ago", mocker::units::human_duration(age))
+            })
+            .unwrap_or_default()
+    };
+    let mut out = std::io::stdout().lock();
+    if args.quiet {
+        for c in &containers {
+            writeln!(out, "{}", id(c))?;
+        }
+        return Ok(0);
+    }
+    if args.format == "json" {
+        for c in &containers {
+            let obj = serde_json::json!({
+                "ID": id(c),
+                "Image": image(c),
+                "Command": command_column(c, args.no_trunc),
+                "CreatedAt": c.record.created,
+                "RunningFor": created(c),
+                "Status": c.state.describe(now),
+                "State": c.state.status.as_str(),
+                "Ports": ports_column(c),
+                "Names": c.record.name,
+            });
+            writeln!(out, "{obj}")?;
+        }
+        return Ok(0);
+    }
+    drop(out);
+    let rows: Vec<Vec<String>> = containers
+        .iter()
+        .map(|c| {
+            vec![
+                id(c),
+                image(c),
+                command_column(c, args.no_trunc),
+                created(c),
+                c.state.describe(now),
+                ports_column(c),
+                c.record.name.clone(),
+            ]
+        })
+        .collect();
+    super::output::print_table(
+        &["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+        &rows,
+    );
+    Ok(0)
+}
+
+pub fn logs(mocker: &Mocker, args: &LogsArgs) -> Result<i32> {
+    let c = container::get(mocker, &args.container)?;
+    let tail = match args.tail.as_str() {
+        "all" => None,
+        n => Some(n.parse::<usize>().with_context(|| format!("invalid --tail value {n:?}"))?),
+    };
+    let opts = container::logs::ReadOptions {
+        tail,
+        follow: args.follow,
+    };
+    let id = c.record.id.clone();
+    let path = mocker.root.join("containers").join(&id).join("ctr.log");
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr();
+    container::logs::read(
+        &path,
+        &opts,
+        || container::get(mocker, &id).is_ok_and(|c| c.state.status == Status::Running),
+        |entry| {
+            let out: &mut dyn Write = if entry.stream == "stderr" { &mut stderr } else { &mut stdout };
+            if args.timestamps {
+                write!(out, "{} ", entry.time)?;
+            }
+            out.write_all(entry.log.as_bytes())?;
+            out.flush()
+        },
+    )?;
+    Ok(0)
+}
+
+pub fn exec(mocker: &Mocker, args: &ExecArgs) -> Result<i32> {
+    let opts = container::ExecOptions {
+        stdin: args.interactive || args.tty,
+        command: args.command.clone(),
+        env: args.env.clone(),
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        privileged: args.privileged,
+    };
+    match container::exec(mocker, &args.container, &opts) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("Error: {e}");
+            Ok(EXIT_ENGINE_FAILED)
+        }
+    }
+}
+
+pub fn export(mocker: &Mocker, args: &ExportArgs) -> Result<i32> {
+    match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            container::export(mocker, &args.container, std::io::BufWriter::new(file))?;
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!("refusing to write a tar archive to a terminal: use -o FILE or redirect the output");
+            }
+            container::export(mocker, &args.container, std::io::BufWriter::new(std::io::stdout().lock()))?;
+        }
+    }
+    Ok(0)
+}
+
+/// docker inspect: containers first, then images, for each name.
+pub fn inspect(mocker: &Mocker, names: &[String]) -> Result<i32> {
+    let mut docs = Vec::new();
+    let mut failed = false;
+    for name in names {
+        match container::get(mocker, name) {
+            Ok(c) => docs.push(container::inspect(mocker, &c)),
+            Err(mocker::Error::NoSuchContainer(_)) => match mocker::images::inspect(mocker, name) {
+                Ok(found) => docs.extend(found),
+                Err(mocker::Error::NoSuchImage(_)) => {
+                    eprintln!("Error: No such object: {name}");
+                    failed = true;
+                }
+                Err(e) => {
+                    eprintln!("Error: {e}");
+                    failed = true;
+                }
+            },
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&docs)?);
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// `container inspect`: containers only.
+pub fn inspect_containers(mocker: &Mocker, names: &[String]) -> Result<i32> {
+    let mut docs = Vec::new();
+    let mut failed = false;
+    for name in names {
+        match container::get(mocker, name) {
+            Ok(c) => docs.push(container::inspect(mocker, &c)),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&docs)?);
+    Ok(if failed { 1 } else { 0 })
+}

@@ -1,0 +1,821 @@
+//! Containers and their lifecycle, daemonless as in podman: `create`
+//! records one, `start` hands it to a monitor process, and every other
+//! command reads what the monitor wrote.
+//!
+//! Where things live:
+//! - the index: `container/<id>` (name, image, address), `name/<name>` and
+//!   `ip/<bridge>/<addr>`, so names and addresses are claimed atomically;
+//! - `containers/<id>/config.json`: everything a start needs, written once,
+//!   last of all, by `create` (a record without it is "dead": cut short);
+//! - `containers/<id>/state.json`: status, pids, exit code (see [`state`]);
+//! - `containers/<id>/ctr.log`: output (see [`logs`]);
+//! - `containers/<id>/monitor.lock`: held by the monitor while it lives;
+//! - the writable snapshot `container-<id>` and the cgroup `mocker/<id>`.
+
+pub mod logs;
+pub mod monitor;
+pub mod names;
+pub mod state;
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::index::{Batch, ContainerRecord};
+use crate::manifest::MAX_CONFIG_BYTES;
+use crate::runtime::cgroup::{self, ContainerCgroup, Limits};
+use crate::runtime::init::{InitSpec, Volume};
+use crate::runtime::network::{self, Bridge, Endpoint, PortMapping};
+use crate::runtime::{self, Network, Overrides};
+use crate::Mocker;
+
+pub use monitor::Attach;
+pub use state::{State, Status};
+
+/// Everything a start needs, fixed at create.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    pub id: String,
+    pub name: String,
+    /// The image as the user named it.
+    pub image: String,
+    pub image_id: Digest,
+    pub image_manifest: Digest,
+    pub created: String,
+    pub init: InitSpec,
+    pub network: Network,
+    pub endpoint: Option<Endpoint>,
+    pub ports: Vec<PortMapping>,
+    pub limits: Limits,
+    pub auto_remove: bool,
+    pub open_stdin: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+}
+
+impl ContainerConfig {
+    pub fn load(dir: &Path) -> Result<ContainerConfig> {
+        let path = dir.join("config.json");
+        let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::InvalidDocument {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        let tmp = dir.join("config.json.tmp");
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Runtime(e.to_string()))?;
+        std::fs::write(&tmp, bytes).ctx(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, dir.join("config.json")).ctx(|| format!("renaming {}", tmp.display()))
+    }
+}
+
+/// `create` / `run` options.
+#[derive(Clone, Debug, Default)]
+pub struct CreateOptions {
+    pub image: String,
+    pub name: Option<String>,
+    pub overrides: Overrides,
+    pub limits: Limits,
+    pub volumes: Vec<Volume>,
+    pub read_only: bool,
+    pub network: Network,
+    pub ports: Vec<PortMapping>,
+    /// `--init`
+    pub init: bool,
+    /// `-t`
+    pub tty: bool,
+    /// `-i`
+    pub open_stdin: bool,
+    /// `--rm`
+    pub auto_remove: bool,
+}
+
+/// A container as the index, its config and its state describe it.
+#[derive(Clone, Debug)]
+pub struct Container {
+    pub record: ContainerRecord,
+    /// `None` when its creation was cut short.
+    pub config: Option<ContainerConfig>,
+    pub state: State,
+}
+
+impl Container {
+    pub fn short_id(&self) -> &str {
+        &self.record.id[..12]
+    }
+
+    fn config(&self) -> Result<&ContainerConfig> {
+        self.config.as_ref().ok_or_else(|| {
+            Error::Runtime(format!(
+                "container {} was not fully created: remove it with `mocker rm`",
+                self.short_id()
+            ))
+        })
+    }
+}
+
+fn dir_of(mocker: &Mocker, id: &str) -> PathBuf {
+    mocker.root.join("containers").join(id)
+}
+
+fn snapshot_key(id: &str) -> String {
+    format!("container-{id}")
+}
+
+/// Create a container from a local image (state "created").
+pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
+    cgroup::validate(&opts.limits)?;
+    if !opts.ports.is_empty() && opts.network != Network::Bridge {
+        return Err(Error::Runtime(format!(
+            "publishing ports needs the bridge network, not --network {}",
+            opts.network.name()
+        )));
+    }
+    let name = opts.name.as_deref().map(names::validate).transpose()?;
+    let image = crate::rootfs::image_of(mocker, &opts.image)?;
+    let image_config = mocker.store.read_small(&image.config_digest, MAX_CONFIG_BYTES)?;
+    let image_config: serde_json::Value =
+        serde_json::from_slice(&image_config).map_err(|e| Error::InvalidDocument {
+            what: format!("config {}", image.config_digest),
+            reason: e.to_string(),
+        })?;
+    let id = runtime::new_id()?;
+    let process = runtime::spec::process_spec(
+        image_config.get("config").unwrap_or(&serde_json::Value::Null),
+        &opts.overrides,
+        &id,
+    )?;
+    let bridge = match opts.network {
+        Network::Bridge => Some(Bridge::from_env()?),
+        _ => None,
+    };
+    let seed = hex::decode(&id).unwrap_or_default();
+
+    let record = mocker.index.session(|s| {
+        let name = match &name {
+            Some(n) => {
+                if let Some(holder) = s.container_named(n)? {
+                    return Err(Error::Runtime(format!(
+                        "Conflict. The container name \"/{n}\" is already in use by container \"{holder}\". \
+                         You have to remove (or rename) that container to be able to reuse that name."
+                    )));
+                }
+                n.clone()
+            }
+            None => {
+                let mut attempt = 0;
+                loop {
+                    let candidate = names::random(&seed, attempt);
+                    if s.container_named(&candidate)?.is_none() {
+                        break candidate;
+                    }
+                    attempt += 1;
+                }
+            }
+        };
+        let address = match &bridge {
+            Some(b) => Some((b.name.clone(), b.subnet.allocate(&s.addresses(&b.name)?)?)),
+            None => None,
+        };
+        let record = ContainerRecord {
+            id: id.clone(),
+            name,
+            image_manifest: image.manifest_digest.clone(),
+            created: state::now(),
+            address,
+        };
+        let mut batch = Batch::default();
+        batch.put_container(&record);
+        s.apply(&batch)?;
+        Ok(record)
+    })?;
+
+    let dir = dir_of(mocker, &id);
+    let endpoint = match (&bridge, &record.address) {
+        (Some(b), Some((_, ip))) => Some(Endpoint::new(b.clone(), *ip, &id)),
+        _ => None,
+    };
+    let built = (|| {
+        let containers = mocker.root.join("containers");
+        std::fs::create_dir_all(dir.join("rootfs")).ctx(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(&containers, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .ctx(|| format!("chmod {}", containers.display()))?;
+        let files = write_etc_files(&dir, &process.hostname, endpoint.as_ref().map(|e| e.address), opts.network)?;
+        let overlay = mocker
+            .snapshots
+            .prepare(&snapshot_key(&id), image.chain_ids.last())?;
+        let config = ContainerConfig {
+            id: id.clone(),
+            name: record.name.clone(),
+            image: opts.image.clone(),
+            image_id: image.config_digest.clone(),
+            image_manifest: image.manifest_digest.clone(),
+            created: record.created.clone(),
+            init: InitSpec {
+                process,
+                overlay,
+                rootfs: dir.join("rootfs"),
+                privileged: opts.overrides.privileged,
+                volumes: opts.volumes.clone(),
+                files,
+                read_only_root: opts.read_only,
+                host_network: opts.network == Network::Host,
+                init: opts.init,
+                tty: opts.tty,
+            },
+            network: opts.network,
+            endpoint: endpoint.clone(),
+            ports: opts.ports.clone(),
+            limits: opts.limits.clone(),
+            auto_remove: opts.auto_remove,
+            open_stdin: opts.open_stdin,
+            cap_add: opts.overrides.cap_add.clone(),
+            cap_drop: opts.overrides.cap_drop.clone(),
+        };
+        // Last: its presence is what makes the container complete.
+        config.save(&dir)?;
+        Ok(config)
+    })();
+    match built {
+        Ok(config) => Ok(Container {
+            record,
+            config: Some(config),
+            state: State::default(),
+        }),
+        Err(e) => {
+            let _ = discard(mocker, &record);
+            Err(e)
+        }
+    }
+}
+
+/// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` for the container,
+/// bind-mounted over the image's.
+fn write_etc_files(dir: &Path, hostname: &str, address: Option<std::net::Ipv4Addr>, network: Network) -> Result<Vec<Volume>> {
+    let hosts = match network {
+        Network::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+        _ => {
+            let mut hosts = String::from(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n\
+                 ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+            );
+            if let Some(ip) = address {
+                hosts.push_str(&format!("{ip}\t{hostname}\n"));
+            }
+            hosts
+        }
+    };
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv = match network {
+        Network::Host => host_resolv,
+        // The host's loopback resolvers cannot be reached from the container.
+        _ => {
+            let kept: Vec<&str> = host_resolv
+                .lines()
+                .filter(|l| !(l.starts_with("nameserver") && (l.contains(" 127.") || l.contains(" ::1"))))
+                .collect();
+            let mut resolv = kept.join("\n");
+            if !kept.iter().any(|l| l.starts_with("nameserver")) {
+                resolv.push_str("\nnameserver 8.8.8.8\nnameserver 8.8.4.4");
+            }
+            resolv.trim_start().to_string() + "\n"
+        }
+    };
+    let mut files = Vec::new();
+    for (name, contents) in [
+        ("hosts", hosts),
+        ("hostname", format!("{hostname}\n")),
+        ("resolv.conf", resolv),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).ctx(|| format!("writing {}", path.display()))?;
+        files.push(Volume {
+            source: path,
+            target: format!("/etc/{name}"),
+            read_only: false,
+        });
+    }
+    Ok(files)
+}
+
+/// Find a container by full id, name or unique id prefix.
+pub fn find(mocker: &Mocker, query: &str) -> Result<ContainerRecord> {
+    let query = query.strip_prefix('/').unwrap_or(query);
+    mocker.index.session(|s| {
+        if let Some(record) = s.get_container(query)? {
+            return Ok(record);
+        }
+        if let Some(id) = s.container_named(query)? {
+            if let Some(record) = s.get_container(&id)? {
+                return Ok(record);
+            }
+        }
+        if query.is_empty() || !query.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::NoSuchContainer(query.to_string()));
+        }
+        let mut matches: Vec<ContainerRecord> = s
+            .containers()?
+            .into_values()
+            .filter(|r| r.id.starts_with(query))
+            .collect();
+        match matches.len() {
+            0 => Err(Error::NoSuchContainer(query.to_string())),
+            1 => Ok(matches.remove(0)),
+            _ => Err(Error::Runtime(format!(
+                "multiple containers found with provided prefix: {query}"
+            ))),
+        }
+    })
+}
+
+/// Whether the container's monitor lives (holds its lock).
+fn monitor_alive(dir: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(monitor::lock_path(dir)) else {
+        return false;
+    };
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+        Ok(_) => false,
+        Err((_, e)) => e == nix::errno::Errno::EWOULDBLOCK,
+    }
+}
+
+/// Read a container's config and state, correcting a state whose monitor
+/// died (its processes are killed and its cgroup removed).
+pub fn load(mocker: &Mocker, record: ContainerRecord) -> Result<Container> {
+    let dir = dir_of(mocker, &record.id);
+    let config = match ContainerConfig::load(&dir) {
+        Ok(c) => Some(c),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let state_path = dir.join("state.json");
+    let mut state = State::load(&state_path)?;
+    if config.is_none() {
+        state.status = Status::Dead;
+    } else if let Some(settled) = state.settled(monitor_alive(&dir), &state::now()) {
+        if let Some(cgroup) = ContainerCgroup::load(&record.id) {
+            cgroup.kill_all();
+            let _ = cgroup.remove();
+        }
+        settled.save(&state_path)?;
+        state = settled;
+    }
+    Ok(Container { record, config, state })
+}
+
+/// Look a container up and load it.
+pub fn get(mocker: &Mocker, query: &str) -> Result<Container> {
+    load(mocker, find(mocker, query)?)
+}
+
+/// All containers (only running ones unless `all`), newest first.
+pub fn list(mocker: &Mocker, all: bool) -> Result<Vec<Container>> {
+    let records = mocker.index.session(|s| s.containers())?;
+    let mut out = Vec::new();
+    for record in records.into_values() {
+        let container = load(mocker, record)?;
+        if all || container.state.status == Status::Running {
+            out.push(container);
+        }
+    }
+    out.sort_by(|a, b| b.record.created.cmp(&a.record.created));
+    Ok(out)
+}
+
+/// A started container: its PID 1 and, when attached, the monitor to wait for.
+pub struct Started {
+    pub pid: u32,
+    pub monitor: Option<std::process::Child>,
+}
+
+/// Start a created or exited container under a new monitor.
+pub fn start(mocker: &Mocker, query: &str, attach: Attach) -> Result<Started> {
+    let container = get(mocker, query)?;
+    let config = container.config()?;
+    if container.state.status == Status::Running {
+        return Ok(Started {
+            pid: container.state.pid,
+            monitor: None,
+        });
+    }
+    let binary = runtime::sealed_self()?;
+    let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::Runtime(format!("pipe: {e}")))?;
+    let status_fd = std::os::fd::AsRawFd::as_raw_fd(&status_write);
+    let mut command = Command::new(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&binary)));
+    command
+        .arg("__monitor")
+        .arg(&config.id)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()))
+        .env(monitor::ROOT_ENV, &mocker.root)
+        .env(monitor::ID_ENV, &config.id)
+        .env(monitor::STATUS_FD_ENV, status_fd.to_string())
+        .env(
+            monitor::ATTACH_ENV,
+            match (attach.output, attach.stdin) {
+                (true, true) => "io",
+                (true, false) => "o",
+                _ => "",
+            },
+        );
+    if !attach.output {
+        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    }
+    if !attach.stdin {
+        command.stdin(std::process::Stdio::null());
+    }
+    // SAFETY: only setsid and fcntl between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            // Its own session: the container outlives this command and the
+            // terminal's signals.
+            nix::unistd::setsid()?;
+            let fd = std::os::fd::BorrowedFd::borrow_raw(status_fd);
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| Error::Runtime(format!("starting the container's monitor: {e}")))?;
+    drop(status_write);
+    let mut report = String::new();
+    let _ = std::fs::File::from(status_read).read_to_string(&mut report);
+    let report = report.trim_end();
+    if let Some(pid) = report.strip_prefix("ok ") {
+        return Ok(Started {
+            pid: pid.parse().unwrap_or(0),
+            monitor: attach.output.then_some(child),
+        });
+    }
+    let _ = child.wait();
+    match report.strip_prefix("error ").and_then(|r| r.split_once(' ')) {
+        Some((code, message)) => Err(Error::StartFailed {
+            code: code.parse().unwrap_or(runtime::init::EXIT_RUNTIME_FAILED),
+            message: message.to_string(),
+        }),
+        None => Err(Error::Runtime(
+            "the container's monitor exited before starting it".into(),
+        )),
+    }
+}
+
+/// Block until the container is not running; its exit code.
+pub fn wait(mocker: &Mocker, query: &str) -> Result<i32> {
+    let record = find(mocker, query)?;
+    let dir = dir_of(mocker, &record.id);
+    if let Ok(file) = std::fs::File::open(monitor::lock_path(&dir)) {
+        // Granted once the monitor has recorded the exit and let go.
+        let _ = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockShared);
+    }
+    Ok(load(mocker, record)?.state.exit_code)
+}
+
+fn wait_for_monitor(dir: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !monitor_alive(dir) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal_pid(pid: u32, signal: Signal) -> Result<()> {
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(Error::Runtime(format!("sending {signal} to the container: {e}"))),
+    }
+}
+
+/// docker's stop: SIGTERM, then SIGKILL after `timeout`.
+pub fn stop(mocker: &Mocker, query: &str, timeout: Duration) -> Result<()> {
+    let container = get(mocker, query)?;
+    if container.state.status != Status::Running {
+        return Ok(());
+    }
+    let dir = dir_of(mocker, &container.record.id);
+    signal_pid(container.state.pid, Signal::SIGTERM)?;
+    if !wait_for_monitor(&dir, timeout) {
+        signal_pid(container.state.pid, Signal::SIGKILL)?;
+        if !wait_for_monitor(&dir, Duration::from_secs(30)) {
+            return Err(Error::Runtime(format!(
+                "container {} did not stop",
+                container.short_id()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Send a signal to the container's PID 1.
+pub fn kill(mocker: &Mocker, query: &str, signal: Signal) -> Result<()> {
+    let container = get(mocker, query)?;
+    if container.state.status != Status::Running {
+        return Err(Error::Runtime(format!(
+            "cannot kill container: {query}: container {} is not running",
+            container.record.id
+        )));
+    }
+    signal_pid(container.state.pid, signal)
+}
+
+/// Remove a container: its writable layer, cgroup, files and records
+/// (the records last, so an interrupted removal can be run again).
+pub fn remove(mocker: &Mocker, query: &str, force: bool) -> Result<String> {
+    let container = get(mocker, query)?;
+    if container.state.status == Status::Running {
+        if !force {
+            return Err(Error::Runtime(format!(
+                "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                container.record.name
+            )));
+        }
+        signal_pid(container.state.pid, Signal::SIGKILL)?;
+        if !wait_for_monitor(&dir_of(mocker, &container.record.id), Duration::from_secs(30)) {
+            return Err(Error::Runtime(format!(
+                "container {} did not stop",
+                container.short_id()
+            )));
+        }
+    }
+    discard(mocker, &container.record)?;
+    Ok(container.record.id)
+}
+
+/// Undo everything `create` made for `record`; tolerant of what is missing.
+fn discard(mocker: &Mocker, record: &ContainerRecord) -> Result<()> {
+    let dir = dir_of(mocker, &record.id);
+    let bridge = ContainerConfig::load(&dir).ok().and_then(|c| c.endpoint).map(|e| e.bridge);
+    if let Some(cgroup) = ContainerCgroup::load(&record.id) {
+        cgroup.kill_all();
+        let _ = cgroup.remove();
+    }
+    mocker.snapshots.remove_active(&snapshot_key(&record.id))?;
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).ctx(|| format!("removing {}", dir.display())),
+    }
+    let last_on_bridge = mocker.index.session(|s| {
+        let mut batch = Batch::default();
+        batch.del_container(record);
+        s.apply(&batch)?;
+        s.flush()?;
+        match &record.address {
+            Some((bridge, _)) => Ok(s.addresses(bridge)?.is_empty().then(|| bridge.clone())),
+            None => Ok(None),
+        }
+    })?;
+    // The bridge goes with its last container (on this storage root).
+    if let (Some(_), Some(bridge)) = (last_on_bridge, bridge) {
+        network::remove_bridge(&bridge)?;
+    }
+    Ok(())
+}
+
+/// Remove every container that is not running; their ids.
+pub fn prune(mocker: &Mocker) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for container in list(mocker, true)? {
+        if container.state.status != Status::Running {
+            discard(mocker, &container.record)?;
+            removed.push(container.record.id);
+        }
+    }
+    Ok(removed)
+}
+
+/// `exec` options.
+#[derive(Clone, Debug, Default)]
+pub struct ExecOptions {
+    /// Keep our stdin for the command (`-i`); otherwise it reads /dev/null.
+    pub stdin: bool,
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub privileged: bool,
+}
+
+/// Run a command in a running container with our stdin, stdout and
+/// stderr; its exit code.
+pub fn exec(mocker: &Mocker, query: &str, opts: &ExecOptions) -> Result<i32> {
+    let container = get(mocker, query)?;
+    let config = container.config()?;
+    if container.state.status != Status::Running {
+        return Err(Error::Runtime(format!(
+            "container {} is not running",
+            container.record.id
+        )));
+    }
+    if opts.command.is_empty() {
+        return Err(Error::Runtime("exec needs a command".into()));
+    }
+    let mut process = config.init.process.clone();
+    process.args = opts.command.clone();
+    for var in &opts.env {
+        let key = var.split('=').next().unwrap_or_default();
+        process.env.retain(|e| e.split('=').next() != Some(key));
+        process.env.push(var.clone());
+    }
+    if let Some(w) = &opts.workdir {
+        process.cwd = w.clone();
+    }
+    if let Some(u) = &opts.user {
+        process.user = u.clone();
+    }
+    let privileged = config.init.privileged || opts.privileged;
+    if opts.privileged {
+        process.capabilities = runtime::spec::capabilities(&Overrides {
+            privileged: true,
+            ..Default::default()
+        })?;
+    }
+    let spec = runtime::exec::ExecSpec {
+        pid: container.state.pid,
+        process,
+        privileged,
+    };
+    let cgroup = ContainerCgroup::load(&container.record.id);
+    runtime::exec::run(&spec, opts.stdin, |pid| match &cgroup {
+        Some(c) => c.add(pid),
+        None => Err(Error::Runtime("the container's cgroup is gone".into())),
+    })
+}
+
+/// The container's root filesystem (its changes over the image) as a tar
+/// stream; works while it runs, through a read-only view of its layers.
+pub fn export(mocker: &Mocker, query: &str, out: impl std::io::Write) -> Result<()> {
+    let container = get(mocker, query)?;
+    let config = container.config()?;
+    let view = config.init.overlay.read_only_view();
+    let mounts = mocker.root.join("mounts");
+    let path = mounts.join(format!("export-{}-{}", container.short_id(), std::process::id()));
+    std::fs::create_dir_all(&path).ctx(|| format!("creating {}", path.display()))?;
+    std::fs::set_permissions(&mounts, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .ctx(|| format!("chmod {}", mounts.display()))?;
+    let result = crate::mount::mount_overlay(&view, &path).and_then(|_| {
+        let written = crate::rootfs::export_dir(&path, out).ctx(|| format!("exporting {query}"));
+        let unmounted = crate::mount::unmount(&path);
+        written.and(unmounted)
+    });
+    let _ = std::fs::remove_dir(&path);
+    result
+}
+
+/// Images that containers were created from (by manifest digest): `rmi`
+/// needs `-f` for these.
+pub fn users_of_image(mocker: &Mocker, manifest: &Digest) -> Result<Vec<ContainerRecord>> {
+    Ok(mocker
+        .index
+        .session(|s| s.containers())?
+        .into_values()
+        .filter(|r| &r.image_manifest == manifest)
+        .collect())
+}
+
+/// docker's `inspect` document for a container.
+pub fn inspect(mocker: &Mocker, container: &Container) -> serde_json::Value {
+    use serde_json::json;
+    let record = &container.record;
+    let state = &container.state;
+    let Some(config) = &container.config else {
+        return json!({
+            "Id": record.id,
+            "Name": format!("/{}", record.name),
+            "Created": record.created,
+            "State": {"Status": "dead", "Dead": true},
+        });
+    };
+    let process = &config.init.process;
+    let ports: serde_json::Map<String, serde_json::Value> = config
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let bound = state.ports.get(i).filter(|_| state.status == Status::Running).unwrap_or(p);
+            (
+                format!("{}/{}", p.container_port, p.protocol),
+                json!([{"HostIp": p.host_ip.to_string(), "HostPort": bound.host_port.to_string()}]),
+            )
+        })
+        .collect();
+    let (ip, gateway, prefix, mac_network) = match &config.endpoint {
+        Some(e) => (
+            e.address.to_string(),
+            e.bridge.subnet.gateway().to_string(),
+            e.bridge.subnet.prefix,
+            e.bridge.name.clone(),
+        ),
+        None => (String::new(), String::new(), 0, String::new()),
+    };
+    let mounts: Vec<serde_json::Value> = config
+        .init
+        .volumes
+        .iter()
+        .map(|v| {
+            json!({
+                "Type": "bind",
+                "Source": v.source,
+                "Destination": v.target,
+                "Mode": if v.read_only { "ro" } else { "" },
+                "RW": !v.read_only,
+                "Propagation": "rprivate",
+            })
+        })
+        .collect();
+    let dir = dir_of(mocker, &record.id);
+    let overlay = &config.init.overlay;
+    let abs = |p: &str| overlay.base.join(p).display().to_string();
+    json!({
+        "Id": record.id,
+        "Created": record.created,
+        "Path": process.args.first(),
+        "Args": process.args.get(1..).unwrap_or_default(),
+        "State": {
+            "Status": state.status.as_str(),
+            "Running": state.status == Status::Running,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": state.oom_killed,
+            "Dead": state.status == Status::Dead,
+            "Pid": state.pid,
+            "ExitCode": state.exit_code,
+            "Error": state.error,
+            "StartedAt": state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "FinishedAt": state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        },
+        "Image": config.image_id.to_string(),
+        "ResolvConfPath": dir.join("resolv.conf"),
+        "HostnamePath": dir.join("hostname"),
+        "HostsPath": dir.join("hosts"),
+        "LogPath": dir.join("ctr.log"),
+        "Name": format!("/{}", record.name),
+        "RestartCount": 0,
+        "Driver": "overlay",
+        "HostConfig": {
+            "Binds": config.init.volumes.iter().map(|v| format!("{}:{}{}", v.source.display(), v.target, if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
+            "NetworkMode": config.network.name(),
+            "PortBindings": config.ports.iter().map(|p| (format!("{}/{}", p.container_port, p.protocol), json!([{"HostIp": p.host_ip.to_string(), "HostPort": if p.host_port == 0 { String::new() } else { p.host_port.to_string() }}]))).collect::<serde_json::Map<_, _>>(),
+            "AutoRemove": config.auto_remove,
+            "CapAdd": config.cap_add,
+            "CapDrop": config.cap_drop,
+            "Privileged": config.init.privileged,
+            "ReadonlyRootfs": config.init.read_only_root,
+            "Init": config.init.init,
+            "Memory": config.limits.memory.unwrap_or(0),
+            "MemorySwap": config.limits.memory_swap.unwrap_or(0),
+            "NanoCpus": config.limits.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+            "CpuShares": config.limits.cpu_shares.unwrap_or(0),
+            "PidsLimit": config.limits.pids,
+        },
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": {
+                "LowerDir": overlay.lower.iter().map(|l| abs(l)).collect::<Vec<_>>().join(":"),
+                "UpperDir": abs(&overlay.upper),
+                "WorkDir": abs(&overlay.work),
+                "MergedDir": config.init.rootfs,
+            },
+        },
+        "Mounts": mounts,
+        "Config": {
+            "Hostname": process.hostname,
+            "User": process.user,
+            "Tty": config.init.tty,
+            "OpenStdin": config.open_stdin,
+            "Env": process.env,
+            "Cmd": process.args,
+            "Image": config.image,
+            "WorkingDir": process.cwd,
+        },
+        "NetworkSettings": {
+            "IPAddress": ip,
+            "IPPrefixLen": prefix,
+            "Gateway": gateway,
+            "Ports": ports,
+            "Networks": {
+                config.network.name(): {
+                    "IPAddress": ip,
+                    "IPPrefixLen": prefix,
+                    "Gateway": gateway,
+                    "Bridge": mac_network,
+                }
+            },
+        },
+    })
+}

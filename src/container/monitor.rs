@@ -1,0 +1,264 @@
+//! The monitor: one small process per running container (podman's conmon).
+//! `start` runs it as `mocker __monitor` from a sealed memfd, in a session
+//! of its own so the container outlives the command. It holds
+//! `monitor.lock` for as long as it lives, clones the container, copies its
+//! output to the log (and to the attached caller), serves published ports,
+//! reaps it and records how it ended. The container dies with it
+//! (PDEATHSIG), so a lock nobody holds means nothing runs.
+//!
+//! Single-threaded until the container is cloned; threads after that.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sys::wait::{waitpid, WaitStatus};
+
+use super::logs::LogWriter;
+use super::state::{now, State, Status};
+use super::ContainerConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::runtime::{self, cgroup::ContainerCgroup, network, Network, Stdio};
+
+pub const ROOT_ENV: &str = "_MOCKER_MONITOR_ROOT";
+pub const ID_ENV: &str = "_MOCKER_MONITOR_ID";
+/// The fd on which the monitor reports `ok <pid>` or `error <code> <message>`.
+pub const STATUS_FD_ENV: &str = "_MOCKER_STATUS_FD";
+/// Set when our stdin/stdout/stderr are the caller's (attached start).
+pub const ATTACH_ENV: &str = "_MOCKER_ATTACH";
+
+/// What the caller of `start` wants wired to the container.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Attach {
+    /// Our stdout and stderr get the container's output too.
+    pub output: bool,
+    /// Our stdin becomes the container's (`-i`).
+    pub stdin: bool,
+}
+
+pub fn lock_path(dir: &Path) -> PathBuf {
+    dir.join("monitor.lock")
+}
+
+/// Entry point of `mocker __monitor`.
+pub fn main() -> i32 {
+    let env = |k: &str| std::env::var(k).ok();
+    let (Some(root), Some(id), Some(status_fd)) = (
+        env(ROOT_ENV),
+        env(ID_ENV),
+        env(STATUS_FD_ENV).and_then(|f| f.parse::<i32>().ok()),
+    ) else {
+        eprintln!("mocker: __monitor is internal to `mocker start`");
+        return 125;
+    };
+    // SAFETY: `start` passed us this fd, open and ours alone.
+    let status = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(status_fd) });
+    let attach = match env(ATTACH_ENV).as_deref() {
+        Some("io") => Attach {
+            output: true,
+            stdin: true,
+        },
+        Some("o") => Attach {
+            output: true,
+            stdin: false,
+        },
+        _ => Attach::default(),
+    };
+    let dir = PathBuf::from(root).join("containers").join(&id);
+    match monitor(&dir, attach, status) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+fn report(status: &mut Option<std::fs::File>, line: String) {
+    if let Some(mut s) = status.take() {
+        let _ = s.write_all(line.as_bytes());
+    }
+}
+
+fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<()> {
+    let mut status = Some(status);
+    let lock = std::fs::File::create(lock_path(dir)).ctx(|| format!("creating {}", lock_path(dir).display()));
+    let lock = match lock.and_then(|f| {
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| Error::Runtime("the container is already running".into()))
+    }) {
+        Ok(l) => l,
+        Err(e) => {
+            report(&mut status, format!("error 125 {e}"));
+            return Err(e);
+        }
+    };
+    let state_path = dir.join("state.json");
+    let mut state = State::load(&state_path).unwrap_or_default();
+    let config = match ContainerConfig::load(dir) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&mut status, format!("error 125 {e}"));
+            return Err(e);
+        }
+    };
+    let cgroup = match ContainerCgroup::create(&config.id, &config.limits) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&mut status, format!("error 125 {e}"));
+            return Err(e);
+        }
+    };
+    let started = start(dir, &config, &cgroup, attach);
+    let (pid, output, published) = match started {
+        Ok(s) => s,
+        Err((code, message)) => {
+            let _ = cgroup.remove();
+            state.status = Status::Created;
+            state.exit_code = code;
+            state.error = message.clone();
+            let _ = state.save(&state_path);
+            report(&mut status, format!("error {code} {message}"));
+            return Err(Error::Runtime(message));
+        }
+    };
+    state = State {
+        status: Status::Running,
+        pid: pid.as_raw() as u32,
+        monitor_pid: std::process::id(),
+        started_at: Some(now()),
+        finished_at: None,
+        exit_code: 0,
+        oom_killed: false,
+        error: String::new(),
+        ports: published.iter().map(|p| p.mapping().clone()).collect(),
+    };
+    if let Err(e) = state.save(&state_path) {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        let _ = cgroup.remove();
+        report(&mut status, format!("error 125 {e}"));
+        return Err(e);
+    }
+    report(&mut status, format!("ok {pid}\n"));
+
+    if let Some(endpoint) = &config.endpoint {
+        for port in published {
+            network::serve(port, endpoint.address);
+        }
+    }
+    let code = loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => break code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => break 128 + signal as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break runtime::init::EXIT_RUNTIME_FAILED,
+        }
+    };
+    // The PID namespace is gone, so every writer of the output is too.
+    for copier in output {
+        let _ = copier.join();
+    }
+    state.status = Status::Exited;
+    state.pid = 0;
+    state.exit_code = code;
+    state.finished_at = Some(now());
+    state.oom_killed = cgroup.oom_killed();
+    let _ = cgroup.remove();
+    let saved = state.save(&state_path);
+    drop(lock);
+    if config.auto_remove && !attach.output {
+        // Detached `--rm`: nobody else will remove it.
+        let mocker = crate::Mocker::open(dir.parent().and_then(Path::parent).unwrap_or(Path::new("/")))?;
+        super::remove(&mocker, &config.id, true)?;
+    }
+    saved
+}
+
+type Started = (nix::unistd::Pid, Vec<std::thread::JoinHandle<()>>, Vec<network::Published>);
+
+/// Bind ports, clone the container, wire its network and output, and let
+/// it exec. Errors carry docker's exit code.
+fn start(
+    dir: &Path,
+    config: &ContainerConfig,
+    cgroup: &ContainerCgroup,
+    attach: Attach,
+) -> std::result::Result<Started, (i32, String)> {
+    let failed = |e: Error| (runtime::init::EXIT_RUNTIME_FAILED, e.to_string());
+    let published = config
+        .ports
+        .iter()
+        .map(network::bind)
+        .collect::<Result<Vec<_>>>()
+        .map_err(failed)?;
+    if let Some(endpoint) = &config.endpoint {
+        network::ensure_bridge(&endpoint.bridge).map_err(failed)?;
+    }
+    let log = LogWriter::open(&dir.join("ctr.log")).map_err(failed)?;
+    let null = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map(OwnedFd::from)
+            .ctx(|| "opening /dev/null".into())
+    };
+    let dup = |fd: i32| {
+        // SAFETY: fd is one of ours (0-2, or a pty end) and open.
+        nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+            .map_err(|e| Error::Runtime(format!("dup: {e}")))
+    };
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")));
+    // (stdio for the child, our ends to copy from, where a tty's input comes from)
+    let (stdio, sources) = if config.init.tty {
+        let pty = nix::pty::openpty(None, None).map_err(|e| failed(Error::Runtime(format!("openpty: {e}"))))?;
+        let slave = pty.slave;
+        let stdio = Stdio {
+            stdin: dup(slave.as_raw_fd()).map_err(failed)?,
+            stdout: dup(slave.as_raw_fd()).map_err(failed)?,
+            stderr: slave,
+        };
+        (stdio, vec![("stdout", pty.master)])
+    } else {
+        let (out_read, out_write) = pipe().map_err(failed)?;
+        let (err_read, err_write) = pipe().map_err(failed)?;
+        let stdin = if attach.stdin { dup(0) } else { null() }.map_err(failed)?;
+        let stdio = Stdio {
+            stdin,
+            stdout: out_write,
+            stderr: err_write,
+        };
+        (stdio, vec![("stdout", out_read), ("stderr", err_read)])
+    };
+    let cloned = runtime::clone_container(&config.init, config.network, stdio).map_err(failed)?;
+    let setup = cgroup.add(cloned.pid.as_raw() as u32).and_then(|_| match &config.endpoint {
+        Some(endpoint) if config.network == Network::Bridge => network::attach(cloned.pid.as_raw() as u32, endpoint),
+        _ => Ok(()),
+    });
+    if let Err(e) = setup {
+        cloned.abandon();
+        return Err(failed(e));
+    }
+    // Copy output before the release: a failing start writes to stderr too.
+    let mut copiers = Vec::new();
+    let tty_input = config.init.tty.then(|| sources[0].1.as_raw_fd());
+    for (stream, fd) in sources {
+        let tee = if attach.output {
+            let target = if stream == "stderr" { 2 } else { 1 };
+            dup(target).ok().map(std::fs::File::from)
+        } else {
+            None
+        };
+        let log = log.clone();
+        let from = std::fs::File::from(fd);
+        copiers.push(std::thread::spawn(move || log.copy(stream, from, tee)));
+    }
+    if let (Some(master), true) = (tty_input, attach.stdin) {
+        if let Ok(master) = dup(master) {
+            let mut master = std::fs::File::from(master);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut master);
+            });
+        }
+    }
+    let pid = cloned.release().map_err(|f| (f.code, f.message))?;
+    Ok((pid, copiers, published))
+}

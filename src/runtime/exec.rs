@@ -1,0 +1,170 @@
+//! `exec`: a new process in a running container. mocker re-executes itself
+//! from a sealed memfd as `__exec` (single-threaded, as setns into a mount
+//! namespace requires), enters PID 1's namespaces, waits until the caller
+//! has put it in the container's cgroup, forks (the child lands in the
+//! container's PID namespace) and runs the command as a start would.
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::sched::CloneFlags;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+use serde::{Deserialize, Serialize};
+
+use super::init::{exec_process, EXIT_RUNTIME_FAILED};
+use super::spec::ProcessSpec;
+use crate::error::{Error, Result};
+
+const SPEC_ENV: &str = "_MOCKER_EXEC";
+const READY_FD_ENV: &str = "_MOCKER_READY_FD";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// The container's PID 1, as the host sees it.
+    pub pid: u32,
+    pub process: ProcessSpec,
+    pub privileged: bool,
+}
+
+/// Run `spec` in the container and return its exit code. `joined(pid)`
+/// puts the new process in the container's cgroup before it may go on.
+/// Our stdout and stderr (and stdin, if `stdin`) become the command's.
+pub fn run(spec: &ExecSpec, stdin: bool, joined: impl FnOnce(u32) -> Result<()>) -> Result<i32> {
+    let binary = super::sealed_self()?;
+    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::Runtime(format!("pipe: {e}")))?;
+    let ready_fd = std::os::fd::AsRawFd::as_raw_fd(&ready_read);
+    let encoded = serde_json::to_string(spec).map_err(|e| Error::Runtime(e.to_string()))?;
+    let mut command = Command::new(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&binary)));
+    command
+        .arg("__exec")
+        .env_clear()
+        .env(SPEC_ENV, encoded)
+        .env(READY_FD_ENV, ready_fd.to_string());
+    if !stdin {
+        command.stdin(std::process::Stdio::null());
+    }
+    // SAFETY: only fcntl between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = std::os::fd::BorrowedFd::borrow_raw(ready_fd);
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| Error::Runtime(format!("starting exec: {e}")))?;
+    drop(ready_read);
+    let setup = joined(child.id());
+    if setup.is_ok() {
+        let _ = nix::unistd::write(&ready_write, b"1");
+    }
+    drop(ready_write);
+    let status = child
+        .wait()
+        .map_err(|e| Error::Runtime(format!("waiting for exec: {e}")))?;
+    setup?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(EXIT_RUNTIME_FAILED))
+}
+
+/// Entry point of `mocker __exec`.
+pub fn main() -> i32 {
+    let spec: ExecSpec = match std::env::var(SPEC_ENV)
+        .map_err(|e| e.to_string())
+        .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
+    {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("mocker: __exec is internal to `mocker exec`: {e}");
+            return EXIT_RUNTIME_FAILED;
+        }
+    };
+    let Some(ready) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else {
+        return EXIT_RUNTIME_FAILED;
+    };
+    // SAFETY: the parent passed us this fd, open and ours alone.
+    let ready = unsafe { OwnedFd::from_raw_fd(ready) };
+    let mut byte = [0u8; 1];
+    if !matches!(nix::unistd::read(&ready, &mut byte), Ok(1)) {
+        eprintln!("mocker: exec was not set up (cgroup)");
+        return EXIT_RUNTIME_FAILED;
+    }
+    drop(ready);
+    if let Err(e) = enter_namespaces(spec.pid) {
+        eprintln!("mocker: {e}");
+        return EXIT_RUNTIME_FAILED;
+    }
+    // SAFETY: this process is single-threaded (freshly exec'd).
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            // SAFETY: restoring a default disposition installs no handler.
+            let _ = unsafe {
+                nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
+            };
+            let (errors_read, errors_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("mocker: pipe: {e}");
+                    std::process::exit(EXIT_RUNTIME_FAILED);
+                }
+            };
+            drop(errors_read);
+            let (code, e) = match exec_process(&spec.process, spec.privileged, false, &errors_write) {
+                Ok(never) => match never {},
+                Err(failure) => failure,
+            };
+            eprintln!("mocker: {e}");
+            std::process::exit(code);
+        }
+        Ok(ForkResult::Parent { child }) => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => return code,
+                Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("mocker: waiting for the command: {e}");
+                    return EXIT_RUNTIME_FAILED;
+                }
+            }
+        },
+        Err(e) => {
+            eprintln!("mocker: fork: {e}");
+            EXIT_RUNTIME_FAILED
+        }
+    }
+}
+
+/// Join PID 1's namespaces; all are opened first, as entering the mount
+/// namespace changes what /proc paths mean. The mount namespace also sets
+/// our root and working directory to the container's root.
+fn enter_namespaces(pid: u32) -> Result<()> {
+    let kinds = [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ];
+    let own = |kind: &str| std::fs::read_link(format!("/proc/self/ns/{kind}")).ok();
+    let mut opened = Vec::new();
+    for (kind, flag) in kinds {
+        let path = format!("/proc/{pid}/ns/{kind}");
+        // --network host shares ours: joining it again is harmless but skip it.
+        if std::fs::read_link(&path).ok() == own(kind) {
+            continue;
+        }
+        let file = std::fs::File::open(&path).map_err(|e| Error::Runtime(format!("opening {path}: {e}")))?;
+        opened.push((kind, flag, file));
+    }
+    for (kind, flag, file) in opened {
+        nix::sched::setns(file.as_fd(), flag).map_err(|e| Error::Runtime(format!("entering the {kind} namespace: {e}")))?;
+    }
+    Ok(())
+}

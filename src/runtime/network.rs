@@ -1,0 +1,565 @@
+//! Bridge networking: a host bridge (`mocker0`, 10.89.0.0/16 unless
+//! `MOCKER_BRIDGE` / `MOCKER_BRIDGE_SUBNET` say otherwise) with a veth pair
+//! per container, outbound masquerade, and published ports served by a
+//! userland proxy in the container's monitor (as docker-proxy does), so a
+//! port taken by anything else fails the start instead of being shadowed.
+//! Netlink goes through rtnetlink; address choice is pure ([`Subnet`]).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
+use std::process::Command;
+
+use futures_util::TryStreamExt;
+use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+pub const DEFAULT_BRIDGE: &str = "mocker0";
+pub const DEFAULT_SUBNET: &str = "10.89.0.0/16";
+
+/// An IPv4 network in CIDR form.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Subnet {
+    pub network: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    pub fn parse(input: &str) -> Result<Subnet> {
+        let invalid = |why: &str| Error::Runtime(format!("invalid subnet {input:?}: {why}"));
+        let (addr, prefix) = input.split_once('/').ok_or_else(|| invalid("expected a.b.c.d/len"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| invalid("bad address"))?;
+        let prefix: u8 = prefix.parse().map_err(|_| invalid("bad prefix length"))?;
+        if !(8..=30).contains(&prefix) {
+            return Err(invalid("the prefix length must be between 8 and 30"));
+        }
+        let subnet = Subnet { network: addr, prefix };
+        if subnet.network_addr() != addr {
+            return Err(invalid("host bits are set"));
+        }
+        Ok(subnet)
+    }
+
+    fn mask(&self) -> u32 {
+        u32::MAX << (32 - self.prefix)
+    }
+
+    fn network_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) & self.mask())
+    }
+
+    /// The bridge's own address: the first host address.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + 1)
+    }
+
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        u32::from(addr) & self.mask() == u32::from(self.network)
+    }
+
+    /// Whether two networks share any address.
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        let mask = self.mask() & other.mask();
+        u32::from(self.network) & mask == u32::from(other.network) & mask
+    }
+
+    /// The lowest address not in `used`, after the gateway and before broadcast.
+    pub fn allocate(&self, used: &[Ipv4Addr]) -> Result<Ipv4Addr> {
+        let first = u32::from(self.gateway()) + 1;
+        let broadcast = u32::from(self.network) | !self.mask();
+        (first..broadcast)
+            .map(Ipv4Addr::from)
+            .find(|a| !used.contains(a))
+            .ok_or_else(|| Error::Runtime(format!("no free address left in {self}")))
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// The bridge containers attach to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bridge {
+    pub name: String,
+    pub subnet: Subnet,
+}
+
+impl Bridge {
+    /// From `MOCKER_BRIDGE` and `MOCKER_BRIDGE_SUBNET`, or the defaults.
+    pub fn from_env() -> Result<Bridge> {
+        let name = std::env::var("MOCKER_BRIDGE").unwrap_or_else(|_| DEFAULT_BRIDGE.to_string());
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', ':']) {
+            return Err(Error::Runtime(format!("invalid bridge name {name:?}")));
+        }
+        let subnet = Subnet::parse(&std::env::var("MOCKER_BRIDGE_SUBNET").unwrap_or_else(|_| DEFAULT_SUBNET.into()))?;
+        Ok(Bridge { name, subnet })
+    }
+}
+
+/// A container's place on a bridge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub bridge: Bridge,
+    pub address: Ipv4Addr,
+    /// The host end of the veth pair.
+    pub host_veth: String,
+}
+
+impl Endpoint {
+    pub fn new(bridge: Bridge, address: Ipv4Addr, container_id: &str) -> Endpoint {
+        Endpoint {
+            bridge,
+            address,
+            host_veth: format!("mk{}", &container_id[..12.min(container_id.len())]),
+        }
+    }
+}
+
+fn netlink_error(what: &str) -> impl Fn(rtnetlink::Error) -> Error + '_ {
+    move |e| Error::Runtime(format!("{what}: {e}"))
+}
+
+/// Run netlink requests on a current-thread runtime (the monitor is not
+/// async, and must start no threads before it clones the container).
+fn with_netlink<T>(
+    f: impl AsyncFnOnce(rtnetlink::Handle) -> Result<T>,
+) -> Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| Error::Runtime(format!("starting netlink: {e}")))?;
+    runtime.block_on(async {
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|e| Error::Runtime(format!("opening netlink: {e}")))?;
+        let task = tokio::spawn(connection);
+        let result = f(handle).await;
+        task.abort();
+        result
+    })
+}
+
+async fn link_index(handle: &rtnetlink::Handle, name: &str) -> Result<Option<u32>> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(link)) => Ok(Some(link.header.index)),
+        Ok(None) => Ok(None),
+        // ENODEV: no such link.
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::ENODEV => Ok(None),
+        Err(e) => Err(Error::Runtime(format!("looking up {name}: {e}"))),
+    }
+}
+
+/// The host's IPv4 routes (destination, prefix, device index) outside `skip`.
+async fn host_routes(handle: &rtnetlink::Handle) -> Result<Vec<(Subnet, Option<u32>)>> {
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+    let mut routes = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    let mut out = Vec::new();
+    while let Some(route) = routes.try_next().await.map_err(netlink_error("listing routes"))? {
+        let prefix = route.header.destination_prefix_length;
+        let mut dest = None;
+        let mut dev = None;
+        for attr in &route.attributes {
+            match attr {
+                RouteAttribute::Destination(RouteAddress::Inet(a)) => dest = Some(*a),
+                RouteAttribute::Oif(i) => dev = Some(*i),
+                _ => {}
+            }
+        }
+        // The default route overlaps everything and is no conflict.
+        if let (Some(network), true) = (dest, prefix > 0) {
+            out.push((Subnet { network, prefix }, dev));
+        }
+    }
+    Ok(out)
+}
+
+/// Serialises bridge setup and teardown between mocker processes.
+fn network_lock() -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let dir = std::path::Path::new("/run/mocker");
+    std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    let file = std::fs::File::create(dir.join("network.lock")).ctx(|| "opening /run/mocker/network.lock".into())?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::Runtime(format!("locking /run/mocker/network.lock: {e}")))
+}
+
+fn iptables(args: &[&str]) -> Result<bool> {
+    let output = Command::new("iptables")
+        .args(["-w", "5"])
+        .args(args)
+        .output()
+        .map_err(|e| Error::Runtime(format!("running iptables (is it installed?): {e}")))?;
+    Ok(output.status.success())
+}
+
+/// The masquerade and forward rules for `bridge`.
+fn rules(bridge: &Bridge) -> Vec<Vec<String>> {
+    let subnet = bridge.subnet.to_string();
+    let name = bridge.name.clone();
+    vec![
+        vec!["-t", "nat", "POSTROUTING", "-s", &subnet, "!", "-o", &name, "-j", "MASQUERADE"],
+        vec!["FORWARD", "-i", &name, "-j", "ACCEPT"],
+        vec!["FORWARD", "-o", &name, "-j", "ACCEPT"],
+    ]
+    .into_iter()
+    .map(|r| r.into_iter().map(str::to_string).collect())
+    .collect()
+}
+
+/// `rule` with the verb (`-C`, `-A`, `-D`) put before the chain.
+fn with_verb(rule: &[String], verb: &str) -> Vec<String> {
+    let mut args = rule.to_vec();
+    let chain_at = if args[0] == "-t" { 2 } else { 0 };
+    args.insert(chain_at, verb.to_string());
+    args
+}
+
+/// Create the bridge (with its gateway address, forwarding and masquerade)
+/// unless it exists. A subnet that overlaps a route of the host's is refused.
+pub fn ensure_bridge(bridge: &Bridge) -> Result<()> {
+    let _lock = network_lock()?;
+    with_netlink(async |handle| {
+        if link_index(&handle, &bridge.name).await?.is_some() {
+            return Ok(());
+        }
+        for (route, _) in host_routes(&handle).await? {
+            if route.overlaps(&bridge.subnet) {
+                return Err(Error::Runtime(format!(
+                    "bridge subnet {} conflicts with the host route to {route}: set MOCKER_BRIDGE_SUBNET to a free range",
+                    bridge.subnet
+                )));
+            }
+        }
+        handle
+            .link()
+            .add(LinkBridge::new(&bridge.name).build())
+            .execute()
+            .await
+            .map_err(netlink_error("creating the bridge"))?;
+        let index = link_index(&handle, &bridge.name)
+            .await?
+            .ok_or_else(|| Error::Runtime(format!("bridge {} vanished", bridge.name)))?;
+        handle
+            .address()
+            .add(index, IpAddr::V4(bridge.subnet.gateway()), bridge.subnet.prefix)
+            .execute()
+            .await
+            .map_err(netlink_error("addressing the bridge"))?;
+        Ok(())
+    })?;
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").ctx(|| "enabling IP forwarding".into())?;
+    for rule in rules(bridge) {
+        if !iptables(&with_verb(&rule, "-C").iter().map(String::as_str).collect::<Vec<_>>())?
+            && !iptables(&with_verb(&rule, "-A").iter().map(String::as_str).collect::<Vec<_>>())?
+        {
+            return Err(Error::Runtime(format!("iptables refused the rule {}", rule.join(" "))));
+        }
+    }
+    Ok(())
+}
+
+/// Remove the bridge and its rules (when its last container is removed).
+pub fn remove_bridge(bridge: &Bridge) -> Result<()> {
+    let _lock = network_lock()?;
+    for rule in rules(bridge) {
+        while iptables(&with_verb(&rule, "-D").iter().map(String::as_str).collect::<Vec<_>>())? {}
+    }
+    with_netlink(async |handle| {
+        if let Some(index) = link_index(&handle, &bridge.name).await? {
+            handle
+                .link()
+                .del(index)
+                .execute()
+                .await
+                .map_err(netlink_error("removing the bridge"))?;
+        }
+        Ok(())
+    })
+}
+
+/// Plug the container whose PID 1 is `pid` into the bridge: a veth pair,
+/// one end moved into its network namespace as `eth0` with its address and
+/// a default route via the bridge. The pair dies with the namespace.
+pub fn attach(pid: u32, endpoint: &Endpoint) -> Result<()> {
+    let peer = format!("{}p", &endpoint.host_veth[..endpoint.host_veth.len().min(14)]);
+    with_netlink(async |handle| {
+        let bridge_index = link_index(&handle, &endpoint.bridge.name)
+            .await?
+            .ok_or_else(|| Error::Runtime(format!("bridge {} does not exist", endpoint.bridge.name)))?;
+        handle
+            .link()
+            .add(LinkVeth::new(&endpoint.host_veth, &peer).build())
+            .execute()
+            .await
+            .map_err(netlink_error("creating the veth pair"))?;
+        let host_index = link_index(&handle, &endpoint.host_veth)
+            .await?
+            .ok_or_else(|| Error::Runtime("the veth pair vanished".into()))?;
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(host_index).controller(bridge_index).up().build())
+            .execute()
+            .await
+            .map_err(netlink_error("plugging the veth into the bridge"))?;
+        handle
+            .link()
+            .set(LinkUnspec::new_with_name(&peer).setns_by_pid(pid).build())
+            .execute()
+            .await
+            .map_err(netlink_error("moving the veth into the container"))
+    })?;
+    // The container's side is configured from inside its namespace, on a
+    // thread of our own (setns changes only the calling thread's).
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).ctx(|| "opening the container's netns".into())?;
+    let endpoint = endpoint.clone();
+    std::thread::spawn(move || -> Result<()> {
+        nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Error::Runtime(format!("entering the container's netns: {e}")))?;
+        with_netlink(async |handle| {
+            let index = link_index(&handle, &peer)
+                .await?
+                .ok_or_else(|| Error::Runtime("the container's veth vanished".into()))?;
+            handle
+                .link()
+                .set(LinkUnspec::new_with_index(index).name("eth0".to_string()).build())
+                .execute()
+                .await
+                .map_err(netlink_error("naming eth0"))?;
+            handle
+                .address()
+                .add(index, IpAddr::V4(endpoint.address), endpoint.bridge.subnet.prefix)
+                .execute()
+                .await
+                .map_err(netlink_error("addressing eth0"))?;
+            handle
+                .link()
+                .set(LinkUnspec::new_with_index(index).up().build())
+                .execute()
+                .await
+                .map_err(netlink_error("bringing eth0 up"))?;
+            handle
+                .route()
+                .add(
+                    RouteMessageBuilder::<Ipv4Addr>::new()
+                        .gateway(endpoint.bridge.subnet.gateway())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(netlink_error("adding the default route"))
+        })
+    })
+    .join()
+    .map_err(|_| Error::Runtime("the netns thread panicked".into()))?
+}
+
+/// `-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]` (or `CONTAINER_PORT`
+/// alone: any free host port).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host_ip: IpAddr,
+    /// 0 until the monitor binds it.
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: String,
+}
+
+impl PortMapping {
+    pub fn parse(input: &str) -> Result<PortMapping> {
+        let invalid = |why: &str| Error::Runtime(format!("invalid port mapping {input:?}: {why}"));
+        let (spec, protocol) = match input.rsplit_once('/') {
+            Some((s, p @ ("tcp" | "udp"))) => (s, p),
+            Some(_) => return Err(invalid("the protocol must be tcp or udp")),
+            None => (input, "tcp"),
+        };
+        let port = |s: &str| s.parse::<u16>().map_err(|_| invalid(&format!("{s:?} is not a port number")));
+        let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
+        let (host_ip, host_port, container_port) = match parts.as_slice() {
+            [c] => ("0.0.0.0", 0, port(c)?),
+            [c, h] => ("0.0.0.0", port(h)?, port(c)?),
+            [c, h, ip] => (ip.trim_matches(['[', ']']), if h.is_empty() { 0 } else { port(h)? }, port(c)?),
+            _ => return Err(invalid("expected [HOST_IP:]HOST_PORT:CONTAINER_PORT")),
+        };
+        if container_port == 0 {
+            return Err(invalid("the container port cannot be 0"));
+        }
+        Ok(PortMapping {
+            host_ip: host_ip.parse().map_err(|_| invalid(&format!("{host_ip:?} is not an IP address")))?,
+            host_port,
+            container_port,
+            protocol: protocol.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}->{}/{}",
+            self.host_ip, self.host_port, self.container_port, self.protocol
+        )
+    }
+}
+
+/// A bound host port, ready to serve.
+pub enum Published {
+    Tcp(TcpListener, PortMapping),
+    Udp(UdpSocket, PortMapping),
+}
+
+impl Published {
+    pub fn mapping(&self) -> &PortMapping {
+        match self {
+            Published::Tcp(_, m) | Published::Udp(_, m) => m,
+        }
+    }
+}
+
+/// Bind the host side of `mapping` (before the container starts, so a
+/// taken port fails the start). Returns it with the real host port.
+pub fn bind(mapping: &PortMapping) -> Result<Published> {
+    let addr = SocketAddr::new(mapping.host_ip, mapping.host_port);
+    let taken = |e: std::io::Error| {
+        Error::Runtime(format!(
+            "Bind for {}:{} failed: {}",
+            mapping.host_ip,
+            mapping.host_port,
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                "port is already allocated".to_string()
+            } else {
+                e.to_string()
+            }
+        ))
+    };
+    let mut actual = mapping.clone();
+    if mapping.protocol == "udp" {
+        let socket = UdpSocket::bind(addr).map_err(taken)?;
+        actual.host_port = socket.local_addr().map_err(taken)?.port();
+        Ok(Published::Udp(socket, actual))
+    } else {
+        let listener = TcpListener::bind(addr).map_err(taken)?;
+        actual.host_port = listener.local_addr().map_err(taken)?.port();
+        Ok(Published::Tcp(listener, actual))
+    }
+}
+
+/// Serve a published port on threads of its own, forwarding to `target`,
+/// until the process exits.
+pub fn serve(published: Published, target: Ipv4Addr) {
+    match published {
+        Published::Tcp(listener, mapping) => {
+            let to = SocketAddr::new(IpAddr::V4(target), mapping.container_port);
+            std::thread::spawn(move || {
+                for client in listener.incoming().flatten() {
+                    std::thread::spawn(move || {
+                        if let Ok(upstream) = TcpStream::connect(to) {
+                            splice_tcp(client, upstream);
+                        }
+                    });
+                }
+            });
+        }
+        Published::Udp(socket, mapping) => {
+            let to = SocketAddr::new(IpAddr::V4(target), mapping.container_port);
+            std::thread::spawn(move || serve_udp(socket, to));
+        }
+    }
+}
+
+fn splice_tcp(client: TcpStream, upstream: TcpStream) {
+    let (Ok(client_read), Ok(upstream_write)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
+    let forward = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut &client_read, &mut &upstream_write);
+        let _ = upstream_write.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut &upstream, &mut &client);
+    let _ = client.shutdown(std::net::Shutdown::Write);
+    let _ = forward.join();
+}
+
+/// One upstream socket per client address; replies go back from the
+/// published socket.
+fn serve_udp(socket: UdpSocket, to: SocketAddr) {
+    let mut upstreams: std::collections::HashMap<SocketAddr, UdpSocket> = std::collections::HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    while let Ok((n, from)) = socket.recv_from(&mut buf) {
+        let upstream = match upstreams.get(&from) {
+            Some(u) => u,
+            None => {
+                let Ok(u) = UdpSocket::bind("0.0.0.0:0").and_then(|u| u.connect(to).map(|_| u)) else {
+                    continue;
+                };
+                if let (Ok(reply), Ok(back)) = (u.try_clone(), socket.try_clone()) {
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 65536];
+                        while let Ok(n) = reply.recv(&mut buf) {
+                            if back.send_to(&buf[..n], from).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                upstreams.entry(from).or_insert(u)
+            }
+        };
+        let _ = upstream.send(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_allocate_and_overlap() {
+        let s = Subnet::parse("10.89.0.0/16").unwrap();
+        assert_eq!(s.gateway(), Ipv4Addr::new(10, 89, 0, 1));
+        assert_eq!(s.allocate(&[]).unwrap(), Ipv4Addr::new(10, 89, 0, 2));
+        let used = [Ipv4Addr::new(10, 89, 0, 2), Ipv4Addr::new(10, 89, 0, 4)];
+        assert_eq!(s.allocate(&used).unwrap(), Ipv4Addr::new(10, 89, 0, 3));
+        assert!(s.overlaps(&Subnet::parse("10.89.7.0/24").unwrap()));
+        assert!(s.overlaps(&Subnet::parse("10.0.0.0/8").unwrap()));
+        assert!(!s.overlaps(&Subnet::parse("10.90.0.0/16").unwrap()));
+        assert!(s.contains(Ipv4Addr::new(10, 89, 200, 1)));
+        let tiny = Subnet::parse("192.168.5.0/30").unwrap();
+        assert_eq!(tiny.allocate(&[]).unwrap(), Ipv4Addr::new(192, 168, 5, 2));
+        assert!(tiny.allocate(&[Ipv4Addr::new(192, 168, 5, 2)]).is_err());
+        for bad in ["10.89.0.1/16", "10.89.0.0", "10.89.0.0/33", "x/16"] {
+            assert!(Subnet::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn port_mappings_parse_like_docker() {
+        let p = PortMapping::parse("8080:80").unwrap();
+        assert_eq!((p.host_ip.to_string(), p.host_port, p.container_port), ("0.0.0.0".into(), 8080, 80));
+        assert_eq!(p.protocol, "tcp");
+        let p = PortMapping::parse("127.0.0.1:5353:53/udp").unwrap();
+        assert_eq!((p.host_ip.to_string(), p.host_port, p.protocol.as_str()), ("127.0.0.1".into(), 5353, "udp"));
+        assert_eq!(PortMapping::parse("80").unwrap().host_port, 0);
+        assert_eq!(PortMapping::parse("127.0.0.1::80").unwrap().host_port, 0);
+        for bad in ["", "x:80", "80:0", "1:2/sctp", "a.b:1:2", "70000:80"] {
+            assert!(PortMapping::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn iptables_rules_put_the_verb_before_the_chain() {
+        let bridge = Bridge {
+            name: "br9".into(),
+            subnet: Subnet::parse("10.1.0.0/16").unwrap(),
+        };
+        let r = rules(&bridge);
+        assert_eq!(with_verb(&r[0], "-A")[..4], ["-t", "nat", "-A", "POSTROUTING"]);
+        assert_eq!(with_verb(&r[1], "-D")[..2], ["-D", "FORWARD"]);
+    }
+}
