@@ -26,7 +26,9 @@ impl Overlay {
     pub fn read_only_view(&self) -> Overlay {
         Overlay {
             base: self.base.clone(),
-            lower: std::iter::once(self.upper.clone()).chain(self.lower.iter().cloned()).collect(),
+            lower: std::iter::once(self.upper.clone())
+                .chain(self.lower.iter().cloned())
+                .collect(),
             upper: String::new(),
             work: String::new(),
         }

@@ -448,18 +448,29 @@ impl Snapshotter {
         }
     }
 
-    /// Remove the writable snapshot `key` (unmounted by the caller).
+    /// Remove the writable snapshot `key` (unmounted by the caller). Its
+    /// directory leaves the numbered namespace first: a kill after that
+    /// leaves a record without a directory (dropped by the next removal) and
+    /// a `trash-` directory (deleted by the next sweep), never an unrecorded
+    /// numbered directory.
     pub fn remove_active(&self, key: &str) -> Result<()> {
         let Some(active) = self.index.session(|s| s.get_active(key))? else {
             return Ok(());
         };
+        let dir = self.path_of(active.id);
+        let trash = self.dir.join(format!("trash-active-{}", active.id));
+        match fs::rename(&dir, &trash) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).ctx(|| format!("renaming {}", dir.display())),
+        }
         let mut batch = Batch::default();
         batch.del_active(key);
         self.index.session(|s| {
             s.apply(&batch)?;
             s.flush()
         })?;
-        remove_tree(&self.path_of(active.id))
+        remove_tree(&trash)
     }
 
     /// Ids of active snapshots' directories the index does not record.

@@ -281,7 +281,9 @@ fn create_pulling(mocker: &Mocker, cli: &super::Cli, opts: &CreateOptions) -> Re
 }
 
 pub fn create(mocker: &Mocker, cli: &super::Cli, args: &CreateArgs) -> Result<i32> {
-    let created = create_options(args).map_err(anyhow::Error::from).and_then(|o| create_pulling(mocker, cli, &o));
+    let created = create_options(args)
+        .map_err(anyhow::Error::from)
+        .and_then(|o| create_pulling(mocker, cli, &o));
     match created {
         Ok(c) => {
             println!("{}", c.record.id);
@@ -326,7 +328,14 @@ impl Drop for RawTerminal {
 fn proxy_signals(pid: u32) {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2] {
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
         set.add(s);
     }
     if set.thread_block().is_err() {
@@ -379,12 +388,13 @@ pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
                 println!("{id}");
                 Ok(0)
             }
-            Err(e) => Ok(start_failed(mocker, &id, &e, opts.auto_remove)),
+            Err(e) => Ok(start_failed(mocker, &id, &e, true)),
         };
     }
+    // A run whose start fails leaves nothing behind, not a created container.
     let code = match start_attached(mocker, &id, opts.open_stdin, opts.tty) {
         Ok(code) => code,
-        Err(e) => return Ok(start_failed(mocker, &id, &e, opts.auto_remove)),
+        Err(e) => return Ok(start_failed(mocker, &id, &e, true)),
     };
     if opts.auto_remove {
         if let Err(e) = container::remove(mocker, &id, true) {
@@ -452,7 +462,11 @@ fn parse_signal(input: &str) -> Result<nix::sys::signal::Signal> {
     if let Ok(n) = upper.parse::<i32>() {
         return nix::sys::signal::Signal::try_from(n).with_context(|| format!("invalid signal: {input}"));
     }
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     name.parse().map_err(|_| anyhow::anyhow!("invalid signal: {input}"))
 }
 
@@ -497,7 +511,11 @@ pub fn prune(mocker: &Mocker, args: &PruneArgs) -> Result<i32> {
 
 /// docker's COMMAND column: quoted, truncated to 20 characters with "…".
 fn command_column(c: &Container, no_trunc: bool) -> String {
-    let args = c.config.as_ref().map(|c| c.init.process.args.join(" ")).unwrap_or_default();
+    let args = c
+        .config
+        .as_ref()
+        .map(|c| c.init.process.args.join(" "))
+        .unwrap_or_default();
     if no_trunc || args.chars().count() <= 20 {
         format!("\"{args}\"")
     } else {
@@ -509,7 +527,12 @@ fn ports_column(c: &Container) -> String {
     if c.state.status != Status::Running {
         return String::new();
     }
-    c.state.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+    c.state
+        .ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn ps(mocker: &Mocker, args: &PsArgs) -> Result<i32> {
@@ -571,7 +594,15 @@ pub fn ps(mocker: &Mocker, args: &PsArgs) -> Result<i32> {
         })
         .collect();
     super::output::print_table(
-        &["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+        &[
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "PORTS",
+            "NAMES",
+        ],
         &rows,
     );
     Ok(0)
@@ -581,7 +612,10 @@ pub fn logs(mocker: &Mocker, args: &LogsArgs) -> Result<i32> {
     let c = container::get(mocker, &args.container)?;
     let tail = match args.tail.as_str() {
         "all" => None,
-        n => Some(n.parse::<usize>().with_context(|| format!("invalid --tail value {n:?}"))?),
+        n => Some(
+            n.parse::<usize>()
+                .with_context(|| format!("invalid --tail value {n:?}"))?,
+        ),
     };
     let opts = container::logs::ReadOptions {
         tail,
@@ -596,7 +630,11 @@ pub fn logs(mocker: &Mocker, args: &LogsArgs) -> Result<i32> {
         &opts,
         || container::get(mocker, &id).is_ok_and(|c| c.state.status == Status::Running),
         |entry| {
-            let out: &mut dyn Write = if entry.stream == "stderr" { &mut stderr } else { &mut stdout };
+            let out: &mut dyn Write = if entry.stream == "stderr" {
+                &mut stderr
+            } else {
+                &mut stdout
+            };
             if args.timestamps {
                 write!(out, "{} ", entry.time)?;
             }
@@ -635,7 +673,11 @@ pub fn export(mocker: &Mocker, args: &ExportArgs) -> Result<i32> {
             if std::io::stdout().is_terminal() {
                 bail!("refusing to write a tar archive to a terminal: use -o FILE or redirect the output");
             }
-            container::export(mocker, &args.container, std::io::BufWriter::new(std::io::stdout().lock()))?;
+            container::export(
+                mocker,
+                &args.container,
+                std::io::BufWriter::new(std::io::stdout().lock()),
+            )?;
         }
     }
     Ok(0)

@@ -66,9 +66,12 @@ impl LogWriter {
                 }
             }
             pending.extend_from_slice(&buf[..n]);
-            while let Some(end) = pending.iter().position(|b| *b == b'\n').map(|i| i + 1).or(
-                (pending.len() >= MAX_LINE).then_some(MAX_LINE),
-            ) {
+            loop {
+                let end = match pending.iter().position(|b| *b == b'\n') {
+                    Some(i) if i < MAX_LINE => i + 1,
+                    _ if pending.len() >= MAX_LINE => MAX_LINE,
+                    _ => break,
+                };
                 let line: Vec<u8> = pending.drain(..end).collect();
                 self.write(stream, &line);
             }
@@ -107,7 +110,9 @@ pub fn read(
     // The existing lines, of which only the tail may be wanted.
     loop {
         line.clear();
-        let n = reader.read_line(&mut line).ctx(|| format!("reading {}", path.display()))?;
+        let n = reader
+            .read_line(&mut line)
+            .ctx(|| format!("reading {}", path.display()))?;
         if n == 0 || !line.ends_with('\n') {
             break;
         }
@@ -132,7 +137,9 @@ pub fn read(
             .ctx(|| format!("reading {}", path.display()))?;
         loop {
             line.clear();
-            let n = reader.read_line(&mut line).ctx(|| format!("reading {}", path.display()))?;
+            let n = reader
+                .read_line(&mut line)
+                .ctx(|| format!("reading {}", path.display()))?;
             if n == 0 || !line.ends_with('\n') {
                 break;
             }
@@ -163,10 +170,15 @@ mod tests {
         log.copy("stdout", format!("one\ntwo\n{long}\nthree").as_bytes(), None);
         log.copy("stderr", &b"oops\n"[..], None);
         let mut seen = Vec::new();
-        read(&path, &ReadOptions::default(), || false, |e| {
-            seen.push((e.stream.clone(), e.log.clone()));
-            Ok(())
-        })
+        read(
+            &path,
+            &ReadOptions::default(),
+            || false,
+            |e| {
+                seen.push((e.stream.clone(), e.log.clone()));
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(seen[0], ("stdout".into(), "one\n".into()));
         assert_eq!(seen[2].1.len(), MAX_LINE);
@@ -178,10 +190,15 @@ mod tests {
             tail: Some(2),
             follow: false,
         };
-        read(&path, &opts, || false, |e| {
-            tail.push(e.log.clone());
-            Ok(())
-        })
+        read(
+            &path,
+            &opts,
+            || false,
+            |e| {
+                tail.push(e.log.clone());
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(tail, vec!["three", "oops\n"]);
     }

@@ -209,10 +209,13 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
         std::fs::create_dir_all(dir.join("rootfs")).ctx(|| format!("creating {}", dir.display()))?;
         std::fs::set_permissions(&containers, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .ctx(|| format!("chmod {}", containers.display()))?;
-        let files = write_etc_files(&dir, &process.hostname, endpoint.as_ref().map(|e| e.address), opts.network)?;
-        let overlay = mocker
-            .snapshots
-            .prepare(&snapshot_key(&id), image.chain_ids.last())?;
+        let files = write_etc_files(
+            &dir,
+            &process.hostname,
+            endpoint.as_ref().map(|e| e.address),
+            opts.network,
+        )?;
+        let overlay = mocker.snapshots.prepare(&snapshot_key(&id), image.chain_ids.last())?;
         let config = ContainerConfig {
             id: id.clone(),
             name: record.name.clone(),
@@ -260,7 +263,12 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
 
 /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` for the container,
 /// bind-mounted over the image's.
-fn write_etc_files(dir: &Path, hostname: &str, address: Option<std::net::Ipv4Addr>, network: Network) -> Result<Vec<Volume>> {
+fn write_etc_files(
+    dir: &Path,
+    hostname: &str,
+    address: Option<std::net::Ipv4Addr>,
+    network: Network,
+) -> Result<Vec<Volume>> {
     let hosts = match network {
         Network::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
         _ => {
@@ -408,15 +416,18 @@ pub fn start(mocker: &Mocker, query: &str, attach: Attach) -> Result<Started> {
         });
     }
     let binary = runtime::sealed_self()?;
-    let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::Runtime(format!("pipe: {e}")))?;
+    let (status_read, status_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")))?;
     let status_fd = std::os::fd::AsRawFd::as_raw_fd(&status_write);
     let mut command = Command::new(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&binary)));
     command
         .arg("__monitor")
         .arg(&config.id)
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()))
+        .env(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        )
         .env(monitor::ROOT_ENV, &mocker.root)
         .env(monitor::ID_ENV, &config.id)
         .env(monitor::STATUS_FD_ENV, status_fd.to_string())
@@ -429,7 +440,9 @@ pub fn start(mocker: &Mocker, query: &str, attach: Attach) -> Result<Started> {
             },
         );
     if !attach.output {
-        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
     }
     if !attach.stdin {
         command.stdin(std::process::Stdio::null());
@@ -559,7 +572,10 @@ pub fn remove(mocker: &Mocker, query: &str, force: bool) -> Result<String> {
 /// Undo everything `create` made for `record`; tolerant of what is missing.
 fn discard(mocker: &Mocker, record: &ContainerRecord) -> Result<()> {
     let dir = dir_of(mocker, &record.id);
-    let bridge = ContainerConfig::load(&dir).ok().and_then(|c| c.endpoint).map(|e| e.bridge);
+    let bridge = ContainerConfig::load(&dir)
+        .ok()
+        .and_then(|c| c.endpoint)
+        .map(|e| e.bridge);
     if let Some(cgroup) = ContainerCgroup::load(&record.id) {
         cgroup.kill_all();
         let _ = cgroup.remove();
@@ -584,6 +600,8 @@ fn discard(mocker: &Mocker, record: &ContainerRecord) -> Result<()> {
     if let (Some(_), Some(bridge)) = (last_on_bridge, bridge) {
         network::remove_bridge(&bridge)?;
     }
+    // What an earlier, interrupted removal left.
+    mocker.snapshots.sweep_partial_builds();
     Ok(())
 }
 
@@ -707,7 +725,11 @@ pub fn inspect(mocker: &Mocker, container: &Container) -> serde_json::Value {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let bound = state.ports.get(i).filter(|_| state.status == Status::Running).unwrap_or(p);
+            let bound = state
+                .ports
+                .get(i)
+                .filter(|_| state.status == Status::Running)
+                .unwrap_or(p);
             (
                 format!("{}/{}", p.container_port, p.protocol),
                 json!([{"HostIp": p.host_ip.to_string(), "HostPort": bound.host_port.to_string()}]),

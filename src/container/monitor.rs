@@ -172,7 +172,11 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<()> {
     saved
 }
 
-type Started = (nix::unistd::Pid, Vec<std::thread::JoinHandle<()>>, Vec<network::Published>);
+type Started = (
+    nix::unistd::Pid,
+    Vec<std::thread::JoinHandle<()>>,
+    Vec<network::Published>,
+);
 
 /// Bind ports, clone the container, wire its network and output, and let
 /// it exec. Errors carry docker's exit code.
@@ -207,16 +211,22 @@ fn start(
             .map_err(|e| Error::Runtime(format!("dup: {e}")))
     };
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")));
-    // (stdio for the child, our ends to copy from, where a tty's input comes from)
-    let (stdio, sources) = if config.init.tty {
-        let pty = nix::pty::openpty(None, None).map_err(|e| failed(Error::Runtime(format!("openpty: {e}"))))?;
-        let slave = pty.slave;
+    // (stdio for the child, our ends to copy from, our end of the console socket)
+    let (stdio, sources, console) = if config.init.tty {
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| failed(Error::Runtime(format!("socketpair: {e}"))))?;
         let stdio = Stdio {
-            stdin: dup(slave.as_raw_fd()).map_err(failed)?,
-            stdout: dup(slave.as_raw_fd()).map_err(failed)?,
-            stderr: slave,
+            stdin: null().map_err(failed)?,
+            stdout: null().map_err(failed)?,
+            stderr: null().map_err(failed)?,
+            console: Some(theirs),
         };
-        (stdio, vec![("stdout", pty.master)])
+        (stdio, Vec::new(), Some(ours))
     } else {
         let (out_read, out_write) = pipe().map_err(failed)?;
         let (err_read, err_write) = pipe().map_err(failed)?;
@@ -225,40 +235,50 @@ fn start(
             stdin,
             stdout: out_write,
             stderr: err_write,
+            console: None,
         };
-        (stdio, vec![("stdout", out_read), ("stderr", err_read)])
+        (stdio, vec![("stdout", out_read), ("stderr", err_read)], None)
     };
     let cloned = runtime::clone_container(&config.init, config.network, stdio).map_err(failed)?;
-    let setup = cgroup.add(cloned.pid.as_raw() as u32).and_then(|_| match &config.endpoint {
-        Some(endpoint) if config.network == Network::Bridge => network::attach(cloned.pid.as_raw() as u32, endpoint),
-        _ => Ok(()),
-    });
+    let setup = cgroup
+        .add(cloned.pid.as_raw() as u32)
+        .and_then(|_| match &config.endpoint {
+            Some(endpoint) if config.network == Network::Bridge => {
+                network::attach(cloned.pid.as_raw() as u32, endpoint)
+            }
+            _ => Ok(()),
+        });
     if let Err(e) = setup {
         cloned.abandon();
         return Err(failed(e));
     }
-    // Copy output before the release: a failing start writes to stderr too.
-    let mut copiers = Vec::new();
-    let tty_input = config.init.tty.then(|| sources[0].1.as_raw_fd());
-    for (stream, fd) in sources {
+    let copy = |stream: &'static str, fd: OwnedFd| {
         let tee = if attach.output {
-            let target = if stream == "stderr" { 2 } else { 1 };
-            dup(target).ok().map(std::fs::File::from)
+            dup(if stream == "stderr" { 2 } else { 1 })
+                .ok()
+                .map(std::fs::File::from)
         } else {
             None
         };
         let log = log.clone();
         let from = std::fs::File::from(fd);
-        copiers.push(std::thread::spawn(move || log.copy(stream, from, tee)));
-    }
-    if let (Some(master), true) = (tty_input, attach.stdin) {
-        if let Ok(master) = dup(master) {
-            let mut master = std::fs::File::from(master);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut master);
-            });
-        }
-    }
+        std::thread::spawn(move || log.copy(stream, from, tee))
+    };
+    // Pipes are copied before the release: a failing start writes to stderr.
+    let mut copiers: Vec<_> = sources.into_iter().map(|(stream, fd)| copy(stream, fd)).collect();
     let pid = cloned.release().map_err(|f| (f.code, f.message))?;
+    if let Some(console) = console {
+        // The terminal arrived before the exec that release waited for.
+        let master = runtime::receive_console(&console).map_err(failed)?;
+        if attach.stdin {
+            if let Ok(input) = dup(master.as_raw_fd()) {
+                let mut input = std::fs::File::from(input);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);
+                });
+            }
+        }
+        copiers.push(copy("stdout", master));
+    }
     Ok((pid, copiers, published))
 }

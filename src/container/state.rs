@@ -131,12 +131,18 @@ mod tests {
         };
         assert_eq!(running.settled(true, "t"), None);
         let settled = running.settled(false, "2026-01-01T00:01:00Z").unwrap();
-        assert_eq!((settled.status, settled.pid, settled.exit_code), (Status::Exited, 0, 137));
+        assert_eq!(
+            (settled.status, settled.pid, settled.exit_code),
+            (Status::Exited, 0, 137)
+        );
         assert!(settled.error.contains("monitor"));
         assert_eq!(settled.started_at, running.started_at);
         // Nothing else changes without a monitor.
         for status in [Status::Created, Status::Exited, Status::Dead] {
-            let s = State { status, ..Default::default() };
+            let s = State {
+                status,
+                ..Default::default()
+            };
             assert_eq!(s.settled(false, "t"), None);
         }
     }

@@ -33,8 +33,8 @@ pub struct ExecSpec {
 /// Our stdout and stderr (and stdin, if `stdin`) become the command's.
 pub fn run(spec: &ExecSpec, stdin: bool, joined: impl FnOnce(u32) -> Result<()>) -> Result<i32> {
     let binary = super::sealed_self()?;
-    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::Runtime(format!("pipe: {e}")))?;
+    let (ready_read, ready_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")))?;
     let ready_fd = std::os::fd::AsRawFd::as_raw_fd(&ready_read);
     let encoded = serde_json::to_string(spec).map_err(|e| Error::Runtime(e.to_string()))?;
     let mut command = Command::new(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&binary)));
@@ -164,7 +164,8 @@ fn enter_namespaces(pid: u32) -> Result<()> {
         opened.push((kind, flag, file));
     }
     for (kind, flag, file) in opened {
-        nix::sched::setns(file.as_fd(), flag).map_err(|e| Error::Runtime(format!("entering the {kind} namespace: {e}")))?;
+        nix::sched::setns(file.as_fd(), flag)
+            .map_err(|e| Error::Runtime(format!("entering the {kind} namespace: {e}")))?;
     }
     Ok(())
 }

@@ -163,19 +163,25 @@ fn mask_paths() -> std::result::Result<(), Failure> {
 /// EOF means the monitor gave up), then build the container and exec. On
 /// failure the reason goes to `errors` (close-on-exec, so a successful exec
 /// closes it with nothing written) and the process exits with docker's code.
-pub fn container_main(spec: &InitSpec, ready: std::os::fd::OwnedFd, errors: std::os::fd::OwnedFd) -> i32 {
+pub fn container_main(
+    spec: &InitSpec,
+    ready: std::os::fd::OwnedFd,
+    errors: std::os::fd::OwnedFd,
+    console: Option<std::os::fd::OwnedFd>,
+) -> i32 {
     // The container dies with its monitor rather than run unwatched.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     // Rust ignores SIGPIPE in its binaries; an ignored signal stays ignored
     // across exec, and the container's command expects the default.
     // SAFETY: restoring a default disposition installs no handler.
-    let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
+    let _ =
+        unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
     let mut byte = [0u8; 1];
     if !matches!(nix::unistd::read(&ready, &mut byte), Ok(1)) {
         return EXIT_RUNTIME_FAILED;
     }
     drop(ready);
-    let (code, error) = match start_container(spec, &errors) {
+    let (code, error) = match start_container(spec, &errors, console) {
         Ok(never) => match never {},
         Err(failure) => failure,
     };
@@ -194,18 +200,8 @@ pub(crate) fn fail(context: &str) -> impl Fn(nix::errno::Errno) -> Failure + '_ 
 fn start_container(
     spec: &InitSpec,
     errors: &std::os::fd::OwnedFd,
+    console: Option<std::os::fd::OwnedFd>,
 ) -> std::result::Result<std::convert::Infallible, Failure> {
-    if spec.tty {
-        // A session of our own, with stdin (the pty's slave) as its terminal.
-        nix::unistd::setsid().map_err(fail("setsid"))?;
-        // SAFETY: TIOCSCTTY takes an int argument and touches no memory of ours.
-        if unsafe { nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) } != 0 {
-            return Err((
-                EXIT_RUNTIME_FAILED,
-                Error::Runtime(format!("setting the controlling terminal: {}", std::io::Error::last_os_error())),
-            ));
-        }
-    }
     // Nothing we mount may propagate back to the host.
     mount(
         None::<&str>,
@@ -297,6 +293,9 @@ fn start_container(
 
     if !spec.privileged {
         mask_paths()?;
+    }
+    if let Some(console) = console {
+        open_console(console)?;
     }
 
     if !spec.host_network {
@@ -410,7 +409,10 @@ pub(crate) fn exec_process(
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));
     }
-    let env = env.iter().map(|e| cstr(e)).collect::<std::result::Result<Vec<_>, _>>()?;
+    let env = env
+        .iter()
+        .map(|e| cstr(e))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     let path = cstr(&program.to_string_lossy())?;
     if init {
         // SAFETY: PID 1 is single-threaded.
@@ -434,6 +436,52 @@ pub(crate) fn exec_process(
         _ => EXIT_CANNOT_INVOKE,
     };
     Err((code, Error::Runtime(format!("cannot run {:?}: {err}", process.args[0]))))
+}
+
+/// `-t`: a terminal from the container's own devpts (so `tty` and
+/// /dev/pts/N make sense inside), made our controlling terminal and our
+/// stdin/stdout/stderr; its master end goes to the monitor over `console`.
+fn open_console(console: std::os::fd::OwnedFd) -> std::result::Result<(), Failure> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(fail("opening /dev/ptmx"))?;
+    nix::pty::grantpt(&master).map_err(fail("grantpt"))?;
+    nix::pty::unlockpt(&master).map_err(fail("unlockpt"))?;
+    let name = nix::pty::ptsname_r(&master).map_err(fail("ptsname"))?;
+    let slave = nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY, Mode::empty())
+        .map_err(fail("opening the terminal"))?;
+    nix::sys::socket::sendmsg::<()>(
+        console.as_raw_fd(),
+        &[std::io::IoSlice::new(b"t")],
+        &[nix::sys::socket::ControlMessage::ScmRights(&[master.as_raw_fd()])],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(fail("sending the terminal to the monitor"))?;
+    drop(master);
+    drop(console);
+    nix::unistd::setsid().map_err(fail("setsid"))?;
+    // SAFETY: TIOCSCTTY takes an int argument; dup2 onto our standard fds.
+    unsafe {
+        if nix::libc::ioctl(slave.as_raw_fd(), nix::libc::TIOCSCTTY, 0) != 0 {
+            return Err((
+                EXIT_RUNTIME_FAILED,
+                Error::Runtime(format!(
+                    "setting the controlling terminal: {}",
+                    std::io::Error::last_os_error()
+                )),
+            ));
+        }
+        for target in 0..3 {
+            if nix::libc::dup2(slave.as_raw_fd(), target) < 0 {
+                return Err((
+                    EXIT_RUNTIME_FAILED,
+                    Error::Runtime(format!("dup2: {}", std::io::Error::last_os_error())),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The user from the container's own /etc/passwd and /etc/group (we are
@@ -460,7 +508,11 @@ extern "C" fn forward_signal(signal: nix::libc::c_int) {
 fn reap_as_init(command: nix::unistd::Pid) -> i32 {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     COMMAND_PID.store(command.as_raw(), std::sync::atomic::Ordering::Relaxed);
-    let forward = SigAction::new(SigHandler::Handler(forward_signal), SaFlags::SA_RESTART, SigSet::empty());
+    let forward = SigAction::new(
+        SigHandler::Handler(forward_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for signal in Signal::iterator() {
         if !matches!(signal, Signal::SIGCHLD | Signal::SIGKILL | Signal::SIGSTOP) {
             // SAFETY: the handler only calls kill.

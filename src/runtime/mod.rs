@@ -87,6 +87,9 @@ pub struct Stdio {
     pub stdin: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// `-t`: a socket on which PID 1 sends the master end of the terminal
+    /// it opens in the container (which then replaces the three above).
+    pub console: Option<OwnedFd>,
 }
 
 /// PID 1, cloned and waiting: write to `ready` once it is in its cgroup
@@ -100,7 +103,8 @@ pub struct Cloned {
 /// Clone PID 1 of a new container from this (single-threaded) process:
 /// new PID, mount, UTS, IPC and (unless host) network namespaces.
 pub fn clone_container(spec: &init::InitSpec, network: Network, stdio: Stdio) -> Result<Cloned> {
-    let mut flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    let mut flags =
+        CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if network != Network::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -119,8 +123,8 @@ pub fn clone_container(spec: &init::InitSpec, network: Network, stdio: Stdio) ->
                 return init::EXIT_RUNTIME_FAILED as isize;
             }
         }
-        drop(stdio);
-        init::container_main(spec, ready, errors) as isize
+        let Stdio { console, .. } = stdio;
+        init::container_main(spec, ready, errors, console) as isize
     });
     // SAFETY: the caller is single-threaded, so the child (a copy of this
     // process, not sharing memory) may run arbitrary code; SIGCHLD makes it
@@ -132,6 +136,33 @@ pub fn clone_container(spec: &init::InitSpec, network: Network, stdio: Stdio) ->
         ready: ready_write,
         errors: errors_read,
     })
+}
+
+/// The master end of the terminal PID 1 sent on the console socket.
+pub fn receive_console(socket: &OwnedFd) -> Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| Error::Runtime(format!("receiving the terminal: {e}")))?;
+    for cmsg in msg
+        .cmsgs()
+        .map_err(|e| Error::Runtime(format!("receiving the terminal: {e}")))?
+    {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(fd) = fds.first() {
+                // SAFETY: the kernel just installed this fd for us.
+                return Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err(Error::Runtime("the container sent no terminal".into()))
 }
 
 /// Why a container's command did not start.

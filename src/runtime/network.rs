@@ -125,9 +125,7 @@ fn netlink_error(what: &str) -> impl Fn(rtnetlink::Error) -> Error + '_ {
 
 /// Run netlink requests on a current-thread runtime (the monitor is not
 /// async, and must start no threads before it clones the container).
-fn with_netlink<T>(
-    f: impl AsyncFnOnce(rtnetlink::Handle) -> Result<T>,
-) -> Result<T> {
+fn with_netlink<T>(f: impl AsyncFnOnce(rtnetlink::Handle) -> Result<T>) -> Result<T> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -203,7 +201,18 @@ fn rules(bridge: &Bridge) -> Vec<Vec<String>> {
     let subnet = bridge.subnet.to_string();
     let name = bridge.name.clone();
     vec![
-        vec!["-t", "nat", "POSTROUTING", "-s", &subnet, "!", "-o", &name, "-j", "MASQUERADE"],
+        vec![
+            "-t",
+            "nat",
+            "POSTROUTING",
+            "-s",
+            &subnet,
+            "!",
+            "-o",
+            &name,
+            "-j",
+            "MASQUERADE",
+        ],
         vec!["FORWARD", "-i", &name, "-j", "ACCEPT"],
         vec!["FORWARD", "-o", &name, "-j", "ACCEPT"],
     ]
@@ -303,7 +312,12 @@ pub fn attach(pid: u32, endpoint: &Endpoint) -> Result<()> {
             .ok_or_else(|| Error::Runtime("the veth pair vanished".into()))?;
         handle
             .link()
-            .set(LinkUnspec::new_with_index(host_index).controller(bridge_index).up().build())
+            .set(
+                LinkUnspec::new_with_index(host_index)
+                    .controller(bridge_index)
+                    .up()
+                    .build(),
+            )
             .execute()
             .await
             .map_err(netlink_error("plugging the veth into the bridge"))?;
@@ -378,19 +392,28 @@ impl PortMapping {
             Some(_) => return Err(invalid("the protocol must be tcp or udp")),
             None => (input, "tcp"),
         };
-        let port = |s: &str| s.parse::<u16>().map_err(|_| invalid(&format!("{s:?} is not a port number")));
+        let port = |s: &str| {
+            s.parse::<u16>()
+                .map_err(|_| invalid(&format!("{s:?} is not a port number")))
+        };
         let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
         let (host_ip, host_port, container_port) = match parts.as_slice() {
             [c] => ("0.0.0.0", 0, port(c)?),
             [c, h] => ("0.0.0.0", port(h)?, port(c)?),
-            [c, h, ip] => (ip.trim_matches(['[', ']']), if h.is_empty() { 0 } else { port(h)? }, port(c)?),
+            [c, h, ip] => (
+                ip.trim_matches(['[', ']']),
+                if h.is_empty() { 0 } else { port(h)? },
+                port(c)?,
+            ),
             _ => return Err(invalid("expected [HOST_IP:]HOST_PORT:CONTAINER_PORT")),
         };
         if container_port == 0 {
             return Err(invalid("the container port cannot be 0"));
         }
         Ok(PortMapping {
-            host_ip: host_ip.parse().map_err(|_| invalid(&format!("{host_ip:?} is not an IP address")))?,
+            host_ip: host_ip
+                .parse()
+                .map_err(|_| invalid(&format!("{host_ip:?} is not an IP address")))?,
             host_port,
             container_port,
             protocol: protocol.to_string(),
@@ -541,10 +564,16 @@ mod tests {
     #[test]
     fn port_mappings_parse_like_docker() {
         let p = PortMapping::parse("8080:80").unwrap();
-        assert_eq!((p.host_ip.to_string(), p.host_port, p.container_port), ("0.0.0.0".into(), 8080, 80));
+        assert_eq!(
+            (p.host_ip.to_string(), p.host_port, p.container_port),
+            ("0.0.0.0".into(), 8080, 80)
+        );
         assert_eq!(p.protocol, "tcp");
         let p = PortMapping::parse("127.0.0.1:5353:53/udp").unwrap();
-        assert_eq!((p.host_ip.to_string(), p.host_port, p.protocol.as_str()), ("127.0.0.1".into(), 5353, "udp"));
+        assert_eq!(
+            (p.host_ip.to_string(), p.host_port, p.protocol.as_str()),
+            ("127.0.0.1".into(), 5353, "udp")
+        );
         assert_eq!(PortMapping::parse("80").unwrap().host_port, 0);
         assert_eq!(PortMapping::parse("127.0.0.1::80").unwrap().host_port, 0);
         for bad in ["", "x:80", "80:0", "1:2/sctp", "a.b:1:2", "70000:80"] {

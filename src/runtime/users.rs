@@ -8,7 +8,8 @@
 pub struct User {
     pub uid: u32,
     pub gid: u32,
-    /// Supplementary groups that list the user by name in /etc/group.
+    /// Supplementary groups, as initgroups would set them: the primary
+    /// group and every group listing the user by name, ascending.
     pub groups: Vec<u32>,
     pub home: String,
 }
@@ -29,8 +30,10 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<User, String> {
     let by_name = entries.iter().find(|f| f[0] == user_part);
     let (uid, mut gid, name, home) = match (by_name, user_part.parse::<u32>()) {
         (Some(f), _) => (
-            f[2].parse::<u32>().map_err(|_| format!("invalid uid in passwd entry for {}", f[0]))?,
-            f[3].parse::<u32>().map_err(|_| format!("invalid gid in passwd entry for {}", f[0]))?,
+            f[2].parse::<u32>()
+                .map_err(|_| format!("invalid uid in passwd entry for {}", f[0]))?,
+            f[3].parse::<u32>()
+                .map_err(|_| format!("invalid gid in passwd entry for {}", f[0]))?,
             Some(f[0]),
             f[5].to_string(),
         ),
@@ -58,15 +61,17 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<User, String> {
             (None, Err(_)) => return Err(format!("unable to find group {g}: no matching entries in group file")),
         };
     }
-    let supplementary = match name {
+    let mut supplementary: Vec<u32> = match name {
         Some(name) if group_part.is_none() => groups
             .iter()
             .filter(|f| f[3].split(',').any(|m| m == name))
             .filter_map(|f| f[2].parse().ok())
-            .filter(|g| *g != gid)
             .collect(),
         _ => Vec::new(),
     };
+    supplementary.push(gid);
+    supplementary.sort_unstable();
+    supplementary.dedup();
     Ok(User {
         uid,
         gid,
@@ -79,7 +84,8 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<User, String> {
 mod tests {
     use super::*;
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www:/var/www:/bin/false\nbob:x:1000:1000::/home/bob:/bin/sh\n";
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www:/var/www:/bin/false\nbob:x:1000:1000::/home/bob:/bin/sh\n";
     const GROUP: &str = "root:x:0:\nwww-data:x:33:\nbob:x:1000:\naudio:x:29:bob,alice\n";
 
     #[test]
@@ -89,7 +95,8 @@ mod tests {
         let www = resolve("www-data", PASSWD, GROUP).unwrap();
         assert_eq!((www.uid, www.gid, www.home.as_str()), (33, 33, "/var/www"));
         let bob = resolve("bob", PASSWD, GROUP).unwrap();
-        assert_eq!(bob.groups, vec![29]);
+        assert_eq!(bob.groups, vec![29, 1000]);
+        assert_eq!(www.groups, vec![33]);
         assert_eq!(resolve("1000", PASSWD, GROUP).unwrap().gid, 1000);
         // A uid the image does not know runs with gid 0, as in docker.
         let unknown = resolve("4242", PASSWD, GROUP).unwrap();
@@ -97,7 +104,7 @@ mod tests {
         assert_eq!(resolve("bob:audio", PASSWD, GROUP).unwrap().gid, 29);
         assert_eq!(resolve("33:7", PASSWD, GROUP).unwrap().gid, 7);
         // An explicit group replaces the supplementary ones.
-        assert!(resolve("bob:1000", PASSWD, GROUP).unwrap().groups.is_empty());
+        assert_eq!(resolve("bob:1000", PASSWD, GROUP).unwrap().groups, vec![1000]);
     }
 
     #[test]

@@ -27,18 +27,37 @@ pub fn image(name: &str) -> String {
     format!("{}/{name}", registry())
 }
 
-/// A storage root in a temporary directory, removed at the end of the test.
+/// A storage root in a temporary directory, removed at the end of the test
+/// with every container it holds. Each root has a bridge and subnet of its
+/// own, as tests run in parallel and each root keeps its own IPAM.
 pub struct Root {
     pub dir: tempfile::TempDir,
     pub docker_config: tempfile::TempDir,
+    pub bridge: String,
+    pub subnet: String,
 }
+
+static ROOTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Root {
     pub fn new() -> Self {
+        let n = ROOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
         Root {
             dir: tempfile::tempdir().expect("tempdir"),
             docker_config: tempfile::tempdir().expect("tempdir"),
+            bridge: format!("mkt{}x{n}", pid % 10000),
+            subnet: format!("10.{}.{}.0/24", 150 + n % 100, pid % 250),
         }
+    }
+
+    /// Ids of every container in this root.
+    pub fn containers(&self) -> Vec<String> {
+        let out = self.run(&["ps", "-aq", "--no-trunc"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn path(&self) -> &Path {
@@ -49,6 +68,8 @@ impl Root {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mocker"));
         cmd.arg("--root").arg(self.path());
         cmd.env("DOCKER_CONFIG", self.docker_config.path());
+        cmd.env("MOCKER_BRIDGE", &self.bridge);
+        cmd.env("MOCKER_BRIDGE_SUBNET", &self.subnet);
         cmd.env_remove("MOCKER_ROOT");
         cmd
     }
@@ -103,6 +124,17 @@ impl Root {
     pub fn assert_healthy(&self) {
         let out = self.ok(&["system", "check"]);
         assert!(out.contains("no problems found"), "{out}");
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        // Containers hold cgroups, bridges and monitors outside the directory.
+        if self.path().join("containers").exists() {
+            for id in self.containers() {
+                let _ = self.run(&["rm", "-f", &id]);
+            }
+        }
     }
 }
 

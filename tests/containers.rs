@@ -1,0 +1,516 @@
+//! Container lifecycle as root: create/start/ps/stop/kill/rm/logs/inspect/
+//! exec/wait/export, the monitor, bridge networking and published ports,
+//! and what is left behind (nothing) after each.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn toolbox() -> String {
+    image("toolbox")
+}
+
+fn pulled() -> Root {
+    let root = Root::new();
+    root.ok(&["pull", "-q", &toolbox()]);
+    root
+}
+
+fn inspect(root: &Root, name: &str) -> serde_json::Value {
+    let docs = json(root.ok(&["inspect", name]).as_bytes());
+    docs[0].clone()
+}
+
+fn status_of(root: &Root, name: &str) -> String {
+    let out = root.ok(&["ps", "-a", "--format", "json"]);
+    out.lines()
+        .map(|l| json(l.as_bytes()))
+        .find(|c| c["Names"] == name)
+        .map(|c| c["Status"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_else(|| panic!("{name} not in ps -a: {out}"))
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+/// Everything a container owns outside its directory is gone.
+fn assert_no_trace(root: &Root, id: &str) {
+    assert!(!root.path().join("containers").join(id).exists(), "container dir left");
+    for controller in ["memory", "pids", "cpu", "unified"] {
+        let cg = Path::new("/sys/fs/cgroup").join(controller).join("mocker").join(id);
+        assert!(!cg.exists(), "cgroup left: {}", cg.display());
+    }
+    let veth = format!("mk{}", &id[..12]);
+    assert!(!Path::new("/sys/class/net").join(&veth).exists(), "veth {veth} left");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(id), "a mount of {id} is left");
+    let index_actives = root.ok(&["system", "check"]);
+    assert!(index_actives.contains("no problems found"), "{index_actives}");
+    assert!(
+        !std::fs::read_dir(root.path().join("snapshots"))
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read_to_string(e.path().join("meta.json")).is_ok_and(|m| m.contains(id))),
+        "writable snapshot of {id} left"
+    );
+}
+
+#[test]
+fn lifecycle_create_start_stop_rm() {
+    let root = pulled();
+    let id = root
+        .ok(&[
+            "create",
+            "--name",
+            "app",
+            &toolbox(),
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exec sleep 1000",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(status_of(&root, "app"), "Created");
+    assert!(root.ok(&["ps", "-q"]).is_empty(), "a created container is not running");
+    let err = root.fails(&["create", "--name", "app", &toolbox(), "true"]);
+    assert!(err.contains("is already in use by container"), "{err}");
+
+    root.ok(&["start", "app"]);
+    assert!(
+        status_of(&root, "app").starts_with("Up "),
+        "{}",
+        status_of(&root, "app")
+    );
+    assert_eq!(root.ok(&["ps", "-q"]).trim(), &id[..12]);
+    // Unique prefixes and names both find it.
+    let doc = inspect(&root, &id[..5]);
+    assert_eq!(doc["Id"], id.as_str());
+    assert_eq!(doc["Name"], "/app");
+    assert_eq!(doc["State"]["Running"], true);
+    let pid = doc["State"]["Pid"].as_u64().unwrap();
+    assert!(alive(pid));
+    wait_until("output in the log", || root.ok(&["logs", "app"]).contains("out"));
+    let logs = root.run(&["logs", "app"]);
+    assert_eq!((stdout(&logs).as_str(), stderr(&logs).as_str()), ("out\n", "err\n"));
+    let stamped = root.ok(&["logs", "-t", "app"]);
+    let (time, text) = stamped.split_once(' ').unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(time).is_ok() && text == "out\n",
+        "{stamped}"
+    );
+    assert_eq!(stdout(&root.run(&["logs", "--tail", "1", "app"])), "");
+
+    let err = root.fails(&["rm", "app"]);
+    assert!(err.contains("container is running"), "{err}");
+    // sleep as PID 1 ignores SIGTERM: stop kills it after -t.
+    let started = Instant::now();
+    root.ok(&["stop", "-t", "1", "app"]);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(!alive(pid));
+    assert!(
+        status_of(&root, "app").starts_with("Exited (137) "),
+        "{}",
+        status_of(&root, "app")
+    );
+    assert_eq!(root.ok(&["wait", "app"]).trim(), "137");
+    // It starts again.
+    root.ok(&["start", "app"]);
+    assert!(status_of(&root, "app").starts_with("Up "));
+    root.ok(&["rm", "-f", "app"]);
+    assert!(root.containers().is_empty());
+    assert_no_trace(&root, &id);
+    let err = root.fails(&["rm", "app"]);
+    assert!(err.contains("No such container: app"), "{err}");
+
+    // With --init, SIGTERM reaches the command (exit 143).
+    let id = root
+        .ok(&["run", "-d", "--init", &toolbox(), "sleep", "1000"])
+        .trim()
+        .to_string();
+    let started = Instant::now();
+    root.ok(&["stop", "-t", "10", &id]);
+    assert!(started.elapsed() < Duration::from_secs(5), "SIGTERM was not forwarded");
+    assert!(status_of(&root, &inspect(&root, &id)["Name"].as_str().unwrap()[1..]).starts_with("Exited (143)"));
+    root.ok(&["container", "prune", "-f"]);
+    assert!(root.containers().is_empty());
+    assert_no_trace(&root, &id);
+}
+
+#[test]
+fn run_attached_detached_and_auto_removed() {
+    let root = pulled();
+    // Foreground: output, exit code, and the container is kept (no --rm).
+    let out = root.run(&["run", "--name", "fg", &toolbox(), "sh", "-c", "echo hi; exit 4"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(4), "hi\n"));
+    assert!(status_of(&root, "fg").starts_with("Exited (4)"));
+    assert_eq!(root.ok(&["logs", "fg"]), "hi\n");
+    // Detached --rm: the monitor removes it when it exits.
+    let id = root
+        .ok(&["run", "-d", "--rm", &toolbox(), "sh", "-c", "sleep 0.3"])
+        .trim()
+        .to_string();
+    wait_until("the --rm container to go", || !root.containers().contains(&id));
+    assert_no_trace(&root, &id);
+    // logs -f follows until the container exits.
+    root.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "counter",
+        &toolbox(),
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo $i; sleep 0.2; done",
+    ]);
+    assert_eq!(root.ok(&["logs", "-f", "counter"]), "1\n2\n3\n");
+    // -i passes stdin; -t gives the container a terminal of its own.
+    let mut child = root
+        .command()
+        .args(["run", "--rm", "-i", &toolbox(), "sh", "-c", "read line; echo got:$line"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"typed\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "got:typed\n");
+    let out = root.ok(&["run", "--rm", "-t", &toolbox(), "tty"]);
+    assert_eq!(out.trim_end(), "/dev/pts/0");
+    // Environment, users from the image's /etc/passwd, --env-file.
+    let env_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(env_file.path(), "# comment\nFROM_FILE=yes\n").unwrap();
+    let out = root.ok(&[
+        "run",
+        "--rm",
+        "--env-file",
+        &env_file.path().display().to_string(),
+        "-u",
+        "www-data",
+        &toolbox(),
+        "sh",
+        "-c",
+        "echo $FROM_FILE $GREETING $HOME; id",
+    ]);
+    assert_eq!(
+        out,
+        "yes hello /var/www\nuid=33(www-data) gid=33(www-data) groups=33(www-data)\n"
+    );
+    let out = root.ok(&["run", "--rm", "-u", "bob", &toolbox(), "id"]);
+    assert_eq!(out, "uid=1000(bob) gid=1000(bob) groups=29(audio),1000(bob)\n");
+    let out = root.run(&["run", "--rm", "-u", "nobody", &toolbox(), "id"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("unable to find user nobody"), "{}", stderr(&out));
+    // /etc/hostname and /etc/hosts are the container's.
+    let out = root.ok(&[
+        "run",
+        "--rm",
+        "--hostname",
+        "box",
+        &toolbox(),
+        "sh",
+        "-c",
+        "cat /etc/hostname; grep -c box /etc/hosts",
+    ]);
+    assert_eq!(out, "box\n1\n");
+}
+
+#[test]
+fn exec_enters_the_running_container() {
+    let root = pulled();
+    root.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "target",
+        "-e",
+        "MODE=test",
+        &toolbox(),
+        "sleep",
+        "1000",
+    ]);
+    let out = root.ok(&[
+        "exec",
+        "target",
+        "sh",
+        "-c",
+        "echo $MODE $$; ps -o pid,comm | grep -c sleep; hostname",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    let id = inspect(&root, "target")["Id"].as_str().unwrap().to_string();
+    assert!(lines[0].starts_with("test "), "{out}");
+    assert_ne!(lines[0], "test 1", "exec must not be PID 1");
+    assert_eq!(lines[1], "1", "exec does not see the container's processes: {out}");
+    assert_eq!(lines[2], &id[..12]);
+    let out = root.run(&["exec", "target", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    let out = root.ok(&["exec", "-u", "bob", "-w", "/tmp", "target", "sh", "-c", "id -u; pwd"]);
+    assert_eq!(out, "1000\n/tmp\n");
+    // The exec'd process is in the container's cgroup.
+    let out = root.ok(&["exec", "target", "cat", "/proc/self/cgroup"]);
+    assert!(out.contains(&format!("mocker/{id}")), "{out}");
+    let out = root.run(&["exec", "target", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127));
+    root.ok(&["kill", "target"]);
+    wait_until("the kill", || status_of(&root, "target").starts_with("Exited (137)"));
+    let err = root.fails(&["exec", "target", "true"]);
+    assert!(err.contains("is not running"), "{err}");
+    let err = root.fails(&["kill", "target"]);
+    assert!(err.contains("is not running"), "{err}");
+}
+
+#[test]
+fn killing_the_monitor_or_the_container_never_leaves_it_running() {
+    let root = pulled();
+    let id = root
+        .ok(&["run", "-d", "--name", "victim", &toolbox(), "sleep", "1000"])
+        .trim()
+        .to_string();
+    let state: serde_json::Value =
+        json(&std::fs::read(root.path().join("containers").join(&id).join("state.json")).unwrap());
+    let (monitor, pid) = (state["monitor_pid"].as_u64().unwrap(), state["pid"].as_u64().unwrap());
+    std::process::Command::new("kill")
+        .args(["-9", &monitor.to_string()])
+        .status()
+        .unwrap();
+    wait_until("the container to die with its monitor", || !alive(pid));
+    assert!(
+        status_of(&root, "victim").starts_with("Exited (137)"),
+        "{}",
+        status_of(&root, "victim")
+    );
+    assert_eq!(inspect(&root, "victim")["State"]["Running"], false);
+    root.ok(&["rm", "victim"]);
+    assert_no_trace(&root, &id);
+
+    root.ok(&["run", "-d", "--name", "victim2", &toolbox(), "sleep", "1000"]);
+    let pid = inspect(&root, "victim2")["State"]["Pid"].as_u64().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    wait_until("the monitor to record the kill", || {
+        status_of(&root, "victim2").starts_with("Exited (137)")
+    });
+    // An OOM kill says so.
+    root.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hog",
+        "-m",
+        "8m",
+        "--memory-swap",
+        "8m",
+        &toolbox(),
+        "sh",
+        "-c",
+        "x=a; while true; do x=$x$x; done",
+    ]);
+    assert_eq!(root.ok(&["wait", "hog"]).trim(), "137");
+    let doc = inspect(&root, "hog");
+    assert_eq!(
+        (doc["State"]["OOMKilled"].as_bool(), doc["State"]["ExitCode"].as_i64()),
+        (Some(true), Some(137))
+    );
+}
+
+fn get(port: u16, path: &str) -> std::io::Result<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn bridge_network_ports_and_container_to_container() {
+    let root = pulled();
+    let port = free_port();
+    let id = root
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            &format!("127.0.0.1:{port}:80"),
+            &toolbox(),
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ])
+        .trim()
+        .to_string();
+    let doc = inspect(&root, "web");
+    let ip = doc["NetworkSettings"]["IPAddress"].as_str().unwrap().to_string();
+    let subnet_prefix = root.subnet.rsplit_once('.').unwrap().0;
+    assert!(ip.starts_with(subnet_prefix), "{ip} not in {}", root.subnet);
+    assert_eq!(
+        doc["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"],
+        port.to_string()
+    );
+    wait_until("httpd to serve", || {
+        get(port, "/index.html").is_ok_and(|b| b.contains("hello-from-container"))
+    });
+    assert!(root.ok(&["ps"]).contains(&format!("127.0.0.1:{port}->80/tcp")));
+    // A second container reaches the first by address over the bridge.
+    let out = root.ok(&[
+        "run",
+        "--rm",
+        &toolbox(),
+        "wget",
+        "-qO-",
+        &format!("http://{ip}/index.html"),
+    ]);
+    assert_eq!(out, "hello-from-container\n");
+    let out = root.ok(&["run", "--rm", &toolbox(), "sh", "-c", "ip -4 route; ls /sys/class/net"]);
+    assert!(out.contains("default via"), "{out}");
+    assert!(out.contains("eth0") && out.contains("lo"), "{out}");
+    let out = root.ok(&["run", "--rm", "--network", "none", &toolbox(), "ls", "/sys/class/net"]);
+    assert_eq!(out, "lo\n");
+    // A taken port fails the run with one error and leaves nothing.
+    let before = root.containers();
+    let out = root.run(&["run", "-d", "-p", &format!("127.0.0.1:{port}:80"), &toolbox(), "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("port is already allocated"), "{}", stderr(&out));
+    assert_eq!(root.containers(), before);
+    let err = root.fails(&["run", "--network", "none", "-p", "80", &toolbox(), "true"]);
+    assert!(err.contains("bridge network"), "{err}");
+    root.ok(&["rm", "-f", "web"]);
+    assert!(get(port, "/").is_err(), "the port is still published");
+    assert_no_trace(&root, &id);
+    assert!(!Path::new("/sys/class/net").join(&root.bridge).exists(), "bridge left");
+}
+
+#[test]
+fn images_in_use_and_export() {
+    let root = pulled();
+    root.ok(&[
+        "run",
+        "--name",
+        "writer",
+        &toolbox(),
+        "sh",
+        "-c",
+        "echo made > /made-here; rm -f /www/index.html",
+    ]);
+    let err = root.fails(&["rmi", &toolbox()]);
+    assert!(
+        err.contains("must force") && err.contains("is using its referenced image"),
+        "{err}"
+    );
+    let tar = root.command().args(["export", "writer"]).output().unwrap();
+    assert!(tar.status.success(), "{}", stderr(&tar));
+    let mut archive = tar::Archive::new(&tar.stdout[..]);
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with("made-here")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("bin/busybox")));
+    assert!(
+        !names.iter().any(|n| n.ends_with("www/index.html")),
+        "deleted file exported"
+    );
+    // -f untags; the container keeps working from its layers.
+    root.ok(&["rmi", "-f", &toolbox()]);
+    root.ok(&["start", "-a", "writer"]);
+    root.ok(&["rm", "writer"]);
+    root.ok(&["system", "prune", "-af"]);
+    root.assert_healthy();
+}
+
+#[test]
+fn bad_input_is_refused_and_leaves_nothing() {
+    let root = pulled();
+    for (args, expected) in [
+        (vec!["create", "--memory", "lots", &toolbox()], "invalid size"),
+        (vec!["create", "--cpus=-1", &toolbox()], "cpus"),
+        (
+            vec!["create", "--name", "bad name", &toolbox()],
+            "invalid container name",
+        ),
+        (vec!["create", "-p", "http", &toolbox()], "invalid port mapping"),
+        (
+            vec!["create", "--network", "nowhere", &toolbox()],
+            "network nowhere not found",
+        ),
+        (vec!["start", "nothing"], "No such container: nothing"),
+        (vec!["logs", "nothing"], "No such container: nothing"),
+    ] {
+        let err = root.fails(&args);
+        assert!(err.to_lowercase().contains(&expected.to_lowercase()), "{args:?}: {err}");
+    }
+    let out = root.run(&["run", "--rm", &toolbox(), "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(root.containers().is_empty());
+    assert!(std::fs::read_dir(root.path().join("containers"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn kill_9_during_create_start_and_rm_leaves_a_consistent_state() {
+    let root = pulled();
+    for delay_ms in [2u64, 5, 10, 20, 40, 80, 160] {
+        for args in [
+            vec!["run", "-d", &toolbox() as &str, "sleep", "100"],
+            vec!["create", &toolbox() as &str, "true"],
+        ] {
+            let mut child = root.command().args(&args).spawn().unwrap();
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            let _ = child.kill();
+            let _ = child.wait();
+            // Every command works afterwards and rm -f cleans up everything.
+            root.ok(&["ps", "-a"]);
+        }
+        for id in root.containers() {
+            let mut rm = root.command().args(["rm", "-f", &id]).spawn().unwrap();
+            std::thread::sleep(Duration::from_millis(delay_ms / 2));
+            let _ = rm.kill();
+            let _ = rm.wait();
+        }
+        for id in root.containers() {
+            root.ok(&["rm", "-f", &id]);
+        }
+        assert!(root.containers().is_empty());
+        let left: Vec<_> = std::fs::read_dir(root.path().join("containers"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "container files left after kill -9 at {delay_ms} ms: {left:?}"
+        );
+        root.assert_healthy();
+    }
+}
