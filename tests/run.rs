@@ -192,6 +192,14 @@ fn docker_default_privileges() {
     assert_eq!(status_field(&root, &["--privileged"], "NoNewPrivs:"), "0");
     let err = root.run(&["run", "--rm", "--cap-add", "FLY", &image("busybox"), "true"]);
     assert_eq!(err.status.code(), Some(125));
+    // Device nodes may be made but, beyond docker's allow-list, not opened
+    // (the host's disk here; the node's existence proves mknod worked).
+    let script = "busybox mknod /dev/disk b 8 0 && cat /dev/disk > /dev/null; echo opened=$?; echo x > /dev/null && echo null-ok";
+    let (code, out, err) = run(&root, &["--network", "none", "--", "sh", "-c", script]);
+    assert_eq!((code, out.as_str()), (0, "opened=1\nnull-ok\n"));
+    assert!(err.contains("Operation not permitted"), "{err}");
+    let (_, out, err) = run(&root, &["--privileged", "--network", "none", "--", "sh", "-c", script]);
+    assert!(!err.contains("Operation not permitted"), "--privileged is held to the allow-list: {out} {err}");
 }
 
 #[test]

@@ -99,7 +99,7 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<()> {
             return Err(e);
         }
     };
-    let cgroup = match ContainerCgroup::create(&config.id, &config.limits) {
+    let cgroup = match ContainerCgroup::create(&config.id, &config.limits, config.init.privileged) {
         Ok(c) => c,
         Err(e) => {
             report(&mut status, format!("error 125 {e}"));

@@ -95,16 +95,48 @@ pub fn validate(limits: &Limits) -> Result<()> {
     Ok(())
 }
 
+/// docker's default device allow-list (character devices): null, zero,
+/// full, random, urandom, tty, console, ptmx, every pts, tun and fuse.
+const DEFAULT_DEVICES: &[(i64, i64)] = &[
+    (1, 3),
+    (1, 5),
+    (1, 7),
+    (1, 8),
+    (1, 9),
+    (5, 0),
+    (5, 1),
+    (5, 2),
+    (136, -1),
+    (10, 200),
+    (10, 229),
+];
+
 /// A container's cgroup.
 pub struct ContainerCgroup {
     cgroup: Cgroup,
 }
 
 impl ContainerCgroup {
-    pub fn create(id: &str, limits: &Limits) -> Result<Self> {
+    /// Create `mocker/<id>` with `limits`; unless `privileged`, only docker's
+    /// default devices may be opened (any may be created with mknod).
+    pub fn create(id: &str, limits: &Limits, privileged: bool) -> Result<Self> {
         validate(limits)?;
         let fail = |e: cgroups_rs::fs::error::Error| Error::Runtime(format!("creating the cgroup: {e}"));
         let mut builder = CgroupBuilder::new(&format!("mocker/{id}"));
+        // cgroup v2 has no devices files (it takes an eBPF program instead).
+        if !privileged && !cgroups_rs::fs::hierarchies::is_cgroup2_unified_mode() {
+            use cgroups_rs::fs::devices::{DevicePermissions as P, DeviceType as T};
+            let rwm = || vec![P::Read, P::Write, P::MkNod];
+            let mut devices = builder
+                .devices()
+                .device(-1, -1, T::All, false, rwm())
+                .device(-1, -1, T::Char, true, vec![P::MkNod])
+                .device(-1, -1, T::Block, true, vec![P::MkNod]);
+            for (major, minor) in DEFAULT_DEVICES {
+                devices = devices.device(*major, *minor, T::Char, true, rwm());
+            }
+            builder = devices.done();
+        }
         if let Some(memory) = limits.memory {
             let mut mem = builder.memory().memory_hard_limit(memory);
             if let Some(swap) = limits.memory_swap {
