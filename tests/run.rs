@@ -199,7 +199,10 @@ fn docker_default_privileges() {
     assert_eq!((code, out.as_str()), (0, "opened=1\nnull-ok\n"));
     assert!(err.contains("Operation not permitted"), "{err}");
     let (_, out, err) = run(&root, &["--privileged", "--network", "none", "--", "sh", "-c", script]);
-    assert!(!err.contains("Operation not permitted"), "--privileged is held to the allow-list: {out} {err}");
+    assert!(
+        !err.contains("Operation not permitted"),
+        "--privileged is held to the allow-list: {out} {err}"
+    );
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //! - `containers/<id>/monitor.lock`: held by the monitor while it lives;
 //! - the writable snapshot `container-<id>` and the cgroup `mocker/<id>`.
 
+pub mod host;
 pub mod logs;
 pub mod monitor;
 pub mod names;
@@ -21,7 +22,7 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,7 @@ use crate::runtime::network::{self, Bridge, Endpoint, PortMapping};
 use crate::runtime::{self, Network, Overrides};
 use crate::Mocker;
 
+use host::{Host, Linux};
 pub use monitor::Attach;
 pub use state::{State, Status};
 
@@ -345,17 +347,6 @@ pub fn find(mocker: &Mocker, query: &str) -> Result<ContainerRecord> {
     })
 }
 
-/// Whether the container's monitor lives (holds its lock).
-fn monitor_alive(dir: &Path) -> bool {
-    let Ok(file) = std::fs::File::open(monitor::lock_path(dir)) else {
-        return false;
-    };
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
-        Ok(_) => false,
-        Err((_, e)) => e == nix::errno::Errno::EWOULDBLOCK,
-    }
-}
-
 /// Read a container's config and state, correcting a state whose monitor
 /// died (its processes are killed and its cgroup removed).
 pub fn load(mocker: &Mocker, record: ContainerRecord) -> Result<Container> {
@@ -369,13 +360,8 @@ pub fn load(mocker: &Mocker, record: ContainerRecord) -> Result<Container> {
     let mut state = State::load(&state_path)?;
     if config.is_none() {
         state.status = Status::Dead;
-    } else if let Some(settled) = state.settled(monitor_alive(&dir), &state::now()) {
-        if let Some(cgroup) = ContainerCgroup::load(&record.id) {
-            cgroup.kill_all();
-            let _ = cgroup.remove();
-        }
-        settled.save(&state_path)?;
-        state = settled;
+    } else {
+        state = host::settle(&Linux, &record.id, &dir, state)?;
     }
     Ok(Container { record, config, state })
 }
@@ -494,26 +480,6 @@ pub fn wait(mocker: &Mocker, query: &str) -> Result<i32> {
     Ok(load(mocker, record)?.state.exit_code)
 }
 
-fn wait_for_monitor(dir: &Path, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if !monitor_alive(dir) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn signal_pid(pid: u32, signal: Signal) -> Result<()> {
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal) {
-        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-        Err(e) => Err(Error::Runtime(format!("sending {signal} to the container: {e}"))),
-    }
-}
-
 /// docker's stop: SIGTERM, then SIGKILL after `timeout`.
 pub fn stop(mocker: &Mocker, query: &str, timeout: Duration) -> Result<()> {
     let container = get(mocker, query)?;
@@ -521,17 +487,7 @@ pub fn stop(mocker: &Mocker, query: &str, timeout: Duration) -> Result<()> {
         return Ok(());
     }
     let dir = dir_of(mocker, &container.record.id);
-    signal_pid(container.state.pid, Signal::SIGTERM)?;
-    if !wait_for_monitor(&dir, timeout) {
-        signal_pid(container.state.pid, Signal::SIGKILL)?;
-        if !wait_for_monitor(&dir, Duration::from_secs(30)) {
-            return Err(Error::Runtime(format!(
-                "container {} did not stop",
-                container.short_id()
-            )));
-        }
-    }
-    Ok(())
+    host::terminate(&Linux, &dir, container.state.pid, timeout)
 }
 
 /// Send a signal to the container's PID 1.
@@ -543,7 +499,7 @@ pub fn kill(mocker: &Mocker, query: &str, signal: Signal) -> Result<()> {
             container.record.id
         )));
     }
-    signal_pid(container.state.pid, signal)
+    Linux.signal(container.state.pid, signal)
 }
 
 /// Remove a container: its writable layer, cgroup, files and records
@@ -557,13 +513,12 @@ pub fn remove(mocker: &Mocker, query: &str, force: bool) -> Result<String> {
                 container.record.name
             )));
         }
-        signal_pid(container.state.pid, Signal::SIGKILL)?;
-        if !wait_for_monitor(&dir_of(mocker, &container.record.id), Duration::from_secs(30)) {
-            return Err(Error::Runtime(format!(
-                "container {} did not stop",
-                container.short_id()
-            )));
-        }
+        host::terminate(
+            &Linux,
+            &dir_of(mocker, &container.record.id),
+            container.state.pid,
+            Duration::ZERO,
+        )?;
     }
     discard(mocker, &container.record)?;
     Ok(container.record.id)
@@ -576,10 +531,7 @@ fn discard(mocker: &Mocker, record: &ContainerRecord) -> Result<()> {
         .ok()
         .and_then(|c| c.endpoint)
         .map(|e| e.bridge);
-    if let Some(cgroup) = ContainerCgroup::load(&record.id) {
-        cgroup.kill_all();
-        let _ = cgroup.remove();
-    }
+    Linux.clear_cgroup(&record.id);
     mocker.snapshots.remove_active(&snapshot_key(&record.id))?;
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}

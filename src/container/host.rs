@@ -1,0 +1,207 @@
+//! What the lifecycle asks of the host — is the monitor alive, signal a
+//! process, kill what is left in a cgroup, wait a little — behind a small
+//! trait (as youki puts its syscalls), so the stop and recovery logic has
+//! unit tests without root or real processes.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::state::State;
+use crate::error::{Error, Result};
+use crate::runtime::cgroup::ContainerCgroup;
+
+pub trait Host {
+    /// Whether the container's monitor lives (holds `monitor.lock` in `dir`).
+    fn monitor_alive(&self, dir: &Path) -> bool;
+    /// Signal a process; one that is already gone is not an error.
+    fn signal(&self, pid: u32, signal: Signal) -> Result<()>;
+    /// SIGKILL whatever is left in the container's cgroup and remove it.
+    fn clear_cgroup(&self, id: &str);
+    fn pause(&self, d: Duration);
+    fn now(&self) -> Instant;
+}
+
+/// The real host.
+pub struct Linux;
+
+impl Host for Linux {
+    fn monitor_alive(&self, dir: &Path) -> bool {
+        let Ok(file) = std::fs::File::open(super::monitor::lock_path(dir)) else {
+            return false;
+        };
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+            Ok(_) => false,
+            Err((_, e)) => e == nix::errno::Errno::EWOULDBLOCK,
+        }
+    }
+
+    fn signal(&self, pid: u32, signal: Signal) -> Result<()> {
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(Error::Runtime(format!("sending {signal} to the container: {e}"))),
+        }
+    }
+
+    fn clear_cgroup(&self, id: &str) {
+        if let Some(cgroup) = ContainerCgroup::load(id) {
+            cgroup.kill_all();
+            let _ = cgroup.remove();
+        }
+    }
+
+    fn pause(&self, d: Duration) {
+        std::thread::sleep(d);
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// Wait up to `timeout` for the monitor in `dir` to go; whether it went.
+pub fn wait_for_monitor(host: &impl Host, dir: &Path, timeout: Duration) -> bool {
+    let deadline = host.now() + timeout;
+    loop {
+        if !host.monitor_alive(dir) {
+            return true;
+        }
+        if host.now() >= deadline {
+            return false;
+        }
+        host.pause(Duration::from_millis(10));
+    }
+}
+
+/// How long SIGKILL may take before we call the container stuck.
+pub const KILL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// docker's stop: SIGTERM to PID 1, SIGKILL after `grace`; returns once the
+/// monitor has recorded the exit.
+pub fn terminate(host: &impl Host, dir: &Path, pid: u32, grace: Duration) -> Result<()> {
+    if !grace.is_zero() {
+        host.signal(pid, Signal::SIGTERM)?;
+        if wait_for_monitor(host, dir, grace) {
+            return Ok(());
+        }
+    }
+    host.signal(pid, Signal::SIGKILL)?;
+    if wait_for_monitor(host, dir, KILL_TIMEOUT) {
+        Ok(())
+    } else {
+        Err(Error::Runtime("the container did not stop".into()))
+    }
+}
+
+/// The state as it really is: "running" with its monitor gone means the
+/// container died with it; whatever is left of it is killed and the
+/// correction saved.
+pub fn settle(host: &impl Host, id: &str, dir: &Path, state: State) -> Result<State> {
+    match state.settled(host.monitor_alive(dir), &super::state::now()) {
+        None => Ok(state),
+        Some(settled) => {
+            host.clear_cgroup(id);
+            settled.save(&dir.join("state.json"))?;
+            Ok(settled)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::state::Status;
+    use std::cell::{Cell, RefCell};
+
+    /// A monitor that exits after a number of polls, or once a given signal
+    /// arrives; a clock that advances with each pause.
+    struct Fake {
+        polls_left: Cell<u32>,
+        dies_on: Option<Signal>,
+        sent: RefCell<Vec<Signal>>,
+        cleared: RefCell<Vec<String>>,
+        start: Instant,
+        elapsed: Cell<Duration>,
+    }
+
+    impl Fake {
+        fn new(polls_left: u32, dies_on: Option<Signal>) -> Fake {
+            Fake {
+                polls_left: Cell::new(polls_left),
+                dies_on,
+                sent: RefCell::default(),
+                cleared: RefCell::default(),
+                start: Instant::now(),
+                elapsed: Cell::new(Duration::ZERO),
+            }
+        }
+    }
+
+    impl Host for Fake {
+        fn monitor_alive(&self, _: &Path) -> bool {
+            if self.sent.borrow().iter().any(|s| Some(*s) == self.dies_on) {
+                return false;
+            }
+            let left = self.polls_left.get();
+            self.polls_left.set(left.saturating_sub(1));
+            left > 0
+        }
+        fn signal(&self, _: u32, signal: Signal) -> Result<()> {
+            self.sent.borrow_mut().push(signal);
+            Ok(())
+        }
+        fn clear_cgroup(&self, id: &str) {
+            self.cleared.borrow_mut().push(id.to_string());
+        }
+        fn pause(&self, d: Duration) {
+            self.elapsed.set(self.elapsed.get() + d);
+        }
+        fn now(&self) -> Instant {
+            self.start + self.elapsed.get()
+        }
+    }
+
+    #[test]
+    fn stop_sends_term_and_kills_only_after_the_grace_period() {
+        let dir = Path::new("/nonexistent");
+        // Exits on SIGTERM: no SIGKILL.
+        let host = Fake::new(u32::MAX, Some(Signal::SIGTERM));
+        terminate(&host, dir, 1, Duration::from_secs(10)).unwrap();
+        assert_eq!(*host.sent.borrow(), vec![Signal::SIGTERM]);
+        assert!(host.elapsed.get() < Duration::from_secs(1));
+        // Ignores SIGTERM (PID 1 without a handler): SIGKILL after 2 s.
+        let host = Fake::new(u32::MAX, Some(Signal::SIGKILL));
+        terminate(&host, dir, 1, Duration::from_secs(2)).unwrap();
+        assert_eq!(*host.sent.borrow(), vec![Signal::SIGTERM, Signal::SIGKILL]);
+        assert!(host.elapsed.get() >= Duration::from_secs(2));
+        // -t 0 kills at once.
+        let host = Fake::new(u32::MAX, Some(Signal::SIGKILL));
+        terminate(&host, dir, 1, Duration::ZERO).unwrap();
+        assert_eq!(*host.sent.borrow(), vec![Signal::SIGKILL]);
+        // Survives SIGKILL: an error, not a hang.
+        let host = Fake::new(u32::MAX, None);
+        assert!(terminate(&host, dir, 1, Duration::from_secs(1)).is_err());
+        assert!(host.elapsed.get() >= KILL_TIMEOUT);
+    }
+
+    #[test]
+    fn a_dead_monitor_settles_the_state_and_clears_the_cgroup() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = State {
+            status: Status::Running,
+            pid: 10,
+            monitor_pid: 9,
+            ..Default::default()
+        };
+        let host = Fake::new(1, None);
+        // Monitor alive: nothing changes, nothing is killed.
+        assert_eq!(settle(&host, "c1", dir.path(), running.clone()).unwrap(), running);
+        assert!(host.cleared.borrow().is_empty());
+        // Monitor gone: exited 137, cgroup cleared, saved for everyone.
+        let settled = settle(&host, "c1", dir.path(), running).unwrap();
+        assert_eq!((settled.status, settled.exit_code), (Status::Exited, 137));
+        assert_eq!(*host.cleared.borrow(), vec!["c1".to_string()]);
+        assert_eq!(State::load(&dir.path().join("state.json")).unwrap(), settled);
+    }
+}
