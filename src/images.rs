@@ -177,16 +177,19 @@ fn resolve(session: &Session, input: &str) -> Result<Target> {
 
 /// The image record(s) an argument names.
 pub fn find(mocker: &Mocker, input: &str) -> Result<Vec<ImageRecord>> {
-    mocker.index.session(|s| {
-        let manifests = match resolve(s, input)? {
-            Target::Ref(_, m) => vec![m],
-            Target::Images(ms) => ms,
-        };
-        manifests
-            .iter()
-            .map(|m| s.get_image(m)?.ok_or_else(|| Error::NoSuchImage(input.to_string())))
-            .collect()
-    })
+    mocker.index.session(|s| find_in(s, input))
+}
+
+/// `find` inside the caller's session.
+pub fn find_in(s: &Session, input: &str) -> Result<Vec<ImageRecord>> {
+    let manifests = match resolve(s, input)? {
+        Target::Ref(_, m) => vec![m],
+        Target::Images(ms) => ms,
+    };
+    manifests
+        .iter()
+        .map(|m| s.get_image(m)?.ok_or_else(|| Error::NoSuchImage(input.to_string())))
+        .collect()
 }
 
 /// `tag SRC DST`: point DST at the image SRC names.

@@ -144,6 +144,12 @@ fn inherit_dirs(target: &Path, lowers: &[PathBuf], dirs: &[PathBuf]) -> Result<(
     Ok(())
 }
 
+/// An active snapshot recorded but not yet made on disk (see `reserve`).
+pub struct Reserved {
+    id: u64,
+    lowers: Vec<SnapshotRecord>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Snapshotter {
     dir: PathBuf,
@@ -404,25 +410,44 @@ impl Snapshotter {
     /// the lower layers in between; the record comes before the directories,
     /// so a concurrent check never sees unrecorded ones.
     pub fn prepare(&self, key: &str, parent: Option<&Digest>) -> Result<Overlay> {
-        let (id, lowers) = self.index.session(|s| {
-            if s.get_active(key)?.is_some() {
-                return Err(Error::Index(format!("snapshot {key} already exists")));
-            }
-            let lowers = match parent {
-                Some(p) => chain_in(s, p)?,
-                None => Vec::new(),
-            };
-            let id = s.next_id()?;
+        let reserved = self.index.session(|s| {
             let mut batch = Batch::default();
-            batch.put_active(&ActiveRecord {
-                id,
-                key: key.to_string(),
-                parent: parent.cloned(),
-            });
+            let reserved = self.reserve(s, key, parent, &mut batch)?;
             s.apply(&batch)?;
-            Ok((id, lowers))
+            Ok(reserved)
         })?;
-        let dir = self.path_of(id);
+        self.make_active(key, reserved)
+    }
+
+    /// The index half of `prepare`, inside the caller's session: look up
+    /// the chain and add the record of `key` to `batch` (which the caller
+    /// applies, with its own changes, in one transaction).
+    pub fn reserve(
+        &self,
+        s: &crate::index::Session,
+        key: &str,
+        parent: Option<&Digest>,
+        batch: &mut Batch,
+    ) -> Result<Reserved> {
+        if s.get_active(key)?.is_some() {
+            return Err(Error::Index(format!("snapshot {key} already exists")));
+        }
+        let lowers = match parent {
+            Some(p) => chain_in(s, p)?,
+            None => Vec::new(),
+        };
+        let id = s.next_id()?;
+        batch.put_active(&ActiveRecord {
+            id,
+            key: key.to_string(),
+            parent: parent.cloned(),
+        });
+        Ok(Reserved { id, lowers })
+    }
+
+    /// The disk half of `prepare`, once the reservation is recorded.
+    pub fn make_active(&self, key: &str, reserved: Reserved) -> Result<Overlay> {
+        let dir = self.path_of(reserved.id);
         let made = ["fs", "work"]
             .iter()
             .try_for_each(|sub| fs::create_dir_all(dir.join(sub)).ctx(|| format!("creating {}/{sub}", dir.display())));
@@ -430,7 +455,7 @@ impl Snapshotter {
             let _ = self.remove_active(key);
             return Err(e);
         }
-        Ok(self.overlay(id, &lowers))
+        Ok(self.overlay(reserved.id, &reserved.lowers))
     }
 
     fn overlay(&self, id: u64, lowers: &[SnapshotRecord]) -> Overlay {
@@ -457,13 +482,7 @@ impl Snapshotter {
         let Some(active) = self.index.session(|s| s.get_active(key))? else {
             return Ok(());
         };
-        let dir = self.path_of(active.id);
-        let trash = self.dir.join(format!("trash-active-{}", active.id));
-        match fs::rename(&dir, &trash) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).ctx(|| format!("renaming {}", dir.display())),
-        }
+        let trash = self.discard_dir(active.id)?;
         let mut batch = Batch::default();
         batch.del_active(key);
         self.index.session(|s| {
@@ -471,6 +490,19 @@ impl Snapshotter {
             s.flush()
         })?;
         remove_tree(&trash)
+    }
+
+    /// First step of removing active snapshot `id` whose record the caller
+    /// drops next (`Batch::del_active`) and flushes: move its directory out
+    /// of the numbered namespace. Returns the path to delete afterwards.
+    pub fn discard_dir(&self, id: u64) -> Result<PathBuf> {
+        let dir = self.path_of(id);
+        let trash = self.dir.join(format!("trash-active-{id}"));
+        match fs::rename(&dir, &trash) {
+            Ok(()) => Ok(trash),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(trash),
+            Err(e) => Err(e).ctx(|| format!("renaming {}", dir.display())),
+        }
     }
 
     /// Ids of active snapshots' directories the index does not record.

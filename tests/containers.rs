@@ -284,6 +284,27 @@ fn killing_the_monitor_or_the_container_never_leaves_it_running() {
     let state: serde_json::Value =
         json(&std::fs::read(root.path().join("containers").join(&id).join("state.json")).unwrap());
     let (monitor, pid) = (state["monitor_pid"].as_u64().unwrap(), state["pid"].as_u64().unwrap());
+    // CVE-2019-5736: what runs mocker's code beside a container runs a binary
+    // no one can write through /proc/<pid>/exe (a read-only mount, or a
+    // sealed memfd).
+    let exe = format!("/proc/{monitor}/exe");
+    let target = std::fs::read_link(&exe).unwrap().display().to_string();
+    let read_only = nix::sys::statvfs::statvfs(exe.as_str())
+        .unwrap()
+        .flags()
+        .contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+    assert!(
+        read_only || target.starts_with("/memfd:"),
+        "monitor runs a writable binary: {target}"
+    );
+    let err = std::fs::OpenOptions::new().write(true).open(&exe).unwrap_err();
+    assert!(
+        matches!(
+            err.raw_os_error(),
+            Some(nix::libc::EROFS | nix::libc::ETXTBSY | nix::libc::EPERM)
+        ),
+        "{err}"
+    );
     std::process::Command::new("kill")
         .args(["-9", &monitor.to_string()])
         .status()
@@ -407,7 +428,15 @@ fn bridge_network_ports_and_container_to_container() {
     root.ok(&["rm", "-f", "web"]);
     assert!(get(port, "/").is_err(), "the port is still published");
     assert_no_trace(&root, &id);
+    // The bridge stays (as docker0 does) until a prune finds it unused.
+    assert!(Path::new("/sys/class/net").join(&root.bridge).exists());
+    root.ok(&["container", "prune", "-f"]);
     assert!(!Path::new("/sys/class/net").join(&root.bridge).exists(), "bridge left");
+    let rules = std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    assert!(!stdout(&rules).contains(&root.subnet), "masquerade rule left");
 }
 
 #[test]
@@ -487,7 +516,13 @@ fn kill_9_during_create_start_and_rm_leaves_a_consistent_state() {
             vec!["run", "-d", &toolbox() as &str, "sleep", "100"],
             vec!["create", &toolbox() as &str, "true"],
         ] {
-            let mut child = root.command().args(&args).spawn().unwrap();
+            let mut child = root
+                .command()
+                .args(&args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
             std::thread::sleep(Duration::from_millis(delay_ms));
             let _ = child.kill();
             let _ = child.wait();
@@ -495,7 +530,13 @@ fn kill_9_during_create_start_and_rm_leaves_a_consistent_state() {
             root.ok(&["ps", "-a"]);
         }
         for id in root.containers() {
-            let mut rm = root.command().args(["rm", "-f", &id]).spawn().unwrap();
+            let mut rm = root
+                .command()
+                .args(["rm", "-f", &id])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
             std::thread::sleep(Duration::from_millis(delay_ms / 2));
             let _ = rm.kill();
             let _ = rm.wait();

@@ -349,9 +349,9 @@ fn proxy_signals(pid: u32) {
 }
 
 /// Start attached: stream output until the container exits; its exit code.
-fn start_attached(mocker: &Mocker, id: &str, stdin: bool, tty: bool) -> mocker::Result<i32> {
+fn start_attached(mocker: &Mocker, container: &Container, stdin: bool, tty: bool) -> mocker::Result<i32> {
     let _raw = RawTerminal::enter(tty && stdin);
-    let started = container::start(mocker, id, Attach { output: true, stdin })?;
+    let started = container::start_container(mocker, container, Attach { output: true, stdin })?;
     if !tty {
         proxy_signals(started.pid);
     }
@@ -360,10 +360,10 @@ fn start_attached(mocker: &Mocker, id: &str, stdin: bool, tty: bool) -> mocker::
             let _ = monitor.wait();
         }
         None => {
-            container::wait(mocker, id)?;
+            container::wait(mocker, &container.record.id)?;
         }
     }
-    Ok(container::get(mocker, id)?.state.exit_code)
+    Ok(container::state_of(mocker, &container.record.id)?.exit_code)
 }
 
 pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
@@ -383,7 +383,7 @@ pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
     };
     let id = created.record.id.clone();
     if args.detach {
-        return match container::start(mocker, &id, Attach::default()) {
+        return match container::start_container(mocker, &created, Attach::default()) {
             Ok(_) => {
                 println!("{id}");
                 Ok(0)
@@ -392,12 +392,14 @@ pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
         };
     }
     // A run whose start fails leaves nothing behind, not a created container.
-    let code = match start_attached(mocker, &id, opts.open_stdin, opts.tty) {
+    let code = match start_attached(mocker, &created, opts.open_stdin, opts.tty) {
         Ok(code) => code,
         Err(e) => return Ok(start_failed(mocker, &id, &e, true)),
     };
     if opts.auto_remove {
-        if let Err(e) = container::remove(mocker, &id, true) {
+        let removed = container::state_of(mocker, &id)
+            .and_then(|state| container::remove_container(mocker, Container { state, ..created }, true));
+        if let Err(e) = removed {
             eprintln!("Error: {e}");
         }
     }
@@ -423,7 +425,7 @@ pub fn start(mocker: &Mocker, args: &StartArgs) -> Result<i32> {
         }
         let c = container::get(mocker, &args.containers[0])?;
         let tty = c.config.as_ref().is_some_and(|c| c.init.tty);
-        return match start_attached(mocker, &args.containers[0], args.interactive, tty) {
+        return match start_attached(mocker, &c, args.interactive, tty) {
             Ok(code) => Ok(code),
             Err(e) => Ok(start_failed(mocker, &c.record.id, &e, false)),
         };
@@ -628,7 +630,7 @@ pub fn logs(mocker: &Mocker, args: &LogsArgs) -> Result<i32> {
     container::logs::read(
         &path,
         &opts,
-        || container::get(mocker, &id).is_ok_and(|c| c.state.status == Status::Running),
+        || container::is_running(mocker, &id),
         |entry| {
             let out: &mut dyn Write = if entry.stream == "stderr" {
                 &mut stderr

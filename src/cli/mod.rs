@@ -420,6 +420,7 @@ fn prune(mocker: &Mocker, args: &PruneArgs) -> Result<i32> {
         eprintln!("WARNING! This will remove:");
         eprintln!("  - all {} images", if args.all { "unused" } else { "dangling" });
         eprintln!("  - all blobs, layer snapshots and partial downloads no image uses");
+        eprintln!("  - the bridge network, if no container uses it");
         eprint!("\nAre you sure you want to continue? [y/N] ");
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer).context("reading the answer")?;
@@ -428,6 +429,7 @@ fn prune(mocker: &Mocker, args: &PruneArgs) -> Result<i32> {
         }
     }
     let pruned = mocker::images::prune(mocker, args.all)?;
+    let bridge_removed = mocker::container::remove_unused_bridge(mocker)?;
     if !pruned.removed.is_empty() {
         println!("Deleted Images:");
         for line in &pruned.removed {
@@ -437,6 +439,9 @@ fn prune(mocker: &Mocker, args: &PruneArgs) -> Result<i32> {
             }
         }
         println!();
+    }
+    if bridge_removed {
+        println!("Deleted Networks:\nbridge\n");
     }
     println!("Total reclaimed space: {}", mocker::units::human_size(pruned.reclaimed));
     Ok(0)

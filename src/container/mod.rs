@@ -143,26 +143,32 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
         )));
     }
     let name = opts.name.as_deref().map(names::validate).transpose()?;
-    let image = crate::rootfs::image_of(mocker, &opts.image)?;
-    let image_config = mocker.store.read_small(&image.config_digest, MAX_CONFIG_BYTES)?;
-    let image_config: serde_json::Value =
-        serde_json::from_slice(&image_config).map_err(|e| Error::InvalidDocument {
-            what: format!("config {}", image.config_digest),
-            reason: e.to_string(),
-        })?;
     let id = runtime::new_id()?;
-    let process = runtime::spec::process_spec(
-        image_config.get("config").unwrap_or(&serde_json::Value::Null),
-        &opts.overrides,
-        &id,
-    )?;
     let bridge = match opts.network {
         Network::Bridge => Some(Bridge::from_env()?),
         _ => None,
     };
     let seed = hex::decode(&id).unwrap_or_default();
 
-    let record = mocker.index.session(|s| {
+    // One session: the image, its config, the name, the address and the
+    // writable snapshot are found, checked and claimed together.
+    let (record, image, process, reserved) = mocker.index.session(|s| {
+        let mut found = crate::images::find_in(s, &opts.image)?;
+        if found.len() != 1 {
+            return Err(Error::AmbiguousImageId(opts.image.clone()));
+        }
+        let image = found.remove(0);
+        let image_config = mocker.store.read_small(&image.config_digest, MAX_CONFIG_BYTES)?;
+        let image_config: serde_json::Value =
+            serde_json::from_slice(&image_config).map_err(|e| Error::InvalidDocument {
+                what: format!("config {}", image.config_digest),
+                reason: e.to_string(),
+            })?;
+        let process = runtime::spec::process_spec(
+            image_config.get("config").unwrap_or(&serde_json::Value::Null),
+            &opts.overrides,
+            &id,
+        )?;
         let name = match &name {
             Some(n) => {
                 if let Some(holder) = s.container_named(n)? {
@@ -196,9 +202,12 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
             address,
         };
         let mut batch = Batch::default();
+        let reserved = mocker
+            .snapshots
+            .reserve(s, &snapshot_key(&id), image.chain_ids.last(), &mut batch)?;
         batch.put_container(&record);
         s.apply(&batch)?;
-        Ok(record)
+        Ok((record, image, process, reserved))
     })?;
 
     let dir = dir_of(mocker, &id);
@@ -217,7 +226,7 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
             endpoint.as_ref().map(|e| e.address),
             opts.network,
         )?;
-        let overlay = mocker.snapshots.prepare(&snapshot_key(&id), image.chain_ids.last())?;
+        let overlay = mocker.snapshots.make_active(&snapshot_key(&id), reserved)?;
         let config = ContainerConfig {
             id: id.clone(),
             name: record.name.clone(),
@@ -257,7 +266,7 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
             state: State::default(),
         }),
         Err(e) => {
-            let _ = discard(mocker, &record);
+            let _ = discard(mocker, &record, None);
             Err(e)
         }
     }
@@ -366,6 +375,19 @@ pub fn load(mocker: &Mocker, record: ContainerRecord) -> Result<Container> {
     Ok(Container { record, config, state })
 }
 
+/// The container's state as its files say, without an index session (for
+/// a caller that knows the id, e.g. after waiting for its monitor).
+pub fn state_of(mocker: &Mocker, id: &str) -> Result<State> {
+    let dir = dir_of(mocker, id);
+    host::settle(&Linux, id, &dir, State::load(&dir.join("state.json"))?)
+}
+
+/// Whether the container's monitor (and so the container) lives: a lock
+/// check, no index session.
+pub fn is_running(mocker: &Mocker, id: &str) -> bool {
+    Linux.monitor_alive(&dir_of(mocker, id))
+}
+
 /// Look a container up and load it.
 pub fn get(mocker: &Mocker, query: &str) -> Result<Container> {
     load(mocker, find(mocker, query)?)
@@ -393,7 +415,11 @@ pub struct Started {
 
 /// Start a created or exited container under a new monitor.
 pub fn start(mocker: &Mocker, query: &str, attach: Attach) -> Result<Started> {
-    let container = get(mocker, query)?;
+    start_container(mocker, &get(mocker, query)?, attach)
+}
+
+/// `start` of a container already loaded.
+pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -> Result<Started> {
     let config = container.config()?;
     if container.state.status == Status::Running {
         return Ok(Started {
@@ -401,7 +427,7 @@ pub fn start(mocker: &Mocker, query: &str, attach: Attach) -> Result<Started> {
             monitor: None,
         });
     }
-    let binary = runtime::sealed_self()?;
+    let binary = runtime::protected_self(&mocker.root.join("mounts"))?;
     let (status_read, status_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")))?;
     let status_fd = std::os::fd::AsRawFd::as_raw_fd(&status_write);
@@ -505,7 +531,11 @@ pub fn kill(mocker: &Mocker, query: &str, signal: Signal) -> Result<()> {
 /// Remove a container: its writable layer, cgroup, files and records
 /// (the records last, so an interrupted removal can be run again).
 pub fn remove(mocker: &Mocker, query: &str, force: bool) -> Result<String> {
-    let container = get(mocker, query)?;
+    remove_container(mocker, get(mocker, query)?, force)
+}
+
+/// `remove` of a container already loaded.
+pub fn remove_container(mocker: &Mocker, container: Container, force: bool) -> Result<String> {
     if container.state.status == Status::Running {
         if !force {
             return Err(Error::Runtime(format!(
@@ -520,53 +550,79 @@ pub fn remove(mocker: &Mocker, query: &str, force: bool) -> Result<String> {
             Duration::ZERO,
         )?;
     }
-    discard(mocker, &container.record)?;
+    discard(mocker, &container.record, container.config.as_ref())?;
     Ok(container.record.id)
 }
 
 /// Undo everything `create` made for `record`; tolerant of what is missing.
-fn discard(mocker: &Mocker, record: &ContainerRecord) -> Result<()> {
+/// Order: cgroup, the writable snapshot's directory out of the numbered
+/// namespace, the container's directory, then one transaction dropping the
+/// snapshot and container records (so a kill at any point leaves something
+/// `rm` can finish), then the slow delete.
+fn discard(mocker: &Mocker, record: &ContainerRecord, config: Option<&ContainerConfig>) -> Result<()> {
     let dir = dir_of(mocker, &record.id);
-    let bridge = ContainerConfig::load(&dir)
-        .ok()
-        .and_then(|c| c.endpoint)
-        .map(|e| e.bridge);
+    let key = snapshot_key(&record.id);
     Linux.clear_cgroup(&record.id);
-    mocker.snapshots.remove_active(&snapshot_key(&record.id))?;
+    if let Some(endpoint) = config.and_then(|c| c.endpoint.as_ref()) {
+        network::detach(endpoint)?;
+    }
+    // The snapshot id is in the config; without one, ask the index.
+    let snapshot_id = config.and_then(|c| c.init.overlay.upper.split('/').next()?.parse::<u64>().ok());
+    let trash = match snapshot_id {
+        Some(id) => Some(mocker.snapshots.discard_dir(id)?),
+        None => {
+            mocker.snapshots.remove_active(&key)?;
+            None
+        }
+    };
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).ctx(|| format!("removing {}", dir.display())),
     }
-    let last_on_bridge = mocker.index.session(|s| {
+    mocker.index.session(|s| {
         let mut batch = Batch::default();
         batch.del_container(record);
-        s.apply(&batch)?;
-        s.flush()?;
-        match &record.address {
-            Some((bridge, _)) => Ok(s.addresses(bridge)?.is_empty().then(|| bridge.clone())),
-            None => Ok(None),
+        if trash.is_some() {
+            batch.del_active(&key);
         }
+        s.apply(&batch)?;
+        s.flush()
     })?;
-    // The bridge goes with its last container (on this storage root).
-    if let (Some(_), Some(bridge)) = (last_on_bridge, bridge) {
-        network::remove_bridge(&bridge)?;
+    if let Some(trash) = trash {
+        crate::safefs::remove_tree(&trash).ctx(|| format!("removing {}", trash.display()))?;
     }
     // What an earlier, interrupted removal left.
     mocker.snapshots.sweep_partial_builds();
     Ok(())
 }
 
-/// Remove every container that is not running; their ids.
+/// Remove every container that is not running, then the bridge if no
+/// container is left on it; the containers' ids.
 pub fn prune(mocker: &Mocker) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for container in list(mocker, true)? {
         if container.state.status != Status::Running {
-            discard(mocker, &container.record)?;
+            discard(mocker, &container.record, container.config.as_ref())?;
             removed.push(container.record.id);
         }
     }
+    remove_unused_bridge(mocker)?;
     Ok(removed)
+}
+
+/// Remove the bridge (`MOCKER_BRIDGE`) and its rules when no container of
+/// this storage root has an address on it; whether it was removed. Like
+/// docker0 it otherwise stays between containers.
+pub fn remove_unused_bridge(mocker: &Mocker) -> Result<bool> {
+    let bridge = Bridge::from_env()?;
+    if !Path::new("/sys/class/net").join(&bridge.name).exists()
+        || !mocker.index.session(|s| s.addresses(&bridge.name))?.is_empty()
+    {
+        return Ok(false);
+    }
+    network::remove_bridge(&bridge)?;
+    Ok(true)
 }
 
 /// `exec` options.
@@ -621,7 +677,7 @@ pub fn exec(mocker: &Mocker, query: &str, opts: &ExecOptions) -> Result<i32> {
         privileged,
     };
     let cgroup = ContainerCgroup::load(&container.record.id);
-    runtime::exec::run(&spec, opts.stdin, |pid| match &cgroup {
+    runtime::exec::run(&spec, &mocker.root.join("mounts"), opts.stdin, |pid| match &cgroup {
         Some(c) => c.add(pid),
         None => Err(Error::Runtime("the container's cgroup is gone".into())),
     })

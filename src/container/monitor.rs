@@ -162,6 +162,9 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<()> {
     state.finished_at = Some(now());
     state.oom_killed = cgroup.oom_killed();
     let _ = cgroup.remove();
+    if let Some(endpoint) = &config.endpoint {
+        let _ = network::detach(endpoint);
+    }
     let saved = state.save(&state_path);
     drop(lock);
     if config.auto_remove && !attach.output {
@@ -270,6 +273,14 @@ fn start(
     if let Some(console) = console {
         // The terminal arrived before the exec that release waited for.
         let master = runtime::receive_console(&console).map_err(failed)?;
+        // The caller's window size, when it attached a terminal.
+        let mut size: nix::libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write only `size`.
+        unsafe {
+            if attach.output && nix::libc::ioctl(1, nix::libc::TIOCGWINSZ, &mut size) == 0 {
+                nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSWINSZ, &size);
+            }
+        }
         if attach.stdin {
             if let Ok(input) = dup(master.as_raw_fd()) {
                 let mut input = std::fs::File::from(input);

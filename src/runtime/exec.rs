@@ -31,8 +31,13 @@ pub struct ExecSpec {
 /// Run `spec` in the container and return its exit code. `joined(pid)`
 /// puts the new process in the container's cgroup before it may go on.
 /// Our stdout and stderr (and stdin, if `stdin`) become the command's.
-pub fn run(spec: &ExecSpec, stdin: bool, joined: impl FnOnce(u32) -> Result<()>) -> Result<i32> {
-    let binary = super::sealed_self()?;
+pub fn run(
+    spec: &ExecSpec,
+    scratch: &std::path::Path,
+    stdin: bool,
+    joined: impl FnOnce(u32) -> Result<()>,
+) -> Result<i32> {
+    let binary = super::protected_self(scratch)?;
     let (ready_read, ready_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")))?;
     let ready_fd = std::os::fd::AsRawFd::as_raw_fd(&ready_read);

@@ -230,12 +230,16 @@ fn with_verb(rule: &[String], verb: &str) -> Vec<String> {
 }
 
 /// Create the bridge (with its gateway address, forwarding and masquerade)
-/// unless it exists. A subnet that overlaps a route of the host's is refused.
+/// unless it exists, as docker keeps docker0: an existing bridge is taken
+/// as set up. A subnet that overlaps a route of the host's is refused.
 pub fn ensure_bridge(bridge: &Bridge) -> Result<()> {
+    if std::path::Path::new("/sys/class/net").join(&bridge.name).exists() {
+        return Ok(());
+    }
     let _lock = network_lock()?;
-    with_netlink(async |handle| {
+    let created = with_netlink(async |handle| {
         if link_index(&handle, &bridge.name).await?.is_some() {
-            return Ok(());
+            return Ok(false);
         }
         for (route, _) in host_routes(&handle).await? {
             if route.overlaps(&bridge.subnet) {
@@ -260,8 +264,11 @@ pub fn ensure_bridge(bridge: &Bridge) -> Result<()> {
             .execute()
             .await
             .map_err(netlink_error("addressing the bridge"))?;
-        Ok(())
+        Ok(true)
     })?;
+    if !created {
+        return Ok(());
+    }
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").ctx(|| "enabling IP forwarding".into())?;
     for rule in rules(bridge) {
         if !iptables(&with_verb(&rule, "-C").iter().map(String::as_str).collect::<Vec<_>>())?
@@ -273,7 +280,8 @@ pub fn ensure_bridge(bridge: &Bridge) -> Result<()> {
     Ok(())
 }
 
-/// Remove the bridge and its rules (when its last container is removed).
+/// Remove the bridge and its rules (`system prune` / `container prune`,
+/// when no container uses it).
 pub fn remove_bridge(bridge: &Bridge) -> Result<()> {
     let _lock = network_lock()?;
     for rule in rules(bridge) {
@@ -371,6 +379,26 @@ pub fn attach(pid: u32, endpoint: &Endpoint) -> Result<()> {
     })
     .join()
     .map_err(|_| Error::Runtime("the netns thread panicked".into()))?
+}
+
+/// Delete the host end of the container's veth pair. The kernel deletes
+/// the pair with the network namespace, but asynchronously; doing it here
+/// means a stopped container leaves no interface behind, at once.
+pub fn detach(endpoint: &Endpoint) -> Result<()> {
+    if !std::path::Path::new("/sys/class/net")
+        .join(&endpoint.host_veth)
+        .exists()
+    {
+        return Ok(());
+    }
+    with_netlink(async |handle| match link_index(&handle, &endpoint.host_veth).await? {
+        Some(index) => match handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::ENODEV => Ok(()),
+            Err(e) => Err(Error::Runtime(format!("removing {}: {e}", endpoint.host_veth))),
+        },
+        None => Ok(()),
+    })
 }
 
 /// `-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]` (or `CONTAINER_PORT`

@@ -134,6 +134,8 @@ impl Drop for Root {
             for id in self.containers() {
                 let _ = self.run(&["rm", "-f", &id]);
             }
+            // The bridge outlives containers, as docker0 does.
+            let _ = self.run(&["container", "prune", "-f"]);
         }
     }
 }
