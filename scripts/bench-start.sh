@@ -5,7 +5,7 @@
 #      mocker run --rm --network none IMAGE /bin/true
 #      mocker run --rm IMAGE /bin/true          (bridge: veth + address)
 #      crun run / runc run on an equivalent bundle (umoci unpack of the same
-#        image: pid, mount, uts, ipc and net namespaces, /bin/true)
+#        image: pid, mount, uts, ipc and net namespaces, a cgroup, /bin/true)
 #      ctr run --rm (containerd from Debian, its own root; runc underneath)
 #    crun refuses this machine's hybrid cgroup layout, so it runs inside
 #    `unshare -m` with /sys/fs/cgroup/unified unmounted there.
@@ -52,6 +52,9 @@ c["process"]["terminal"] = False
 c["process"].pop("rlimits", None)
 ns = [{"type": t} for t in ("pid", "mount", "uts", "ipc", "network")]
 c["linux"]["namespaces"] = ns
+# A cgroup of its own, as mocker gives each container: without a path crun
+# creates none, which is not the same work.
+c["linux"]["cgroupsPath"] = "/mocker-bench-peer"
 json.dump(c, open(path, "w"))
 PY
 

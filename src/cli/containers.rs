@@ -355,14 +355,10 @@ fn start_attached(mocker: &Mocker, container: &Container, stdin: bool, tty: bool
     if !tty {
         proxy_signals(started.pid);
     }
-    match started.monitor {
-        Some(mut monitor) => {
-            let _ = monitor.wait();
-        }
-        None => {
-            container::wait(mocker, &container.record.id)?;
-        }
-    }
+    // Done when the monitor lets go of its lock, having recorded the exit
+    // (it may still be tidying the network up).
+    let _monitor = started.monitor;
+    container::wait(mocker, &container.record.id)?;
     Ok(container::state_of(mocker, &container.record.id)?.exit_code)
 }
 

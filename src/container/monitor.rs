@@ -162,11 +162,13 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<()> {
     state.finished_at = Some(now());
     state.oom_killed = cgroup.oom_killed();
     let _ = cgroup.remove();
+    let saved = state.save(&state_path);
+    drop(lock);
+    // After the lock: waiters go on while the kernel unregisters the veth
+    // (an RCU grace period); `rm` waits for it to be gone.
     if let Some(endpoint) = &config.endpoint {
         let _ = network::detach(endpoint);
     }
-    let saved = state.save(&state_path);
-    drop(lock);
     if config.auto_remove && !attach.output {
         // Detached `--rm`: nobody else will remove it.
         let mocker = crate::Mocker::open(dir.parent().and_then(Path::parent).unwrap_or(Path::new("/")))?;
@@ -243,14 +245,24 @@ fn start(
         (stdio, vec![("stdout", out_read), ("stderr", err_read)], None)
     };
     let cloned = runtime::clone_container(&config.init, config.network, stdio).map_err(failed)?;
-    let setup = cgroup
-        .add(cloned.pid.as_raw() as u32)
-        .and_then(|_| match &config.endpoint {
-            Some(endpoint) if config.network == Network::Bridge => {
-                network::attach(cloned.pid.as_raw() as u32, endpoint)
-            }
-            _ => Ok(()),
-        });
+    // The cgroup migration and the veth's move into the namespace each wait
+    // for an RCU grace period in the kernel: do them at the same time.
+    let pid = cloned.pid.as_raw() as u32;
+    let plugging = match &config.endpoint {
+        Some(endpoint) if config.network == Network::Bridge => {
+            let endpoint = endpoint.clone();
+            Some(std::thread::spawn(move || network::attach(pid, &endpoint)))
+        }
+        _ => None,
+    };
+    let joined = cgroup.add(pid);
+    let plugged = match plugging {
+        Some(thread) => thread
+            .join()
+            .unwrap_or_else(|_| Err(Error::Runtime("the network thread panicked".into()))),
+        None => Ok(()),
+    };
+    let setup = joined.and(plugged);
     if let Err(e) = setup {
         cloned.abandon();
         return Err(failed(e));

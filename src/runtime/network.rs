@@ -381,9 +381,10 @@ pub fn attach(pid: u32, endpoint: &Endpoint) -> Result<()> {
     .map_err(|_| Error::Runtime("the netns thread panicked".into()))?
 }
 
-/// Delete the host end of the container's veth pair. The kernel deletes
-/// the pair with the network namespace, but asynchronously; doing it here
-/// means a stopped container leaves no interface behind, at once.
+/// Delete the host end of the container's veth pair (tolerating another
+/// process deleting it at the same time). The kernel deletes the pair with
+/// the network namespace, but asynchronously; doing it here means a
+/// stopped container leaves no interface behind, at once.
 pub fn detach(endpoint: &Endpoint) -> Result<()> {
     if !std::path::Path::new("/sys/class/net")
         .join(&endpoint.host_veth)
