@@ -329,7 +329,13 @@ impl Index {
         // can still lag a moment behind a peer's close, so retry briefly.
         let start = Instant::now();
         loop {
-            match sled::Config::new().path(&self.dir).open() {
+            // Sessions are short and end with a flush: no background flusher,
+            // and a cache sized for an index, not for a database server.
+            let config = sled::Config::new()
+                .path(&self.dir)
+                .flush_every_ms(None)
+                .cache_capacity(16 << 20);
+            match config.open() {
                 Ok(db) => return Ok(db),
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("could not acquire lock") && start.elapsed() < self.wait =>

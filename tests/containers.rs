@@ -481,6 +481,37 @@ fn images_in_use_and_export() {
 #[test]
 fn bad_input_is_refused_and_leaves_nothing() {
     let root = pulled();
+    // A bridge subnet that overlaps one of the host's routes (read, never
+    // changed) is refused before anything is created.
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap();
+    let (dest, mask) = routes
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f[1] != "00000000")
+        .map(|f| {
+            (
+                u32::from_str_radix(f[1], 16).unwrap(),
+                u32::from_str_radix(f[7], 16).unwrap(),
+            )
+        })
+        .expect("the host has a non-default route");
+    let network = std::net::Ipv4Addr::from(u32::from_be(dest));
+    let prefix = mask.count_ones();
+    let out = root
+        .command()
+        .env("MOCKER_BRIDGE_SUBNET", format!("{network}/{prefix}"))
+        .args(["run", "--rm", &toolbox(), "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("conflicts with the host route"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!Path::new("/sys/class/net").join(&root.bridge).exists());
+    assert!(root.containers().is_empty());
     for (args, expected) in [
         (vec!["create", "--memory", "lots", &toolbox()], "invalid size"),
         (vec!["create", "--cpus=-1", &toolbox()], "cpus"),
