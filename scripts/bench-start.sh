@@ -64,19 +64,9 @@ c["linux"]["cgroupsPath"] = "/mocker-bench-peer"
 json.dump(c, open(path, "w"))
 PY
 
-# containerd with its own root, state and socket; no CRI plugin.
-cat >"$work/containerd.toml" <<TOML
-version = 2
-root = "$work/containerd-root"
-state = "$work/containerd-state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$work/containerd.sock"
-TOML
-containerd --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 &
-echo $! >"$work/containerd.pid"
-for _ in $(seq 100); do [[ -S $work/containerd.sock ]] && break; sleep 0.1; done
-ctr=(ctr --address "$work/containerd.sock")
+# shellcheck source=scripts/containerd.sh
+source scripts/containerd.sh
+start_containerd
 "${ctr[@]}" images pull --plain-http "$image" >/dev/null
 
 # time_runs NAME CMD... : run CMD (with {} replaced by the run number) RUNS

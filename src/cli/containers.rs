@@ -683,39 +683,36 @@ pub fn export(mocker: &Mocker, args: &ExportArgs) -> Result<i32> {
 
 /// docker inspect: containers first, then images, for each name.
 pub fn inspect(mocker: &Mocker, names: &[String]) -> Result<i32> {
-    let mut docs = Vec::new();
-    let mut failed = false;
-    for name in names {
-        match container::get(mocker, name) {
-            Ok(c) => docs.push(container::inspect(mocker, &c)),
-            Err(mocker::Error::NoSuchContainer(_)) => match mocker::images::inspect(mocker, name) {
-                Ok(found) => docs.extend(found),
-                Err(mocker::Error::NoSuchImage(_)) => {
-                    eprintln!("Error: No such object: {name}");
-                    failed = true;
-                }
-                Err(e) => {
-                    eprintln!("Error: {e}");
-                    failed = true;
-                }
-            },
-            Err(e) => {
-                eprintln!("Error: {e}");
-                failed = true;
-            }
-        }
-    }
-    println!("{}", serde_json::to_string_pretty(&docs)?);
-    Ok(if failed { 1 } else { 0 })
+    inspect_with(mocker, names, |name| match mocker::images::inspect(mocker, name) {
+        Err(mocker::Error::NoSuchImage(_)) => Err(mocker::Error::Runtime(format!("No such object: {name}"))),
+        other => other,
+    })
 }
 
 /// `container inspect`: containers only.
 pub fn inspect_containers(mocker: &Mocker, names: &[String]) -> Result<i32> {
+    inspect_with(mocker, names, |name| {
+        Err(mocker::Error::NoSuchContainer(name.to_string()))
+    })
+}
+
+/// Print one JSON array of what each name is; a name that is no container
+/// goes to `otherwise`. Like docker, go on past failures and exit 1.
+fn inspect_with(
+    mocker: &Mocker,
+    names: &[String],
+    otherwise: impl Fn(&str) -> mocker::Result<Vec<serde_json::Value>>,
+) -> Result<i32> {
     let mut docs = Vec::new();
     let mut failed = false;
     for name in names {
-        match container::get(mocker, name) {
-            Ok(c) => docs.push(container::inspect(mocker, &c)),
+        let found = match container::get(mocker, name) {
+            Ok(c) => Ok(vec![container::inspect(mocker, &c)]),
+            Err(mocker::Error::NoSuchContainer(_)) => otherwise(name),
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(found) => docs.extend(found),
             Err(e) => {
                 eprintln!("Error: {e}");
                 failed = true;

@@ -104,30 +104,26 @@ pub fn read(
         Err(e) => return Err(e).ctx(|| format!("opening {}", path.display())),
     };
     let mut reader = BufReader::new(file);
-    let mut first: Vec<Entry> = Vec::new();
     let mut offset = 0u64;
-    let mut line = String::new();
-    // The existing lines, of which only the tail may be wanted.
-    loop {
-        line.clear();
-        let n = reader
-            .read_line(&mut line)
-            .ctx(|| format!("reading {}", path.display()))?;
-        if n == 0 || !line.ends_with('\n') {
-            break;
+    // The existing lines; with --tail only the last N are kept, never the
+    // whole log.
+    let stopped = match opts.tail {
+        None => !drain(&mut reader, &mut offset, path, |e| emit(&e).is_ok())?,
+        Some(n) => {
+            let mut last = std::collections::VecDeque::with_capacity(n.min(4096));
+            drain(&mut reader, &mut offset, path, |e| {
+                if last.len() == n {
+                    last.pop_front();
+                }
+                if n > 0 {
+                    last.push_back(e);
+                }
+                true
+            })?;
+            !last.iter().all(|e| emit(e).is_ok())
         }
-        offset += n as u64;
-        if let Ok(entry) = serde_json::from_str::<Entry>(&line) {
-            first.push(entry);
-        }
-    }
-    let skip = opts.tail.map(|t| first.len().saturating_sub(t)).unwrap_or(0);
-    for entry in &first[skip..] {
-        if emit(entry).is_err() {
-            return Ok(());
-        }
-    }
-    if !opts.follow {
+    };
+    if stopped || !opts.follow {
         return Ok(());
     }
     loop {
@@ -135,25 +131,37 @@ pub fn read(
         reader
             .seek(SeekFrom::Start(offset))
             .ctx(|| format!("reading {}", path.display()))?;
-        loop {
-            line.clear();
-            let n = reader
-                .read_line(&mut line)
-                .ctx(|| format!("reading {}", path.display()))?;
-            if n == 0 || !line.ends_with('\n') {
-                break;
-            }
-            offset += n as u64;
-            if let Ok(entry) = serde_json::from_str::<Entry>(&line) {
-                if emit(&entry).is_err() {
-                    return Ok(());
-                }
-            }
-        }
-        if !alive {
+        if !drain(&mut reader, &mut offset, path, |e| emit(&e).is_ok())? || !alive {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Hand each complete line from the reader's position on to `each` (a
+/// line still being written is left for later), advancing `offset`; false
+/// once `each` asks to stop.
+fn drain(
+    reader: &mut BufReader<std::fs::File>,
+    offset: &mut u64,
+    path: &Path,
+    mut each: impl FnMut(Entry) -> bool,
+) -> Result<bool> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader
+            .read_line(&mut line)
+            .ctx(|| format!("reading {}", path.display()))?;
+        if n == 0 || !line.ends_with('\n') {
+            return Ok(true);
+        }
+        *offset += n as u64;
+        if let Ok(entry) = serde_json::from_str::<Entry>(&line) {
+            if !each(entry) {
+                return Ok(false);
+            }
+        }
     }
 }
 

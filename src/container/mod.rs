@@ -19,9 +19,7 @@ pub mod names;
 pub mod state;
 
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -427,30 +425,35 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
             monitor: None,
         });
     }
-    let binary = runtime::protected_self(&mocker.root.join("mounts"))?;
     let (status_read, status_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")))?;
     let status_fd = std::os::fd::AsRawFd::as_raw_fd(&status_write);
-    let mut command = Command::new(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&binary)));
-    command
-        .arg("__monitor")
-        .arg(&config.id)
-        .env_clear()
-        .env(
-            "PATH",
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
-        )
-        .env(monitor::ROOT_ENV, &mocker.root)
-        .env(monitor::ID_ENV, &config.id)
-        .env(monitor::STATUS_FD_ENV, status_fd.to_string())
-        .env(
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let root = mocker.root.display().to_string();
+    let env = [
+        ("PATH", path.as_str()),
+        (monitor::ROOT_ENV, root.as_str()),
+        (monitor::ID_ENV, config.id.as_str()),
+        (monitor::STATUS_FD_ENV, &status_fd.to_string()),
+        (
             monitor::ATTACH_ENV,
             match (attach.output, attach.stdin) {
                 (true, true) => "io",
                 (true, false) => "o",
                 _ => "",
             },
-        );
+        ),
+    ];
+    // Its own session: the container outlives this command and the
+    // terminal's signals.
+    let (mut command, _binary) = runtime::self_command(
+        &mocker.root.join("mounts"),
+        "__monitor",
+        &[&config.id],
+        &env,
+        status_fd,
+        true,
+    )?;
     if !attach.output {
         command
             .stdout(std::process::Stdio::null())
@@ -458,17 +461,6 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
     }
     if !attach.stdin {
         command.stdin(std::process::Stdio::null());
-    }
-    // SAFETY: only setsid and fcntl between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            // Its own session: the container outlives this command and the
-            // terminal's signals.
-            nix::unistd::setsid()?;
-            let fd = std::os::fd::BorrowedFd::borrow_raw(status_fd);
-            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
-            Ok(())
-        });
     }
     let mut child = command
         .spawn()

@@ -5,8 +5,6 @@
 //! container's PID namespace) and runs the command as a start would.
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 
 use nix::sched::CloneFlags;
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -37,27 +35,14 @@ pub fn run(
     stdin: bool,
     joined: impl FnOnce(u32) -> Result<()>,
 ) -> Result<i32> {
-    let binary = super::protected_self(scratch)?;
     let (ready_read, ready_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")))?;
     let ready_fd = std::os::fd::AsRawFd::as_raw_fd(&ready_read);
     let encoded = serde_json::to_string(spec).map_err(|e| Error::Runtime(e.to_string()))?;
-    let mut command = Command::new(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&binary)));
-    command
-        .arg("__exec")
-        .env_clear()
-        .env(SPEC_ENV, encoded)
-        .env(READY_FD_ENV, ready_fd.to_string());
+    let env = [(SPEC_ENV, encoded.as_str()), (READY_FD_ENV, &ready_fd.to_string())];
+    let (mut command, _binary) = super::self_command(scratch, "__exec", &[], &env, ready_fd, false)?;
     if !stdin {
         command.stdin(std::process::Stdio::null());
-    }
-    // SAFETY: only fcntl between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            let fd = std::os::fd::BorrowedFd::borrow_raw(ready_fd);
-            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
-            Ok(())
-        });
     }
     let mut child = command
         .spawn()

@@ -120,6 +120,37 @@ fn read_only_self(scratch: &std::path::Path) -> Result<OwnedFd> {
     }
 }
 
+/// A command that runs mocker itself from [`protected_self`] as
+/// `mode args…`, with a clean environment plus `env`, keeping `pass` open
+/// across the exec (its number is the caller's to tell the child); with
+/// `own_session`, in a session of its own. The caller sets stdio.
+pub fn self_command(
+    scratch: &std::path::Path,
+    mode: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    pass: std::os::fd::RawFd,
+    own_session: bool,
+) -> Result<(std::process::Command, OwnedFd)> {
+    use std::os::unix::process::CommandExt;
+    let binary = protected_self(scratch)?;
+    // The kernel resolves the path before close-on-exec closes the fd.
+    let mut command = std::process::Command::new(format!("/proc/self/fd/{}", binary.as_raw_fd()));
+    command.arg(mode).args(args).env_clear().envs(env.iter().copied());
+    // SAFETY: only setsid and fcntl between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if own_session {
+                nix::unistd::setsid()?;
+            }
+            let fd = std::os::fd::BorrowedFd::borrow_raw(pass);
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
+            Ok(())
+        });
+    }
+    Ok((command, binary))
+}
+
 /// A sealed in-memory copy of our own binary (see [`protected_self`]).
 pub fn sealed_self() -> Result<std::os::fd::OwnedFd> {
     use nix::fcntl::{fcntl, FcntlArg, SealFlag};
