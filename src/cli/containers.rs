@@ -697,28 +697,15 @@ pub fn inspect_containers(mocker: &Mocker, names: &[String]) -> Result<i32> {
 }
 
 /// Print one JSON array of what each name is; a name that is no container
-/// goes to `otherwise`. Like docker, go on past failures and exit 1.
+/// goes to `otherwise`.
 fn inspect_with(
     mocker: &Mocker,
     names: &[String],
     otherwise: impl Fn(&str) -> mocker::Result<Vec<serde_json::Value>>,
 ) -> Result<i32> {
-    let mut docs = Vec::new();
-    let mut failed = false;
-    for name in names {
-        let found = match container::get(mocker, name) {
-            Ok(c) => Ok(vec![container::inspect(mocker, &c)]),
-            Err(mocker::Error::NoSuchContainer(_)) => otherwise(name),
-            Err(e) => Err(e),
-        };
-        match found {
-            Ok(found) => docs.extend(found),
-            Err(e) => {
-                eprintln!("Error: {e}");
-                failed = true;
-            }
-        }
-    }
-    println!("{}", serde_json::to_string_pretty(&docs)?);
-    Ok(if failed { 1 } else { 0 })
+    super::output::print_inspected(names, |name| match container::get(mocker, name) {
+        Ok(c) => Ok(vec![container::inspect(mocker, &c)]),
+        Err(mocker::Error::NoSuchContainer(_)) => otherwise(name),
+        Err(e) => Err(e),
+    })
 }

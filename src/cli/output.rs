@@ -106,10 +106,19 @@ pub fn images(mocker: &Mocker, args: &super::ImagesArgs) -> Result<i32> {
 }
 
 pub fn inspect(mocker: &Mocker, inputs: &[String]) -> Result<i32> {
+    print_inspected(inputs, |input| mocker::images::inspect(mocker, input))
+}
+
+/// One JSON array of what `find` returns for each name; like docker, go on
+/// past a failure (one line on stderr) and exit 1 at the end.
+pub(super) fn print_inspected(
+    names: &[String],
+    find: impl Fn(&str) -> mocker::Result<Vec<serde_json::Value>>,
+) -> Result<i32> {
     let mut docs = Vec::new();
     let mut failed = false;
-    for input in inputs {
-        match mocker::images::inspect(mocker, input) {
+    for name in names {
+        match find(name) {
             Ok(found) => docs.extend(found),
             Err(e) => {
                 eprintln!("Error: {e}");
