@@ -91,6 +91,10 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckReport> {
         }
         other => other?,
     }
+    // Containers first: a restored container keeps its writable snapshot.
+    let containers = crate::container::check(mocker, repair)?;
+    report.problems.extend(containers.problems);
+    report.repaired.extend(containers.repaired);
     check_snapshots(mocker, repair, &mut report)?;
     Ok(report)
 }

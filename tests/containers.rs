@@ -590,3 +590,46 @@ fn kill_9_during_create_start_and_rm_leaves_a_consistent_state() {
         root.assert_healthy();
     }
 }
+
+#[test]
+fn a_lost_index_gives_containers_back_with_their_changes() {
+    let root = pulled();
+    root.ok(&[
+        "run",
+        "--name",
+        "keeper",
+        "--network",
+        "none",
+        &toolbox(),
+        "sh",
+        "-c",
+        "echo kept > /data",
+    ]);
+    let id = inspect(&root, "keeper")["Id"].as_str().unwrap().to_string();
+    std::fs::remove_dir_all(root.path().join("index")).unwrap();
+    let out = root.run(&["system", "check"]);
+    assert!(stdout(&out).contains("is not in the index"), "{}", stdout(&out));
+    let out = root.ok(&["system", "check", "--repair"]);
+    assert!(out.contains("restored container keeper"), "{out}");
+    // The image comes back untagged (tags lived only in the index); the
+    // container, its name and its writable layer come back whole.
+    assert_eq!(inspect(&root, "keeper")["Id"], id.as_str());
+    let exported = root.command().args(["export", "keeper"]).output().unwrap();
+    let mut archive = tar::Archive::new(&exported.stdout[..]);
+    let data = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().ends_with("data"))
+        .map(|mut e| {
+            let mut s = String::new();
+            e.read_to_string(&mut s).unwrap();
+            s
+        });
+    assert_eq!(data.as_deref(), Some("kept\n"));
+    // And it runs again.
+    root.ok(&["start", "-a", "keeper"]);
+    assert!(status_of(&root, "keeper").starts_with("Exited (0)"));
+    root.ok(&["rm", "keeper"]);
+    root.assert_healthy();
+}
