@@ -553,7 +553,7 @@ pub fn inspect(mocker: &Mocker, input: &str) -> Result<Vec<Value>> {
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct DiskUsage {
     pub images: usize,
-    /// Images used by containers (none until the runtime exists).
+    /// Images used by containers.
     pub active: usize,
     /// Bytes on disk for all images, each shared blob counted once.
     pub size: u64,
@@ -570,7 +570,10 @@ pub struct DiskUsage {
 }
 
 pub fn disk_usage(mocker: &Mocker) -> Result<DiskUsage> {
-    let (images, snapshots) = mocker.index.session(|s| Ok((s.images()?, s.snapshots()?)))?;
+    let (images, snapshots, containers) = mocker
+        .index
+        .session(|s| Ok((s.images()?, s.snapshots()?, s.containers()?)))?;
+    let used: HashSet<&Digest> = containers.values().map(|c| &c.image_manifest).collect();
     let mut users: HashMap<Digest, usize> = HashMap::new();
     for image in images.values() {
         let unique: HashSet<Digest> = image.blobs().into_iter().collect();
@@ -580,6 +583,7 @@ pub fn disk_usage(mocker: &Mocker) -> Result<DiskUsage> {
     }
     let mut usage = DiskUsage {
         images: images.len(),
+        active: images.values().filter(|i| used.contains(&i.manifest_digest)).count(),
         ..Default::default()
     };
     for (blob, count) in &users {
@@ -596,6 +600,19 @@ pub fn disk_usage(mocker: &Mocker) -> Result<DiskUsage> {
         .flat_map(|i| i.chain_ids.iter())
         .filter_map(|c| snapshots.get(c.as_str()).map(|r| r.size))
         .sum();
-    usage.reclaimable = usage.size + usage.unpacked;
+    // What removing every image no container uses would free.
+    let in_use = || images.values().filter(|i| used.contains(&i.manifest_digest));
+    let kept_blobs: HashSet<Digest> = in_use().flat_map(|i| i.blobs()).collect();
+    let kept_chains: HashSet<&Digest> = in_use().flat_map(|i| i.chain_ids.iter()).collect();
+    usage.reclaimable = users
+        .keys()
+        .filter(|b| !kept_blobs.contains(*b))
+        .map(|b| mocker.store.size(b).unwrap_or(0))
+        .sum::<u64>()
+        + snapshots
+            .values()
+            .filter(|r| !kept_chains.contains(&r.chain_id))
+            .map(|r| r.size)
+            .sum::<u64>();
     Ok(usage)
 }

@@ -132,26 +132,43 @@ pub(super) fn print_inspected(
 
 pub fn df(mocker: &Mocker, format: &str) -> Result<i32> {
     let usage = mocker::images::disk_usage(mocker)?;
+    let containers = mocker::container::disk_usage(mocker)?;
     if format == "json" {
-        println!("{}", serde_json::to_string(&usage)?);
+        let mut doc = serde_json::to_value(&usage)?;
+        doc["Containers"] = serde_json::to_value(&containers)?;
+        println!("{doc}");
         return Ok(0);
     }
     let percent = |part: u64, whole: u64| (part * 100).checked_div(whole).unwrap_or(0);
     let total = usage.size + usage.unpacked;
     print_table(
         &["TYPE", "TOTAL", "ACTIVE", "SIZE", "SHARED", "RECLAIMABLE"],
-        &[vec![
-            "Images".into(),
-            usage.images.to_string(),
-            usage.active.to_string(),
-            human_size(total),
-            human_size(usage.shared),
-            format!(
-                "{} ({}%)",
-                human_size(usage.reclaimable),
-                percent(usage.reclaimable, total)
-            ),
-        ]],
+        &[
+            vec![
+                "Images".into(),
+                usage.images.to_string(),
+                usage.active.to_string(),
+                human_size(total),
+                human_size(usage.shared),
+                format!(
+                    "{} ({}%)",
+                    human_size(usage.reclaimable),
+                    percent(usage.reclaimable, total)
+                ),
+            ],
+            vec![
+                "Containers".into(),
+                containers.containers.to_string(),
+                containers.running.to_string(),
+                human_size(containers.size),
+                human_size(0),
+                format!(
+                    "{} ({}%)",
+                    human_size(containers.reclaimable),
+                    percent(containers.reclaimable, containers.size)
+                ),
+            ],
+        ],
     );
     println!(
         "\nBlobs: {}; unpacked layers: {}.",
@@ -205,6 +222,14 @@ pub fn info(mocker: &Mocker) -> Result<i32> {
     let usage = mocker::images::disk_usage(mocker)?;
     println!("Mocker Version: {}", env!("CARGO_PKG_VERSION"));
     println!("Root Dir: {}", mocker.root.display());
+    let containers = mocker::container::list(mocker, true)?;
+    let running = containers
+        .iter()
+        .filter(|c| c.state.status == mocker::container::Status::Running)
+        .count();
+    println!("Containers: {}", containers.len());
+    println!(" Running: {running}");
+    println!(" Stopped: {}", containers.len() - running);
     println!("Images: {}", usage.images);
     println!("Image Bytes: {}", human_size(usage.size));
     println!("Index Schema: {}", mocker::index::SCHEMA_VERSION);
