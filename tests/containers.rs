@@ -270,6 +270,25 @@ fn exec_enters_the_running_container() {
     assert!(out.contains(&format!("mocker/{id}")), "{out}");
     let out = root.run(&["exec", "target", "no-such-command"]);
     assert_eq!(out.status.code(), Some(127));
+    // -t: a terminal of the container's own devpts; -i feeds it.
+    assert_eq!(root.ok(&["exec", "-t", "target", "tty"]).trim_end(), "/dev/pts/0");
+    assert_eq!(stdout(&root.run(&["exec", "target", "tty"])).trim_end(), "not a tty");
+    let mut child = root
+        .command()
+        .args(["exec", "-i", "-t", "target", "sh"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo typed-$((6*7))\nexit 5\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(stdout(&out).contains("typed-42"), "{}", stdout(&out));
     root.ok(&["kill", "target"]);
     wait_until("the kill", || status_of(&root, "target").starts_with("Exited (137)"));
     let err = root.fails(&["exec", "target", "true"]);

@@ -175,7 +175,7 @@ pub struct ExecArgs {
     /// Keep STDIN open
     #[arg(short, long)]
     interactive: bool,
-    /// Allocate a pseudo-TTY (the exec'd command uses ours)
+    /// Allocate a pseudo-TTY
     #[arg(short, long)]
     tty: bool,
     /// Set an environment variable
@@ -645,13 +645,15 @@ pub fn logs(mocker: &Mocker, args: &LogsArgs) -> Result<i32> {
 
 pub fn exec(mocker: &Mocker, args: &ExecArgs) -> Result<i32> {
     let opts = container::ExecOptions {
-        stdin: args.interactive || args.tty,
+        stdin: args.interactive,
+        tty: args.tty,
         command: args.command.clone(),
         env: args.env.clone(),
         workdir: args.workdir.clone(),
         user: args.user.clone(),
         privileged: args.privileged,
     };
+    let _raw = RawTerminal::enter(args.tty && args.interactive);
     match container::exec(mocker, &args.container, &opts) {
         Ok(code) => Ok(code),
         Err(e) => {

@@ -781,6 +781,8 @@ fn restore(mocker: &Mocker, config: &ContainerConfig) -> Result<()> {
 pub struct ExecOptions {
     /// Keep our stdin for the command (`-i`); otherwise it reads /dev/null.
     pub stdin: bool,
+    /// `-t`: a terminal of the container's own.
+    pub tty: bool,
     pub command: Vec<String>,
     pub env: Vec<String>,
     pub workdir: Option<String>,
@@ -826,6 +828,7 @@ pub fn exec(mocker: &Mocker, query: &str, opts: &ExecOptions) -> Result<i32> {
         pid: container.state.pid,
         process,
         privileged,
+        tty: opts.tty,
     };
     let cgroup = ContainerCgroup::load(&container.record.id);
     runtime::exec::run(&spec, &mocker.root.join("mounts"), opts.stdin, |pid| match &cgroup {

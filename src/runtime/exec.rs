@@ -24,6 +24,9 @@ pub struct ExecSpec {
     pub pid: u32,
     pub process: ProcessSpec,
     pub privileged: bool,
+    /// `-t`: a terminal from the container's devpts, relayed to our stdio.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// Run `spec` in the container and return its exit code. `joined(pid)`
@@ -91,9 +94,24 @@ pub fn main() -> i32 {
         eprintln!("mocker: {e}");
         return EXIT_RUNTIME_FAILED;
     }
+    // Opened in the container's mount namespace: its own devpts.
+    let mut terminal = match spec.tty.then(open_terminal).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mocker: {e}");
+            return EXIT_RUNTIME_FAILED;
+        }
+    };
     // SAFETY: this process is single-threaded (freshly exec'd).
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            if let Some((_, slave)) = &terminal {
+                if let Err(e) = become_controlled_by(slave) {
+                    eprintln!("mocker: {e}");
+                    std::process::exit(EXIT_RUNTIME_FAILED);
+                }
+            }
+            drop(terminal);
             // SAFETY: restoring a default disposition installs no handler.
             let _ = unsafe {
                 nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
@@ -114,6 +132,10 @@ pub fn main() -> i32 {
             std::process::exit(code);
         }
         Ok(ForkResult::Parent { child }) => loop {
+            if let Some((master, slave)) = terminal.take() {
+                drop(slave);
+                relay(master);
+            }
             match waitpid(child, None) {
                 Ok(WaitStatus::Exited(_, code)) => return code,
                 Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
@@ -127,6 +149,102 @@ pub fn main() -> i32 {
         Err(e) => {
             eprintln!("mocker: fork: {e}");
             EXIT_RUNTIME_FAILED
+        }
+    }
+}
+
+/// A new terminal (master, slave) from the devpts of our mount namespace,
+/// sized like ours when we have one.
+fn open_terminal() -> Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::OFlag;
+    let fail = |what: &'static str| move |e: nix::errno::Errno| Error::Runtime(format!("{what}: {e}"));
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(fail("opening /dev/ptmx"))?;
+    nix::pty::grantpt(&master).map_err(fail("grantpt"))?;
+    nix::pty::unlockpt(&master).map_err(fail("unlockpt"))?;
+    let name = nix::pty::ptsname_r(&master).map_err(fail("ptsname"))?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(fail("opening the terminal"))?;
+    let mut size: nix::libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write only `size`.
+    unsafe {
+        if nix::libc::ioctl(0, nix::libc::TIOCGWINSZ, &mut size) == 0 {
+            nix::libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&master), nix::libc::TIOCSWINSZ, &size);
+        }
+    }
+    Ok((master.into(), slave))
+}
+
+/// In the child: a session of its own with `slave` as controlling terminal
+/// and stdin, stdout and stderr.
+fn become_controlled_by(slave: &OwnedFd) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    nix::unistd::setsid().map_err(|e| Error::Runtime(format!("setsid: {e}")))?;
+    // SAFETY: TIOCSCTTY takes an int; dup2 onto our standard fds.
+    unsafe {
+        if nix::libc::ioctl(slave.as_raw_fd(), nix::libc::TIOCSCTTY, 0) != 0 {
+            return Err(Error::Runtime(format!(
+                "setting the controlling terminal: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        for target in 0..3 {
+            if nix::libc::dup2(slave.as_raw_fd(), target) < 0 {
+                return Err(Error::Runtime(format!("dup2: {}", std::io::Error::last_os_error())));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copy our stdin to the terminal and the terminal to our stdout until the
+/// command's side closes. One thread with poll: having joined the
+/// container's PID namespace, this process cannot start threads.
+fn relay(master: OwnedFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::io::Write;
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout().lock();
+    let mut reading_stdin = true;
+    let mut buf = [0u8; 8192];
+    loop {
+        let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if reading_stdin {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        let (master_ready, stdin_ready) = (ready(&fds[0]), fds.get(1).is_some_and(ready));
+        if master_ready {
+            // EIO once the last holder of the slave end is gone.
+            match nix::unistd::read(&master, &mut buf) {
+                Ok(n) if n > 0 => {
+                    if stdout.write_all(&buf[..n]).and_then(|_| stdout.flush()).is_err() {
+                        return;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                _ => return,
+            }
+        }
+        if stdin_ready {
+            match nix::unistd::read(&stdin, &mut buf) {
+                Ok(n) if n > 0 => {
+                    if nix::unistd::write(&master, &buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                _ => reading_stdin = false,
+            }
         }
     }
 }
