@@ -147,6 +147,8 @@ fn lifecycle_create_start_stop_rm() {
         .ok(&["run", "-d", "--init", &toolbox(), "sleep", "1000"])
         .trim()
         .to_string();
+    let ps = root.ok(&["exec", &id, "ps", "-o", "pid,comm"]);
+    assert!(ps.contains("    1 mocker-init") && ps.contains("sleep"), "{ps}");
     let started = Instant::now();
     root.ok(&["stop", "-t", "10", &id]);
     assert!(started.elapsed() < Duration::from_secs(5), "SIGTERM was not forwarded");

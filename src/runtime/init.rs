@@ -515,6 +515,8 @@ extern "C" fn forward_signal(signal: nix::libc::c_int) {
 fn reap_as_init(command: nix::unistd::Pid) -> i32 {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     COMMAND_PID.store(command.as_raw(), std::sync::atomic::Ordering::Relaxed);
+    // As `ps` in the container shows it (docker's is docker-init).
+    let _ = nix::sys::prctl::set_name(c"mocker-init");
     let forward = SigAction::new(
         SigHandler::Handler(forward_signal),
         SaFlags::SA_RESTART,
