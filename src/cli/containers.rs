@@ -358,8 +358,7 @@ fn start_attached(mocker: &Mocker, container: &Container, stdin: bool, tty: bool
     // Done when the monitor lets go of its lock, having recorded the exit
     // (it may still be tidying the network up).
     let _monitor = started.monitor;
-    container::wait(mocker, &container.record.id)?;
-    Ok(container::state_of(mocker, &container.record.id)?.exit_code)
+    Ok(container::wait_for_exit(mocker, &container.record.id)?.exit_code)
 }
 
 pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {

@@ -494,12 +494,18 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
 /// Block until the container is not running; its exit code.
 pub fn wait(mocker: &Mocker, query: &str) -> Result<i32> {
     let record = find(mocker, query)?;
-    let dir = dir_of(mocker, &record.id);
+    wait_for_exit(mocker, &record.id)?;
+    Ok(load(mocker, record)?.state.exit_code)
+}
+
+/// Block until the monitor of container `id` (a full id) has recorded its
+/// exit and let go of its lock; its state then. No index session.
+pub fn wait_for_exit(mocker: &Mocker, id: &str) -> Result<State> {
+    let dir = dir_of(mocker, id);
     if let Ok(file) = std::fs::File::open(monitor::lock_path(&dir)) {
-        // Granted once the monitor has recorded the exit and let go.
         let _ = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockShared);
     }
-    Ok(load(mocker, record)?.state.exit_code)
+    state_of(mocker, id)
 }
 
 /// docker's stop: SIGTERM, then SIGKILL after `timeout`.

@@ -107,7 +107,7 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<()> {
         }
     };
     let started = start(dir, &config, &cgroup, attach);
-    let (pid, output, published) = match started {
+    let (pid, output, published, namespace) = match started {
         Ok(s) => s,
         Err((code, message)) => {
             let _ = cgroup.remove();
@@ -164,6 +164,10 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<()> {
     let _ = cgroup.remove();
     let saved = state.save(&state_path);
     drop(lock);
+    // The container's last process did not have to tear its mount
+    // namespace down (an RCU grace period) before we could see its exit:
+    // we held it, and let it go only now.
+    drop(namespace);
     // After the lock: waiters go on while the kernel unregisters the veth
     // (an RCU grace period); `rm` waits for it to be gone.
     if let Some(endpoint) = &config.endpoint {
@@ -181,8 +185,8 @@ type Started = (
     nix::unistd::Pid,
     Vec<std::thread::JoinHandle<()>>,
     Vec<network::Published>,
+    Option<std::fs::File>,
 );
-
 /// Bind ports, clone the container, wire its network and output, and let
 /// it exec. Errors carry docker's exit code.
 fn start(
@@ -281,6 +285,8 @@ fn start(
     };
     // Pipes are copied before the release: a failing start writes to stderr.
     let mut copiers: Vec<_> = sources.into_iter().map(|(stream, fd)| copy(stream, fd)).collect();
+    // Hold the mount namespace (see `monitor`).
+    let namespace = std::fs::File::open(format!("/proc/{}/ns/mnt", cloned.pid)).ok();
     let pid = cloned.release().map_err(|f| (f.code, f.message))?;
     if let Some(console) = console {
         // The terminal arrived before the exec that release waited for.
@@ -303,5 +309,5 @@ fn start(
         }
         copiers.push(copy("stdout", master));
     }
-    Ok((pid, copiers, published))
+    Ok((pid, copiers, published, namespace))
 }
