@@ -577,6 +577,8 @@ fn discard(mocker: &Mocker, record: &ContainerRecord, config: Option<&ContainerC
             None
         }
     };
+    // Its mounts must be gone before their directories go.
+    monitor::wait_for_teardown(&dir);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -40,6 +40,19 @@ pub fn lock_path(dir: &Path) -> PathBuf {
     dir.join("monitor.lock")
 }
 
+/// Held by the monitor until it has let go of the container's namespaces
+/// (so its mounts are gone): what removal waits for.
+pub fn teardown_lock_path(dir: &Path) -> PathBuf {
+    dir.join("teardown.lock")
+}
+
+/// Block until no monitor holds `dir`'s teardown lock.
+pub fn wait_for_teardown(dir: &Path) {
+    if let Ok(file) = std::fs::File::open(teardown_lock_path(dir)) {
+        let _ = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockShared);
+    }
+}
+
 /// Entry point of `mocker __monitor`.
 pub fn main() -> i32 {
     let env = |k: &str| std::env::var(k).ok();
@@ -90,6 +103,10 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<()> {
             return Err(e);
         }
     };
+    // Taken while we hold the monitor lock, so no remover can slip between.
+    let teardown = std::fs::File::create(teardown_lock_path(dir))
+        .ok()
+        .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
     let state_path = dir.join("state.json");
     let mut state = State::load(&state_path).unwrap_or_default();
     let config = match ContainerConfig::load(dir) {
@@ -166,8 +183,9 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<()> {
     drop(lock);
     // The container's last process did not have to tear its mount
     // namespace down (an RCU grace period) before we could see its exit:
-    // we held it, and let it go only now.
+    // we held it, and let it go only now; removal waits for this.
     drop(namespace);
+    drop(teardown);
     // After the lock: waiters go on while the kernel unregisters the veth
     // (an RCU grace period); `rm` waits for it to be gone.
     if let Some(endpoint) = &config.endpoint {
