@@ -654,3 +654,40 @@ fn a_lost_index_gives_containers_back_with_their_changes() {
     root.ok(&["rm", "keeper"]);
     root.assert_healthy();
 }
+
+#[test]
+fn signals_to_an_attached_run_reach_the_container() {
+    let root = pulled();
+    // docker's sig-proxy: SIGTERM to `mocker run` is forwarded to PID 1.
+    let child = root
+        .command()
+        .args([
+            "run",
+            "--rm",
+            "--name",
+            "proxied",
+            "--network",
+            "none",
+            &toolbox(),
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 3' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdout = child.stdout.unwrap();
+    let mut first = [0u8; 6];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"ready\n");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "got TERM\n");
+    wait_until("the run to finish", || !alive(pid as u64));
+    assert!(root.containers().is_empty(), "--rm left the container");
+}

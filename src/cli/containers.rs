@@ -326,26 +326,8 @@ impl Drop for RawTerminal {
 /// Forward the signals a terminal or `kill` sends us to the container's
 /// PID 1 (docker's sig-proxy) while we wait for it.
 fn proxy_signals(pid: u32) {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-    ] {
-        set.add(s);
-    }
-    if set.thread_block().is_err() {
-        return;
-    }
-    std::thread::spawn(move || {
-        while let Ok(signal) = set.wait() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
-        }
-    });
+    use nix::sys::signal::Signal::*;
+    mocker::runtime::signals::forward_to(pid as i32, &[SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2]);
 }
 
 /// Start attached: stream output until the container exits; its exit code.

@@ -499,35 +499,18 @@ fn resolve_user(spec: &str) -> std::result::Result<super::users::User, Failure> 
     super::users::resolve(spec, &passwd, &group).map_err(|e| (EXIT_RUNTIME_FAILED, Error::Runtime(e)))
 }
 
-/// The command's pid, for the forwarding signal handler.
-static COMMAND_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-extern "C" fn forward_signal(signal: nix::libc::c_int) {
-    let pid = COMMAND_PID.load(std::sync::atomic::Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { nix::libc::kill(pid, signal) };
-    }
-}
-
 /// `--init`: as PID 1, forward signals to the command and reap every
 /// orphan until the command exits; leave with its status.
 fn reap_as_init(command: nix::unistd::Pid) -> i32 {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    COMMAND_PID.store(command.as_raw(), std::sync::atomic::Ordering::Relaxed);
     // As `ps` in the container shows it (docker's is docker-init).
     let _ = nix::sys::prctl::set_name(c"mocker-init");
-    let forward = SigAction::new(
-        SigHandler::Handler(forward_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for signal in Signal::iterator() {
-        if !matches!(signal, Signal::SIGCHLD | Signal::SIGKILL | Signal::SIGSTOP) {
-            // SAFETY: the handler only calls kill.
-            let _ = unsafe { sigaction(signal, &forward) };
-        }
-    }
+    let every: Vec<nix::sys::signal::Signal> = nix::sys::signal::Signal::iterator()
+        .filter(|s| {
+            use nix::sys::signal::Signal::*;
+            !matches!(s, SIGCHLD | SIGKILL | SIGSTOP)
+        })
+        .collect();
+    super::signals::forward_to(command.as_raw(), &every);
     loop {
         match waitpid(None, None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == command => return code,
