@@ -677,7 +677,7 @@ fn signals_to_an_attached_run_reach_the_container() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let mut stdout = child.stdout.unwrap();
+    let mut stdout = child.stdout.take().unwrap();
     let mut first = [0u8; 6];
     stdout.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"ready\n");
@@ -688,6 +688,6 @@ fn signals_to_an_attached_run_reach_the_container() {
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
     assert_eq!(rest, "got TERM\n");
-    wait_until("the run to finish", || !alive(pid as u64));
+    assert_eq!(child.wait().unwrap().code(), Some(3));
     assert!(root.containers().is_empty(), "--rm left the container");
 }
