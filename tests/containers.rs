@@ -659,7 +659,7 @@ fn a_lost_index_gives_containers_back_with_their_changes() {
 fn signals_to_an_attached_run_reach_the_container() {
     let root = pulled();
     // docker's sig-proxy: SIGTERM to `mocker run` is forwarded to PID 1.
-    let child = root
+    let mut child = root
         .command()
         .args([
             "run",
