@@ -10,6 +10,7 @@ use std::os::fd::AsFd;
 use std::process::Command;
 
 use futures_util::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -304,14 +305,23 @@ pub fn remove_bridge(bridge: &Bridge) -> Result<()> {
 /// one end moved into its network namespace as `eth0` with its address and
 /// a default route via the bridge. The pair dies with the namespace.
 pub fn attach(pid: u32, endpoint: &Endpoint) -> Result<()> {
-    let peer = format!("{}p", &endpoint.host_veth[..endpoint.host_veth.len().min(14)]);
+    // The peer is born inside the container's namespace, already named
+    // eth0: no move between namespaces (which waits for the network stack to
+    // quiesce) and no rename.
+    let peer = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new()
+        .name("eth0".to_string())
+        .setns_by_pid(pid)
+        .build();
+    let pair = LinkVeth::new(&endpoint.host_veth, "eth0")
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build();
     with_netlink(async |handle| {
         let bridge_index = link_index(&handle, &endpoint.bridge.name)
             .await?
             .ok_or_else(|| Error::Runtime(format!("bridge {} does not exist", endpoint.bridge.name)))?;
         handle
             .link()
-            .add(LinkVeth::new(&endpoint.host_veth, &peer).build())
+            .add(pair)
             .execute()
             .await
             .map_err(netlink_error("creating the veth pair"))?;
@@ -328,13 +338,7 @@ pub fn attach(pid: u32, endpoint: &Endpoint) -> Result<()> {
             )
             .execute()
             .await
-            .map_err(netlink_error("plugging the veth into the bridge"))?;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_name(&peer).setns_by_pid(pid).build())
-            .execute()
-            .await
-            .map_err(netlink_error("moving the veth into the container"))
+            .map_err(netlink_error("plugging the veth into the bridge"))
     })?;
     // The container's side is configured from inside its namespace, on a
     // thread of our own (setns changes only the calling thread's).
@@ -344,15 +348,9 @@ pub fn attach(pid: u32, endpoint: &Endpoint) -> Result<()> {
         nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| Error::Runtime(format!("entering the container's netns: {e}")))?;
         with_netlink(async |handle| {
-            let index = link_index(&handle, &peer)
+            let index = link_index(&handle, "eth0")
                 .await?
                 .ok_or_else(|| Error::Runtime("the container's veth vanished".into()))?;
-            handle
-                .link()
-                .set(LinkUnspec::new_with_index(index).name("eth0".to_string()).build())
-                .execute()
-                .await
-                .map_err(netlink_error("naming eth0"))?;
             handle
                 .address()
                 .add(index, IpAddr::V4(endpoint.address), endpoint.bridge.subnet.prefix)
