@@ -12,6 +12,8 @@ cleanup() {
     for id in $(target/release/mocker --root "$work/root" ps -aq 2>/dev/null); do
         target/release/mocker --root "$work/root" rm -f "$id" >/dev/null 2>&1 || true
     done
+    # The bridge and its rules stay between containers, as docker0 does.
+    target/release/mocker --root "$work/root" container prune -f >/dev/null 2>&1 || true
     scripts/test-env.sh stop "$work"
     rm -rf "$work"
 }
