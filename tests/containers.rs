@@ -196,8 +196,8 @@ fn run_attached_detached_and_auto_removed() {
     child.stdin.take().unwrap().write_all(b"typed\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(stdout(&out), "got:typed\n");
-    let out = root.ok(&["run", "--rm", "-t", &toolbox(), "tty"]);
-    assert_eq!(out.trim_end(), "/dev/pts/0");
+    let out = root.ok(&["run", "--rm", "-t", &toolbox(), "sh", "-c", "tty; echo $TERM"]);
+    assert_eq!(out.replace('\r', ""), "/dev/pts/0\nxterm\n");
     // Environment, users from the image's /etc/passwd, --env-file.
     let env_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(env_file.path(), "# comment\nFROM_FILE=yes\n").unwrap();

@@ -165,11 +165,14 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
                 what: format!("config {}", image.config_digest),
                 reason: e.to_string(),
             })?;
-        let process = runtime::spec::process_spec(
+        let mut process = runtime::spec::process_spec(
             image_config.get("config").unwrap_or(&serde_json::Value::Null),
             &opts.overrides,
             &id,
         )?;
+        if opts.tty {
+            with_term(&mut process.env);
+        }
         let name = match &name {
             Some(n) => {
                 if let Some(holder) = s.container_named(n)? {
@@ -271,6 +274,13 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
             let _ = discard(mocker, &record, None);
             Err(e)
         }
+    }
+}
+
+/// docker's `TERM=xterm` for a process with a terminal, unless set.
+fn with_term(env: &mut Vec<String>) {
+    if !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
     }
 }
 
@@ -824,6 +834,9 @@ pub fn exec(mocker: &Mocker, query: &str, opts: &ExecOptions) -> Result<i32> {
     }
     if let Some(u) = &opts.user {
         process.user = u.clone();
+    }
+    if opts.tty {
+        with_term(&mut process.env);
     }
     let privileged = config.init.privileged || opts.privileged;
     if opts.privileged {
