@@ -33,6 +33,7 @@ work=$(mktemp -d /tmp/mocker-bench-start.XXXXXX)
 export MOCKER_ROOT=$work/mocker MOCKER_BRIDGE=mkbench0 MOCKER_BRIDGE_SUBNET=10.213.0.0/16
 cleanup() {
     for id in $("$mocker" ps -aq 2>/dev/null); do "$mocker" rm -f "$id" >/dev/null 2>&1 || true; done
+    "$mocker" container prune -f >/dev/null 2>&1 || true
     [[ -f $work/containerd.pid ]] && kill "$(cat "$work/containerd.pid")" 2>/dev/null || true
     scripts/test-env.sh stop "$work"
     for m in $(grep -o "$work[^ ]*" /proc/mounts | sort -r); do umount "$m" 2>/dev/null || true; done
