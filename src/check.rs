@@ -104,15 +104,17 @@ fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> R
     let snapshots = &mocker.snapshots;
     let stale = snapshots.stale_partial_builds();
     for path in &stale {
-        report
-            .problems
-            .push(format!("partial unpack left at {}", path.display()));
+        let what = match path.file_name().and_then(|n| n.to_str()) {
+            Some(n) if n.starts_with("trash-") => "interrupted deletion",
+            _ => "partial unpack",
+        };
+        report.problems.push(format!("{what} left at {}", path.display()));
     }
     if repair && !stale.is_empty() {
         snapshots.sweep_partial_builds();
         report
             .repaired
-            .push(format!("removed {} partial unpack(s)", stale.len()));
+            .push(format!("removed {} partial unpack(s) or deletion(s)", stale.len()));
     }
     let dirs: HashSet<u64> = snapshots.numbered_dirs()?.into_iter().map(|(id, _)| id).collect();
     let (needed, doomed) = mocker.index.session(|s| {

@@ -12,11 +12,14 @@
 //! - `containers/<id>/monitor.lock`: held by the monitor while it lives;
 //! - the writable snapshot `container-<id>` and the cgroup `mocker/<id>`.
 
+mod check;
 pub mod host;
+mod inspect;
 pub mod logs;
 pub mod monitor;
 pub mod names;
 pub mod state;
+mod usage;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -35,9 +38,12 @@ use crate::runtime::network::{self, Bridge, Endpoint, PortMapping};
 use crate::runtime::{self, Network, Overrides};
 use crate::Mocker;
 
+pub use check::{check, CheckFindings};
 use host::{Host, Linux};
+pub use inspect::inspect;
 pub use monitor::Attach;
 pub use state::{State, Status};
+pub use usage::{disk_usage, DiskUsage};
 
 /// Everything a start needs, fixed at create.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -567,10 +573,10 @@ pub fn remove_container(mocker: &Mocker, container: Container, force: bool) -> R
 }
 
 /// Undo everything `create` made for `record`; tolerant of what is missing.
-/// Order: cgroup, the writable snapshot's directory out of the numbered
-/// namespace, the container's directory, then one transaction dropping the
-/// snapshot and container records (so a kill at any point leaves something
-/// `rm` can finish), then the slow delete.
+/// Order: cgroup and veth, the writable snapshot's directory out of the
+/// numbered namespace, the container's directory, the snapshot's files, and
+/// last one transaction dropping the snapshot and container records — so a
+/// kill at any point leaves a (dead) container that `rm` can finish.
 fn discard(mocker: &Mocker, record: &ContainerRecord, config: Option<&ContainerConfig>) -> Result<()> {
     let dir = dir_of(mocker, &record.id);
     let key = snapshot_key(&record.id);
@@ -578,6 +584,8 @@ fn discard(mocker: &Mocker, record: &ContainerRecord, config: Option<&ContainerC
     if let Some(endpoint) = config.and_then(|c| c.endpoint.as_ref()) {
         network::detach(endpoint)?;
     }
+    // Its mounts must be gone before their directories go.
+    monitor::wait_for_teardown(&dir);
     // The snapshot id is in the config; without one, ask the index.
     let snapshot_id = config.and_then(|c| c.init.overlay.upper.split('/').next()?.parse::<u64>().ok());
     let trash = match snapshot_id {
@@ -587,13 +595,16 @@ fn discard(mocker: &Mocker, record: &ContainerRecord, config: Option<&ContainerC
             None
         }
     };
-    // Its mounts must be gone before their directories go.
-    monitor::wait_for_teardown(&dir);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).ctx(|| format!("removing {}", dir.display())),
     }
+    if let Some(trash) = &trash {
+        crate::safefs::remove_tree(trash).ctx(|| format!("removing {}", trash.display()))?;
+    }
+    // The records go last: until then `rm` can find the container again
+    // (as dead) and finish, whatever point a kill stopped it at.
     mocker.index.session(|s| {
         let mut batch = Batch::default();
         batch.del_container(record);
@@ -603,9 +614,6 @@ fn discard(mocker: &Mocker, record: &ContainerRecord, config: Option<&ContainerC
         s.apply(&batch)?;
         s.flush()
     })?;
-    if let Some(trash) = trash {
-        crate::safefs::remove_tree(&trash).ctx(|| format!("removing {}", trash.display()))?;
-    }
     // What an earlier, interrupted removal left.
     mocker.snapshots.sweep_partial_builds();
     Ok(())
@@ -637,161 +645,6 @@ pub fn remove_unused_bridge(mocker: &Mocker) -> Result<bool> {
     }
     network::remove_bridge(&bridge)?;
     Ok(true)
-}
-
-/// `system df`'s containers line.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct DiskUsage {
-    pub containers: usize,
-    pub running: usize,
-    /// Bytes in the containers' writable layers.
-    pub size: u64,
-    /// Of which in containers that are not running.
-    pub reclaimable: u64,
-}
-
-pub fn disk_usage(mocker: &Mocker) -> Result<DiskUsage> {
-    let mut usage = DiskUsage::default();
-    for container in list(mocker, true)? {
-        let upper = container
-            .config
-            .as_ref()
-            .map(|c| c.init.overlay.base.join(&c.init.overlay.upper));
-        let size = upper.map(|u| tree_size(&u)).unwrap_or(0);
-        usage.containers += 1;
-        usage.size += size;
-        if container.state.status == Status::Running {
-            usage.running += 1;
-        } else {
-            usage.reclaimable += size;
-        }
-    }
-    Ok(usage)
-}
-
-/// Bytes of regular files under `dir` (symlinks not followed).
-fn tree_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for entry in entries.flatten() {
-            match entry.metadata() {
-                Ok(m) if m.is_dir() => pending.push(entry.path()),
-                Ok(m) if m.is_file() => total += m.len(),
-                _ => {}
-            }
-        }
-    }
-    total
-}
-
-/// What `system check` found about containers, and what `--repair` did.
-#[derive(Debug, Default)]
-pub struct CheckFindings {
-    pub problems: Vec<String>,
-    pub repaired: Vec<String>,
-}
-
-/// Containers against their directories: a directory with a complete
-/// `config.json` but no record (an index that was rebuilt) gets its records
-/// back — container, name, address and writable snapshot — so its writable
-/// layer is kept; a directory without `config.json` and no record is what a
-/// killed create left; a record without a complete directory is a dead
-/// container. Run before the snapshot check, which would otherwise delete
-/// the writable layer of a container it does not know.
-pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckFindings> {
-    let mut found = CheckFindings::default();
-    let records = mocker.index.session(|s| s.containers())?;
-    let dirs: Vec<String> = match std::fs::read_dir(mocker.root.join("containers")) {
-        Ok(entries) => entries
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).ctx(|| "listing containers".into()),
-    };
-    for id in dirs.iter().filter(|d| !records.contains_key(d.as_str())) {
-        let dir = dir_of(mocker, id);
-        match ContainerConfig::load(&dir) {
-            Ok(config) => {
-                found.problems.push(format!(
-                    "container {} ({}) is not in the index",
-                    &id[..12.min(id.len())],
-                    config.name
-                ));
-                if repair {
-                    restore(mocker, &config)?;
-                    found
-                        .repaired
-                        .push(format!("restored container {} from its directory", config.name));
-                }
-            }
-            Err(_) => {
-                found
-                    .problems
-                    .push(format!("directory of an unfinished container {id} is left"));
-                if repair {
-                    std::fs::remove_dir_all(&dir).ctx(|| format!("removing {}", dir.display()))?;
-                    found
-                        .repaired
-                        .push(format!("removed the unfinished container directory {id}"));
-                }
-            }
-        }
-    }
-    for record in records.into_values() {
-        let container = load(mocker, record)?;
-        if container.state.status == Status::Dead {
-            found.problems.push(format!(
-                "container {} ({}) was not fully created",
-                container.short_id(),
-                container.record.name
-            ));
-            if repair {
-                discard(mocker, &container.record, None)?;
-                found
-                    .repaired
-                    .push(format!("removed the unfinished container {}", container.record.name));
-            }
-        }
-    }
-    Ok(found)
-}
-
-/// Put back the index records of a container from its `config.json`.
-fn restore(mocker: &Mocker, config: &ContainerConfig) -> Result<()> {
-    let snapshot_id = config
-        .init
-        .overlay
-        .upper
-        .split('/')
-        .next()
-        .and_then(|n| n.parse::<u64>().ok())
-        .ok_or_else(|| Error::Runtime(format!("container {}: no writable snapshot in its config", config.name)))?;
-    mocker.index.session(|s| {
-        let mut name = config.name.clone();
-        if s.container_named(&name)?.is_some() {
-            name = format!("{}-restored", config.name);
-        }
-        let mut batch = Batch::default();
-        batch.put_container(&ContainerRecord {
-            id: config.id.clone(),
-            name,
-            image_manifest: config.image_manifest.clone(),
-            created: config.created.clone(),
-            address: config.endpoint.as_ref().map(|e| (e.bridge.name.clone(), e.address)),
-        });
-        if s.get_active(&snapshot_key(&config.id))?.is_none() {
-            batch.put_active(&crate::index::ActiveRecord {
-                id: snapshot_id,
-                key: snapshot_key(&config.id),
-                parent: config.snapshot_parent.clone(),
-            });
-        }
-        s.apply(&batch)?;
-        s.flush()
-    })
 }
 
 /// `exec` options.
@@ -887,140 +740,4 @@ pub fn users_of_image(mocker: &Mocker, manifest: &Digest) -> Result<Vec<Containe
         .into_values()
         .filter(|r| &r.image_manifest == manifest)
         .collect())
-}
-
-/// docker's `inspect` document for a container.
-pub fn inspect(mocker: &Mocker, container: &Container) -> serde_json::Value {
-    use serde_json::json;
-    let record = &container.record;
-    let state = &container.state;
-    let Some(config) = &container.config else {
-        return json!({
-            "Id": record.id,
-            "Name": format!("/{}", record.name),
-            "Created": record.created,
-            "State": {"Status": "dead", "Dead": true},
-        });
-    };
-    let process = &config.init.process;
-    let ports: serde_json::Map<String, serde_json::Value> = config
-        .ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let bound = state
-                .ports
-                .get(i)
-                .filter(|_| state.status == Status::Running)
-                .unwrap_or(p);
-            (
-                format!("{}/{}", p.container_port, p.protocol),
-                json!([{"HostIp": p.host_ip.to_string(), "HostPort": bound.host_port.to_string()}]),
-            )
-        })
-        .collect();
-    let (ip, gateway, prefix, mac_network) = match &config.endpoint {
-        Some(e) => (
-            e.address.to_string(),
-            e.bridge.subnet.gateway().to_string(),
-            e.bridge.subnet.prefix,
-            e.bridge.name.clone(),
-        ),
-        None => (String::new(), String::new(), 0, String::new()),
-    };
-    let mounts: Vec<serde_json::Value> = config
-        .init
-        .volumes
-        .iter()
-        .map(|v| {
-            json!({
-                "Type": "bind",
-                "Source": v.source,
-                "Destination": v.target,
-                "Mode": if v.read_only { "ro" } else { "" },
-                "RW": !v.read_only,
-                "Propagation": "rprivate",
-            })
-        })
-        .collect();
-    let dir = dir_of(mocker, &record.id);
-    let overlay = &config.init.overlay;
-    let abs = |p: &str| overlay.base.join(p).display().to_string();
-    json!({
-        "Id": record.id,
-        "Created": record.created,
-        "Path": process.args.first(),
-        "Args": process.args.get(1..).unwrap_or_default(),
-        "State": {
-            "Status": state.status.as_str(),
-            "Running": state.status == Status::Running,
-            "Paused": false,
-            "Restarting": false,
-            "OOMKilled": state.oom_killed,
-            "Dead": state.status == Status::Dead,
-            "Pid": state.pid,
-            "ExitCode": state.exit_code,
-            "Error": state.error,
-            "StartedAt": state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-            "FinishedAt": state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-        },
-        "Image": config.image_id.to_string(),
-        "ResolvConfPath": dir.join("resolv.conf"),
-        "HostnamePath": dir.join("hostname"),
-        "HostsPath": dir.join("hosts"),
-        "LogPath": dir.join("ctr.log"),
-        "Name": format!("/{}", record.name),
-        "RestartCount": 0,
-        "Driver": "overlay",
-        "HostConfig": {
-            "Binds": config.init.volumes.iter().map(|v| format!("{}:{}{}", v.source.display(), v.target, if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
-            "NetworkMode": config.network.name(),
-            "PortBindings": config.ports.iter().map(|p| (format!("{}/{}", p.container_port, p.protocol), json!([{"HostIp": p.host_ip.to_string(), "HostPort": if p.host_port == 0 { String::new() } else { p.host_port.to_string() }}]))).collect::<serde_json::Map<_, _>>(),
-            "AutoRemove": config.auto_remove,
-            "CapAdd": config.cap_add,
-            "CapDrop": config.cap_drop,
-            "Privileged": config.init.privileged,
-            "ReadonlyRootfs": config.init.read_only_root,
-            "Init": config.init.init,
-            "Memory": config.limits.memory.unwrap_or(0),
-            "MemorySwap": config.limits.memory_swap.unwrap_or(0),
-            "NanoCpus": config.limits.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
-            "CpuShares": config.limits.cpu_shares.unwrap_or(0),
-            "PidsLimit": config.limits.pids,
-        },
-        "GraphDriver": {
-            "Name": "overlay",
-            "Data": {
-                "LowerDir": overlay.lower.iter().map(|l| abs(l)).collect::<Vec<_>>().join(":"),
-                "UpperDir": abs(&overlay.upper),
-                "WorkDir": abs(&overlay.work),
-                "MergedDir": config.init.rootfs,
-            },
-        },
-        "Mounts": mounts,
-        "Config": {
-            "Hostname": process.hostname,
-            "User": process.user,
-            "Tty": config.init.tty,
-            "OpenStdin": config.open_stdin,
-            "Env": process.env,
-            "Cmd": process.args,
-            "Image": config.image,
-            "WorkingDir": process.cwd,
-        },
-        "NetworkSettings": {
-            "IPAddress": ip,
-            "IPPrefixLen": prefix,
-            "Gateway": gateway,
-            "Ports": ports,
-            "Networks": {
-                config.network.name(): {
-                    "IPAddress": ip,
-                    "IPPrefixLen": prefix,
-                    "Gateway": gateway,
-                    "Bridge": mac_network,
-                }
-            },
-        },
-    })
 }

@@ -1,0 +1,115 @@
+//! Containers in `system check`: their directories against the index, and
+//! their restoration from `config.json` when the index was lost.
+
+use super::{dir_of, discard, load, snapshot_key, ContainerConfig, Status};
+use crate::error::{Error, IoContext, Result};
+use crate::index::{Batch, ContainerRecord};
+use crate::Mocker;
+
+/// What `system check` found about containers, and what `--repair` did.
+#[derive(Debug, Default)]
+pub struct CheckFindings {
+    pub problems: Vec<String>,
+    pub repaired: Vec<String>,
+}
+
+/// Containers against their directories: a directory with a complete
+/// `config.json` but no record (an index that was rebuilt) gets its records
+/// back — container, name, address and writable snapshot — so its writable
+/// layer is kept; a directory without `config.json` and no record is what a
+/// killed create left; a record without a complete directory is a dead
+/// container. Run before the snapshot check, which would otherwise delete
+/// the writable layer of a container it does not know.
+pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckFindings> {
+    let mut found = CheckFindings::default();
+    let records = mocker.index.session(|s| s.containers())?;
+    let dirs: Vec<String> = match std::fs::read_dir(mocker.root.join("containers")) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).ctx(|| "listing containers".into()),
+    };
+    for id in dirs.iter().filter(|d| !records.contains_key(d.as_str())) {
+        let dir = dir_of(mocker, id);
+        match ContainerConfig::load(&dir) {
+            Ok(config) => {
+                found.problems.push(format!(
+                    "container {} ({}) is not in the index",
+                    &id[..12.min(id.len())],
+                    config.name
+                ));
+                if repair {
+                    restore(mocker, &config)?;
+                    found
+                        .repaired
+                        .push(format!("restored container {} from its directory", config.name));
+                }
+            }
+            Err(_) => {
+                found
+                    .problems
+                    .push(format!("directory of an unfinished container {id} is left"));
+                if repair {
+                    std::fs::remove_dir_all(&dir).ctx(|| format!("removing {}", dir.display()))?;
+                    found
+                        .repaired
+                        .push(format!("removed the unfinished container directory {id}"));
+                }
+            }
+        }
+    }
+    for record in records.into_values() {
+        let container = load(mocker, record)?;
+        if container.state.status == Status::Dead {
+            found.problems.push(format!(
+                "container {} ({}) was not fully created",
+                container.short_id(),
+                container.record.name
+            ));
+            if repair {
+                discard(mocker, &container.record, None)?;
+                found
+                    .repaired
+                    .push(format!("removed the unfinished container {}", container.record.name));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Put back the index records of a container from its `config.json`.
+fn restore(mocker: &Mocker, config: &ContainerConfig) -> Result<()> {
+    let snapshot_id = config
+        .init
+        .overlay
+        .upper
+        .split('/')
+        .next()
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| Error::Runtime(format!("container {}: no writable snapshot in its config", config.name)))?;
+    mocker.index.session(|s| {
+        let mut name = config.name.clone();
+        if s.container_named(&name)?.is_some() {
+            name = format!("{}-restored", config.name);
+        }
+        let mut batch = Batch::default();
+        batch.put_container(&ContainerRecord {
+            id: config.id.clone(),
+            name,
+            image_manifest: config.image_manifest.clone(),
+            created: config.created.clone(),
+            address: config.endpoint.as_ref().map(|e| (e.bridge.name.clone(), e.address)),
+        });
+        if s.get_active(&snapshot_key(&config.id))?.is_none() {
+            batch.put_active(&crate::index::ActiveRecord {
+                id: snapshot_id,
+                key: snapshot_key(&config.id),
+                parent: config.snapshot_parent.clone(),
+            });
+        }
+        s.apply(&batch)?;
+        s.flush()
+    })
+}
