@@ -13,7 +13,7 @@ use mocker::runtime::network::PortMapping;
 use mocker::Mocker;
 
 /// docker's exit code when the engine itself failed to run the container.
-pub const EXIT_ENGINE_FAILED: i32 = 125;
+const EXIT_ENGINE_FAILED: i32 = mocker::runtime::init::EXIT_RUNTIME_FAILED;
 
 #[derive(Args)]
 pub struct CreateArgs {
@@ -330,8 +330,8 @@ fn proxy_signals(pid: u32) {
     mocker::runtime::signals::forward_to(pid as i32, &[SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2]);
 }
 
-/// Start attached: stream output until the container exits; its exit code.
-fn start_attached(mocker: &Mocker, container: &Container, stdin: bool, tty: bool) -> mocker::Result<i32> {
+/// Start attached: stream output until the container exits; its final state.
+fn start_attached(mocker: &Mocker, container: &Container, stdin: bool, tty: bool) -> mocker::Result<container::State> {
     let _raw = RawTerminal::enter(tty && stdin);
     let started = container::start_container(mocker, container, Attach { output: true, stdin })?;
     if !tty {
@@ -339,8 +339,7 @@ fn start_attached(mocker: &Mocker, container: &Container, stdin: bool, tty: bool
     }
     // Done when the monitor lets go of its lock, having recorded the exit
     // (it may still be tidying the network up).
-    let _monitor = started.monitor;
-    Ok(container::wait_for_exit(mocker, &container.record.id)?.exit_code)
+    container::wait_for_exit(mocker, &container.record.id)
 }
 
 pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
@@ -369,14 +368,13 @@ pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
         };
     }
     // A run whose start fails leaves nothing behind, not a created container.
-    let code = match start_attached(mocker, &created, opts.open_stdin, opts.tty) {
-        Ok(code) => code,
+    let state = match start_attached(mocker, &created, opts.open_stdin, opts.tty) {
+        Ok(state) => state,
         Err(e) => return Ok(start_failed(mocker, &id, &e, true)),
     };
+    let code = state.exit_code;
     if opts.auto_remove {
-        let removed = container::state_of(mocker, &id)
-            .and_then(|state| container::remove_container(mocker, Container { state, ..created }, true));
-        if let Err(e) = removed {
+        if let Err(e) = container::remove_container(mocker, Container { state, ..created }, true) {
             eprintln!("Error: {e}");
         }
     }
@@ -403,7 +401,7 @@ pub fn start(mocker: &Mocker, args: &StartArgs) -> Result<i32> {
         let c = container::get(mocker, &args.containers[0])?;
         let tty = c.config.as_ref().is_some_and(|c| c.init.tty);
         return match start_attached(mocker, &c, args.interactive, tty) {
-            Ok(code) => Ok(code),
+            Ok(state) => Ok(state.exit_code),
             Err(e) => Ok(start_failed(mocker, &c.record.id, &e, false)),
         };
     }

@@ -82,12 +82,7 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckFindings> {
 /// Put back the index records of a container from its `config.json`.
 fn restore(mocker: &Mocker, config: &ContainerConfig) -> Result<()> {
     let snapshot_id = config
-        .init
-        .overlay
-        .upper
-        .split('/')
-        .next()
-        .and_then(|n| n.parse::<u64>().ok())
+        .snapshot_id()
         .ok_or_else(|| Error::Runtime(format!("container {}: no writable snapshot in its config", config.name)))?;
     mocker.index.session(|s| {
         let mut name = config.name.clone();

@@ -79,6 +79,11 @@ impl ContainerConfig {
         })
     }
 
+    /// The id of its writable snapshot (its upper dir is `<id>/fs`).
+    fn snapshot_id(&self) -> Option<u64> {
+        self.init.overlay.upper.split('/').next()?.parse().ok()
+    }
+
     fn save(&self, dir: &Path) -> Result<()> {
         let tmp = dir.join("config.json.tmp");
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Runtime(e.to_string()))?;
@@ -425,10 +430,9 @@ pub fn list(mocker: &Mocker, all: bool) -> Result<Vec<Container>> {
     Ok(out)
 }
 
-/// A started container: its PID 1 and, when attached, the monitor to wait for.
+/// A started container: its PID 1 (callers wait on the monitor's lock).
 pub struct Started {
     pub pid: u32,
-    pub monitor: Option<std::process::Child>,
 }
 
 /// Start a created or exited container under a new monitor.
@@ -442,7 +446,6 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
     if container.state.status == Status::Running {
         return Ok(Started {
             pid: container.state.pid,
-            monitor: None,
         });
     }
     let (status_read, status_write) =
@@ -492,7 +495,6 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
     if let Some(pid) = report.strip_prefix("ok ") {
         return Ok(Started {
             pid: pid.parse().unwrap_or(0),
-            monitor: attach.output.then_some(child),
         });
     }
     let _ = child.wait();
@@ -517,10 +519,7 @@ pub fn wait(mocker: &Mocker, query: &str) -> Result<i32> {
 /// Block until the monitor of container `id` (a full id) has recorded its
 /// exit and let go of its lock; its state then. No index session.
 pub fn wait_for_exit(mocker: &Mocker, id: &str) -> Result<State> {
-    let dir = dir_of(mocker, id);
-    if let Ok(file) = std::fs::File::open(monitor::lock_path(&dir)) {
-        let _ = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockShared);
-    }
+    monitor::wait_for_lock(&monitor::lock_path(&dir_of(mocker, id)));
     state_of(mocker, id)
 }
 
@@ -585,9 +584,9 @@ fn discard(mocker: &Mocker, record: &ContainerRecord, config: Option<&ContainerC
         network::detach(endpoint)?;
     }
     // Its mounts must be gone before their directories go.
-    monitor::wait_for_teardown(&dir);
+    monitor::wait_for_lock(&monitor::teardown_lock_path(&dir));
     // The snapshot id is in the config; without one, ask the index.
-    let snapshot_id = config.and_then(|c| c.init.overlay.upper.split('/').next()?.parse::<u64>().ok());
+    let snapshot_id = config.and_then(ContainerConfig::snapshot_id);
     let trash = match snapshot_id {
         Some(id) => Some(mocker.snapshots.discard_dir(id)?),
         None => {

@@ -46,9 +46,9 @@ pub fn teardown_lock_path(dir: &Path) -> PathBuf {
     dir.join("teardown.lock")
 }
 
-/// Block until no monitor holds `dir`'s teardown lock.
-pub fn wait_for_teardown(dir: &Path) {
-    if let Ok(file) = std::fs::File::open(teardown_lock_path(dir)) {
+/// Block until no monitor holds the lock at `path` (none: at once).
+pub fn wait_for_lock(path: &Path) {
+    if let Ok(file) = std::fs::File::open(path) {
         let _ = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockShared);
     }
 }
@@ -310,12 +310,8 @@ fn start(
         // The terminal arrived before the exec that release waited for.
         let master = runtime::receive_console(&console).map_err(failed)?;
         // The caller's window size, when it attached a terminal.
-        let mut size: nix::libc::winsize = unsafe { std::mem::zeroed() };
-        // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write only `size`.
-        unsafe {
-            if attach.output && nix::libc::ioctl(1, nix::libc::TIOCGWINSZ, &mut size) == 0 {
-                nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSWINSZ, &size);
-            }
+        if attach.output {
+            runtime::terminal::copy_size(1, &master);
         }
         if attach.stdin {
             if let Ok(input) = dup(master.as_raw_fd()) {

@@ -23,12 +23,6 @@ pub struct Limits {
     pub pids: Option<i64>,
 }
 
-impl Limits {
-    pub fn is_empty(&self) -> bool {
-        *self == Limits::default()
-    }
-}
-
 /// docker's minimum for `--memory`.
 const MIN_MEMORY: i64 = 6 << 20;
 const CPU_PERIOD_US: u64 = 100_000;

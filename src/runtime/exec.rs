@@ -1,8 +1,9 @@
 //! `exec`: a new process in a running container. mocker re-executes itself
-//! from a sealed memfd as `__exec` (single-threaded, as setns into a mount
-//! namespace requires), enters PID 1's namespaces, waits until the caller
-//! has put it in the container's cgroup, forks (the child lands in the
-//! container's PID namespace) and runs the command as a start would.
+//! from its protected binary (see `protected_self`) as `__exec`
+//! (single-threaded, as setns into a mount namespace requires), enters PID
+//! 1's namespaces, waits until the caller has put it in the container's
+//! cgroup, forks (the child lands in the container's PID namespace) and runs
+//! the command as a start would.
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
@@ -95,7 +96,10 @@ pub fn main() -> i32 {
         return EXIT_RUNTIME_FAILED;
     }
     // Opened in the container's mount namespace: its own devpts.
-    let mut terminal = match spec.tty.then(open_terminal).transpose() {
+    let opened = spec
+        .tty
+        .then(|| super::terminal::open().inspect(|(master, _)| super::terminal::copy_size(0, master)));
+    let mut terminal = match opened.transpose() {
         Ok(t) => t,
         Err(e) => {
             eprintln!("mocker: {e}");
@@ -106,7 +110,7 @@ pub fn main() -> i32 {
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             if let Some((_, slave)) = &terminal {
-                if let Err(e) = become_controlled_by(slave) {
+                if let Err(e) = super::terminal::make_controlling(slave) {
                     eprintln!("mocker: {e}");
                     std::process::exit(EXIT_RUNTIME_FAILED);
                 }
@@ -151,54 +155,6 @@ pub fn main() -> i32 {
             EXIT_RUNTIME_FAILED
         }
     }
-}
-
-/// A new terminal (master, slave) from the devpts of our mount namespace,
-/// sized like ours when we have one.
-fn open_terminal() -> Result<(OwnedFd, OwnedFd)> {
-    use nix::fcntl::OFlag;
-    let fail = |what: &'static str| move |e: nix::errno::Errno| Error::Runtime(format!("{what}: {e}"));
-    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .map_err(fail("opening /dev/ptmx"))?;
-    nix::pty::grantpt(&master).map_err(fail("grantpt"))?;
-    nix::pty::unlockpt(&master).map_err(fail("unlockpt"))?;
-    let name = nix::pty::ptsname_r(&master).map_err(fail("ptsname"))?;
-    let slave = nix::fcntl::open(
-        name.as_str(),
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(fail("opening the terminal"))?;
-    let mut size: nix::libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write only `size`.
-    unsafe {
-        if nix::libc::ioctl(0, nix::libc::TIOCGWINSZ, &mut size) == 0 {
-            nix::libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&master), nix::libc::TIOCSWINSZ, &size);
-        }
-    }
-    Ok((master.into(), slave))
-}
-
-/// In the child: a session of its own with `slave` as controlling terminal
-/// and stdin, stdout and stderr.
-fn become_controlled_by(slave: &OwnedFd) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    nix::unistd::setsid().map_err(|e| Error::Runtime(format!("setsid: {e}")))?;
-    // SAFETY: TIOCSCTTY takes an int; dup2 onto our standard fds.
-    unsafe {
-        if nix::libc::ioctl(slave.as_raw_fd(), nix::libc::TIOCSCTTY, 0) != 0 {
-            return Err(Error::Runtime(format!(
-                "setting the controlling terminal: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        for target in 0..3 {
-            if nix::libc::dup2(slave.as_raw_fd(), target) < 0 {
-                return Err(Error::Runtime(format!("dup2: {}", std::io::Error::last_os_error())));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Copy our stdin to the terminal and the terminal to our stdout until the

@@ -1,8 +1,8 @@
 //! The container's side of a start: PID 1 of the new PID namespace, cloned
-//! by the monitor (a single-threaded process running from a sealed memfd,
+//! by the monitor (a single-threaded process running a protected binary,
 //! never a fork of the threaded CLI) into new mount, UTS, IPC and network
-//! namespaces. It waits until the monitor has put it in its cgroup and
-//! network, mounts the root filesystem, pivots into it and execs.
+//! namespaces. It mounts the root filesystem and pivots into it while the
+//! monitor puts it in its cgroup and network, waits for that, and execs.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd};
@@ -449,14 +449,8 @@ pub(crate) fn exec_process(
 /// /dev/pts/N make sense inside), made our controlling terminal and our
 /// stdin/stdout/stderr; its master end goes to the monitor over `console`.
 fn open_console(console: std::os::fd::OwnedFd) -> std::result::Result<(), Failure> {
-    use nix::fcntl::OFlag;
-    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .map_err(fail("opening /dev/ptmx"))?;
-    nix::pty::grantpt(&master).map_err(fail("grantpt"))?;
-    nix::pty::unlockpt(&master).map_err(fail("unlockpt"))?;
-    let name = nix::pty::ptsname_r(&master).map_err(fail("ptsname"))?;
-    let slave = nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY, Mode::empty())
-        .map_err(fail("opening the terminal"))?;
+    let failed = |e: Error| (EXIT_RUNTIME_FAILED, e);
+    let (master, slave) = super::terminal::open().map_err(failed)?;
     nix::sys::socket::sendmsg::<()>(
         console.as_raw_fd(),
         &[std::io::IoSlice::new(b"t")],
@@ -467,28 +461,7 @@ fn open_console(console: std::os::fd::OwnedFd) -> std::result::Result<(), Failur
     .map_err(fail("sending the terminal to the monitor"))?;
     drop(master);
     drop(console);
-    nix::unistd::setsid().map_err(fail("setsid"))?;
-    // SAFETY: TIOCSCTTY takes an int argument; dup2 onto our standard fds.
-    unsafe {
-        if nix::libc::ioctl(slave.as_raw_fd(), nix::libc::TIOCSCTTY, 0) != 0 {
-            return Err((
-                EXIT_RUNTIME_FAILED,
-                Error::Runtime(format!(
-                    "setting the controlling terminal: {}",
-                    std::io::Error::last_os_error()
-                )),
-            ));
-        }
-        for target in 0..3 {
-            if nix::libc::dup2(slave.as_raw_fd(), target) < 0 {
-                return Err((
-                    EXIT_RUNTIME_FAILED,
-                    Error::Runtime(format!("dup2: {}", std::io::Error::last_os_error())),
-                ));
-            }
-        }
-    }
-    Ok(())
+    super::terminal::make_controlling(&slave).map_err(failed)
 }
 
 /// The user from the container's own /etc/passwd and /etc/group (we are

@@ -10,6 +10,7 @@ pub mod init;
 pub mod network;
 pub mod signals;
 pub mod spec;
+pub mod terminal;
 pub mod users;
 
 use std::io::Read;

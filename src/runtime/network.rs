@@ -188,10 +188,11 @@ fn network_lock() -> Result<nix::fcntl::Flock<std::fs::File>> {
         .map_err(|(_, e)| Error::Runtime(format!("locking /run/mocker/network.lock: {e}")))
 }
 
-fn iptables(args: &[&str]) -> Result<bool> {
+/// Run iptables with `verb` (`-C`, `-A`, `-D`) on `rule`; whether it succeeded.
+fn iptables(verb: &str, rule: &[String]) -> Result<bool> {
     let output = Command::new("iptables")
         .args(["-w", "5"])
-        .args(args)
+        .args(with_verb(rule, verb))
         .output()
         .map_err(|e| Error::Runtime(format!("running iptables (is it installed?): {e}")))?;
     Ok(output.status.success())
@@ -272,9 +273,7 @@ pub fn ensure_bridge(bridge: &Bridge) -> Result<()> {
     }
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").ctx(|| "enabling IP forwarding".into())?;
     for rule in rules(bridge) {
-        if !iptables(&with_verb(&rule, "-C").iter().map(String::as_str).collect::<Vec<_>>())?
-            && !iptables(&with_verb(&rule, "-A").iter().map(String::as_str).collect::<Vec<_>>())?
-        {
+        if !iptables("-C", &rule)? && !iptables("-A", &rule)? {
             return Err(Error::Runtime(format!("iptables refused the rule {}", rule.join(" "))));
         }
     }
@@ -286,7 +285,7 @@ pub fn ensure_bridge(bridge: &Bridge) -> Result<()> {
 pub fn remove_bridge(bridge: &Bridge) -> Result<()> {
     let _lock = network_lock()?;
     for rule in rules(bridge) {
-        while iptables(&with_verb(&rule, "-D").iter().map(String::as_str).collect::<Vec<_>>())? {}
+        while iptables("-D", &rule)? {}
     }
     with_netlink(async |handle| {
         if let Some(index) = link_index(&handle, &bridge.name).await? {
@@ -301,9 +300,9 @@ pub fn remove_bridge(bridge: &Bridge) -> Result<()> {
     })
 }
 
-/// Plug the container whose PID 1 is `pid` into the bridge: a veth pair,
-/// one end moved into its network namespace as `eth0` with its address and
-/// a default route via the bridge. The pair dies with the namespace.
+/// Plug the container whose PID 1 is `pid` into the bridge: a veth pair
+/// whose peer is `eth0` in its network namespace, with its address and a
+/// default route via the bridge. The pair dies with the namespace.
 pub fn attach(pid: u32, endpoint: &Endpoint) -> Result<()> {
     // The peer is born inside the container's namespace, already named
     // eth0: no move between namespaces (which waits for the network stack to
