@@ -34,6 +34,16 @@ fn status_of(root: &Root, name: &str) -> String {
         .unwrap_or_else(|| panic!("{name} not in ps -a: {out}"))
 }
 
+/// Like `status_of`, but "" while the container is not listed yet.
+fn status_of_any(root: &Root, name: &str) -> String {
+    let out = root.ok(&["ps", "-a", "--format", "json"]);
+    out.lines()
+        .map(|l| json(l.as_bytes()))
+        .find(|c| c["Names"] == name)
+        .map(|c| c["Status"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
@@ -172,6 +182,35 @@ fn run_attached_detached_and_auto_removed() {
         .trim()
         .to_string();
     wait_until("the --rm container to go", || !root.containers().contains(&id));
+    assert_no_trace(&root, &id);
+    // Attached --rm whose CLI is killed: the monitor still removes it.
+    let mut cli = root
+        .command()
+        .args(["run", "--rm", "--name", "orphan", &toolbox(), "sleep", "1"])
+        .spawn()
+        .unwrap();
+    wait_until("orphan to run", || status_of_any(&root, "orphan").starts_with("Up"));
+    let id = inspect(&root, "orphan")["Id"].as_str().unwrap().to_string();
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    wait_until("the orphaned --rm container to go", || !root.containers().contains(&id));
+    assert_no_trace(&root, &id);
+    // Attached --rm whose monitor is killed: the CLI reports 137 and
+    // removes it.
+    let cli = root
+        .command()
+        .args(["run", "--rm", "--name", "unmonitored", &toolbox(), "sleep", "100"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("unmonitored to run", || status_of_any(&root, "unmonitored").starts_with("Up"));
+    let id = inspect(&root, "unmonitored")["Id"].as_str().unwrap().to_string();
+    let state = json(&std::fs::read(root.path().join("containers").join(&id).join("state.json")).unwrap());
+    let monitor = state["monitor_pid"].as_i64().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let out = cli.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(137));
+    assert!(!root.containers().contains(&id));
     assert_no_trace(&root, &id);
     // logs -f follows until the container exits.
     root.ok(&[

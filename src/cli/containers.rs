@@ -330,16 +330,14 @@ fn proxy_signals(pid: u32) {
     mocker::runtime::signals::forward_to(pid as i32, &[SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2]);
 }
 
-/// Start attached: stream output until the container exits; its final state.
-fn start_attached(mocker: &Mocker, container: &Container, stdin: bool, tty: bool) -> mocker::Result<container::State> {
+/// Start attached: stream output until the container exits; its exit code.
+fn start_attached(mocker: &Mocker, container: Container, stdin: bool, tty: bool) -> mocker::Result<i32> {
     let _raw = RawTerminal::enter(tty && stdin);
-    let started = container::start_container(mocker, container, Attach { output: true, stdin })?;
+    let started = container::start_container(mocker, &container, Attach { output: true, stdin })?;
     if !tty {
         proxy_signals(started.pid);
     }
-    // Done when the monitor lets go of its lock, having recorded the exit
-    // (it may still be tidying the network up).
-    container::wait_for_exit(mocker, &container.record.id)
+    container::wait_attached(mocker, container, started)
 }
 
 pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
@@ -368,17 +366,10 @@ pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
         };
     }
     // A run whose start fails leaves nothing behind, not a created container.
-    let state = match start_attached(mocker, &created, opts.open_stdin, opts.tty) {
-        Ok(state) => state,
-        Err(e) => return Ok(start_failed(mocker, &id, &e, true)),
-    };
-    let code = state.exit_code;
-    if opts.auto_remove {
-        if let Err(e) = container::remove_container(mocker, Container { state, ..created }, true) {
-            eprintln!("Error: {e}");
-        }
+    match start_attached(mocker, created, opts.open_stdin, opts.tty) {
+        Ok(code) => Ok(code),
+        Err(e) => Ok(start_failed(mocker, &id, &e, true)),
     }
-    Ok(code)
 }
 
 /// Report a failed start the way docker does; the exit code to leave with.
@@ -400,9 +391,10 @@ pub fn start(mocker: &Mocker, args: &StartArgs) -> Result<i32> {
         }
         let c = container::get(mocker, &args.containers[0])?;
         let tty = c.config.as_ref().is_some_and(|c| c.init.tty);
-        return match start_attached(mocker, &c, args.interactive, tty) {
-            Ok(state) => Ok(state.exit_code),
-            Err(e) => Ok(start_failed(mocker, &c.record.id, &e, false)),
+        let id = c.record.id.clone();
+        return match start_attached(mocker, c, args.interactive, tty) {
+            Ok(code) => Ok(code),
+            Err(e) => Ok(start_failed(mocker, &id, &e, false)),
         };
     }
     each(&args.containers, |c| {

@@ -69,7 +69,7 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckFindings> {
                 container.record.name
             ));
             if repair {
-                discard(mocker, &container.record, None)?;
+                discard(mocker, &container.record.id, None)?;
                 found
                     .repaired
                     .push(format!("removed the unfinished container {}", container.record.name));

@@ -282,7 +282,7 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
             state: State::default(),
         }),
         Err(e) => {
-            let _ = discard(mocker, &record, None);
+            let _ = discard(mocker, &record.id, None);
             Err(e)
         }
     }
@@ -433,6 +433,9 @@ pub fn list(mocker: &Mocker, all: bool) -> Result<Vec<Container>> {
 /// A started container: its PID 1 (callers wait on the monitor's lock).
 pub struct Started {
     pub pid: u32,
+    /// The monitor, when this call started it: it exits with the
+    /// container's code (see `wait_attached`).
+    pub monitor: Option<std::process::Child>,
 }
 
 /// Start a created or exited container under a new monitor.
@@ -446,6 +449,7 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
     if container.state.status == Status::Running {
         return Ok(Started {
             pid: container.state.pid,
+            monitor: None,
         });
     }
     let (status_read, status_write) =
@@ -495,6 +499,7 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
     if let Some(pid) = report.strip_prefix("ok ") {
         return Ok(Started {
             pid: pid.parse().unwrap_or(0),
+            monitor: Some(child),
         });
     }
     let _ = child.wait();
@@ -507,6 +512,28 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
             "the container's monitor exited before starting it".into(),
         )),
     }
+}
+
+/// Wait for a container started attached (`run` without `-d`, `start -a`)
+/// to end; its exit code. For `--rm`, its monitor removes it and then exits
+/// with that code, as docker's daemon does, so a killed CLI leaves nothing;
+/// if the monitor was killed first, the state tells the code and the
+/// removal is ours.
+pub fn wait_attached(mocker: &Mocker, container: Container, started: Started) -> Result<i32> {
+    let id = container.record.id.clone();
+    let auto_remove = container.config()?.auto_remove;
+    let Some(mut monitor) = started.monitor.filter(|_| auto_remove) else {
+        // Its lock goes once the exit is recorded, before the network is
+        // tidied up: no need to wait for the monitor's own end.
+        return Ok(wait_for_exit(mocker, &id)?.exit_code);
+    };
+    if let Some(code) = monitor.wait().ok().and_then(|s| s.code()) {
+        return Ok(code);
+    }
+    let state = wait_for_exit(mocker, &id)?;
+    let code = state.exit_code;
+    remove_container(mocker, Container { state, ..container }, true)?;
+    Ok(code)
 }
 
 /// Block until the container is not running; its exit code.
@@ -567,7 +594,7 @@ pub fn remove_container(mocker: &Mocker, container: Container, force: bool) -> R
             Duration::ZERO,
         )?;
     }
-    discard(mocker, &container.record, container.config.as_ref())?;
+    discard(mocker, &container.record.id, container.config.as_ref())?;
     Ok(container.record.id)
 }
 
@@ -576,10 +603,11 @@ pub fn remove_container(mocker: &Mocker, container: Container, force: bool) -> R
 /// numbered namespace, the container's directory, the snapshot's files, and
 /// last one transaction dropping the snapshot and container records — so a
 /// kill at any point leaves a (dead) container that `rm` can finish.
-fn discard(mocker: &Mocker, record: &ContainerRecord, config: Option<&ContainerConfig>) -> Result<()> {
-    let dir = dir_of(mocker, &record.id);
-    let key = snapshot_key(&record.id);
-    Linux.clear_cgroup(&record.id);
+/// The record is read in that last transaction, so the caller needs none.
+fn discard(mocker: &Mocker, id: &str, config: Option<&ContainerConfig>) -> Result<()> {
+    let dir = dir_of(mocker, id);
+    let key = snapshot_key(id);
+    Linux.clear_cgroup(id);
     if let Some(endpoint) = config.and_then(|c| c.endpoint.as_ref()) {
         network::detach(endpoint)?;
     }
@@ -606,7 +634,9 @@ fn discard(mocker: &Mocker, record: &ContainerRecord, config: Option<&ContainerC
     // (as dead) and finish, whatever point a kill stopped it at.
     mocker.index.session(|s| {
         let mut batch = Batch::default();
-        batch.del_container(record);
+        if let Some(record) = s.get_container(id)? {
+            batch.del_container(&record);
+        }
         if trash.is_some() {
             batch.del_active(&key);
         }
@@ -624,7 +654,7 @@ pub fn prune(mocker: &Mocker) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for container in list(mocker, true)? {
         if container.state.status != Status::Running {
-            discard(mocker, &container.record, container.config.as_ref())?;
+            discard(mocker, &container.record.id, container.config.as_ref())?;
             removed.push(container.record.id);
         }
     }

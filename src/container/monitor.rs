@@ -78,10 +78,8 @@ pub fn main() -> i32 {
         _ => Attach::default(),
     };
     let dir = PathBuf::from(root).join("containers").join(&id);
-    match monitor(&dir, attach, status) {
-        Ok(()) => 0,
-        Err(_) => 1,
-    }
+    // An attached caller waits for us: our exit code is the container's.
+    monitor(&dir, attach, status).unwrap_or(runtime::init::EXIT_RUNTIME_FAILED)
 }
 
 fn report(status: &mut Option<std::fs::File>, line: String) {
@@ -90,7 +88,9 @@ fn report(status: &mut Option<std::fs::File>, line: String) {
     }
 }
 
-fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<()> {
+/// Runs the container to its end; its exit code, once it has run (later
+/// failures are only reported: the code is what an attached caller needs).
+fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
     let mut status = Some(status);
     let lock = std::fs::File::create(lock_path(dir)).ctx(|| format!("creating {}", lock_path(dir).display()));
     let lock = match lock.and_then(|f| {
@@ -191,12 +191,18 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<()> {
     if let Some(endpoint) = &config.endpoint {
         let _ = network::detach(endpoint);
     }
-    if config.auto_remove && !attach.output {
-        // Detached `--rm`: nobody else will remove it.
-        let mocker = crate::Mocker::open(dir.parent().and_then(Path::parent).unwrap_or(Path::new("/")))?;
-        super::remove(&mocker, &config.id, true)?;
+    // `--rm`, attached or not: removed here, as docker's daemon does, so a
+    // killed `run` leaves nothing behind. The attached caller waits for us.
+    let removed = if config.auto_remove {
+        crate::Mocker::open(dir.parent().and_then(Path::parent).unwrap_or(Path::new("/")))
+            .and_then(|mocker| super::discard(&mocker, &config.id, Some(&config)))
+    } else {
+        Ok(())
+    };
+    if let Err(e) = saved.and(removed) {
+        eprintln!("Error: {e}");
     }
-    saved
+    Ok(code)
 }
 
 type Started = (
