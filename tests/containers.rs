@@ -730,3 +730,109 @@ fn signals_to_an_attached_run_reach_the_container() {
     assert_eq!(child.wait().unwrap().code(), Some(3));
     assert!(root.containers().is_empty(), "--rm left the container");
 }
+
+/// Runs `args` on a new terminal (its controlling one, as a shell's would
+/// be), resizes that terminal, and returns once the container printed the
+/// new size — `stty size` after every line it reads.
+fn follows_a_resize(root: &Root, args: &[&str]) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let size = |rows, cols| nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size(24, 80)), None).unwrap();
+    // Ours alone: a master end inherited by the CLI would keep the
+    // terminal open after the test.
+    for fd in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).unwrap();
+    }
+    let slave = std::fs::File::from(pty.slave);
+    let mut cli = root.command();
+    cli.args(args)
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // SAFETY: setsid and an ioctl between fork and exec.
+    unsafe {
+        cli.pre_exec(|| {
+            nix::unistd::setsid()?;
+            if nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut cli = cli.spawn().unwrap();
+    drop(slave);
+    let master = std::fs::File::from(pty.master);
+    let (seen_tx, seen) = std::sync::mpsc::channel::<String>();
+    let mut reader = master.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut buf = [0u8; 1024];
+        while let Ok(n @ 1..) = reader.read(&mut buf) {
+            all.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if seen_tx.send(all.clone()).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |text: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match seen.recv_timeout(left) {
+                Ok(all) if all.contains(text) => return,
+                Ok(_) => {}
+                Err(_) => panic!("{text:?} never appeared on the terminal"),
+            }
+        }
+    };
+    wait_for("24 80");
+    // SAFETY: TIOCSWINSZ reads a winsize; the kernel sends SIGWINCH to
+    // the terminal's foreground process group: the CLI's.
+    assert_eq!(unsafe { nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSWINSZ, &size(40, 132)) }, 0);
+    let mut writer = master.try_clone().unwrap();
+    let (done_tx, done) = std::sync::mpsc::channel::<()>();
+    let nudger = std::thread::spawn(move || {
+        // A line now and then: the resize travels by signal, the line by
+        // the terminal, and the order in which they arrive is not ours.
+        while done.recv_timeout(Duration::from_millis(200)).is_err() {
+            if writer.write_all(b"\n").is_err() {
+                break;
+            }
+        }
+    });
+    wait_for("40 132");
+    done_tx.send(()).unwrap();
+    nudger.join().unwrap();
+    let mut writer = master.try_clone().unwrap();
+    writer.write_all(b"q\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = cli.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = cli.kill();
+            panic!("{args:?} did not end after q");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{args:?}");
+}
+
+#[test]
+fn a_terminal_follows_the_window_size() {
+    let root = pulled();
+    let image = toolbox();
+    let script = "stty size; while read line; do stty size; [ \"$line\" = q ] && exit 0; done";
+    follows_a_resize(&root, &["run", "-it", "--rm", "--name", "sized", &image, "sh", "-c", script]);
+    root.ok(&["run", "-d", "--name", "host", &image, "sleep", "1000"]);
+    follows_a_resize(&root, &["exec", "-it", "host", "sh", "-c", script]);
+    root.ok(&["rm", "-f", "host"]);
+    wait_until("the --rm container to go", || root.containers().is_empty());
+}

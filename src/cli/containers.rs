@@ -336,6 +336,10 @@ fn start_attached(mocker: &Mocker, container: Container, stdin: bool, tty: bool)
     let started = container::start_container(mocker, &container, Attach { output: true, stdin })?;
     if !tty {
         proxy_signals(started.pid);
+    } else if let Some(monitor) = &started.monitor {
+        // The monitor, in a session of its own, resizes the container's
+        // terminal when ours is.
+        mocker::runtime::signals::forward_to(monitor.id() as i32, &[nix::sys::signal::Signal::SIGWINCH]);
     }
     container::wait_attached(mocker, container, started)
 }

@@ -315,9 +315,10 @@ fn start(
     if let Some(console) = console {
         // The terminal arrived before the exec that release waited for.
         let master = runtime::receive_console(&console).map_err(failed)?;
-        // The caller's window size, when it attached a terminal.
+        // The caller's window size, when it attached a terminal; the
+        // caller forwards its SIGWINCH to us.
         if attach.output {
-            runtime::terminal::copy_size(1, &master);
+            runtime::terminal::follow_size(1, &master);
         }
         if attach.stdin {
             if let Ok(input) = dup(master.as_raw_fd()) {

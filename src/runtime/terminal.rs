@@ -1,8 +1,10 @@
 //! Terminals for `-t`: opened from the devpts of the caller's mount
 //! namespace (the container's, so `tty` and /dev/pts/N make sense inside),
-//! made a process's controlling terminal, sized like the user's.
+//! made a process's controlling terminal, sized like the user's, and
+//! resized with it (SIGWINCH).
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -45,11 +47,42 @@ pub fn make_controlling(slave: &OwnedFd) -> Result<()> {
 
 /// Give `terminal` the window size of `from` (the user's), if it has one.
 pub fn copy_size(from: i32, terminal: &OwnedFd) {
+    copy_size_raw(from, terminal.as_raw_fd());
+}
+
+/// Two ioctls: async-signal-safe, so the SIGWINCH handler may call it.
+fn copy_size_raw(from: i32, to: i32) {
     // SAFETY: winsize is plain data; the ioctls read and write only it.
     unsafe {
         let mut size: nix::libc::winsize = std::mem::zeroed();
         if nix::libc::ioctl(from, nix::libc::TIOCGWINSZ, &mut size) == 0 {
-            nix::libc::ioctl(terminal.as_raw_fd(), nix::libc::TIOCSWINSZ, &size);
+            nix::libc::ioctl(to, nix::libc::TIOCSWINSZ, &size);
         }
     }
+}
+
+/// The (user's terminal, container's terminal) pair SIGWINCH resizes.
+static FOLLOWED: [AtomicI32; 2] = [AtomicI32::new(-1), AtomicI32::new(-1)];
+
+extern "C" fn resized(_: nix::libc::c_int) {
+    let (from, to) = (FOLLOWED[0].load(Ordering::Relaxed), FOLLOWED[1].load(Ordering::Relaxed));
+    if from >= 0 && to >= 0 {
+        copy_size_raw(from, to);
+    }
+}
+
+/// Copy `from`'s size to `terminal` now and on every SIGWINCH from now on
+/// (the user resized their window). Keeps a duplicate of `terminal` open for
+/// the rest of the process, so the handler never resizes a reused fd.
+pub fn follow_size(from: i32, terminal: &OwnedFd) {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let Ok(kept) = nix::unistd::dup(terminal) else {
+        return;
+    };
+    FOLLOWED[0].store(from, Ordering::Relaxed);
+    FOLLOWED[1].store(std::os::fd::IntoRawFd::into_raw_fd(kept), Ordering::Relaxed);
+    let action = SigAction::new(SigHandler::Handler(resized), SaFlags::SA_RESTART, SigSet::empty());
+    // SAFETY: the handler only reads atomics and makes two ioctls.
+    let _ = unsafe { sigaction(Signal::SIGWINCH, &action) };
+    copy_size(from, terminal);
 }
