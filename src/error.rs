@@ -66,6 +66,12 @@ pub enum Error {
     #[error("{message}")]
     StartFailed { code: i32, message: String },
 
+    #[error("invalid filter '{0}'")]
+    InvalidFilter(String),
+
+    #[error("bad format of filter {0:?} (expected name=value)")]
+    BadFilterFormat(String),
+
     #[error("no such image: {0}")]
     NoSuchImage(String),
 

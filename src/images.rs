@@ -99,6 +99,64 @@ pub fn list(mocker: &Mocker, filter: Option<&str>) -> Result<Vec<ImageSummary>> 
 }
 
 /// docker's `images REPOSITORY[:TAG]` argument, in short or full form.
+/// `images --filter KEY=VALUE`: `dangling=true|false` (untagged images)
+/// and `reference=PATTERN` (a glob over `name` or `name:tag`, `*` not
+/// crossing `/`). Values of one key are alternatives; keys must all match.
+#[derive(Debug, Default)]
+pub struct Filter {
+    dangling: Option<bool>,
+    references: Vec<String>,
+}
+
+impl Filter {
+    pub fn parse(specs: &[String]) -> Result<Filter> {
+        let mut filter = Filter::default();
+        for spec in specs {
+            match spec.split_once('=') {
+                Some(("dangling", v @ ("true" | "false" | "1" | "0"))) => {
+                    filter.dangling = Some(v == "true" || v == "1")
+                }
+                Some(("reference", pattern)) => filter.references.push(pattern.to_string()),
+                Some(("dangling", _)) => return Err(Error::InvalidFilter(spec.clone())),
+                Some((key, _)) => return Err(Error::InvalidFilter(key.to_string())),
+                None => return Err(Error::BadFilterFormat(spec.clone())),
+            }
+        }
+        Ok(filter)
+    }
+
+    pub fn matches(&self, row: &ImageSummary) -> bool {
+        let dangling = row.repository == "<none>";
+        self.dangling.is_none_or(|d| d == dangling)
+            && (self.references.is_empty()
+                || !dangling
+                    && self
+                        .references
+                        .iter()
+                        .any(|p| glob(p, &row.repository) || glob(p, &format!("{}:{}", row.repository, row.tag))))
+    }
+}
+
+/// Go's `path.Match` for `*` (any run without `/`) and `?` (one non-`/`).
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // matched[j]: the pattern so far matches text[..j].
+    let mut matched = vec![false; t.len() + 1];
+    matched[0] = true;
+    for &c in &p {
+        let mut next = vec![false; t.len() + 1];
+        for j in 0..=t.len() {
+            match c {
+                '*' => next[j] = matched[j] || (j > 0 && next[j - 1] && t[j - 1] != '/'),
+                '?' => next[j] = j > 0 && matched[j - 1] && t[j - 1] != '/',
+                _ => next[j] = j > 0 && matched[j - 1] && t[j - 1] == c,
+            }
+        }
+        matched = next;
+    }
+    matched[t.len()]
+}
+
 fn matches_filter(row: &ImageSummary, filter: &str) -> bool {
     let (repo, tag) = match filter.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
         Some((r, t)) => (r, Some(t)),
@@ -615,4 +673,17 @@ pub fn disk_usage(mocker: &Mocker) -> Result<DiskUsage> {
             .map(|r| r.size)
             .sum::<u64>();
     Ok(usage)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn glob_is_go_path_match() {
+        assert!(super::glob("busy*", "busybox"));
+        assert!(super::glob("*box:lat?st", "busybox:latest"));
+        assert!(!super::glob("*box", "library/busybox"));
+        assert!(super::glob("*/busybox", "library/busybox"));
+        assert!(!super::glob("busy", "busybox"));
+        assert!(super::glob("", ""));
+    }
 }

@@ -203,11 +203,17 @@ fn run_attached_detached_and_auto_removed() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("unmonitored to run", || status_of_any(&root, "unmonitored").starts_with("Up"));
+    wait_until("unmonitored to run", || {
+        status_of_any(&root, "unmonitored").starts_with("Up")
+    });
     let id = inspect(&root, "unmonitored")["Id"].as_str().unwrap().to_string();
     let state = json(&std::fs::read(root.path().join("containers").join(&id).join("state.json")).unwrap());
     let monitor = state["monitor_pid"].as_i64().unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let out = cli.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(137));
     assert!(!root.containers().contains(&id));
@@ -794,7 +800,10 @@ fn follows_a_resize(root: &Root, args: &[&str]) {
     wait_for("24 80");
     // SAFETY: TIOCSWINSZ reads a winsize; the kernel sends SIGWINCH to
     // the terminal's foreground process group: the CLI's.
-    assert_eq!(unsafe { nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSWINSZ, &size(40, 132)) }, 0);
+    assert_eq!(
+        unsafe { nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSWINSZ, &size(40, 132)) },
+        0
+    );
     let mut writer = master.try_clone().unwrap();
     let (done_tx, done) = std::sync::mpsc::channel::<()>();
     let nudger = std::thread::spawn(move || {
@@ -830,9 +839,94 @@ fn a_terminal_follows_the_window_size() {
     let root = pulled();
     let image = toolbox();
     let script = "stty size; while read line; do stty size; [ \"$line\" = q ] && exit 0; done";
-    follows_a_resize(&root, &["run", "-it", "--rm", "--name", "sized", &image, "sh", "-c", script]);
+    follows_a_resize(
+        &root,
+        &["run", "-it", "--rm", "--name", "sized", &image, "sh", "-c", script],
+    );
     root.ok(&["run", "-d", "--name", "host", &image, "sleep", "1000"]);
     follows_a_resize(&root, &["exec", "-it", "host", "sh", "-c", script]);
     root.ok(&["rm", "-f", "host"]);
     wait_until("the --rm container to go", || root.containers().is_empty());
+}
+
+#[test]
+fn ps_and_images_filter_and_format_like_docker() {
+    let root = pulled();
+    let image = toolbox();
+    root.ok(&["run", "-d", "--name", "web-1", &image, "sleep", "1000"]);
+    root.run(&["run", "--name", "failed", &image, "sh", "-c", "exit 3"]);
+    root.ok(&["create", "--name", "fresh", &image, "true"]);
+    let names = |args: &[&str]| {
+        let mut all = vec!["ps", "--format", "{{.Names}}"];
+        all.extend_from_slice(args);
+        let mut names: Vec<String> = root.ok(&all).lines().map(str::to_string).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&[]), ["web-1"]);
+    // A status filter lists stopped containers without -a, as docker's.
+    assert_eq!(names(&["-f", "status=exited"]), ["failed"]);
+    assert_eq!(
+        names(&["-f", "status=exited", "-f", "status=created"]),
+        ["failed", "fresh"]
+    );
+    assert_eq!(names(&["-a", "-f", "exited=3"]), ["failed"]);
+    assert_eq!(names(&["-a", "-f", "name=^web"]), ["web-1"]);
+    assert_eq!(names(&["-a", "-f", "name=e", "-f", "status=created"]), ["fresh"]);
+    assert_eq!(
+        names(&["-a", "-f", &format!("ancestor={image}")]),
+        ["failed", "fresh", "web-1"]
+    );
+    let id = inspect(&root, "failed")["Id"].as_str().unwrap().to_string();
+    assert_eq!(names(&["-a", "-f", &format!("id={}", &id[..10])]), ["failed"]);
+    assert_eq!(root.ok(&["ps", "-aq", "-f", "name=fresh"]).trim().len(), 12);
+    // Templates: fields, json, and `table` with docker's headers.
+    let out = root.ok(&[
+        "ps",
+        "-f",
+        "name=web",
+        "--format",
+        "{{.Names}}: {{.State}} {{json .Names}}",
+    ]);
+    assert_eq!(out, "web-1: running \"web-1\"\n");
+    let out = root.ok(&[
+        "ps",
+        "-a",
+        "-f",
+        "status=created",
+        "--format",
+        "table {{.Names}}\\t{{.State}}",
+    ]);
+    assert_eq!(out, "NAMES     STATE\nfresh     created\n");
+    // Bad filters and templates: one clear error, exit 1.
+    for (args, expected) in [
+        (vec!["ps", "-f", "colour=red"], "invalid filter 'colour'"),
+        (vec!["ps", "-f", "status=sleeping"], "invalid filter 'status=sleeping'"),
+        (vec!["ps", "-f", "status"], "bad format of filter"),
+        (vec!["ps", "--format", "{{.Nope}}"], "can't evaluate field Nope"),
+        (
+            vec!["images", "-f", "dangling=maybe"],
+            "invalid filter 'dangling=maybe'",
+        ),
+    ] {
+        let out = root.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(expected), "{args:?}: {}", stderr(&out));
+    }
+    // images: a tagged image is not dangling; a reference glob; templates.
+    assert_eq!(root.ok(&["images", "-q", "-f", "dangling=true"]), "");
+    let repo = image.trim_end_matches(":latest");
+    let out = root.ok(&[
+        "images",
+        "-f",
+        "reference=*/toolbox",
+        "--format",
+        "{{.Repository}} {{.Tag}}",
+    ]);
+    assert_eq!(out, format!("{repo} latest\n"));
+    assert_eq!(
+        root.ok(&["images", "-f", "reference=*/nothing*", "--format", "{{.ID}}"]),
+        ""
+    );
+    root.ok(&["rm", "-f", "web-1", "failed", "fresh"]);
 }

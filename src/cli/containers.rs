@@ -10,6 +10,8 @@ use clap::Args;
 
 use mocker::container::{self, Attach, Container, CreateOptions, Status};
 use mocker::runtime::network::PortMapping;
+
+use super::format::Format;
 use mocker::Mocker;
 
 /// docker's exit code when the engine itself failed to run the container.
@@ -124,10 +126,27 @@ pub struct PsArgs {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
-    /// Output format: table or json (one object per line)
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    /// Filter output by condition (id=, name=, status=, exited=, ancestor=)
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// Format output: table, json, or a template such as
+    /// 'table {{.ID}}\t{{.Names}}'
+    #[arg(long, default_value = "table")]
     format: String,
 }
+
+/// `ps` template fields and their headers, in docker's order.
+const PS_FIELDS: &super::format::Fields = &[
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("CreatedAt", "CREATED AT"),
+    ("RunningFor", "CREATED"),
+    ("Status", "STATUS"),
+    ("State", "STATE"),
+    ("Ports", "PORTS"),
+    ("Names", "NAMES"),
+];
 
 #[derive(Args)]
 pub struct StopArgs {
@@ -509,7 +528,10 @@ fn ports_column(c: &Container) -> String {
 }
 
 pub fn ps(mocker: &Mocker, args: &PsArgs) -> Result<i32> {
-    let containers = container::list(mocker, args.all)?;
+    let format = Format::parse(&args.format, PS_FIELDS)?;
+    let filter = container::Filter::parse(mocker, &args.filter)?;
+    let mut containers = container::list(mocker, args.all || filter.wants_all())?;
+    containers.retain(|c| filter.matches(c));
     let now = chrono::Utc::now();
     let id = |c: &Container| {
         if args.no_trunc {
@@ -534,7 +556,8 @@ pub fn ps(mocker: &Mocker, args: &PsArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    if args.format == "json" {
+    if !matches!(format, Format::Table) {
+        let mut rows = Vec::new();
         for c in &containers {
             let obj = serde_json::json!({
                 "ID": id(c),
@@ -547,8 +570,14 @@ pub fn ps(mocker: &Mocker, args: &PsArgs) -> Result<i32> {
                 "Ports": ports_column(c),
                 "Names": c.record.name,
             });
-            writeln!(out, "{obj}")?;
+            if matches!(format, Format::Json) {
+                writeln!(out, "{obj}")?;
+            } else if let serde_json::Value::Object(row) = obj {
+                rows.push(row);
+            }
         }
+        drop(out);
+        format.print_template(&rows, PS_FIELDS)?;
         return Ok(0);
     }
     drop(out);

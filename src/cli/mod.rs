@@ -2,6 +2,7 @@
 //! errors are one line on stderr and a non-zero exit code.
 
 mod containers;
+mod format;
 mod output;
 mod progress;
 
@@ -190,8 +191,12 @@ struct ImagesArgs {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
-    /// Output format: table or json (one object per line)
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    /// Filter output by condition (dangling=true|false, reference=PATTERN)
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// Format output: table, json, or a template such as
+    /// 'table {{.Repository}}\t{{.Tag}}'
+    #[arg(long, default_value = "table")]
     format: String,
 }
 

@@ -9,29 +9,14 @@ use mocker::images::ImageSummary;
 use mocker::units::{human_duration, human_size};
 use mocker::Mocker;
 
-/// Columns padded like docker's tabwriter (three spaces between columns).
+use super::format::Format;
+
+/// Columns aligned like docker's tabwriter (at least 10 wide, 3 apart).
 pub(super) fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<width$}   ", width = widths[i]));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
+    let lines: Vec<String> = std::iter::once(header.join("\t"))
+        .chain(rows.iter().map(|r| r.join("\t")))
+        .collect();
+    print!("{}", super::format::align(&lines));
 }
 
 fn created_since(created: Option<&str>) -> String {
@@ -54,8 +39,23 @@ fn created_at(created: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
+/// `images` template fields and their headers.
+const IMAGE_FIELDS: &super::format::Fields = &[
+    ("Repository", "REPOSITORY"),
+    ("Tag", "TAG"),
+    ("Digest", "DIGEST"),
+    ("ID", "IMAGE ID"),
+    ("CreatedAt", "CREATED AT"),
+    ("CreatedSince", "CREATED"),
+    ("Size", "SIZE"),
+    ("VirtualSize", "VIRTUAL SIZE"),
+];
+
 pub fn images(mocker: &Mocker, args: &super::ImagesArgs) -> Result<i32> {
-    let rows = mocker::images::list(mocker, args.repository.as_deref())?;
+    let format = Format::parse(&args.format, IMAGE_FIELDS)?;
+    let filter = mocker::images::Filter::parse(&args.filter)?;
+    let mut rows = mocker::images::list(mocker, args.repository.as_deref())?;
+    rows.retain(|r| filter.matches(r));
     let id = |r: &ImageSummary| {
         if args.no_trunc {
             r.id.to_string()
@@ -69,7 +69,8 @@ pub fn images(mocker: &Mocker, args: &super::ImagesArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    if args.format == "json" {
+    if !matches!(format, Format::Table) {
+        let mut objects = Vec::new();
         for r in &rows {
             let obj = json!({
                 "Repository": r.repository,
@@ -81,8 +82,13 @@ pub fn images(mocker: &Mocker, args: &super::ImagesArgs) -> Result<i32> {
                 "Size": human_size(r.size),
                 "VirtualSize": human_size(r.size),
             });
-            println!("{obj}");
+            if matches!(format, Format::Json) {
+                println!("{obj}");
+            } else if let serde_json::Value::Object(row) = obj {
+                objects.push(row);
+            }
         }
+        format.print_template(&objects, IMAGE_FIELDS)?;
         return Ok(0);
     }
     let mut header = vec!["REPOSITORY", "TAG"];

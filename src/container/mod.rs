@@ -13,6 +13,7 @@
 //! - the writable snapshot `container-<id>` and the cgroup `mocker/<id>`.
 
 mod check;
+mod filter;
 pub mod host;
 mod inspect;
 pub mod logs;
@@ -39,6 +40,7 @@ use crate::runtime::{self, Network, Overrides};
 use crate::Mocker;
 
 pub use check::{check, CheckFindings};
+pub use filter::Filter;
 use host::{Host, Linux};
 pub use inspect::inspect;
 pub use monitor::Attach;
