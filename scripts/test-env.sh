@@ -13,7 +13,7 @@ set -euo pipefail
 cmd=${1:?usage: test-env.sh start|stop WORKDIR}
 work=${2:?usage: test-env.sh start|stop WORKDIR}
 
-PACKAGES=(docker-registry skopeo umoci busybox-static apache2-utils curl python3 time attr bc)
+PACKAGES=(docker-registry skopeo umoci busybox-static apache2-utils curl python3 time attr bc gcc libc6-dev)
 
 install_packages() {
     local missing=()
@@ -101,7 +101,28 @@ build_images() {
 
     # The runtime tests' image: every busybox applet (httpd, nc, ip, ps,
     # kill, …), users and groups to run as, and a server script.
+    # busybox has no UDP server: a static UDP echo server (gcc) for `-p
+    # …/udp`, answering every datagram to its sender.
+    cat >"$work/udp-echo.c" <<'C'
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(argc > 1 ? atoi(argv[1]) : 7)};
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    if (s < 0 || bind(s, (struct sockaddr *)&addr, sizeof addr) != 0) return 1;
+    for (;;) {
+        char buf[2048];
+        struct sockaddr_in from;
+        socklen_t len = sizeof from;
+        ssize_t n = recvfrom(s, buf, sizeof buf, 0, (struct sockaddr *)&from, &len);
+        if (n >= 0) sendto(s, buf, n, 0, (struct sockaddr *)&from, len);
+    }
+}
+C
+    gcc -static -O2 -o "$work/udp-echo" "$work/udp-echo.c"
     add_layer busybox toolbox '
+        cp "$work/udp-echo" bin/udp-echo
         for a in $(/bin/busybox --list); do [ -e bin/$a ] || ln -s busybox bin/$a; done
         printf "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www:/var/www:/bin/false\nbob:x:1000:1000::/home/bob:/bin/sh\n" > etc/passwd
         printf "root:x:0:\nwww-data:x:33:\nbob:x:1000:\naudio:x:29:bob\n" > etc/group

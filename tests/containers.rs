@@ -472,6 +472,32 @@ fn bridge_network_ports_and_container_to_container() {
         get(port, "/index.html").is_ok_and(|b| b.contains("hello-from-container"))
     });
     assert!(root.ok(&["ps"]).contains(&format!("127.0.0.1:{port}->80/tcp")));
+    // UDP: the proxy relays each client's datagrams and the replies.
+    let udp_port = free_port();
+    root.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "echo",
+        "-p",
+        &format!("127.0.0.1:{udp_port}:7/udp"),
+        &toolbox(),
+        "udp-echo",
+        "7",
+    ]);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut reply = [0u8; 64];
+    wait_until("the UDP echo through the proxy", || {
+        client.send_to(b"ping", ("127.0.0.1", udp_port)).unwrap();
+        client.recv(&mut reply).is_ok_and(|n| &reply[..n] == b"ping")
+    });
+    let second = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    second.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    second.send_to(b"pong", ("127.0.0.1", udp_port)).unwrap();
+    let n = second.recv(&mut reply).unwrap();
+    assert_eq!(&reply[..n], b"pong");
+    root.ok(&["rm", "-f", "echo"]);
     // A second container reaches the first by address over the bridge.
     let out = root.ok(&[
         "run",

@@ -8,6 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::process::Command;
+use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
@@ -535,32 +536,51 @@ fn splice_tcp(client: TcpStream, upstream: TcpStream) {
     let _ = forward.join();
 }
 
-/// One upstream socket per client address; replies go back from the
-/// published socket.
+/// How long a UDP flow lives without a reply (docker's proxy: 90 s).
+const UDP_FLOW_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One upstream socket per client address, each with a thread sending the
+/// replies back from the published socket; a flow ends after
+/// `UDP_FLOW_TIMEOUT` without a reply, and the next datagram opens another.
 fn serve_udp(socket: UdpSocket, to: SocketAddr) {
-    let mut upstreams: std::collections::HashMap<SocketAddr, UdpSocket> = std::collections::HashMap::new();
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut flows: std::collections::HashMap<SocketAddr, (UdpSocket, Arc<AtomicBool>)> =
+        std::collections::HashMap::new();
     let mut buf = vec![0u8; 65536];
     while let Ok((n, from)) = socket.recv_from(&mut buf) {
-        let upstream = match upstreams.get(&from) {
-            Some(u) => u,
-            None => {
-                let Ok(u) = UdpSocket::bind("0.0.0.0:0").and_then(|u| u.connect(to).map(|_| u)) else {
-                    continue;
-                };
-                if let (Ok(reply), Ok(back)) = (u.try_clone(), socket.try_clone()) {
-                    std::thread::spawn(move || {
-                        let mut buf = vec![0u8; 65536];
-                        while let Ok(n) = reply.recv(&mut buf) {
-                            if back.send_to(&buf[..n], from).is_err() {
-                                break;
+        flows.retain(|_, (_, relaying)| relaying.load(Ordering::Relaxed));
+        if !flows.contains_key(&from) {
+            let Ok(upstream) = UdpSocket::bind("0.0.0.0:0").and_then(|u| u.connect(to).map(|_| u)) else {
+                continue;
+            };
+            let relaying = Arc::new(AtomicBool::new(true));
+            if let (Ok(reply), Ok(back)) = (upstream.try_clone(), socket.try_clone()) {
+                let _ = reply.set_read_timeout(Some(UDP_FLOW_TIMEOUT));
+                let done = relaying.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        match reply.recv(&mut buf) {
+                            Ok(n) => {
+                                if back.send_to(&buf[..n], from).is_err() {
+                                    break;
+                                }
                             }
+                            // An ICMP "port unreachable" for an earlier
+                            // datagram (nothing listened yet): not the end.
+                            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                            Err(_) => break,
                         }
-                    });
-                }
-                upstreams.entry(from).or_insert(u)
+                    }
+                    done.store(false, Ordering::Relaxed);
+                });
             }
-        };
-        let _ = upstream.send(&buf[..n]);
+            flows.insert(from, (upstream, relaying));
+        }
+        if let Some((upstream, _)) = flows.get(&from) {
+            let _ = upstream.send(&buf[..n]);
+        }
     }
 }
 
