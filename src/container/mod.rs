@@ -473,15 +473,14 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
             },
         ),
     ];
-    // Its own session: the container outlives this command and the
-    // terminal's signals.
+    // The monitor makes a session of its own first thing (see
+    // `monitor::main`).
     let (mut command, _binary) = runtime::self_command(
         &mocker.root.join("mounts"),
         "__monitor",
         &[&config.id],
         &env,
-        status_fd,
-        true,
+        std::os::fd::AsFd::as_fd(&status_write),
     )?;
     if !attach.output {
         command

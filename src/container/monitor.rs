@@ -55,6 +55,10 @@ pub fn wait_for_lock(path: &Path) {
 
 /// Entry point of `mocker __monitor`.
 pub fn main() -> i32 {
+    // A session of its own, before anything else: the container outlives
+    // the command that started it, and the terminal's signals are not ours
+    // (an attached caller forwards what it should).
+    let _ = nix::unistd::setsid();
     let env = |k: &str| std::env::var(k).ok();
     let (Some(root), Some(id), Some(status_fd)) = (
         env(ROOT_ENV),

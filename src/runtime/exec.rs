@@ -44,7 +44,7 @@ pub fn run(
     let ready_fd = std::os::fd::AsRawFd::as_raw_fd(&ready_read);
     let encoded = serde_json::to_string(spec).map_err(|e| Error::Runtime(e.to_string()))?;
     let env = [(SPEC_ENV, encoded.as_str()), (READY_FD_ENV, &ready_fd.to_string())];
-    let (mut command, _binary) = super::self_command(scratch, "__exec", &[], &env, ready_fd, false)?;
+    let (mut command, _binary) = super::self_command(scratch, "__exec", &[], &env, ready_read.as_fd())?;
     if !stdin {
         command.stdin(std::process::Stdio::null());
     }

@@ -124,32 +124,27 @@ fn read_only_self(scratch: &std::path::Path) -> Result<OwnedFd> {
 
 /// A command that runs mocker itself from [`protected_self`] as
 /// `mode args…`, with a clean environment plus `env`, keeping `pass` open
-/// across the exec (its number is the caller's to tell the child); with
-/// `own_session`, in a session of its own. The caller sets stdio.
+/// across the exec (its number is the caller's to tell the child, and the
+/// caller closes its own copy once the child is spawned). The caller sets
+/// stdio.
+///
+/// No `pre_exec`: without one, std spawns with posix_spawn (a vfork), not a
+/// fork of this multi-threaded process's whole address space, which cost
+/// milliseconds per start. So `pass` is made inheritable here, and a child
+/// that wants a session of its own calls setsid itself.
 pub fn self_command(
     scratch: &std::path::Path,
     mode: &str,
     args: &[&str],
     env: &[(&str, &str)],
-    pass: std::os::fd::RawFd,
-    own_session: bool,
+    pass: std::os::fd::BorrowedFd,
 ) -> Result<(std::process::Command, OwnedFd)> {
-    use std::os::unix::process::CommandExt;
     let binary = protected_self(scratch)?;
+    nix::fcntl::fcntl(pass, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+        .map_err(|e| Error::Runtime(format!("passing a pipe to {mode}: {e}")))?;
     // The kernel resolves the path before close-on-exec closes the fd.
     let mut command = std::process::Command::new(format!("/proc/self/fd/{}", binary.as_raw_fd()));
     command.arg(mode).args(args).env_clear().envs(env.iter().copied());
-    // SAFETY: only setsid and fcntl between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if own_session {
-                nix::unistd::setsid()?;
-            }
-            let fd = std::os::fd::BorrowedFd::borrow_raw(pass);
-            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
-            Ok(())
-        });
-    }
     Ok((command, binary))
 }
 
