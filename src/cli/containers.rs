@@ -364,6 +364,8 @@ fn start_attached(mocker: &Mocker, container: Container, stdin: bool, tty: bool)
 }
 
 pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
+    // The container joins its cgroup in a few ms: start the kernel's wait now.
+    mocker::runtime::cgroup::overlap_migration_wait();
     let opts = match create_options(&args.create) {
         Ok(o) => o,
         Err(e) => {
@@ -408,6 +410,7 @@ fn start_failed(mocker: &Mocker, id: &str, e: &mocker::Error, remove: bool) -> i
 }
 
 pub fn start(mocker: &Mocker, args: &StartArgs) -> Result<i32> {
+    mocker::runtime::cgroup::overlap_migration_wait();
     if args.attach || args.interactive {
         if args.containers.len() > 1 {
             bail!("you cannot start and attach multiple containers at once");
@@ -648,6 +651,7 @@ pub fn logs(mocker: &Mocker, args: &LogsArgs) -> Result<i32> {
 }
 
 pub fn exec(mocker: &Mocker, args: &ExecArgs) -> Result<i32> {
+    mocker::runtime::cgroup::overlap_migration_wait();
     let opts = container::ExecOptions {
         stdin: args.interactive,
         tty: args.tty,
