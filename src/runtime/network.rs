@@ -550,36 +550,43 @@ fn serve_udp(socket: UdpSocket, to: SocketAddr) {
     let mut buf = vec![0u8; 65536];
     while let Ok((n, from)) = socket.recv_from(&mut buf) {
         flows.retain(|_, (_, relaying)| relaying.load(Ordering::Relaxed));
-        if !flows.contains_key(&from) {
-            let Ok(upstream) = UdpSocket::bind("0.0.0.0:0").and_then(|u| u.connect(to).map(|_| u)) else {
-                continue;
-            };
-            let relaying = Arc::new(AtomicBool::new(true));
-            if let (Ok(reply), Ok(back)) = (upstream.try_clone(), socket.try_clone()) {
-                let _ = reply.set_read_timeout(Some(UDP_FLOW_TIMEOUT));
-                let done = relaying.clone();
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 65536];
-                    loop {
-                        match reply.recv(&mut buf) {
-                            Ok(n) => {
-                                if back.send_to(&buf[..n], from).is_err() {
-                                    break;
-                                }
-                            }
-                            // An ICMP "port unreachable" for an earlier
-                            // datagram (nothing listened yet): not the end.
-                            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-                            Err(_) => break,
-                        }
-                    }
-                    done.store(false, Ordering::Relaxed);
-                });
+        let (upstream, _) = match flows.entry(from) {
+            std::collections::hash_map::Entry::Occupied(flow) => flow.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let Ok(upstream) = UdpSocket::bind("0.0.0.0:0").and_then(|u| u.connect(to).map(|_| u)) else {
+                    continue;
+                };
+                let relaying = Arc::new(AtomicBool::new(true));
+                if let (Ok(reply), Ok(back)) = (upstream.try_clone(), socket.try_clone()) {
+                    let done = relaying.clone();
+                    std::thread::spawn(move || {
+                        relay_replies(reply, back, from);
+                        done.store(false, Ordering::Relaxed);
+                    });
+                }
+                slot.insert((upstream, relaying))
             }
-            flows.insert(from, (upstream, relaying));
-        }
-        if let Some((upstream, _)) = flows.get(&from) {
-            let _ = upstream.send(&buf[..n]);
+        };
+        let _ = upstream.send(&buf[..n]);
+    }
+}
+
+/// Send what the container answers on `reply` back to `client` from the
+/// published socket, until the flow has been idle for `UDP_FLOW_TIMEOUT`.
+fn relay_replies(reply: UdpSocket, published: UdpSocket, client: SocketAddr) {
+    let _ = reply.set_read_timeout(Some(UDP_FLOW_TIMEOUT));
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match reply.recv(&mut buf) {
+            Ok(n) => {
+                if published.send_to(&buf[..n], client).is_err() {
+                    return;
+                }
+            }
+            // An ICMP "port unreachable" for an earlier datagram (nothing
+            // listened yet): not the end of the flow.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(_) => return,
         }
     }
 }
