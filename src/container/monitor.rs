@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 
 use super::logs::LogWriter;
 use super::state::{now, State, Status};
@@ -165,8 +165,10 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
             network::serve(port, endpoint.address);
         }
     }
+    // WNOWAIT: PID 1 stays a zombie, its pid its own, until the exit is
+    // recorded (see `host::Linux::signal`); reaped below.
     let code = loop {
-        match waitpid(pid, None) {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
             Ok(WaitStatus::Exited(_, code)) => break code,
             Ok(WaitStatus::Signaled(_, signal, _)) => break 128 + signal as i32,
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
@@ -184,6 +186,7 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
     state.oom_killed = cgroup.oom_killed();
     let _ = cgroup.remove();
     let saved = state.save(&state_path);
+    let _ = waitpid(pid, None);
     drop(lock);
     // The container's last process did not have to tear its mount
     // namespace down (an RCU grace period) before we could see its exit:
@@ -257,9 +260,11 @@ fn start(
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )
         .map_err(|e| failed(Error::Runtime(format!("socketpair: {e}"))))?;
+        // PID 1 sizes its terminal from its stdout before anything runs
+        // (the caller's terminal, if attached), then replaces all three.
         let stdio = Stdio {
             stdin: null().map_err(failed)?,
-            stdout: null().map_err(failed)?,
+            stdout: if attach.output { dup(1) } else { null() }.map_err(failed)?,
             stderr: null().map_err(failed)?,
             console: Some(theirs),
         };

@@ -448,9 +448,12 @@ pub(crate) fn exec_process(
 /// `-t`: a terminal from the container's own devpts (so `tty` and
 /// /dev/pts/N make sense inside), made our controlling terminal and our
 /// stdin/stdout/stderr; its master end goes to the monitor over `console`.
+/// It gets the size of our stdout (the user's terminal, when attached)
+/// before the command can ask for it.
 fn open_console(console: std::os::fd::OwnedFd) -> std::result::Result<(), Failure> {
     let failed = |e: Error| (EXIT_RUNTIME_FAILED, e);
     let (master, slave) = super::terminal::open().map_err(failed)?;
+    super::terminal::copy_size(1, &master);
     nix::sys::socket::sendmsg::<()>(
         console.as_raw_fd(),
         &[std::io::IoSlice::new(b"t")],
