@@ -8,15 +8,17 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::state::State;
+use super::state::{State, Status};
 use crate::error::{Error, Result};
 use crate::runtime::cgroup::ContainerCgroup;
+use crate::runtime::pidfd::Pidfd;
 
 pub trait Host {
     /// Whether the container's monitor lives (holds `monitor.lock` in `dir`).
     fn monitor_alive(&self, dir: &Path) -> bool;
-    /// Signal a process; one that is already gone is not an error.
-    fn signal(&self, pid: u32, signal: Signal) -> Result<()>;
+    /// Signal the container in `dir` whose PID 1 is `pid`; one that is
+    /// already gone is not an error.
+    fn signal(&self, dir: &Path, pid: u32, signal: Signal) -> Result<()>;
     /// SIGKILL whatever is left in the container's cgroup and remove it.
     fn clear_cgroup(&self, id: &str);
     fn pause(&self, d: Duration);
@@ -37,10 +39,33 @@ impl Host for Linux {
         }
     }
 
-    fn signal(&self, pid: u32, signal: Signal) -> Result<()> {
-        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(Error::Runtime(format!("sending {signal} to the container: {e}"))),
+    /// Through a pidfd, opened before checking that `pid` is still the
+    /// container's: its monitor, the only process that reaps it, records
+    /// the exit before reaping, so "running" read after the open, with the
+    /// monitor alive, means the pidfd names PID 1 and not a process that
+    /// got its pid since.
+    fn signal(&self, dir: &Path, pid: u32, signal: Signal) -> Result<()> {
+        let failed = |e: std::io::Error| Error::Runtime(format!("sending {signal} to the container: {e}"));
+        let gone = |e: &std::io::Error| e.raw_os_error() == Some(nix::libc::ESRCH);
+        let target = match Pidfd::open(pid) {
+            Ok(target) => target,
+            Err(e) if gone(&e) => return Ok(()),
+            // Before Linux 5.3: no pidfds, only the pid.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSYS) => {
+                return match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal) {
+                    Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+                    Err(e) => Err(failed(e.into())),
+                }
+            }
+            Err(e) => return Err(failed(e)),
+        };
+        let state = State::load(&dir.join("state.json")).unwrap_or_default();
+        if !(self.monitor_alive(dir) && state.status == Status::Running && state.pid == pid) {
+            return Ok(());
+        }
+        match target.signal(signal) {
+            Err(e) if !gone(&e) => Err(failed(e)),
+            _ => Ok(()),
         }
     }
 
@@ -81,12 +106,12 @@ pub const KILL_TIMEOUT: Duration = Duration::from_secs(30);
 /// monitor has recorded the exit.
 pub fn terminate(host: &impl Host, dir: &Path, pid: u32, grace: Duration) -> Result<()> {
     if !grace.is_zero() {
-        host.signal(pid, Signal::SIGTERM)?;
+        host.signal(dir, pid, Signal::SIGTERM)?;
         if wait_for_monitor(host, dir, grace) {
             return Ok(());
         }
     }
-    host.signal(pid, Signal::SIGKILL)?;
+    host.signal(dir, pid, Signal::SIGKILL)?;
     if wait_for_monitor(host, dir, KILL_TIMEOUT) {
         Ok(())
     } else {
@@ -147,7 +172,7 @@ mod tests {
             self.polls_left.set(left.saturating_sub(1));
             left > 0
         }
-        fn signal(&self, _: u32, signal: Signal) -> Result<()> {
+        fn signal(&self, _: &Path, _: u32, signal: Signal) -> Result<()> {
             self.sent.borrow_mut().push(signal);
             Ok(())
         }

@@ -570,7 +570,7 @@ pub fn kill(mocker: &Mocker, query: &str, signal: Signal) -> Result<()> {
             container.record.id
         )));
     }
-    Linux.signal(container.state.pid, signal)
+    Linux.signal(&dir_of(mocker, &container.record.id), container.state.pid, signal)
 }
 
 /// Remove a container: its writable layer, cgroup, files and records

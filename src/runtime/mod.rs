@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod exec;
 pub mod init;
 pub mod network;
+pub mod pidfd;
 pub mod signals;
 pub mod spec;
 pub mod terminal;
