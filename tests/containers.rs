@@ -25,23 +25,22 @@ fn inspect(root: &Root, name: &str) -> serde_json::Value {
     docs[0].clone()
 }
 
-fn status_of(root: &Root, name: &str) -> String {
+/// The STATUS column of container `name`, if `ps -a` lists it.
+fn listed_status(root: &Root, name: &str) -> Option<String> {
     let out = root.ok(&["ps", "-a", "--format", "json"]);
     out.lines()
         .map(|l| json(l.as_bytes()))
         .find(|c| c["Names"] == name)
         .map(|c| c["Status"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_else(|| panic!("{name} not in ps -a: {out}"))
+}
+
+fn status_of(root: &Root, name: &str) -> String {
+    listed_status(root, name).unwrap_or_else(|| panic!("{name} not in ps -a"))
 }
 
 /// Like `status_of`, but "" while the container is not listed yet.
 fn status_of_any(root: &Root, name: &str) -> String {
-    let out = root.ok(&["ps", "-a", "--format", "json"]);
-    out.lines()
-        .map(|l| json(l.as_bytes()))
-        .find(|c| c["Names"] == name)
-        .map(|c| c["Status"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default()
+    listed_status(root, name).unwrap_or_default()
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
