@@ -357,8 +357,11 @@ fn start_attached(mocker: &Mocker, container: Container, stdin: bool, tty: bool)
         proxy_signals(started.pid);
     } else if let Some(monitor) = &started.monitor {
         // The monitor, in a session of its own, resizes the container's
-        // terminal when ours is.
-        mocker::runtime::signals::forward_to(monitor.id() as i32, &[nix::sys::signal::Signal::SIGWINCH]);
+        // terminal when ours is; one resize now covers any made before the
+        // forwarding began (the container may already be running).
+        let monitor = nix::unistd::Pid::from_raw(monitor.id() as i32);
+        mocker::runtime::signals::forward_to(monitor.as_raw(), &[nix::sys::signal::Signal::SIGWINCH]);
+        let _ = nix::sys::signal::kill(monitor, nix::sys::signal::Signal::SIGWINCH);
     }
     container::wait_attached(mocker, container, started)
 }
