@@ -343,10 +343,19 @@ impl Drop for RawTerminal {
 }
 
 /// Forward the signals a terminal or `kill` sends us to the container's
-/// PID 1 (docker's sig-proxy) while we wait for it.
-fn proxy_signals(pid: u32) {
+/// PID 1 (docker's sig-proxy) while we wait for it: through a pidfd, so
+/// never to a process that gets its pid after it exits.
+fn proxy_signals(mocker: &Mocker, id: &str, pid: u32) {
+    use mocker::runtime::signals;
     use nix::sys::signal::Signal::*;
-    mocker::runtime::signals::forward_to(pid as i32, &[SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2]);
+    let proxied = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2];
+    match container::pid1(mocker, id, pid) {
+        Ok(Some(target)) => signals::forward_to_process(target, &proxied),
+        // Already gone: nothing to forward to.
+        Ok(None) => {}
+        // No pidfds (before Linux 5.3): by pid.
+        Err(_) => signals::forward_to(pid as i32, &proxied),
+    }
 }
 
 /// Start attached: stream output until the container exits; its exit code.
@@ -354,7 +363,7 @@ fn start_attached(mocker: &Mocker, container: Container, stdin: bool, tty: bool)
     let _raw = RawTerminal::enter(tty && stdin);
     let started = container::start_container(mocker, &container, Attach { output: true, stdin })?;
     if !tty {
-        proxy_signals(started.pid);
+        proxy_signals(mocker, &container.record.id, started.pid);
     } else if let Some(monitor) = &started.monitor {
         // The monitor, in a session of its own, resizes the container's
         // terminal when ours is; one resize now covers any made before the

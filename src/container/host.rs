@@ -39,33 +39,22 @@ impl Host for Linux {
         }
     }
 
-    /// Through a pidfd, opened before checking that `pid` is still the
-    /// container's: its monitor, the only process that reaps it, records
-    /// the exit before reaping, so "running" read after the open, with the
-    /// monitor alive, means the pidfd names PID 1 and not a process that
-    /// got its pid since.
+    /// Through a pidfd (see [`pid1`]); before Linux 5.3, by pid.
     fn signal(&self, dir: &Path, pid: u32, signal: Signal) -> Result<()> {
         let failed = |e: std::io::Error| Error::Runtime(format!("sending {signal} to the container: {e}"));
-        let gone = |e: &std::io::Error| e.raw_os_error() == Some(nix::libc::ESRCH);
-        let target = match Pidfd::open(pid) {
-            Ok(target) => target,
-            Err(e) if gone(&e) => return Ok(()),
-            // Before Linux 5.3: no pidfds, only the pid.
+        match pid1(dir, pid) {
+            Ok(Some(target)) => match target.signal(signal) {
+                Err(e) if e.raw_os_error() != Some(nix::libc::ESRCH) => Err(failed(e)),
+                _ => Ok(()),
+            },
+            Ok(None) => Ok(()),
             Err(e) if e.raw_os_error() == Some(nix::libc::ENOSYS) => {
-                return match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal) {
+                match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal) {
                     Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
                     Err(e) => Err(failed(e.into())),
                 }
             }
-            Err(e) => return Err(failed(e)),
-        };
-        let state = State::load(&dir.join("state.json")).unwrap_or_default();
-        if !(self.monitor_alive(dir) && state.status == Status::Running && state.pid == pid) {
-            return Ok(());
-        }
-        match target.signal(signal) {
-            Err(e) if !gone(&e) => Err(failed(e)),
-            _ => Ok(()),
+            Err(e) => Err(failed(e)),
         }
     }
 
@@ -83,6 +72,22 @@ impl Host for Linux {
     fn now(&self) -> Instant {
         Instant::now()
     }
+}
+
+/// PID 1 of the container in `dir` as a pidfd, if it still runs as `pid`.
+/// The pidfd is opened before that is checked: the monitor, the only
+/// process that reaps PID 1, records the exit before reaping, so "running"
+/// read after the open, with the monitor alive, means the pidfd names PID 1
+/// and not a process that got its pid since. ENOSYS before Linux 5.3.
+pub fn pid1(dir: &Path, pid: u32) -> std::io::Result<Option<Pidfd>> {
+    let target = match Pidfd::open(pid) {
+        Ok(target) => target,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let state = State::load(&dir.join("state.json")).unwrap_or_default();
+    let current = Linux.monitor_alive(dir) && state.status == Status::Running && state.pid == pid;
+    Ok(current.then_some(target))
 }
 
 /// Wait up to `timeout` for the monitor in `dir` to go; whether it went.

@@ -561,6 +561,12 @@ pub fn stop(mocker: &Mocker, query: &str, timeout: Duration) -> Result<()> {
     host::terminate(&Linux, &dir, container.state.pid, timeout)
 }
 
+/// The running container `id`'s PID 1 as a pidfd, if it still runs as
+/// `pid` (see [`host::pid1`]); ENOSYS before Linux 5.3.
+pub fn pid1(mocker: &Mocker, id: &str, pid: u32) -> std::io::Result<Option<crate::runtime::pidfd::Pidfd>> {
+    host::pid1(&dir_of(mocker, id), pid)
+}
+
 /// Send a signal to the container's PID 1.
 pub fn kill(mocker: &Mocker, query: &str, signal: Signal) -> Result<()> {
     let container = get(mocker, query)?;

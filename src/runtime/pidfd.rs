@@ -19,6 +19,11 @@ impl Pidfd {
         Ok(Pidfd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
     }
 
+    /// The fd, kept open for the rest of the process (a signal handler's).
+    pub fn into_raw_fd(self) -> std::os::fd::RawFd {
+        std::os::fd::IntoRawFd::into_raw_fd(self.0)
+    }
+
     /// ESRCH once the process has exited.
     pub fn signal(&self, signal: Signal) -> std::io::Result<()> {
         // SAFETY: pidfd_send_signal with no siginfo and no flags.

@@ -8,23 +8,42 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
-/// Where the handler sends what it receives.
+/// Where the handler sends what it receives: a pidfd, else a pid.
+static TARGET_PIDFD: AtomicI32 = AtomicI32::new(-1);
 static TARGET: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn forward(signal: nix::libc::c_int) {
+    let pidfd = TARGET_PIDFD.load(Ordering::Relaxed);
     let pid = TARGET.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { nix::libc::kill(pid, signal) };
+    // SAFETY: pidfd_send_signal and kill are plain, async-signal-safe
+    // syscalls.
+    unsafe {
+        if pidfd >= 0 {
+            let none = std::ptr::null::<nix::libc::siginfo_t>();
+            nix::libc::syscall(nix::libc::SYS_pidfd_send_signal, pidfd, signal, none, 0);
+        } else if pid > 0 {
+            nix::libc::kill(pid, signal);
+        }
     }
 }
 
 /// From now on, `signals` received by this process go to `pid` instead.
 pub fn forward_to(pid: i32, signals: &[Signal]) {
     TARGET.store(pid, Ordering::Relaxed);
+    handle(signals);
+}
+
+/// As [`forward_to`], to the process `target` names (never to another
+/// that later gets its pid).
+pub fn forward_to_process(target: super::pidfd::Pidfd, signals: &[Signal]) {
+    TARGET_PIDFD.store(target.into_raw_fd(), Ordering::Relaxed);
+    handle(signals);
+}
+
+fn handle(signals: &[Signal]) {
     let action = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
     for signal in signals {
-        // SAFETY: the handler only reads an atomic and calls kill.
+        // SAFETY: the handler only reads atomics and makes one syscall.
         let _ = unsafe { sigaction(*signal, &action) };
     }
 }
