@@ -905,6 +905,9 @@ fn ps_and_images_filter_and_format_like_docker() {
     let id = inspect(&root, "failed")["Id"].as_str().unwrap().to_string();
     assert_eq!(names(&["-a", "-f", &format!("id={}", &id[..10])]), ["failed"]);
     assert_eq!(root.ok(&["ps", "-aq", "-f", "name=fresh"]).trim().len(), 12);
+    // --last/--latest: the newest, whatever their state.
+    assert_eq!(names(&["-l"]), ["fresh"]);
+    assert_eq!(names(&["-n", "2"]), ["failed", "fresh"]);
     // Templates: fields, json, and `table` with docker's headers.
     let out = root.ok(&[
         "ps",

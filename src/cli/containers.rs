@@ -126,6 +126,12 @@ pub struct PsArgs {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
+    /// Show the N most recently created containers (all states)
+    #[arg(short = 'n', long = "last", value_name = "N")]
+    last: Option<usize>,
+    /// Show the most recently created container (all states)
+    #[arg(short, long)]
+    latest: bool,
     /// Filter output by condition (id=, name=, status=, exited=, ancestor=)
     #[arg(short, long = "filter", value_name = "KEY=VALUE")]
     filter: Vec<String>,
@@ -545,8 +551,13 @@ fn ports_column(c: &Container) -> String {
 pub fn ps(mocker: &Mocker, args: &PsArgs) -> Result<i32> {
     let format = Format::parse(&args.format, PS_FIELDS)?;
     let filter = container::Filter::parse(mocker, &args.filter)?;
-    let mut containers = container::list(mocker, args.all || filter.wants_all())?;
+    // docker: --last and --latest count every state, newest first.
+    let last = if args.latest { Some(1) } else { args.last };
+    let mut containers = container::list(mocker, args.all || last.is_some() || filter.wants_all())?;
     containers.retain(|c| filter.matches(c));
+    if let Some(n) = last {
+        containers.truncate(n);
+    }
     let now = chrono::Utc::now();
     let id = |c: &Container| {
         if args.no_trunc {
