@@ -958,3 +958,46 @@ fn ps_and_images_filter_and_format_like_docker() {
     );
     root.ok(&["rm", "-f", "web-1", "failed", "fresh"]);
 }
+
+#[test]
+fn logs_rotate_with_log_opts() {
+    let root = pulled();
+    let out = root.run(&[
+        "run",
+        "--log-opt",
+        "max-size=1k",
+        "--log-opt",
+        "max-file=2",
+        "--name",
+        "chatty",
+        &toolbox(),
+        "sh",
+        "-c",
+        "for i in $(seq 1 100); do echo line $i; done",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let id = inspect(&root, "chatty")["Id"].as_str().unwrap().to_string();
+    let dir = root.path().join("containers").join(&id);
+    for file in ["ctr.log", "ctr.log.1"] {
+        let size = std::fs::metadata(dir.join(file)).unwrap().len();
+        assert!(size > 0 && size <= 1024, "{file}: {size} bytes");
+    }
+    assert!(!dir.join("ctr.log.2").exists());
+    let log_config = &inspect(&root, "chatty")["HostConfig"]["LogConfig"];
+    assert_eq!(log_config["Config"]["max-file"], "2", "{log_config}");
+    // What is kept comes back in order and ends with the last line.
+    let logs = root.ok(&["logs", "chatty"]);
+    let numbers: Vec<u32> = logs
+        .lines()
+        .map(|l| l.trim_start_matches("line ").parse().unwrap())
+        .collect();
+    assert_eq!(numbers.last(), Some(&100));
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    assert!(numbers.len() < 100 && numbers.len() > 10, "{numbers:?}");
+    assert_eq!(root.ok(&["logs", "--tail", "2", "chatty"]), "line 99\nline 100\n");
+    let err = root.run(&["create", "--log-opt", "colour=red", &toolbox(), "true"]);
+    assert_eq!(err.status.code(), Some(125));
+    assert!(stderr(&err).contains("unknown log opt 'colour'"), "{}", stderr(&err));
+    root.ok(&["rm", "chatty"]);
+    assert!(root.containers().is_empty());
+}

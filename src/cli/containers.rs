@@ -25,6 +25,9 @@ pub struct CreateArgs {
     /// Remove the container when it exits
     #[arg(long)]
     rm: bool,
+    /// Log rotation, as docker's json-file: max-size=SIZE, max-file=N
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    log_opt: Vec<String>,
     /// Keep STDIN open (attached with run)
     #[arg(short, long)]
     interactive: bool,
@@ -290,6 +293,7 @@ fn create_options(args: &CreateArgs) -> mocker::Result<CreateOptions> {
         tty: args.tty,
         open_stdin: args.interactive,
         auto_remove: args.rm,
+        log_rotation: container::logs::Rotation::from_log_opts(&args.log_opt)?,
     })
 }
 

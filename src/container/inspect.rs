@@ -91,6 +91,10 @@ pub fn inspect(mocker: &Mocker, container: &Container) -> serde_json::Value {
             "NetworkMode": config.network.name(),
             "PortBindings": config.ports.iter().map(|p| (format!("{}/{}", p.container_port, p.protocol), json!([{"HostIp": p.host_ip.to_string(), "HostPort": if p.host_port == 0 { String::new() } else { p.host_port.to_string() }}]))).collect::<serde_json::Map<_, _>>(),
             "AutoRemove": config.auto_remove,
+            "LogConfig": {
+                "Type": "json-file",
+                "Config": config.log_rotation.map(|r| json!({"max-size": r.max_size.to_string(), "max-file": r.max_files.to_string()})).unwrap_or_else(|| json!({})),
+            },
             "CapAdd": config.cap_add,
             "CapDrop": config.cap_drop,
             "Privileged": config.init.privileged,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 
 /// Lines longer than this are split, as docker does (16 KiB).
 const MAX_LINE: usize = 16 * 1024;
@@ -20,18 +20,94 @@ pub struct Entry {
     pub time: String,
 }
 
+/// docker's json-file `--log-opt max-size=… max-file=…`: when a line would
+/// take the log past `max_size` bytes it is rotated — `ctr.log` becomes
+/// `ctr.log.1`, `.1` becomes `.2`, … keeping `max_files` files in all.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rotation {
+    pub max_size: u64,
+    pub max_files: u32,
+}
+
+impl Rotation {
+    /// From `--log-opt KEY=VALUE` options (json-file's max-size and
+    /// max-file); None when no max-size is set (docker: unbounded).
+    pub fn from_log_opts(opts: &[String]) -> Result<Option<Rotation>> {
+        let (mut max_size, mut max_files) = (None, None);
+        for opt in opts {
+            let invalid = |why: &str| Error::Runtime(format!("invalid --log-opt {opt:?}: {why}"));
+            match opt.split_once('=') {
+                Some(("max-size", v)) => {
+                    let size = crate::runtime::cgroup::parse_bytes(v).map_err(|_| invalid("not a size"))?;
+                    max_size = Some(
+                        u64::try_from(size)
+                            .ok()
+                            .filter(|s| *s > 0)
+                            .ok_or_else(|| invalid("must be positive"))?,
+                    );
+                }
+                Some(("max-file", v)) => {
+                    max_files = Some(
+                        v.parse::<u32>()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| invalid("must be a positive integer"))?,
+                    )
+                }
+                Some((key, _)) => {
+                    return Err(Error::Runtime(format!(
+                        "unknown log opt '{key}' for json-file log driver"
+                    )))
+                }
+                None => return Err(invalid("expected KEY=VALUE")),
+            }
+        }
+        match (max_size, max_files) {
+            (Some(max_size), files) => Ok(Some(Rotation {
+                max_size,
+                max_files: files.unwrap_or(1),
+            })),
+            (None, Some(n)) if n > 1 => Err(Error::Runtime("max-file cannot be set without max-size".into())),
+            (None, _) => Ok(None),
+        }
+    }
+}
+
+/// The files of a log at `path`, oldest first (rotated ones, then `path`).
+fn files_of(path: &Path) -> Vec<std::path::PathBuf> {
+    let rotated = |n: u32| std::path::PathBuf::from(format!("{}.{n}", path.display()));
+    let mut files: Vec<_> = (1..).map(rotated).take_while(|p| p.exists()).collect();
+    files.reverse();
+    files.push(path.to_path_buf());
+    files
+}
+
+struct Current {
+    file: std::fs::File,
+    size: u64,
+}
+
 /// The log file, shared by the stdout and stderr copiers.
 #[derive(Clone)]
-pub struct LogWriter(Arc<Mutex<std::fs::File>>);
+pub struct LogWriter {
+    path: std::path::PathBuf,
+    rotation: Option<Rotation>,
+    current: Arc<Mutex<Current>>,
+}
 
 impl LogWriter {
-    pub fn open(path: &Path) -> Result<LogWriter> {
+    pub fn open(path: &Path, rotation: Option<Rotation>) -> Result<LogWriter> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .ctx(|| format!("opening {}", path.display()))?;
-        Ok(LogWriter(Arc::new(Mutex::new(file))))
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(LogWriter {
+            path: path.to_path_buf(),
+            rotation,
+            current: Arc::new(Mutex::new(Current { file, size })),
+        })
     }
 
     fn write(&self, stream: &str, text: &[u8]) {
@@ -40,10 +116,38 @@ impl LogWriter {
             stream: stream.to_string(),
             time: super::state::now(),
         };
-        if let (Ok(mut line), Ok(mut file)) = (serde_json::to_vec(&entry), self.0.lock()) {
+        if let (Ok(mut line), Ok(mut current)) = (serde_json::to_vec(&entry), self.current.lock()) {
             line.push(b'\n');
+            if let Some(rotation) = self.rotation {
+                if current.size > 0 && current.size + line.len() as u64 > rotation.max_size {
+                    self.rotate(&mut current, rotation);
+                }
+            }
             // A full disk loses log lines, never the container.
-            let _ = file.write_all(&line);
+            if current.file.write_all(&line).is_ok() {
+                current.size += line.len() as u64;
+            }
+        }
+    }
+
+    /// Shift the rotated files up by one (the oldest falls off), move the
+    /// log to `.1` and start a new one; with one file, just empty it.
+    fn rotate(&self, current: &mut Current, rotation: Rotation) {
+        let rotated = |n: u32| std::path::PathBuf::from(format!("{}.{n}", self.path.display()));
+        if rotation.max_files <= 1 {
+            if current.file.set_len(0).is_ok() {
+                current.size = 0;
+            }
+            return;
+        }
+        for n in (1..rotation.max_files - 1).rev() {
+            let _ = std::fs::rename(rotated(n), rotated(n + 1));
+        }
+        let fresh = std::fs::rename(&self.path, rotated(1))
+            .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(&self.path));
+        // If rotating fails the log just grows: lines are not dropped.
+        if let Ok(file) = fresh {
+            *current = Current { file, size: 0 };
         }
     }
 
@@ -90,28 +194,30 @@ pub struct ReadOptions {
     pub follow: bool,
 }
 
-/// Hand each entry of the log at `path` to `emit`; with `follow`, keep
-/// reading until `running()` turns false and the file is drained.
+/// Hand each entry of the log at `path` (its rotated files first) to
+/// `emit`; with `follow`, keep reading until `running()` turns false and
+/// the log is drained, going on to the new file when the log is rotated.
 pub fn read(
     path: &Path,
     opts: &ReadOptions,
     mut running: impl FnMut() -> bool,
     mut emit: impl FnMut(&Entry) -> std::io::Result<()>,
 ) -> Result<()> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).ctx(|| format!("opening {}", path.display())),
-    };
-    let mut reader = BufReader::new(file);
-    let mut offset = 0u64;
     // The existing lines; with --tail only the last N are kept, never the
     // whole log.
-    let stopped = match opts.tail {
-        None => !drain(&mut reader, &mut offset, path, |e| emit(&e).is_ok())?,
-        Some(n) => {
-            let mut last = std::collections::VecDeque::with_capacity(n.min(4096));
-            drain(&mut reader, &mut offset, path, |e| {
+    let mut last = std::collections::VecDeque::new();
+    let mut current = None;
+    for file_path in files_of(path) {
+        let file = match std::fs::File::open(&file_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).ctx(|| format!("opening {}", file_path.display())),
+        };
+        let mut reader = BufReader::new(file);
+        let mut offset = 0u64;
+        let more = drain(&mut reader, &mut offset, &file_path, |e| match opts.tail {
+            None => emit(&e).is_ok(),
+            Some(n) => {
                 if last.len() == n {
                     last.pop_front();
                 }
@@ -119,23 +225,53 @@ pub fn read(
                     last.push_back(e);
                 }
                 true
-            })?;
-            !last.iter().all(|e| emit(e).is_ok())
+            }
+        })?;
+        if !more {
+            return Ok(());
         }
-    };
-    if stopped || !opts.follow {
+        if file_path == path {
+            current = Some((reader, offset));
+        }
+    }
+    if !last.iter().all(|e| emit(e).is_ok()) || !opts.follow {
         return Ok(());
     }
+    let Some((mut reader, mut offset)) = current else {
+        return Ok(());
+    };
     loop {
         let alive = running();
+        let len = reader.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
+        if len < offset {
+            // Emptied in place (max-file=1): read it from the start.
+            offset = 0;
+        }
         reader
             .seek(SeekFrom::Start(offset))
             .ctx(|| format!("reading {}", path.display()))?;
-        if !drain(&mut reader, &mut offset, path, |e| emit(&e).is_ok())? || !alive {
+        if !drain(&mut reader, &mut offset, path, |e| emit(&e).is_ok())? {
+            return Ok(());
+        }
+        if let Some(next) = rotated_away(path, reader.get_ref()) {
+            // The rest of the old file is read; go on with the new one.
+            reader = BufReader::new(next);
+            offset = 0;
+            continue;
+        }
+        if !alive {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// The file now at `path` if it is not `open` (the log was rotated).
+fn rotated_away(path: &Path, open: &std::fs::File) -> Option<std::fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    let ours = open.metadata().ok()?.ino();
+    let next = std::fs::File::open(path).ok()?;
+    (next.metadata().ok()?.ino() != ours).then_some(next)
 }
 
 /// Hand each complete line from the reader's position on to `each` (a
@@ -173,7 +309,7 @@ mod tests {
     fn lines_are_split_logged_and_tailed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ctr.log");
-        let log = LogWriter::open(&path).unwrap();
+        let log = LogWriter::open(&path, None).unwrap();
         let long = "x".repeat(MAX_LINE + 10);
         log.copy("stdout", format!("one\ntwo\n{long}\nthree").as_bytes(), None);
         log.copy("stderr", &b"oops\n"[..], None);
@@ -215,7 +351,7 @@ mod tests {
     fn follow_reads_what_arrives_until_the_container_stops() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ctr.log");
-        let log = LogWriter::open(&path).unwrap();
+        let log = LogWriter::open(&path, None).unwrap();
         log.copy("stdout", &b"first\n"[..], None);
         let mut polls = 0;
         let mut seen = Vec::new();
@@ -240,5 +376,118 @@ mod tests {
         )
         .unwrap();
         assert_eq!(seen, vec!["first\n", "later\n"]);
+    }
+
+    fn all(path: &Path, opts: &ReadOptions, mut running: impl FnMut() -> bool) -> Vec<String> {
+        let mut seen = Vec::new();
+        read(path, opts, &mut running, |e| {
+            seen.push(e.log.trim_end().to_string());
+            Ok(())
+        })
+        .unwrap();
+        seen
+    }
+
+    #[test]
+    fn rotation_keeps_max_files_and_reads_them_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctr.log");
+        // Each entry is 77 bytes: two fit in 160.
+        let rotation = Rotation {
+            max_size: 160,
+            max_files: 3,
+        };
+        let log = LogWriter::open(&path, Some(rotation)).unwrap();
+        for i in 0..10 {
+            log.copy("stdout", format!("line {i}\n").as_bytes(), None);
+        }
+        let files = files_of(&path);
+        assert_eq!(files.len(), 3, "{files:?}");
+        for f in &files {
+            assert!(std::fs::metadata(f).unwrap().len() <= 160, "{}", f.display());
+        }
+        // The oldest lines fell off; the rest come back in order.
+        assert_eq!(
+            all(&path, &ReadOptions::default(), || false),
+            ["line 4", "line 5", "line 6", "line 7", "line 8", "line 9"]
+        );
+        let tail = ReadOptions {
+            tail: Some(3),
+            follow: false,
+        };
+        assert_eq!(all(&path, &tail, || false), ["line 7", "line 8", "line 9"]);
+        // One file: emptied in place, never more than max-size.
+        let single = dir.path().join("single.log");
+        let log = LogWriter::open(
+            &single,
+            Some(Rotation {
+                max_size: 160,
+                max_files: 1,
+            }),
+        )
+        .unwrap();
+        for i in 0..5 {
+            log.copy("stdout", format!("line {i}\n").as_bytes(), None);
+        }
+        assert_eq!(files_of(&single).len(), 1);
+        assert_eq!(all(&single, &ReadOptions::default(), || false), ["line 4"]);
+    }
+
+    #[test]
+    fn follow_goes_on_across_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctr.log");
+        let rotation = Rotation {
+            max_size: 160,
+            max_files: 2,
+        };
+        let log = LogWriter::open(&path, Some(rotation)).unwrap();
+        log.copy("stdout", &b"first\n"[..], None);
+        let follow = ReadOptions {
+            tail: None,
+            follow: true,
+        };
+        let mut polls = 0;
+        let seen = all(&path, &follow, || {
+            polls += 1;
+            if polls == 2 {
+                // Past 160 bytes: the log rotates under the reader.
+                for line in ["a\n", "b\n", "c\n"] {
+                    log.copy("stdout", line.as_bytes(), None);
+                }
+            }
+            polls < 4
+        });
+        assert_eq!(seen, ["first", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn log_opts_are_docker_s() {
+        let opts = |v: &[&str]| Rotation::from_log_opts(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(opts(&[]).unwrap(), None);
+        assert_eq!(
+            opts(&["max-size=10m", "max-file=3"]).unwrap(),
+            Some(Rotation {
+                max_size: 10 << 20,
+                max_files: 3
+            })
+        );
+        assert_eq!(
+            opts(&["max-size=1k"]).unwrap(),
+            Some(Rotation {
+                max_size: 1024,
+                max_files: 1
+            })
+        );
+        for bad in [
+            &["colour=red"][..],
+            &["max-size=lots"],
+            &["max-size=0"],
+            &["max-file=0", "max-size=1m"],
+            &["max-file=3"],
+            &["max-size"],
+        ] {
+            assert!(opts(bad).is_err(), "{bad:?}");
+        }
     }
 }

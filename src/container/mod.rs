@@ -69,6 +69,9 @@ pub struct ContainerConfig {
     /// The chain its writable snapshot is over (to rebuild the index).
     #[serde(default)]
     pub snapshot_parent: Option<Digest>,
+    /// `--log-opt max-size/max-file`; None: the log grows unbounded.
+    #[serde(default)]
+    pub log_rotation: Option<logs::Rotation>,
 }
 
 impl ContainerConfig {
@@ -113,6 +116,8 @@ pub struct CreateOptions {
     pub open_stdin: bool,
     /// `--rm`
     pub auto_remove: bool,
+    /// `--log-opt max-size=… max-file=…`
+    pub log_rotation: Option<logs::Rotation>,
 }
 
 /// A container as the index, its config and its state describe it.
@@ -268,6 +273,7 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
             ports: opts.ports.clone(),
             limits: opts.limits.clone(),
             auto_remove: opts.auto_remove,
+            log_rotation: opts.log_rotation,
             open_stdin: opts.open_stdin,
             cap_add: opts.overrides.cap_add.clone(),
             cap_drop: opts.overrides.cap_drop.clone(),

@@ -236,7 +236,7 @@ fn start(
     if let Some(endpoint) = &config.endpoint {
         network::ensure_bridge(&endpoint.bridge).map_err(failed)?;
     }
-    let log = LogWriter::open(&dir.join("ctr.log")).map_err(failed)?;
+    let log = LogWriter::open(&dir.join("ctr.log"), config.log_rotation).map_err(failed)?;
     let null = || {
         std::fs::OpenOptions::new()
             .read(true)
