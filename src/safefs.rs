@@ -90,13 +90,21 @@ pub fn is_dir(st: &FileStat) -> bool {
 /// Remove `name` from `dir` whatever it is; directories with everything in
 /// them. Never follows a symlink, and walks with an explicit stack: a layer
 /// can build trees far deeper than a thread's stack would allow recursion.
+/// What another remover took first (ENOENT) counts as removed.
 pub fn remove_at(dir: BorrowedFd, name: &Path) -> nix::Result<()> {
+    let gone = |r: nix::Result<()>| match r {
+        Err(Errno::ENOENT) => Ok(()),
+        other => other,
+    };
     let Some(st) = lstat_at(dir, name)? else { return Ok(()) };
     if !is_dir(&st) {
-        return unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
+        return gone(unlinkat(dir, name, UnlinkatFlags::NoRemoveDir));
     }
     // Each frame: an open directory and the name it has in its parent.
-    let top = openat(dir, name, DIR_FLAGS | OFlag::O_NOFOLLOW, Mode::empty())?;
+    let top = match openat(dir, name, DIR_FLAGS | OFlag::O_NOFOLLOW, Mode::empty()) {
+        Err(Errno::ENOENT) => return Ok(()),
+        other => other?,
+    };
     let mut stack: Vec<(OwnedFd, std::ffi::OsString)> = vec![(top, name.as_os_str().to_owned())];
     while let Some((current, _)) = stack.last() {
         let mut subdir = None;
@@ -114,27 +122,28 @@ pub fn remove_at(dir: BorrowedFd, name: &Path) -> nix::Result<()> {
                         subdir = Some(entry_name);
                         break;
                     }
-                    Some(_) => unlinkat(current.as_fd(), path, UnlinkatFlags::NoRemoveDir)?,
+                    Some(_) => gone(unlinkat(current.as_fd(), path, UnlinkatFlags::NoRemoveDir))?,
                     None => {}
                 }
             }
         }
         match subdir {
             // Descend; the directory is revisited once its child is gone.
-            Some(child) => {
-                let fd = openat(
-                    current.as_fd(),
-                    Path::new(&child),
-                    DIR_FLAGS | OFlag::O_NOFOLLOW,
-                    Mode::empty(),
-                )?;
-                stack.push((fd, child));
-            }
+            Some(child) => match openat(
+                current.as_fd(),
+                Path::new(&child),
+                DIR_FLAGS | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            ) {
+                // Taken by another remover meanwhile: list this one again.
+                Err(Errno::ENOENT) => {}
+                fd => stack.push((fd?, child)),
+            },
             None => {
                 let Some((_, done)) = stack.pop() else { break };
                 match stack.last() {
-                    Some((parent, _)) => unlinkat(parent.as_fd(), Path::new(&done), UnlinkatFlags::RemoveDir)?,
-                    None => unlinkat(dir, name, UnlinkatFlags::RemoveDir)?,
+                    Some((parent, _)) => gone(unlinkat(parent.as_fd(), Path::new(&done), UnlinkatFlags::RemoveDir))?,
+                    None => gone(unlinkat(dir, name, UnlinkatFlags::RemoveDir))?,
                 }
             }
         }

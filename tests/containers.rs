@@ -182,6 +182,14 @@ fn run_attached_detached_and_auto_removed() {
         .to_string();
     wait_until("the --rm container to go", || !root.containers().contains(&id));
     assert_no_trace(&root, &id);
+    // `wait` gets a --rm container's code, though the monitor removes it
+    // right after.
+    let id = root
+        .ok(&["run", "-d", "--rm", &toolbox(), "sh", "-c", "sleep 0.3; exit 7"])
+        .trim()
+        .to_string();
+    assert_eq!(root.ok(&["wait", &id]), "7\n");
+    wait_until("the waited-for --rm container to go", || !root.containers().contains(&id));
     // Attached --rm whose CLI is killed: the monitor still removes it.
     let mut cli = root
         .command()
@@ -905,6 +913,12 @@ fn ps_and_images_filter_and_format_like_docker() {
     let id = inspect(&root, "failed")["Id"].as_str().unwrap().to_string();
     assert_eq!(names(&["-a", "-f", &format!("id={}", &id[..10])]), ["failed"]);
     assert_eq!(root.ok(&["ps", "-aq", "-f", "name=fresh"]).trim().len(), 12);
+    // A newline in a command is escaped, as docker quotes it: one row.
+    root.ok(&["create", "--name", "two-lines", &image, "sh", "-c", "true\ntrue"]);
+    let out = root.ok(&["ps", "-a", "-f", "name=two-lines"]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains(r#""sh -c true\ntrue""#), "{out}");
+    root.ok(&["rm", "two-lines"]);
     // --last/--latest: the newest, whatever their state.
     assert_eq!(names(&["-l"]), ["fresh"]);
     assert_eq!(names(&["-n", "2"]), ["failed", "fresh"]);

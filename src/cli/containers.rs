@@ -368,21 +368,54 @@ fn proxy_signals(mocker: &Mocker, id: &str, pid: u32) {
     }
 }
 
-/// Start attached: stream output until the container exits; its exit code.
-fn start_attached(mocker: &Mocker, container: Container, stdin: bool, tty: bool) -> mocker::Result<i32> {
+/// How an attached start ended.
+enum Attached {
+    /// It did not start (nothing of the image ran).
+    NotStarted(mocker::Error),
+    /// It ran; this is its exit code.
+    Exited(i32),
+    /// It ran, but its end could not be learnt.
+    Lost(mocker::Error),
+}
+
+/// Start attached: stream output until the container exits.
+fn start_attached(mocker: &Mocker, container: Container, stdin: bool, tty: bool) -> Attached {
     let _raw = RawTerminal::enter(tty && stdin);
-    let started = container::start_container(mocker, &container, Attach { output: true, stdin })?;
+    let started = match container::start_container(mocker, &container, Attach { output: true, stdin }) {
+        Ok(started) => started,
+        Err(e) => return Attached::NotStarted(e),
+    };
     if !tty {
         proxy_signals(mocker, &container.record.id, started.pid);
     } else if let Some(monitor) = &started.monitor {
         // The monitor, in a session of its own, resizes the container's
-        // terminal when ours is; one resize now covers any made before the
-        // forwarding began (the container may already be running).
-        let monitor = nix::unistd::Pid::from_raw(monitor.id() as i32);
-        mocker::runtime::signals::forward_to(monitor.as_raw(), &[nix::sys::signal::Signal::SIGWINCH]);
-        let _ = nix::sys::signal::kill(monitor, nix::sys::signal::Signal::SIGWINCH);
+        // terminal when ours is (through a pidfd: we reap it before we
+        // exit); one resize now covers any made before the forwarding began.
+        use mocker::runtime::{pidfd::Pidfd, signals};
+        use nix::sys::signal::Signal::SIGWINCH;
+        if let Ok(target) = Pidfd::open(monitor.id()) {
+            signals::forward_to_process(target, &[SIGWINCH]);
+            // Our child, not yet reaped: its pid is still its own.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor.id() as i32), SIGWINCH);
+        }
     }
-    container::wait_attached(mocker, container, started)
+    match container::wait_attached(mocker, container, started) {
+        Ok(code) => Attached::Exited(code),
+        Err(e) => Attached::Lost(e),
+    }
+}
+
+/// The exit code for an attached start that ended as `attached`; a start
+/// that failed is reported (and with `remove`, its container removed).
+fn attached_exit(mocker: &Mocker, id: &str, attached: Attached, remove: bool) -> i32 {
+    match attached {
+        Attached::Exited(code) => code,
+        Attached::NotStarted(e) => start_failed(mocker, id, &e, remove),
+        Attached::Lost(e) => {
+            eprintln!("Error: {e}");
+            EXIT_ENGINE_FAILED
+        }
+    }
 }
 
 pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
@@ -413,10 +446,8 @@ pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
         };
     }
     // A run whose start fails leaves nothing behind, not a created container.
-    match start_attached(mocker, created, opts.open_stdin, opts.tty) {
-        Ok(code) => Ok(code),
-        Err(e) => Ok(start_failed(mocker, &id, &e, true)),
-    }
+    let attached = start_attached(mocker, created, opts.open_stdin, opts.tty);
+    Ok(attached_exit(mocker, &id, attached, true))
 }
 
 /// Report a failed start the way docker does; the exit code to leave with.
@@ -440,10 +471,8 @@ pub fn start(mocker: &Mocker, args: &StartArgs) -> Result<i32> {
         let c = container::get(mocker, &args.containers[0])?;
         let tty = c.config.as_ref().is_some_and(|c| c.init.tty);
         let id = c.record.id.clone();
-        return match start_attached(mocker, c, args.interactive, tty) {
-            Ok(code) => Ok(code),
-            Err(e) => Ok(start_failed(mocker, &id, &e, false)),
-        };
+        let attached = start_attached(mocker, c, args.interactive, tty);
+        return Ok(attached_exit(mocker, &id, attached, false));
     }
     each(&args.containers, |c| {
         container::start(mocker, c, Attach::default())?;
@@ -533,10 +562,12 @@ fn command_column(c: &Container, no_trunc: bool) -> String {
         .as_ref()
         .map(|c| c.init.process.args.join(" "))
         .unwrap_or_default();
+    // Quoted with escapes, as docker's strconv.Quote: a newline or tab in
+    // the command must not break the table.
     if no_trunc || args.chars().count() <= 20 {
-        format!("\"{args}\"")
+        format!("{args:?}")
     } else {
-        format!("\"{}…\"", args.chars().take(19).collect::<String>())
+        format!("{:?}", format!("{}…", args.chars().take(19).collect::<String>()))
     }
 }
 

@@ -546,14 +546,25 @@ pub fn wait_attached(mocker: &Mocker, container: Container, started: Started) ->
 /// Block until the container is not running; its exit code.
 pub fn wait(mocker: &Mocker, query: &str) -> Result<i32> {
     let record = find(mocker, query)?;
-    wait_for_exit(mocker, &record.id)?;
-    Ok(load(mocker, record)?.state.exit_code)
+    Ok(wait_for_exit(mocker, &record.id)?.exit_code)
 }
 
 /// Block until the monitor of container `id` (a full id) has recorded its
 /// exit and let go of its lock; its state then. No index session.
 pub fn wait_for_exit(mocker: &Mocker, id: &str) -> Result<State> {
-    monitor::wait_for_lock(&monitor::lock_path(&dir_of(mocker, id)));
+    let dir = dir_of(mocker, id);
+    // Held until the exit is read: a `--rm` container's monitor waits for
+    // it before removing the container.
+    // (Opened, never created: a file made here could land in a directory
+    // a removal is emptying.)
+    let _reading = std::fs::File::open(monitor::waiters_lock_path(&dir))
+        .ok()
+        .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockShared).ok());
+    monitor::wait_for_lock(&monitor::lock_path(&dir));
+    if !dir.exists() {
+        // Removed (by `rm -f`, or a `--rm` monitor we came too late for).
+        return Err(Error::NoSuchContainer(id.to_string()));
+    }
     state_of(mocker, id)
 }
 

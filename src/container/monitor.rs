@@ -46,6 +46,13 @@ pub fn teardown_lock_path(dir: &Path) -> PathBuf {
     dir.join("teardown.lock")
 }
 
+/// Shared by whoever waits to read a container's exit (`wait`, attached
+/// starts); the monitor takes it exclusively before removing a `--rm`
+/// container, so they read the exit code before it is gone.
+pub fn waiters_lock_path(dir: &Path) -> PathBuf {
+    dir.join("waiters.lock")
+}
+
 /// Block until no monitor holds the lock at `path` (none: at once).
 pub fn wait_for_lock(path: &Path) {
     if let Ok(file) = std::fs::File::open(path) {
@@ -107,6 +114,7 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
             return Err(e);
         }
     };
+    let _ = std::fs::File::create(waiters_lock_path(dir));
     // Taken while we hold the monitor lock, so no remover can slip between.
     let teardown = std::fs::File::create(teardown_lock_path(dir))
         .ok()
@@ -201,6 +209,10 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
     // `--rm`, attached or not: removed here, as docker's daemon does, so a
     // killed `run` leaves nothing behind. The attached caller waits for us.
     let removed = if config.auto_remove {
+        // Waiters read the exit first (see `waiters_lock_path`).
+        let _readers_done = std::fs::File::create(waiters_lock_path(dir))
+            .ok()
+            .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
         crate::Mocker::open(dir.parent().and_then(Path::parent).unwrap_or(Path::new("/")))
             .and_then(|mocker| super::discard(&mocker, &config.id, Some(&config)))
     } else {

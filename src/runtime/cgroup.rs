@@ -228,7 +228,12 @@ fn own_cgroup_procs() -> Option<std::path::PathBuf> {
         (None, Some(path)) => Some(root.join(path).join("cgroup.procs")),
         _ => None,
     }
-    .filter(|p| p.exists())
+    // Only one that lists us: under a cgroup namespace the path could name
+    // another cgroup, and the no-op would become a real move.
+    .filter(|p| {
+        let me = std::process::id().to_string();
+        std::fs::read_to_string(p).is_ok_and(|pids| pids.lines().any(|pid| pid == me))
+    })
 }
 
 #[cfg(test)]

@@ -98,7 +98,7 @@ pub fn main() -> i32 {
     // Opened in the container's mount namespace: its own devpts.
     let opened = spec
         .tty
-        .then(|| super::terminal::open().inspect(|(master, _)| super::terminal::follow_size(0, master)));
+        .then(|| super::terminal::open().inspect(|(master, _)| super::terminal::follow_size(1, master)));
     let mut terminal = match opened.transpose() {
         Ok(t) => t,
         Err(e) => {

@@ -538,6 +538,8 @@ fn splice_tcp(client: TcpStream, upstream: TcpStream) {
 
 /// How long a UDP flow lives without a reply (docker's proxy: 90 s).
 const UDP_FLOW_TIMEOUT: Duration = Duration::from_secs(90);
+/// Client addresses served at once per published port (a thread each).
+const MAX_UDP_FLOWS: usize = 1024;
 
 /// One upstream socket per client address, each with a thread sending the
 /// replies back from the published socket; a flow ends after
@@ -550,24 +552,39 @@ fn serve_udp(socket: UdpSocket, to: SocketAddr) {
     let mut buf = vec![0u8; 65536];
     while let Ok((n, from)) = socket.recv_from(&mut buf) {
         flows.retain(|_, (_, relaying)| relaying.load(Ordering::Relaxed));
+        let full = flows.len() >= MAX_UDP_FLOWS;
         let (upstream, _) = match flows.entry(from) {
             std::collections::hash_map::Entry::Occupied(flow) => flow.into_mut(),
             std::collections::hash_map::Entry::Vacant(slot) => {
+                if full {
+                    continue;
+                }
                 let Ok(upstream) = UdpSocket::bind("0.0.0.0:0").and_then(|u| u.connect(to).map(|_| u)) else {
                     continue;
                 };
                 let relaying = Arc::new(AtomicBool::new(true));
-                if let (Ok(reply), Ok(back)) = (upstream.try_clone(), socket.try_clone()) {
-                    let done = relaying.clone();
-                    std::thread::spawn(move || {
-                        relay_replies(reply, back, from);
-                        done.store(false, Ordering::Relaxed);
-                    });
+                let (Ok(reply), Ok(back)) = (upstream.try_clone(), socket.try_clone()) else {
+                    continue;
+                };
+                let done = relaying.clone();
+                let relay = std::thread::Builder::new().spawn(move || {
+                    relay_replies(reply, back, from);
+                    done.store(false, Ordering::Relaxed);
+                });
+                // No thread to be had: drop the datagram, keep serving.
+                if relay.is_err() {
+                    continue;
                 }
                 slot.insert((upstream, relaying))
             }
         };
-        let _ = upstream.send(&buf[..n]);
+        // A pending ICMP error from an earlier datagram can surface here
+        // instead of in the relay; the datagram itself is worth a retry.
+        if let Err(e) = upstream.send(&buf[..n]) {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                let _ = upstream.send(&buf[..n]);
+            }
+        }
     }
 }
 
@@ -584,8 +601,12 @@ fn relay_replies(reply: UdpSocket, published: UdpSocket, client: SocketAddr) {
                 }
             }
             // An ICMP "port unreachable" for an earlier datagram (nothing
-            // listened yet): not the end of the flow.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            // listened yet), or a signal: not the end of the flow.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::Interrupted
+                ) => {}
             Err(_) => return,
         }
     }

@@ -13,6 +13,8 @@ static TARGET_PIDFD: AtomicI32 = AtomicI32::new(-1);
 static TARGET: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn forward(signal: nix::libc::c_int) {
+    // The interrupted code may be about to read errno.
+    let errno = nix::errno::Errno::last_raw();
     let pidfd = TARGET_PIDFD.load(Ordering::Relaxed);
     let pid = TARGET.load(Ordering::Relaxed);
     // SAFETY: pidfd_send_signal and kill are plain, async-signal-safe
@@ -25,6 +27,7 @@ extern "C" fn forward(signal: nix::libc::c_int) {
             nix::libc::kill(pid, signal);
         }
     }
+    nix::errno::Errno::set_raw(errno);
 }
 
 /// From now on, `signals` received by this process go to `pid` instead.

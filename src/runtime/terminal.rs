@@ -65,10 +65,13 @@ fn copy_size_raw(from: i32, to: i32) {
 static FOLLOWED: [AtomicI32; 2] = [AtomicI32::new(-1), AtomicI32::new(-1)];
 
 extern "C" fn resized(_: nix::libc::c_int) {
+    // The interrupted code may be about to read errno.
+    let errno = nix::errno::Errno::last_raw();
     let (from, to) = (FOLLOWED[0].load(Ordering::Relaxed), FOLLOWED[1].load(Ordering::Relaxed));
     if from >= 0 && to >= 0 {
         copy_size_raw(from, to);
     }
+    nix::errno::Errno::set_raw(errno);
 }
 
 /// Copy `from`'s size to `terminal` now and on every SIGWINCH from now on
