@@ -189,7 +189,9 @@ fn run_attached_detached_and_auto_removed() {
         .trim()
         .to_string();
     assert_eq!(root.ok(&["wait", &id]), "7\n");
-    wait_until("the waited-for --rm container to go", || !root.containers().contains(&id));
+    wait_until("the waited-for --rm container to go", || {
+        !root.containers().contains(&id)
+    });
     // Attached --rm whose CLI is killed: the monitor still removes it.
     let mut cli = root
         .command()
