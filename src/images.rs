@@ -98,7 +98,6 @@ pub fn list(mocker: &Mocker, filter: Option<&str>) -> Result<Vec<ImageSummary>> 
     Ok(rows)
 }
 
-/// docker's `images REPOSITORY[:TAG]` argument, in short or full form.
 /// `images --filter KEY=VALUE`: `dangling=true|false` (untagged images)
 /// and `reference=PATTERN` (a glob over `name` or `name:tag`, `*` not
 /// crossing `/`). Values of one key are alternatives; keys must all match.
@@ -157,6 +156,7 @@ fn glob(pattern: &str, text: &str) -> bool {
     matched[t.len()]
 }
 
+/// docker's `images REPOSITORY[:TAG]` argument, in short or full form.
 fn matches_filter(row: &ImageSummary, filter: &str) -> bool {
     let (repo, tag) = match filter.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
         Some((r, t)) => (r, Some(t)),

@@ -10,9 +10,9 @@ use clap::Args;
 
 use mocker::container::{self, Attach, Container, CreateOptions, Status};
 use mocker::runtime::network::PortMapping;
+use mocker::Mocker;
 
 use super::format::Format;
-use mocker::Mocker;
 
 /// docker's exit code when the engine itself failed to run the container.
 const EXIT_ENGINE_FAILED: i32 = mocker::runtime::init::EXIT_RUNTIME_FAILED;
@@ -618,27 +618,24 @@ pub fn ps(mocker: &Mocker, args: &PsArgs) -> Result<i32> {
         return Ok(0);
     }
     if !matches!(format, Format::Table) {
-        let mut rows = Vec::new();
-        for c in &containers {
-            let obj = serde_json::json!({
-                "ID": id(c),
-                "Image": image(c),
-                "Command": command_column(c, args.no_trunc),
-                "CreatedAt": c.record.created,
-                "RunningFor": created(c),
-                "Status": c.state.describe(now),
-                "State": c.state.status.as_str(),
-                "Ports": ports_column(c),
-                "Names": c.record.name,
-            });
-            if matches!(format, Format::Json) {
-                writeln!(out, "{obj}")?;
-            } else if let serde_json::Value::Object(row) = obj {
-                rows.push(row);
-            }
-        }
         drop(out);
-        format.print_template(&rows, PS_FIELDS)?;
+        let rows: Vec<serde_json::Value> = containers
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "ID": id(c),
+                    "Image": image(c),
+                    "Command": command_column(c, args.no_trunc),
+                    "CreatedAt": c.record.created,
+                    "RunningFor": created(c),
+                    "Status": c.state.describe(now),
+                    "State": c.state.status.as_str(),
+                    "Ports": ports_column(c),
+                    "Names": c.record.name,
+                })
+            })
+            .collect();
+        format.print(&rows, PS_FIELDS)?;
         return Ok(0);
     }
     drop(out);

@@ -51,24 +51,31 @@ impl Format {
         Ok(Format::Template { table, parts })
     }
 
-    /// Print `rows` (objects keyed by field name) as a template says;
-    /// `Table` and `Json` are the caller's to print.
-    pub fn print_template(&self, rows: &[Map<String, Value>], fields: &Fields) -> Result<()> {
-        let Format::Template { table, parts } = self else {
-            return Ok(());
-        };
-        let mut lines = Vec::new();
-        if *table {
-            let headers: Map<String, Value> = fields.iter().map(|(f, h)| (f.to_string(), Value::from(*h))).collect();
-            lines.push(render(parts, &headers));
+    /// `rows` (objects keyed by field name) as this format writes them: a
+    /// JSON object per line, or the template per row (with a header and
+    /// aligned columns for `table …`). `Table` is the caller's to write.
+    pub fn text(&self, rows: &[Value], fields: &Fields) -> String {
+        let empty = Map::new();
+        let object = |row: &'_ Value| row.as_object().unwrap_or(&empty).clone();
+        match self {
+            Format::Table => String::new(),
+            Format::Json => rows.iter().map(|row| format!("{row}\n")).collect(),
+            Format::Template { table: false, parts } => {
+                rows.iter().map(|row| render(parts, &object(row)) + "\n").collect()
+            }
+            Format::Template { table: true, parts } => {
+                let headers: Map<String, Value> =
+                    fields.iter().map(|(f, h)| (f.to_string(), Value::from(*h))).collect();
+                let lines: Vec<String> = std::iter::once(render(parts, &headers))
+                    .chain(rows.iter().map(|row| render(parts, &object(row))))
+                    .collect();
+                align(&lines)
+            }
         }
-        lines.extend(rows.iter().map(|row| render(parts, row)));
-        let text = if *table {
-            align(&lines)
-        } else {
-            lines.iter().map(|l| format!("{l}\n")).collect()
-        };
-        std::io::stdout().lock().write_all(text.as_bytes())?;
+    }
+
+    pub fn print(&self, rows: &[Value], fields: &Fields) -> Result<()> {
+        std::io::stdout().lock().write_all(self.text(rows, fields).as_bytes())?;
         Ok(())
     }
 }
@@ -156,27 +163,17 @@ mod tests {
 
     const FIELDS: &Fields = &[("ID", "CONTAINER ID"), ("Names", "NAMES"), ("Status", "STATUS")];
 
-    fn row(id: &str, name: &str) -> Map<String, Value> {
+    fn row(id: &str, name: &str) -> Value {
         serde_json::json!({"ID": id, "Names": name, "Status": "Up 1 second"})
-            .as_object()
-            .cloned()
-            .unwrap()
     }
 
-    fn rendered(format: &str, rows: &[Map<String, Value>]) -> String {
-        let Format::Template { table, parts } = Format::parse(format, FIELDS).unwrap() else {
-            panic!("{format} is not a template");
-        };
-        let mut lines: Vec<String> = Vec::new();
-        if table {
-            let headers = FIELDS.iter().map(|(f, h)| (f.to_string(), Value::from(*h))).collect();
-            lines.push(render(&parts, &headers));
-        }
-        lines.extend(rows.iter().map(|r| render(&parts, r)));
-        if table {
-            align(&lines)
-        } else {
-            lines.concat()
+    /// The text of `rows` (a one-row template without its line end).
+    fn rendered(format: &str, rows: &[Value]) -> String {
+        let format = Format::parse(format, FIELDS).unwrap();
+        let text = format.text(rows, FIELDS);
+        match format {
+            Format::Template { table: false, .. } => text.strip_suffix('\n').unwrap_or(&text).to_string(),
+            _ => text,
         }
     }
 

@@ -70,25 +70,22 @@ pub fn images(mocker: &Mocker, args: &super::ImagesArgs) -> Result<i32> {
         return Ok(0);
     }
     if !matches!(format, Format::Table) {
-        let mut objects = Vec::new();
-        for r in &rows {
-            let obj = json!({
-                "Repository": r.repository,
-                "Tag": r.tag,
-                "Digest": r.digest,
-                "ID": id(r),
-                "CreatedAt": created_at(r.created.as_deref()),
-                "CreatedSince": created_since(r.created.as_deref()),
-                "Size": human_size(r.size),
-                "VirtualSize": human_size(r.size),
-            });
-            if matches!(format, Format::Json) {
-                println!("{obj}");
-            } else if let serde_json::Value::Object(row) = obj {
-                objects.push(row);
-            }
-        }
-        format.print_template(&objects, IMAGE_FIELDS)?;
+        let objects: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "Repository": r.repository,
+                    "Tag": r.tag,
+                    "Digest": r.digest,
+                    "ID": id(r),
+                    "CreatedAt": created_at(r.created.as_deref()),
+                    "CreatedSince": created_since(r.created.as_deref()),
+                    "Size": human_size(r.size),
+                    "VirtualSize": human_size(r.size),
+                })
+            })
+            .collect();
+        format.print(&objects, IMAGE_FIELDS)?;
         return Ok(0);
     }
     let mut header = vec!["REPOSITORY", "TAG"];

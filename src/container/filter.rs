@@ -68,21 +68,20 @@ impl Filter {
     }
 
     pub fn matches(&self, c: &Container) -> bool {
-        let id = &c.record.id;
-        let name = &c.record.name;
-        let any = |values: &[String], f: &dyn Fn(&str) -> bool| values.is_empty() || values.iter().any(|v| f(v));
-        any(&self.ids, &|prefix| id.starts_with(prefix))
-            && (self.names.is_empty()
-                || self
-                    .names
-                    .iter()
-                    .any(|re| re.is_match(name) || re.is_match(&format!("/{name}"))))
-            && any(&self.statuses, &|status| status == c.state.status.as_str())
-            && (self.exit_codes.is_empty()
-                || c.state.status == Status::Exited && self.exit_codes.contains(&c.state.exit_code))
+        let (id, name) = (&c.record.id, &c.record.name);
+        let exited = c.state.status == Status::Exited;
+        any(&self.ids, |prefix| id.starts_with(prefix.as_str()))
+            && any(&self.names, |re| re.is_match(name) || re.is_match(&format!("/{name}")))
+            && any(&self.statuses, |status| status == c.state.status.as_str())
+            && any(&self.exit_codes, |code| exited && *code == c.state.exit_code)
             && self
                 .ancestors
                 .as_ref()
                 .is_none_or(|digests| digests.contains(&c.record.image_manifest))
     }
+}
+
+/// No values: no condition; else one of them must hold.
+fn any<T>(values: &[T], holds: impl Fn(&T) -> bool) -> bool {
+    values.is_empty() || values.iter().any(holds)
 }

@@ -73,10 +73,16 @@ impl Rotation {
     }
 }
 
+/// Rotated file `n` of the log at `path` (`ctr.log.n`).
+fn rotated(path: &Path, n: u32) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    name.into()
+}
+
 /// The files of a log at `path`, oldest first (rotated ones, then `path`).
 fn files_of(path: &Path) -> Vec<std::path::PathBuf> {
-    let rotated = |n: u32| std::path::PathBuf::from(format!("{}.{n}", path.display()));
-    let mut files: Vec<_> = (1..).map(rotated).take_while(|p| p.exists()).collect();
+    let mut files: Vec<_> = (1..).map(|n| rotated(path, n)).take_while(|p| p.exists()).collect();
     files.reverse();
     files.push(path.to_path_buf());
     files
@@ -133,7 +139,7 @@ impl LogWriter {
     /// Shift the rotated files up by one (the oldest falls off), move the
     /// log to `.1` and start a new one; with one file, just empty it.
     fn rotate(&self, current: &mut Current, rotation: Rotation) {
-        let rotated = |n: u32| std::path::PathBuf::from(format!("{}.{n}", self.path.display()));
+        let nth = |n| rotated(&self.path, n);
         if rotation.max_files <= 1 {
             if current.file.set_len(0).is_ok() {
                 current.size = 0;
@@ -141,9 +147,9 @@ impl LogWriter {
             return;
         }
         for n in (1..rotation.max_files - 1).rev() {
-            let _ = std::fs::rename(rotated(n), rotated(n + 1));
+            let _ = std::fs::rename(nth(n), nth(n + 1));
         }
-        let fresh = std::fs::rename(&self.path, rotated(1))
+        let fresh = std::fs::rename(&self.path, nth(1))
             .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(&self.path));
         // If rotating fails the log just grows: lines are not dropped.
         if let Ok(file) = fresh {
@@ -266,12 +272,15 @@ pub fn read(
     }
 }
 
-/// The file now at `path` if it is not `open` (the log was rotated).
+/// The file now at `path` if it is not `open` (the log was rotated);
+/// a stat per poll, an open only when it changed.
 fn rotated_away(path: &Path, open: &std::fs::File) -> Option<std::fs::File> {
     use std::os::unix::fs::MetadataExt;
     let ours = open.metadata().ok()?.ino();
-    let next = std::fs::File::open(path).ok()?;
-    (next.metadata().ok()?.ino() != ours).then_some(next)
+    if std::fs::metadata(path).ok()?.ino() == ours {
+        return None;
+    }
+    std::fs::File::open(path).ok()
 }
 
 /// Hand each complete line from the reader's position on to `each` (a

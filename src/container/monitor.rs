@@ -210,7 +210,7 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
     // killed `run` leaves nothing behind. The attached caller waits for us.
     let removed = if config.auto_remove {
         // Waiters read the exit first (see `waiters_lock_path`).
-        let _readers_done = std::fs::File::create(waiters_lock_path(dir))
+        let _readers_done = std::fs::File::open(waiters_lock_path(dir))
             .ok()
             .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
         crate::Mocker::open(dir.parent().and_then(Path::parent).unwrap_or(Path::new("/")))

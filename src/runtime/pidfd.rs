@@ -1,7 +1,7 @@
 //! A process named by a pidfd: once opened, the fd means that process and
 //! no other, even if its pid is reaped and reused (the kill-by-pid race).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::signal::Signal;
 
@@ -20,26 +20,31 @@ impl Pidfd {
     }
 
     /// The fd, kept open for the rest of the process (a signal handler's).
-    pub fn into_raw_fd(self) -> std::os::fd::RawFd {
+    pub fn into_raw_fd(self) -> RawFd {
         std::os::fd::IntoRawFd::into_raw_fd(self.0)
     }
 
     /// ESRCH once the process has exited.
     pub fn signal(&self, signal: Signal) -> std::io::Result<()> {
-        // SAFETY: pidfd_send_signal with no siginfo and no flags.
-        let r = unsafe {
-            nix::libc::syscall(
-                nix::libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                signal as nix::libc::c_int,
-                std::ptr::null::<nix::libc::siginfo_t>(),
-                0,
-            )
-        };
-        if r < 0 {
+        if send_signal(self.0.as_raw_fd(), signal as nix::libc::c_int) < 0 {
             return Err(std::io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// pidfd_send_signal(2) on a raw pidfd: one syscall, async-signal-safe (a
+/// signal handler's); negative on failure, with errno set.
+pub fn send_signal(pidfd: RawFd, signal: nix::libc::c_int) -> nix::libc::c_long {
+    // SAFETY: pidfd_send_signal with no siginfo and no flags.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_pidfd_send_signal,
+            pidfd,
+            signal,
+            std::ptr::null::<nix::libc::siginfo_t>(),
+            0,
+        )
     }
 }
 

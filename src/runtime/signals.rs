@@ -17,15 +17,11 @@ extern "C" fn forward(signal: nix::libc::c_int) {
     let errno = nix::errno::Errno::last_raw();
     let pidfd = TARGET_PIDFD.load(Ordering::Relaxed);
     let pid = TARGET.load(Ordering::Relaxed);
-    // SAFETY: pidfd_send_signal and kill are plain, async-signal-safe
-    // syscalls.
-    unsafe {
-        if pidfd >= 0 {
-            let none = std::ptr::null::<nix::libc::siginfo_t>();
-            nix::libc::syscall(nix::libc::SYS_pidfd_send_signal, pidfd, signal, none, 0);
-        } else if pid > 0 {
-            nix::libc::kill(pid, signal);
-        }
+    if pidfd >= 0 {
+        super::pidfd::send_signal(pidfd, signal);
+    } else if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { nix::libc::kill(pid, signal) };
     }
     nix::errno::Errno::set_raw(errno);
 }
