@@ -397,16 +397,21 @@ mod tests {
         seen
     }
 
+    /// A log at `path` rotated at 160 bytes: entries here are 77 bytes, so
+    /// two fit in a file.
+    fn rotating(path: &Path, max_files: u32) -> LogWriter {
+        let rotation = Rotation {
+            max_size: 160,
+            max_files,
+        };
+        LogWriter::open(path, Some(rotation)).unwrap()
+    }
+
     #[test]
     fn rotation_keeps_max_files_and_reads_them_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ctr.log");
-        // Each entry is 77 bytes: two fit in 160.
-        let rotation = Rotation {
-            max_size: 160,
-            max_files: 3,
-        };
-        let log = LogWriter::open(&path, Some(rotation)).unwrap();
+        let log = rotating(&path, 3);
         for i in 0..10 {
             log.copy("stdout", format!("line {i}\n").as_bytes(), None);
         }
@@ -427,14 +432,7 @@ mod tests {
         assert_eq!(all(&path, &tail, || false), ["line 7", "line 8", "line 9"]);
         // One file: emptied in place, never more than max-size.
         let single = dir.path().join("single.log");
-        let log = LogWriter::open(
-            &single,
-            Some(Rotation {
-                max_size: 160,
-                max_files: 1,
-            }),
-        )
-        .unwrap();
+        let log = rotating(&single, 1);
         for i in 0..5 {
             log.copy("stdout", format!("line {i}\n").as_bytes(), None);
         }
@@ -446,11 +444,7 @@ mod tests {
     fn follow_goes_on_across_a_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ctr.log");
-        let rotation = Rotation {
-            max_size: 160,
-            max_files: 2,
-        };
-        let log = LogWriter::open(&path, Some(rotation)).unwrap();
+        let log = rotating(&path, 2);
         log.copy("stdout", &b"first\n"[..], None);
         let follow = ReadOptions {
             tail: None,
