@@ -765,8 +765,17 @@ fn signals_to_an_attached_run_reach_the_container() {
         .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).unwrap();
+    // Read on a thread: a signal that is not forwarded must fail the test,
+    // not hang it.
+    let (sent, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stdout.read_to_string(&mut rest);
+        let _ = sent.send(rest);
+    });
+    let rest = received
+        .recv_timeout(Duration::from_secs(20))
+        .expect("SIGTERM never reached the container");
     assert_eq!(rest, "got TERM\n");
     assert_eq!(child.wait().unwrap().code(), Some(3));
     assert!(root.containers().is_empty(), "--rm left the container");

@@ -357,16 +357,20 @@ impl Drop for RawTerminal {
 /// never to a process that gets its pid after it exits.
 fn proxy_signals(mocker: &Mocker, id: &str, pid: u32) {
     use mocker::runtime::signals;
-    use nix::sys::signal::Signal::*;
-    let proxied = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2];
     match container::pid1(mocker, id, pid) {
-        Ok(Some(target)) => signals::forward_to_process(target, &proxied),
+        Ok(Some(target)) => signals::forward_to_process(target, &PROXIED),
         // Already gone: nothing to forward to.
         Ok(None) => {}
         // No pidfds (before Linux 5.3): by pid.
-        Err(_) => signals::forward_to(pid as i32, &proxied),
+        Err(_) => signals::forward_to(pid as i32, &PROXIED),
     }
 }
+
+/// docker's sig-proxy signals.
+const PROXIED: [nix::sys::signal::Signal; 6] = {
+    use nix::sys::signal::Signal::*;
+    [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2]
+};
 
 /// How an attached start ended.
 enum Attached {
@@ -381,6 +385,11 @@ enum Attached {
 /// Start attached: stream output until the container exits.
 fn start_attached(mocker: &Mocker, container: Container, stdin: bool, tty: bool) -> Attached {
     let _raw = RawTerminal::enter(tty && stdin);
+    if !tty {
+        // Held from before the start: the container may be signalled as
+        // soon as it runs, before we know its PID 1.
+        mocker::runtime::signals::hold(&PROXIED);
+    }
     let started = match container::start_container(mocker, &container, Attach { output: true, stdin }) {
         Ok(started) => started,
         Err(e) => return Attached::NotStarted(e),
