@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 
+scripts/test-env.sh install
 cargo build --release --locked -q
 mocker=$PWD/target/release/mocker
 work=$(mktemp -d /tmp/mocker-bench.XXXXXX)

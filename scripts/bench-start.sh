@@ -27,6 +27,7 @@ if ((${#need[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+scripts/test-env.sh install
 cargo build --release --locked -q
 mocker=$PWD/target/release/mocker
 work=$(mktemp -d /tmp/mocker-bench-start.XXXXXX)

@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 
 command -v containerd >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd >/dev/null; }
+scripts/test-env.sh install
 cargo build --release --locked -q
 mocker=$PWD/target/release/mocker
 work=$(mktemp -d /tmp/mocker-bench.XXXXXX)

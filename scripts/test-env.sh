@@ -8,12 +8,14 @@
 # Usage: scripts/test-env.sh start WORKDIR        (writes WORKDIR/env to source)
 #        scripts/test-env.sh start-bench WORKDIR  (one registry with a ~500 MB image)
 #        scripts/test-env.sh stop WORKDIR
+#        scripts/test-env.sh install           (only the packages; building mocker needs libseccomp-dev)
 set -euo pipefail
 
-cmd=${1:?usage: test-env.sh start|stop WORKDIR}
-work=${2:?usage: test-env.sh start|stop WORKDIR}
+cmd=${1:?usage: test-env.sh start|start-bench|stop WORKDIR, or install}
+work=${2:-}
+[[ $cmd == install || -n $work ]] || { echo "usage: test-env.sh $cmd WORKDIR" >&2; exit 2; }
 
-PACKAGES=(docker-registry skopeo umoci busybox-static apache2-utils curl python3 time attr bc gcc libc6-dev)
+PACKAGES=(docker-registry skopeo umoci busybox-static apache2-utils curl python3 time attr bc gcc libc6-dev libseccomp-dev)
 
 install_packages() {
     local missing=()
@@ -121,8 +123,48 @@ int main(int argc, char **argv) {
 }
 C
     gcc -static -O2 -o "$work/udp-echo" "$work/udp-echo.c"
+    # A system-call probe for the seccomp tests: `sysprobe NAME...` makes
+    # each call with harmless arguments (bad flags, a missing path, no
+    # memory) and prints NAME=OK or NAME=<errno name>. Only the filter or a
+    # missing capability answers EPERM; the kernel itself answers the rest.
+    cat >"$work/sysprobe.c" <<'C'
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static long call(const char *name) {
+    if (!strcmp(name, "keyctl")) return syscall(SYS_keyctl, 0 /* GET_KEYRING_ID */, -3 /* session */, 0);
+    if (!strcmp(name, "add_key")) return syscall(SYS_add_key, "user", "mocker-probe", "x", 1, -2 /* process */);
+    if (!strcmp(name, "request_key")) return syscall(SYS_request_key, "user", "mocker-probe-missing", NULL, 0);
+    if (!strcmp(name, "unshare")) return syscall(SYS_unshare, CLONE_NEWUSER);
+    if (!strcmp(name, "personality")) return syscall(SYS_personality, 0x0400000 /* READ_IMPLIES_EXEC */);
+    if (!strcmp(name, "clock_settime")) return syscall(SYS_clock_settime, -1, NULL);
+    if (!strcmp(name, "reboot")) return syscall(SYS_reboot, 0, 0, 0, NULL);
+    if (!strcmp(name, "kexec_load")) return syscall(SYS_kexec_load, 0, 0, NULL, 0xffff0000UL);
+    if (!strcmp(name, "open_by_handle_at")) return syscall(SYS_open_by_handle_at, -1, NULL, 0);
+    if (!strcmp(name, "bpf")) return syscall(SYS_bpf, -1, NULL, 0);
+    if (!strcmp(name, "userfaultfd")) return syscall(SYS_userfaultfd, -1);
+    if (!strcmp(name, "perf_event_open")) return syscall(SYS_perf_event_open, NULL, 0, -1, -1, 0);
+    if (!strcmp(name, "mount")) return syscall(SYS_mount, "none", "/nonexistent", "tmpfs", 0, NULL);
+    if (!strcmp(name, "mkdir")) return syscall(SYS_mkdir, "/tmp/sysprobe-dir", 0755);
+    errno = ENOSYS;
+    return -2;
+}
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        long rc = call(argv[i]);
+        if (rc == -2 && errno == ENOSYS) { printf("%s=UNKNOWN\n", argv[i]); continue; }
+        printf("%s=%s\n", argv[i], rc >= 0 ? "OK" : strerrorname_np(errno));
+    }
+    return 0;
+}
+C
+    gcc -static -O2 -o "$work/sysprobe" "$work/sysprobe.c"
     add_layer busybox toolbox '
-        cp "$work/udp-echo" bin/udp-echo
+        cp "$work/udp-echo" bin/udp-echo && cp "$work/sysprobe" bin/sysprobe
         for a in $(/bin/busybox --list); do [ -e bin/$a ] || ln -s busybox bin/$a; done
         printf "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www:/var/www:/bin/false\nbob:x:1000:1000::/home/bob:/bin/sh\n" > etc/passwd
         printf "root:x:0:\nwww-data:x:33:\nbob:x:1000:\naudio:x:29:bob\n" > etc/group
@@ -377,6 +419,7 @@ stop() {
 }
 
 case $cmd in
+install) install_packages ;;
 start) start ;;
 start-bench) start_bench ;;
 stop) stop ;;

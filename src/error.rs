@@ -106,6 +106,12 @@ pub enum Error {
     #[error("credentials: {0}")]
     Credentials(String),
 
+    #[error(transparent)]
+    Security(#[from] crate::runtime::security::SecurityError),
+
+    #[error(transparent)]
+    Seccomp(#[from] crate::runtime::seccomp::SeccompError),
+
     #[error("{context}: {source}")]
     Io {
         context: String,

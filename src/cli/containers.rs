@@ -61,9 +61,13 @@ pub struct CreateArgs {
     /// Drop a capability (e.g. CHOWN, or ALL)
     #[arg(long, value_name = "CAP")]
     cap_drop: Vec<String>,
-    /// Every capability, no masked paths, no no_new_privs
+    /// Every capability, no masked paths, no no_new_privs, no seccomp filter
     #[arg(long)]
     privileged: bool,
+    /// Security options: seccomp=unconfined, seccomp=PROFILE.json,
+    /// no-new-privileges[=false]
+    #[arg(long, value_name = "OPTION")]
+    security_opt: Vec<String>,
     /// Memory limit (e.g. 64m, 1g)
     #[arg(short, long, value_name = "BYTES")]
     memory: Option<String>,
@@ -294,6 +298,7 @@ fn create_options(args: &CreateArgs) -> mocker::Result<CreateOptions> {
         open_stdin: args.interactive,
         auto_remove: args.rm,
         log_rotation: container::logs::Rotation::from_log_opts(&args.log_opt)?,
+        security: mocker::runtime::security::SecurityOptions::parse(&args.security_opt)?,
     })
 }
 

@@ -98,6 +98,8 @@ pub fn inspect(mocker: &Mocker, container: &Container) -> serde_json::Value {
             "CapAdd": config.cap_add,
             "CapDrop": config.cap_drop,
             "Privileged": config.init.privileged,
+            // docker's: null unless options were given.
+            "SecurityOpt": (!config.security_opt.is_empty()).then_some(&config.security_opt),
             "ReadonlyRootfs": config.init.read_only_root,
             "Init": config.init.init,
             "Memory": config.limits.memory.unwrap_or(0),

@@ -36,6 +36,7 @@ use crate::manifest::MAX_CONFIG_BYTES;
 use crate::runtime::cgroup::{self, ContainerCgroup, Limits};
 use crate::runtime::init::{InitSpec, Volume};
 use crate::runtime::network::{self, Bridge, Endpoint, PortMapping};
+use crate::runtime::security::SecurityOptions;
 use crate::runtime::{self, Network, Overrides};
 use crate::Mocker;
 
@@ -72,6 +73,9 @@ pub struct ContainerConfig {
     /// `--log-opt max-size/max-file`; None: the log grows unbounded.
     #[serde(default)]
     pub log_rotation: Option<logs::Rotation>,
+    /// `--security-opt` as inspect shows it.
+    #[serde(default)]
+    pub security_opt: Vec<String>,
 }
 
 impl ContainerConfig {
@@ -118,6 +122,8 @@ pub struct CreateOptions {
     pub auto_remove: bool,
     /// `--log-opt max-size=… max-file=…`
     pub log_rotation: Option<logs::Rotation>,
+    /// `--security-opt`
+    pub security: SecurityOptions,
 }
 
 /// A container as the index, its config and its state describe it.
@@ -168,6 +174,10 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
         _ => None,
     };
     let seed = hex::decode(&id).unwrap_or_default();
+    let security = opts.security.apply(
+        &runtime::spec::capabilities(&opts.overrides)?,
+        opts.overrides.privileged,
+    )?;
 
     // One session: the image, its config, the name, the address and the
     // writable snapshot are found, checked and claimed together.
@@ -261,6 +271,7 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
                 overlay,
                 rootfs: dir.join("rootfs"),
                 privileged: opts.overrides.privileged,
+                security,
                 volumes: opts.volumes.clone(),
                 files,
                 read_only_root: opts.read_only,
@@ -278,6 +289,7 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
             cap_add: opts.overrides.cap_add.clone(),
             cap_drop: opts.overrides.cap_drop.clone(),
             snapshot_parent: image.chain_ids.last().cloned(),
+            security_opt: opts.security.shown.clone(),
         };
         // Last: its presence is what makes the container complete.
         config.save(&dir)?;
@@ -755,6 +767,7 @@ pub fn exec(mocker: &Mocker, query: &str, opts: &ExecOptions) -> Result<i32> {
         pid: container.state.pid,
         process,
         privileged,
+        security: config.init.security.clone(),
         tty: opts.tty,
     };
     let cgroup = ContainerCgroup::load(&container.record.id);

@@ -25,6 +25,8 @@ pub struct ExecSpec {
     pub pid: u32,
     pub process: ProcessSpec,
     pub privileged: bool,
+    /// The container's seccomp filter and no_new_privs choice.
+    pub security: super::security::Security,
     /// `-t`: a terminal from the container's devpts, relayed to our stdio.
     #[serde(default)]
     pub tty: bool,
@@ -128,7 +130,7 @@ pub fn main() -> i32 {
                 }
             };
             drop(errors_read);
-            let (code, e) = match exec_process(&spec.process, spec.privileged, false, &errors_write) {
+            let (code, e) = match exec_process(&spec.process, spec.privileged, &spec.security, false, &errors_write) {
                 Ok(never) => match never {},
                 Err(failure) => failure,
             };

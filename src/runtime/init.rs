@@ -14,6 +14,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
+use super::security::Security;
 use super::spec::ProcessSpec;
 use crate::error::Error;
 use crate::mount::Overlay;
@@ -32,6 +33,9 @@ pub struct InitSpec {
     pub rootfs: PathBuf,
     /// `--privileged`: no masked paths, no no_new_privs.
     pub privileged: bool,
+    /// The seccomp filter and whether setuid programs may gain privileges.
+    #[serde(default)]
+    pub security: Security,
     /// `-v HOST:CONTAINER[:ro]` bind mounts.
     pub volumes: Vec<Volume>,
     /// Files of ours mounted over the image's (/etc/hosts, /etc/hostname,
@@ -315,19 +319,30 @@ fn start_container(
     }
     let process = &spec.process;
     nix::unistd::sethostname(&process.hostname).map_err(fail("setting the hostname"))?;
-    exec_process(&spec.process, spec.privileged, spec.init, errors)
+    exec_process(&spec.process, spec.privileged, &spec.security, spec.init, errors)
 }
 
 /// The part of a start that `exec` shares: enter the working directory,
-/// become the user with the allowed capabilities, close what is ours and
-/// exec (after forking a reaping PID 1 when `init`). Returns only on failure.
+/// become the user with the allowed capabilities, close what is ours, load
+/// the seccomp filter and exec (after forking a reaping PID 1 when `init`).
+/// Returns only on failure.
 pub(crate) fn exec_process(
     process: &ProcessSpec,
     privileged: bool,
+    security: &Security,
     init: bool,
     errors: &std::os::fd::OwnedFd,
 ) -> std::result::Result<std::convert::Infallible, Failure> {
-    let spec_privileged = privileged;
+    let no_new_privs = !privileged && !security.allow_new_privileges;
+    // Without no_new_privs, loading a filter takes CAP_SYS_ADMIN: load it
+    // now, while we hold it (the profile must then allow what follows).
+    let (early, last) = match &security.seccomp {
+        Some(program) if !no_new_privs => (Some(program), None),
+        program => (None, program.as_ref()),
+    };
+    if let Some(program) = early {
+        program.load().map_err(|e| (EXIT_RUNTIME_FAILED, e.into()))?;
+    }
     std::fs::create_dir_all(&process.cwd)
         .and_then(|_| std::env::set_current_dir(&process.cwd))
         .map_err(|e| {
@@ -384,7 +399,7 @@ pub(crate) fn exec_process(
     }
     caps::clear(None, caps::CapSet::Ambient).map_err(cap_error)?;
     // Setuid binaries in the image cannot gain what the container lacks.
-    if !spec_privileged {
+    if no_new_privs {
         nix::sys::prctl::set_no_new_privs().map_err(fail("no_new_privs"))?;
     }
     // Nothing of ours may reach the container's command (CVE-2024-21626).
@@ -421,6 +436,10 @@ pub(crate) fn exec_process(
         .map(|e| cstr(e))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let path = cstr(&program.to_string_lossy())?;
+    // Last: from here on only fork, prctl, execve and the error report run.
+    if let Some(program) = last {
+        program.load().map_err(|e| (EXIT_RUNTIME_FAILED, e.into()))?;
+    }
     if init {
         // SAFETY: PID 1 is single-threaded.
         match unsafe { fork() }.map_err(fail("fork"))? {

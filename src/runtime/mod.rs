@@ -9,6 +9,8 @@ pub mod exec;
 pub mod init;
 pub mod network;
 pub mod pidfd;
+pub mod seccomp;
+pub mod security;
 pub mod signals;
 pub mod spec;
 pub mod terminal;
