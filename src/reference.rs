@@ -26,6 +26,34 @@ pub struct ImageRef {
     digest: Option<Digest>,
 }
 
+/// A reason more precise than the parser's "invalid reference format" for
+/// the common mistakes: upper case in the repository, `.`/`..` or empty
+/// path components.
+fn diagnose(input: &str) -> Option<String> {
+    let name = input.split(['@']).next().unwrap_or(input);
+    let mut components: Vec<&str> = name.split('/').collect();
+    let last = components.len() - 1;
+    components[last] = components[last].split(':').next().unwrap_or_default();
+    // The first component is a registry host if it looks like one.
+    let path = match components.first() {
+        Some(first)
+            if components.len() > 1
+                && !matches!(*first, "." | "..")
+                && (first.contains(['.', ':']) || *first == "localhost") =>
+        {
+            &components[1..]
+        }
+        _ => &components[..],
+    };
+    if path.iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
+        return Some("path components must be non-empty and neither . nor ..".into());
+    }
+    if path.iter().any(|c| c.chars().any(|ch| ch.is_ascii_uppercase())) {
+        return Some("repository name must be lowercase".into());
+    }
+    None
+}
+
 impl ImageRef {
     pub fn parse(input: &str) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidReference {
@@ -39,7 +67,7 @@ impl ImageRef {
             Some(reference) => reference,
             None => input
                 .parse()
-                .map_err(|e: oci_spec::distribution::ParseError| invalid(e.to_string()))?,
+                .map_err(|e: oci_spec::distribution::ParseError| invalid(diagnose(input).unwrap_or(e.to_string())))?,
         };
         // oci-spec moves an upper-case first component without '.' or ':'
         // into the Docker Hub repository instead of rejecting it as docker does.
@@ -297,6 +325,16 @@ mod tests {
         assert!(ImageRef::parse(&md5).is_err());
         let upper = format!("app@sha256:{}", "A".repeat(64));
         assert!(ImageRef::parse(&upper).is_err());
+        for (bad, reason) in [
+            ("127.0.0.1:5000/BusyBox", "must be lowercase"),
+            ("reg.lan/ns/App:v1", "must be lowercase"),
+            ("../x", "neither . nor .."),
+            ("reg.lan/a/../b", "neither . nor .."),
+            ("a//b", "non-empty"),
+        ] {
+            let err = ImageRef::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(reason), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -645,6 +645,52 @@ fn bad_input_is_refused_and_leaves_nothing() {
 }
 
 #[test]
+fn bad_values_exit_125_with_one_line_naming_them() {
+    let root = pulled();
+    let toolbox = toolbox();
+    let long_hostname = "h".repeat(65);
+    let upper = image("BusyBox");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["create", "--memory", "-1", &toolbox], "memory"),
+        (vec!["create", "--cpus", "-1", &toolbox], "--cpus"),
+        (vec!["create", "--cpus", "abc", &toolbox], "--cpus"),
+        (vec!["create", "-c", "-5", &toolbox], "--cpu-shares"),
+        (vec!["create", "--pids-limit", "abc", &toolbox], "--pids-limit"),
+        (vec!["create", "--no-such-flag", &toolbox], "--no-such-flag"),
+        (vec!["create", "-e", "=x", &toolbox], "invalid environment variable: =x"),
+        (
+            vec!["create", "--hostname", &long_hostname, &toolbox],
+            "invalid hostname",
+        ),
+        (vec!["create", "-v", "/tmp:/proc", &toolbox], "invalid volume"),
+        (vec!["create", "-v", "/tmp:/sys/", &toolbox], "invalid volume"),
+        (vec!["create", "-v", "/tmp://dev", &toolbox], "invalid volume"),
+        (vec!["create", "-v", "/tmp:/proc/sys", &toolbox], "inside /proc"),
+        (vec!["run", "--rm", &upper, "true"], "must be lowercase"),
+        (vec!["run", "--rm", "../x", "true"], "invalid reference format"),
+    ];
+    for (args, expected) in cases {
+        let out = root.run(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("Error: ") && err.contains(expected), "{args:?}: {err}");
+    }
+    assert!(root.containers().is_empty());
+    // A root that cannot be created names the OS error once.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mocker"))
+        .args(["--root", "/proc/no/such/root", "images"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stderr(&out).matches("No such file or directory").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn kill_9_during_create_start_and_rm_leaves_a_consistent_state() {
     let root = pulled();
     for delay_ms in [2u64, 5, 10, 20, 40, 80, 160] {

@@ -69,16 +69,16 @@ pub struct CreateArgs {
     #[arg(long, value_name = "OPTION")]
     security_opt: Vec<String>,
     /// Memory limit (e.g. 64m, 1g)
-    #[arg(short, long, value_name = "BYTES")]
+    #[arg(short, long, value_name = "BYTES", allow_hyphen_values = true)]
     memory: Option<String>,
     /// Memory plus swap limit (-1: unlimited swap)
     #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
     memory_swap: Option<String>,
     /// Number of CPUs (e.g. 0.5)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     cpus: Option<f64>,
     /// CPU shares (relative weight)
-    #[arg(short = 'c', long, value_name = "N")]
+    #[arg(short = 'c', long, value_name = "N", allow_hyphen_values = true)]
     cpu_shares: Option<u64>,
     /// Maximum number of processes (-1: unlimited)
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
@@ -305,7 +305,10 @@ fn create_options(args: &CreateArgs) -> mocker::Result<CreateOptions> {
 /// Create, pulling the image first if it is not here (as docker run does).
 fn create_pulling(mocker: &Mocker, cli: &super::Cli, opts: &CreateOptions) -> Result<Container> {
     match container::create(mocker, opts) {
-        Err(mocker::Error::NoSuchImage(_)) if mocker::reference::ImageRef::parse(&opts.image).is_ok() => {
+        // Neither a local image nor a name that could be pulled: say why
+        // the name is wrong (docker's "invalid reference format").
+        Err(mocker::Error::NoSuchImage(_)) => {
+            mocker::reference::ImageRef::parse(&opts.image)?;
             eprintln!("Unable to find image '{}' locally", opts.image);
             super::pull_quietly(cli, mocker, &opts.image)?;
             Ok(container::create(mocker, opts)?)
@@ -324,7 +327,7 @@ pub fn create(mocker: &Mocker, cli: &super::Cli, args: &CreateArgs) -> Result<i3
             Ok(0)
         }
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", super::one_line(&e));
             Ok(EXIT_ENGINE_FAILED)
         }
     }
@@ -445,7 +448,7 @@ pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
     let created = match create_pulling(mocker, cli, &opts) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", super::one_line(&e));
             return Ok(EXIT_ENGINE_FAILED);
         }
     };

@@ -278,18 +278,62 @@ struct LogoutArgs {
 /// Exit code for an interrupted command, as a shell reports SIGINT.
 const EXIT_INTERRUPTED: i32 = 130;
 
+/// docker's exit code for a command line it cannot parse, and for its own failures.
+const EXIT_USAGE: i32 = 125;
+
 pub fn run() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", one_line(&e));
             match e.downcast_ref::<mocker::Error>() {
                 Some(mocker::Error::Interrupted) => EXIT_INTERRUPTED,
                 _ => 1,
             }
         }
     }
+}
+
+/// Help and version print as clap does; a bad command line is one line and
+/// docker's 125, not a page of usage.
+fn usage_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let rendered = e.to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    eprintln!("Error: {message} (see `mocker --help`)");
+    EXIT_USAGE
+}
+
+/// An error and its causes on one line, each cause once: an error's own
+/// message often already ends with its source's.
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line = format!("{line}: {text}");
+        }
+    }
+    line
 }
 
 fn open(cli: &Cli) -> Result<Mocker> {

@@ -75,8 +75,15 @@ impl Volume {
                 "the host path must be absolute (named volumes are not supported)",
             ));
         }
-        if !target.starts_with('/') || target == "/" {
-            return Err(invalid("the container path must be absolute and not /"));
+        if !target.starts_with('/') || target.split('/').any(|c| c == "..") {
+            return Err(invalid("the container path must be absolute, without .."));
+        }
+        let target = target
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .fold(String::new(), |path, c| path + "/" + c);
+        if let Some(why) = reserved_target(&target) {
+            return Err(invalid(why));
         }
         let read_only = match mode {
             "ro" => true,
@@ -85,9 +92,40 @@ impl Volume {
         };
         Ok(Volume {
             source: PathBuf::from(source),
-            target: target.to_string(),
+            target,
             read_only,
         })
+    }
+}
+
+/// Files under /proc a volume may replace, as runc allows (lxcfs mounts
+/// its views there).
+const PROC_FILES_ALLOWED: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// Why a normalised container path cannot take a volume: the root, the
+/// kernel filesystems the runtime mounts itself, and /proc's insides (a
+/// host directory there could stand in for the container's own /proc).
+fn reserved_target(target: &str) -> Option<&'static str> {
+    match target {
+        "" => Some("the container path must not be /"),
+        "/proc" | "/sys" | "/dev" => {
+            Some("the container's /proc, /sys and /dev are mounted by mocker and cannot be replaced")
+        }
+        t if t.starts_with("/proc/") && !PROC_FILES_ALLOWED.contains(&t) => {
+            Some("a volume cannot be mounted inside /proc")
+        }
+        _ => None,
     }
 }
 
@@ -699,4 +737,32 @@ fn resolve(program: &str, env: &[String]) -> std::result::Result<PathBuf, Failur
         EXIT_NOT_FOUND,
         Error::Runtime(format!("{program:?}: executable file not found in $PATH")),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_targets_are_normalised_and_reserved_paths_refused() {
+        let v = Volume::parse("/srv/data:/data//sub/./:ro").unwrap();
+        assert_eq!((v.target.as_str(), v.read_only), ("/data/sub", true));
+        assert_eq!(Volume::parse("/x:/proc/meminfo").unwrap().target, "/proc/meminfo");
+        for bad in [
+            "/x:/proc",
+            "/x:/proc/",
+            "/x:/sys",
+            "/x://dev",
+            "/x:/proc/sys",
+            "/x:/proc/1/root",
+            "/x:/",
+            "/x:/a/../proc",
+            "x:/data",
+            "/x:data",
+            "/x:/data:rx",
+        ] {
+            let err = Volume::parse(bad).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("invalid volume {bad:?}")), "{bad}: {err}");
+        }
+    }
 }

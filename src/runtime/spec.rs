@@ -92,6 +92,9 @@ pub fn capabilities(overrides: &Overrides) -> Result<Vec<String>> {
     Ok(set)
 }
 
+/// HOST_NAME_MAX: sethostname(2) refuses longer names.
+const MAX_HOSTNAME: usize = 64;
+
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Combine an image config (`config` section of the image JSON) with overrides.
@@ -127,6 +130,9 @@ pub fn process_spec(config: &serde_json::Value, overrides: &Overrides, container
         env.insert(0, DEFAULT_PATH.to_string());
     }
     for var in &overrides.env {
+        if var.is_empty() || var.starts_with('=') {
+            return Err(Error::Runtime(format!("invalid environment variable: {var}")));
+        }
         let assignment = match var.split_once('=') {
             Some(_) => var.clone(),
             None => match std::env::var(var) {
@@ -142,6 +148,12 @@ pub fn process_spec(config: &serde_json::Value, overrides: &Overrides, container
         .hostname
         .clone()
         .unwrap_or_else(|| container_id.chars().take(12).collect());
+    // The kernel's limit: refused here rather than by every start.
+    if hostname.is_empty() || hostname.len() > MAX_HOSTNAME || hostname.contains(['\0', '/']) {
+        return Err(Error::Runtime(format!(
+            "invalid hostname {hostname:?}: it must be 1 to {MAX_HOSTNAME} bytes, without / or NUL"
+        )));
+    }
     env.retain(|e| !e.starts_with("HOSTNAME="));
     env.push(format!("HOSTNAME={hostname}"));
     let cwd = overrides
@@ -293,5 +305,24 @@ mod tests {
             ..Default::default()
         };
         assert!(process_spec(&json!({"Cmd": ["sh"]}), &o, "id").is_err());
+        for env in ["=x", ""] {
+            let o = Overrides {
+                env: vec![env.into()],
+                ..Default::default()
+            };
+            let err = process_spec(&json!({"Cmd": ["sh"]}), &o, "id").unwrap_err().to_string();
+            assert!(err.starts_with("invalid environment variable"), "{err}");
+        }
+        for (hostname, ok) in [("h".repeat(64), true), ("h".repeat(65), false), (String::new(), false)] {
+            let o = Overrides {
+                hostname: Some(hostname.clone()),
+                ..Default::default()
+            };
+            assert_eq!(
+                process_spec(&json!({"Cmd": ["sh"]}), &o, "id").is_ok(),
+                ok,
+                "{hostname}"
+            );
+        }
     }
 }
