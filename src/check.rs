@@ -11,6 +11,7 @@ use crate::images::{referenced_blobs, referenced_snapshots};
 use crate::index::{Batch, Contents, ImageRecord, Session};
 use crate::manifest::{self, Document, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
 use crate::pull::describe_image;
+use crate::snapshot::delete_all;
 use crate::Mocker;
 
 #[derive(Debug, Default)]
@@ -117,7 +118,7 @@ fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> R
             .push(format!("removed {} partial unpack(s) or deletion(s)", stale.len()));
     }
     let dirs: HashSet<u64> = snapshots.numbered_dirs()?.into_iter().map(|(id, _)| id).collect();
-    let (needed, doomed) = mocker.index.session(|s| {
+    let (needed, trash) = mocker.index.session(|s| {
         let images = s.images()?;
         let records = s.snapshots()?;
         let needed = referenced_snapshots(&mocker.index, s, images.values())?;
@@ -164,13 +165,18 @@ fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> R
                 ));
             }
         }
+        let mut trash = Vec::new();
         if repair {
             s.apply(&batch)?;
             s.flush()?;
+            // Renamed in the session, so no pull adopts one meanwhile.
+            for id in doomed {
+                trash.extend(snapshots.trash(id)?);
+            }
         }
-        Ok((needed, doomed))
+        Ok((needed, trash))
     })?;
-    snapshots.remove_dirs(&doomed)?;
+    delete_all(trash)?;
     for orphan in snapshots.unrecorded()? {
         // Under the chain's lock no pull is about to record it; re-read the
         // index, as one may have recorded it since we listed.
@@ -199,7 +205,7 @@ fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> R
                 .problems
                 .push(format!("snapshot directory {} is used by nothing", orphan.id));
             if repair {
-                snapshots.remove_dirs(&[orphan.id])?;
+                delete_all(snapshots.trash(orphan.id)?.into_iter().collect())?;
                 report
                     .repaired
                     .push(format!("deleted snapshot directory {}", orphan.id));
@@ -211,7 +217,7 @@ fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> R
             .problems
             .push(format!("writable snapshot directory {id} is not in the index"));
         if repair {
-            snapshots.remove_dirs(&[id])?;
+            delete_all(snapshots.trash(id)?.into_iter().collect())?;
             report
                 .repaired
                 .push(format!("deleted writable snapshot directory {id}"));
