@@ -413,11 +413,13 @@ fn remove_image(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed
 }
 
 /// Finish what killed collections and pulls left, as every collection
-/// (`rmi`, `system prune`) does: record or trash the snapshot directories
-/// no record names (see `Snapshotter::sweep_unrecorded`), delete `trash-*`
-/// and stale `tmp-*` directories. Returns the bytes freed.
+/// (`rmi`, `system prune`) does: drop dead pulls' leases (records and
+/// files), record or trash the snapshot directories no record names (see
+/// `Snapshotter::sweep_unrecorded`), delete `trash-*` and stale `tmp-*`
+/// directories. Returns the bytes freed.
 pub(crate) fn sweep(mocker: &Mocker) -> Result<u64> {
     let trash = mocker.index.session(|s| {
+        mocker.index.drop_dead_leases(s)?;
         let images = s.images()?;
         let needed = referenced_snapshots(&mocker.index, s, images.values())?;
         let unrecorded = mocker.snapshots.sweep_unrecorded(s, &needed)?;

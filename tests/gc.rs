@@ -1,12 +1,26 @@
-//! Garbage collection after interruptions: what killed deletions leave is
-//! reclaimed by the next `rmi` or `system prune`, never what a live pull is
-//! building.
+//! Garbage collection after interruptions: what killed deletions and pulls
+//! leave is reclaimed by the next `rmi` or `system prune`, never what a live
+//! pull is building or holds.
 
 mod common;
 
 use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
+
+/// Wait (bounded) until `done` holds.
+fn await_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
 
 /// Entries of `snapshots/` other than the lock and empty directories.
 fn snapshot_entries(root: &Root) -> Vec<String> {
@@ -175,4 +189,70 @@ fn writable_layers_the_index_does_not_know_are_left_to_check_repair() {
     assert!(out.contains("deleted writable snapshot directory 900002"), "{out}");
     assert!(!upper.exists());
     root.ok(&["image", "export", "-o", "/dev/null", &refs[0]]);
+}
+
+/// A pull that stays in its download for a while.
+fn slow_pull(root: &Root, fake: &FakeRegistry, name: &str, trickle_ms: u64) -> (Child, String) {
+    let seed = name.len() as u32 * 7919 + name.bytes().map(u32::from).sum::<u32>();
+    let payload: Vec<u8> = (0..4_000_000u32)
+        .map(|i| ((i ^ seed).wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let layer = fake.image(name, "v1", &payload, Some(Duration::from_millis(trickle_ms)));
+    let reference = format!("{}/{name}:v1", fake.addr);
+    let child = root
+        .command()
+        .args(["pull", "-q", &reference])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The lease is written before any blob is fetched.
+    await_until("the pull's download", || {
+        root.ingest().contains(&hex_of(&layer).to_string())
+    });
+    (child, reference)
+}
+
+fn leases(root: &Root) -> Vec<String> {
+    list(&root.path().join("leases"))
+}
+
+fn lease_records(root: &Root) -> usize {
+    let mocker = mocker::Mocker::open(root.path()).unwrap();
+    mocker.index.session(|s| s.leases()).unwrap().len()
+}
+
+#[test]
+fn dead_pull_leases_are_removed_by_gc_and_repair_and_live_ones_kept() {
+    let fake = FakeRegistry::start();
+    let root = Root::new();
+    let gcs: [&[&str]; 3] = [
+        &["system", "prune", "-a", "-f"],
+        &["rmi", "nothing-here"],
+        &["system", "check", "--repair"],
+    ];
+    for (n, gc) in gcs.into_iter().enumerate() {
+        let (mut child, _) = slow_pull(&root, &fake, &format!("killed{n}"), 5);
+        child.kill().unwrap();
+        assert!(!child.wait().unwrap().success());
+        assert_eq!(leases(&root).len(), 1, "the killed pull left no lease to test with");
+        assert_eq!(lease_records(&root), 1);
+        let _ = root.run(gc);
+        assert!(leases(&root).is_empty(), "{gc:?} left dead leases: {:?}", leases(&root));
+        assert_eq!(lease_records(&root), 0, "{gc:?} left the record of a dead lease");
+    }
+
+    // A live pull's lease survives a GC, and the pull completes.
+    let (mut child, reference) = slow_pull(&root, &fake, "live", 40);
+    root.ok(&["system", "prune", "-a", "-f"]);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the pull ended before the GC ran: the test lost its point"
+    );
+    assert_eq!(leases(&root).len(), 1, "GC removed a live pull's lease");
+    assert_eq!(lease_records(&root), 1);
+    assert!(child.wait().unwrap().success());
+    root.ok(&["image", "export", "-o", "/dev/null", &reference]);
+    assert!(leases(&root).is_empty());
+    root.assert_healthy();
 }
