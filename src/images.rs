@@ -287,14 +287,14 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
     // Also when nothing was removed: the retry of a killed rmi finds its
     // image gone ("no such image") and must still reclaim what the kill left.
     let swept = sweep(mocker);
-    let out = removed?;
+    let (out, _) = removed?;
     swept?;
     Ok(out)
 }
 
-/// `rmi` without the sweep.
-fn remove_image(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>> {
-    let (out, trash) = mocker.index.session(|s| {
+/// `rmi` without the sweep: what it removed and the bytes it freed.
+fn remove_image(mocker: &Mocker, input: &str, force: bool) -> Result<(Vec<Removed>, u64)> {
+    let (out, freed, trash) = mocker.index.session(|s| {
         let refs = s.refs()?;
         let (drop_refs, candidates): (Vec<String>, Vec<Digest>) = match resolve(s, input)? {
             Target::Ref(key, manifest) => {
@@ -392,7 +392,9 @@ fn remove_image(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed
         // Blobs go inside the session (a pull's "already exists" must not
         // race their deletion). Snapshot directories are renamed to trash in
         // it (so no pull adopts one in between) and deleted after it.
+        let mut freed = 0;
         for blob in &garbage {
+            freed += mocker.store.size(blob).unwrap_or(0);
             mocker.store.delete(blob)?;
         }
         let mut trash = Vec::new();
@@ -406,10 +408,10 @@ fn remove_image(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed
         }
         let deleted_layers = deleted_snapshots.into_iter().map(|r| r.chain_id);
         out.extend(deleted_layers.into_iter().map(Removed::Deleted));
-        Ok((out, trash))
+        Ok((out, freed, trash))
     })?;
-    snapshot::delete_all(trash)?;
-    Ok(out)
+    let freed = freed + snapshot::delete_all(trash)?;
+    Ok((out, freed))
 }
 
 /// Finish what killed collections and pulls left, as every collection
@@ -434,13 +436,15 @@ pub(crate) fn sweep(mocker: &Mocker) -> Result<u64> {
 pub(crate) struct Collected {
     pub blob_bytes: u64,
     pub snapshots: Vec<SnapshotRecord>,
+    /// Bytes of file data freed by deleting `snapshots`.
+    pub snapshot_bytes: u64,
 }
 
 /// Delete those of `candidates` (blob digests or snapshot chain IDs) that no
 /// image, live pull or container uses — what a failed pull leaves behind —
 /// or, with `None`, every blob and snapshot nothing uses (`system prune`).
 pub(crate) fn collect_unreferenced(mocker: &Mocker, candidates: Option<&[Digest]>) -> Result<Collected> {
-    let (collected, trash) = mocker.index.session(|s| {
+    let (mut collected, trash) = mocker.index.session(|s| {
         let candidates: Vec<Digest> = match candidates {
             Some(c) => c.to_vec(),
             None => {
@@ -479,7 +483,7 @@ pub(crate) fn collect_unreferenced(mocker: &Mocker, candidates: Option<&[Digest]
         }
         Ok((collected, trash))
     })?;
-    snapshot::delete_all(trash)?;
+    collected.snapshot_bytes = snapshot::delete_all(trash)?;
     Ok(collected)
 }
 
@@ -509,7 +513,8 @@ pub struct Pruned {
 /// `system prune`: remove untagged images (every image with `all`) that no
 /// container was created from, then everything on disk that no image, live
 /// pull or container needs: blobs, snapshots, partial downloads, what killed
-/// pulls and collections left (see [`sweep`]).
+/// pulls and collections left (see [`sweep`]). `reclaimed` counts what was
+/// freed: blob bytes, and the file data of deleted snapshot directories.
 pub fn prune(mocker: &Mocker, all: bool) -> Result<Pruned> {
     let mut pruned = Pruned::default();
     let (refs, images, containers) = mocker
@@ -523,7 +528,10 @@ pub fn prune(mocker: &Mocker, all: bool) -> Result<Pruned> {
         .collect();
     for image in doomed {
         match remove_image(mocker, image.config_digest.as_str(), true) {
-            Ok(lines) => pruned.removed.extend(lines),
+            Ok((lines, freed)) => {
+                pruned.removed.extend(lines);
+                pruned.reclaimed += freed;
+            }
             // Removed already with an image that shares its config.
             Err(Error::NoSuchImage(_)) => {}
             Err(e) => return Err(e),
@@ -531,12 +539,11 @@ pub fn prune(mocker: &Mocker, all: bool) -> Result<Pruned> {
     }
     // Anything else nothing uses: leftovers of crashes and failed pulls.
     let collected = collect_unreferenced(mocker, None)?;
-    pruned.reclaimed += collected.blob_bytes;
+    pruned.reclaimed += collected.blob_bytes + collected.snapshot_bytes;
     for record in collected.snapshots {
-        pruned.reclaimed += record.size;
         pruned.removed.push(Removed::Deleted(record.chain_id));
     }
-    sweep(mocker)?;
+    pruned.reclaimed += sweep(mocker)?;
     for (path, len) in mocker.store.list_ingest()? {
         let Some(digest) = path
             .file_name()

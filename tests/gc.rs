@@ -1,9 +1,10 @@
 //! Garbage collection after interruptions: what killed deletions and pulls
 //! leave is reclaimed by the next `rmi` or `system prune`, never what a live
-//! pull is building or holds.
+//! pull is building, and `system prune` reports what it freed.
 
 mod common;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -28,6 +29,23 @@ fn snapshot_entries(root: &Root) -> Vec<String> {
         .into_iter()
         .filter(|n| n != "locks" && n != "empty")
         .collect()
+}
+
+/// Bytes of regular files under `dir`.
+fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file() && meta.nlink() == 1 {
+                total += meta.len();
+            }
+        }
+    }
+    total
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -255,4 +273,53 @@ fn dead_pull_leases_are_removed_by_gc_and_repair_and_live_ones_kept() {
     root.ok(&["image", "export", "-o", "/dev/null", &reference]);
     assert!(leases(&root).is_empty());
     root.assert_healthy();
+}
+
+/// Bytes from docker's human size (`4.26MB`); three significant digits.
+fn parse_human(size: &str) -> f64 {
+    let split = size.find(|c: char| c.is_ascii_alphabetic()).unwrap();
+    let (number, unit) = size.split_at(split);
+    let scale = match unit {
+        "B" => 1.0,
+        "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        other => panic!("unit {other}"),
+    };
+    number.parse::<f64>().unwrap() * scale
+}
+
+#[test]
+fn system_prune_reports_the_space_it_freed() {
+    let fake = FakeRegistry::start();
+    let root = Root::new();
+    let payload: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    fake.image("big", "v1", &payload, None);
+    root.ok(&["pull", "-q", &format!("{}/big:v1", fake.addr)]);
+    let blobs: u64 = root
+        .blobs()
+        .iter()
+        .map(|b| {
+            std::fs::metadata(root.path().join("blobs/sha256").join(b))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    let unpacked = tree_bytes(&root.path().join("snapshots"));
+    assert!(blobs > 3_000_000 && unpacked >= 3_000_000, "{blobs} {unpacked}");
+
+    let out = root.ok(&["system", "prune", "-a", "-f"]);
+    assert!(root.blobs().is_empty());
+    let shown = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Total reclaimed space: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let reclaimed = parse_human(shown.trim());
+    let exact = (blobs + unpacked) as f64;
+    assert!(
+        (reclaimed - exact).abs() <= exact * 0.01,
+        "reclaimed {shown}, but {blobs} bytes of blobs and {unpacked} of snapshots were freed"
+    );
 }
