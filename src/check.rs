@@ -11,6 +11,7 @@ use crate::images::{referenced_blobs, referenced_snapshots};
 use crate::index::{Batch, Contents, ImageRecord, Session};
 use crate::manifest::{self, Document, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
 use crate::pull::describe_image;
+use crate::snapshot::delete_all;
 use crate::Mocker;
 
 #[derive(Debug, Default)]
@@ -117,7 +118,7 @@ fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> R
             .push(format!("removed {} partial unpack(s) or deletion(s)", stale.len()));
     }
     let dirs: HashSet<u64> = snapshots.numbered_dirs()?.into_iter().map(|(id, _)| id).collect();
-    let (needed, doomed) = mocker.index.session(|s| {
+    let (needed, trash) = mocker.index.session(|s| {
         let images = s.images()?;
         let records = s.snapshots()?;
         let needed = referenced_snapshots(&mocker.index, s, images.values())?;
@@ -164,13 +165,18 @@ fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> R
                 ));
             }
         }
+        let mut trash = Vec::new();
         if repair {
             s.apply(&batch)?;
             s.flush()?;
+            // Renamed in the session, so no pull adopts one meanwhile.
+            for id in doomed {
+                trash.extend(snapshots.trash(id)?);
+            }
         }
-        Ok((needed, doomed))
+        Ok((needed, trash))
     })?;
-    snapshots.remove_dirs(&doomed)?;
+    delete_all(trash)?;
     for orphan in snapshots.unrecorded()? {
         // Under the chain's lock no pull is about to record it; re-read the
         // index, as one may have recorded it since we listed.
@@ -199,7 +205,7 @@ fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> R
                 .problems
                 .push(format!("snapshot directory {} is used by nothing", orphan.id));
             if repair {
-                snapshots.remove_dirs(&[orphan.id])?;
+                delete_all(snapshots.trash(orphan.id)?.into_iter().collect())?;
                 report
                     .repaired
                     .push(format!("deleted snapshot directory {}", orphan.id));
@@ -211,7 +217,7 @@ fn check_snapshots(mocker: &Mocker, repair: bool, report: &mut CheckReport) -> R
             .problems
             .push(format!("writable snapshot directory {id} is not in the index"));
         if repair {
-            snapshots.remove_dirs(&[id])?;
+            delete_all(snapshots.trash(id)?.into_iter().collect())?;
             report
                 .repaired
                 .push(format!("deleted writable snapshot directory {id}"));
@@ -230,11 +236,7 @@ fn check_index(
 ) -> Result<()> {
     let (contents, corrupt_entries) = s.scan_all_lenient()?;
     let Contents {
-        refs,
-        images,
-        layers,
-        leases,
-        ..
+        refs, images, layers, ..
     } = contents;
     for (key, reason) in &corrupt_entries {
         report.problems.push(format!("index entry {key} is corrupt: {reason}"));
@@ -336,9 +338,10 @@ fn check_index(
             }
         }
     }
-    for id in leases.keys() {
-        if !mocker.index.lease_is_live(id) && repair {
-            batch.del_lease(id);
+    // Dead pulls' leases protect nothing (garbage collection ignores them),
+    // so they are not problems; a repair removes them, files and records.
+    if repair {
+        for id in mocker.index.drop_dead_leases(s)? {
             report.repaired.push(format!("dropped the lease of dead pull {id}"));
         }
     }

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::index::{Batch, ImageRecord, Index, Session, SnapshotRecord};
 use crate::manifest::{MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
 use crate::reference::{familiar_name, split_index_key, ImageRef};
+use crate::snapshot;
 use crate::Mocker;
 
 /// One row of `mocker images`.
@@ -280,9 +281,20 @@ pub enum Removed {
 
 /// `rmi INPUT`: untag; when an image loses its last name, delete it and every
 /// blob no other image (or running pull) uses. `force` lets an ID remove an
-/// image that has several names.
+/// image that has several names. Then [`sweep`].
 pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>> {
-    let (out, dirs) = mocker.index.session(|s| {
+    let removed = remove_image(mocker, input, force);
+    // Also when nothing was removed: the retry of a killed rmi finds its
+    // image gone ("no such image") and must still reclaim what the kill left.
+    let swept = sweep(mocker);
+    let (out, _) = removed?;
+    swept?;
+    Ok(out)
+}
+
+/// `rmi` without the sweep: what it removed and the bytes it freed.
+fn remove_image(mocker: &Mocker, input: &str, force: bool) -> Result<(Vec<Removed>, u64)> {
+    let (out, freed, trash) = mocker.index.session(|s| {
         let refs = s.refs()?;
         let (drop_refs, candidates): (Vec<String>, Vec<Digest>) = match resolve(s, input)? {
             Target::Ref(key, manifest) => {
@@ -373,16 +385,22 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
             }
         }
         // Index first, made durable: a crash before the unlinks leaves orphan
-        // blobs and directories, which `system check` reports and repairs;
-        // never an entry without its content.
+        // blobs and directories, which the next collection (or `system
+        // check --repair`) removes; never an entry without its content.
         s.apply(&batch)?;
         s.flush()?;
         // Blobs go inside the session (a pull's "already exists" must not
-        // race their deletion); snapshot trees, which can be large, after it.
+        // race their deletion). Snapshot directories are renamed to trash in
+        // it (so no pull adopts one in between) and deleted after it.
+        let mut freed = 0;
         for blob in &garbage {
+            freed += mocker.store.size(blob).unwrap_or(0);
             mocker.store.delete(blob)?;
         }
-        let dirs: Vec<u64> = deleted_snapshots.iter().map(|r| r.id).collect();
+        let mut trash = Vec::new();
+        for snapshot in &deleted_snapshots {
+            trash.extend(mocker.snapshots.trash(snapshot.id)?);
+        }
         for image in &doomed {
             if !out.contains(&Removed::Deleted(image.config_digest.clone())) {
                 out.push(Removed::Deleted(image.config_digest.clone()));
@@ -390,10 +408,27 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
         }
         let deleted_layers = deleted_snapshots.into_iter().map(|r| r.chain_id);
         out.extend(deleted_layers.into_iter().map(Removed::Deleted));
-        Ok((out, dirs))
+        Ok((out, freed, trash))
     })?;
-    mocker.snapshots.remove_dirs(&dirs)?;
-    Ok(out)
+    let freed = freed + snapshot::delete_all(trash)?;
+    Ok((out, freed))
+}
+
+/// Finish what killed collections and pulls left, as every collection
+/// (`rmi`, `system prune`) does: drop dead pulls' leases (records and
+/// files), record or trash the snapshot directories no record names (see
+/// `Snapshotter::sweep_unrecorded`), delete `trash-*` and stale `tmp-*`
+/// directories. Returns the bytes freed.
+pub(crate) fn sweep(mocker: &Mocker) -> Result<u64> {
+    let trash = mocker.index.session(|s| {
+        mocker.index.drop_dead_leases(s)?;
+        let images = s.images()?;
+        let needed = referenced_snapshots(&mocker.index, s, images.values())?;
+        let unrecorded = mocker.snapshots.sweep_unrecorded(s, &needed)?;
+        s.flush()?;
+        Ok(unrecorded.trash)
+    })?;
+    Ok(snapshot::delete_all(trash)? + mocker.snapshots.sweep_partial_builds())
 }
 
 /// What [`collect_unreferenced`] deleted.
@@ -401,13 +436,15 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
 pub(crate) struct Collected {
     pub blob_bytes: u64,
     pub snapshots: Vec<SnapshotRecord>,
+    /// Bytes of file data freed by deleting `snapshots`.
+    pub snapshot_bytes: u64,
 }
 
 /// Delete those of `candidates` (blob digests or snapshot chain IDs) that no
 /// image, live pull or container uses — what a failed pull leaves behind —
 /// or, with `None`, every blob and snapshot nothing uses (`system prune`).
 pub(crate) fn collect_unreferenced(mocker: &Mocker, candidates: Option<&[Digest]>) -> Result<Collected> {
-    let collected = mocker.index.session(|s| {
+    let (mut collected, trash) = mocker.index.session(|s| {
         let candidates: Vec<Digest> = match candidates {
             Some(c) => c.to_vec(),
             None => {
@@ -439,10 +476,14 @@ pub(crate) fn collect_unreferenced(mocker: &Mocker, candidates: Option<&[Digest]
             collected.blob_bytes += mocker.store.size(digest).unwrap_or(0);
             mocker.store.delete(digest)?;
         }
-        Ok(collected)
+        // Out of the numbered namespace before the session ends (see `remove`).
+        let mut trash = Vec::new();
+        for snapshot in &collected.snapshots {
+            trash.extend(mocker.snapshots.trash(snapshot.id)?);
+        }
+        Ok((collected, trash))
     })?;
-    let ids: Vec<u64> = collected.snapshots.iter().map(|r| r.id).collect();
-    mocker.snapshots.remove_dirs(&ids)?;
+    collected.snapshot_bytes = snapshot::delete_all(trash)?;
     Ok(collected)
 }
 
@@ -469,10 +510,11 @@ pub struct Pruned {
     pub reclaimed: u64,
 }
 
-/// `system prune`: remove untagged images (every image with `all`: there
-/// are no containers yet to keep one in use), then everything on disk that
-/// no image, live pull or container needs: blobs, snapshots, partial
-/// downloads and partial unpacks.
+/// `system prune`: remove untagged images (every image with `all`) that no
+/// container was created from, then everything on disk that no image, live
+/// pull or container needs: blobs, snapshots, partial downloads, what killed
+/// pulls and collections left (see [`sweep`]). `reclaimed` counts what was
+/// freed: blob bytes, and the file data of deleted snapshot directories.
 pub fn prune(mocker: &Mocker, all: bool) -> Result<Pruned> {
     let mut pruned = Pruned::default();
     let (refs, images, containers) = mocker
@@ -485,8 +527,11 @@ pub fn prune(mocker: &Mocker, all: bool) -> Result<Pruned> {
         .filter(|i| (all || !named.contains(&i.manifest_digest)) && !used.contains(&i.manifest_digest))
         .collect();
     for image in doomed {
-        match remove(mocker, image.config_digest.as_str(), true) {
-            Ok(lines) => pruned.removed.extend(lines),
+        match remove_image(mocker, image.config_digest.as_str(), true) {
+            Ok((lines, freed)) => {
+                pruned.removed.extend(lines);
+                pruned.reclaimed += freed;
+            }
             // Removed already with an image that shares its config.
             Err(Error::NoSuchImage(_)) => {}
             Err(e) => return Err(e),
@@ -494,27 +539,11 @@ pub fn prune(mocker: &Mocker, all: bool) -> Result<Pruned> {
     }
     // Anything else nothing uses: leftovers of crashes and failed pulls.
     let collected = collect_unreferenced(mocker, None)?;
-    pruned.reclaimed += collected.blob_bytes;
+    pruned.reclaimed += collected.blob_bytes + collected.snapshot_bytes;
     for record in collected.snapshots {
-        pruned.reclaimed += record.size;
         pruned.removed.push(Removed::Deleted(record.chain_id));
     }
-    for orphan in mocker.snapshots.unrecorded()? {
-        // Under the chain's lock no pull is about to record it; re-read the
-        // index, as one may have recorded it since we listed.
-        if let Some(_lock) = mocker.snapshots.lock_chain(&orphan.chain_id, false)? {
-            if mocker
-                .snapshots
-                .get(&orphan.chain_id)?
-                .is_some_and(|r| r.id == orphan.id)
-            {
-                continue;
-            }
-            pruned.reclaimed += orphan.size;
-            mocker.snapshots.remove_dirs(&[orphan.id])?;
-        }
-    }
-    mocker.snapshots.sweep_partial_builds();
+    pruned.reclaimed += sweep(mocker)?;
     for (path, len) in mocker.store.list_ingest()? {
         let Some(digest) = path
             .file_name()

@@ -237,8 +237,12 @@ impl Index {
         &self.dir
     }
 
+    fn leases_dir(&self) -> PathBuf {
+        self.lock_path.with_file_name("leases")
+    }
+
     fn lease_path(&self, id: &str) -> PathBuf {
-        self.lock_path.with_file_name("leases").join(id)
+        self.leases_dir().join(id)
     }
 
     /// Take the lock that marks lease `id` as held by this process.
@@ -247,15 +251,86 @@ impl Index {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .ctx(|| format!("creating lease {}", path.display()))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| Error::io(format!("locking lease {}", path.display()), e.into()))?;
-        Ok(LeaseLock { _lock: lock, path })
+        let start = Instant::now();
+        loop {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .ctx(|| format!("creating lease {}", path.display()))?;
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                // A garbage collection removes a lease file it could lock,
+                // and does so under that lock: if it took ours between our
+                // open and our lock, the path no longer names the file we
+                // locked, and we start again with a new one.
+                Ok(lock) => {
+                    use std::os::unix::fs::MetadataExt;
+                    let ours = lock.metadata().ctx(|| format!("stat of lease {}", path.display()))?;
+                    match std::fs::metadata(&path) {
+                        Ok(st) if st.dev() == ours.dev() && st.ino() == ours.ino() => {
+                            return Ok(LeaseLock { _lock: lock, path })
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e).ctx(|| format!("stat of lease {}", path.display())),
+                    }
+                }
+                // A collection holds it for a moment while it removes it.
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < self.wait => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err((_, e)) => return Err(Error::io(format!("locking lease {}", path.display()), e.into())),
+            }
+        }
+    }
+
+    /// Remove what killed pulls left: lease records and `leases/` files
+    /// whose lock nobody holds. Runs inside the caller's session; returns
+    /// the ids dropped. A file is removed only while we hold its lock, which
+    /// `hold_lease` detects, so a pull that is just taking its lease is
+    /// never left holding a lock on a file that is gone.
+    pub fn drop_dead_leases(&self, s: &Session) -> Result<Vec<String>> {
+        let mut dropped = Vec::new();
+        let mut batch = Batch::default();
+        for id in s.leases()?.keys() {
+            if !self.lease_is_live(id) {
+                batch.del_lease(id);
+                dropped.push(id.clone());
+            }
+        }
+        s.apply(&batch)?;
+        let dir = self.leases_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(dropped),
+            Err(e) => return Err(e).ctx(|| format!("listing {}", dir.display())),
+        };
+        for entry in entries {
+            let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+            let path = entry.path();
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).ctx(|| format!("opening lease {}", path.display())),
+            };
+            let _lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => lock,
+                // Held: a live pull (or a moment's check by another process).
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => continue,
+                Err((_, e)) => return Err(Error::io(format!("locking lease {}", path.display()), e.into())),
+            };
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).ctx(|| format!("removing lease {}", path.display())),
+            }
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !dropped.contains(&id) {
+                dropped.push(id);
+            }
+        }
+        Ok(dropped)
     }
 
     /// Whether the pull that wrote lease `id` is still running.

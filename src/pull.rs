@@ -103,8 +103,9 @@ impl Drop for LeaseGuard<'_> {
         }
         let mut batch = Batch::default();
         batch.del_lease(&self.id);
-        // A record left behind by a failed delete is harmless: its lock dies
-        // with this process and garbage collection ignores unlocked leases.
+        // A record left behind by a failed delete (or a kill) is harmless:
+        // its lock dies with this process, and garbage collection ignores
+        // unlocked leases and removes them with their files.
         let _ = self.mocker.index.session(|s| s.apply(&batch));
     }
 }

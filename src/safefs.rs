@@ -92,17 +92,37 @@ pub fn is_dir(st: &FileStat) -> bool {
 /// can build trees far deeper than a thread's stack would allow recursion.
 /// What another remover took first (ENOENT) counts as removed.
 pub fn remove_at(dir: BorrowedFd, name: &Path) -> nix::Result<()> {
+    remove_at_measured(dir, name).map(|_| ())
+}
+
+/// `remove_at`, returning the bytes of file data it freed: each regular
+/// file's size when its last link goes (what another remover took is not
+/// counted).
+pub fn remove_at_measured(dir: BorrowedFd, name: &Path) -> nix::Result<u64> {
     let gone = |r: nix::Result<()>| match r {
         Err(Errno::ENOENT) => Ok(()),
         other => other,
     };
-    let Some(st) = lstat_at(dir, name)? else { return Ok(()) };
+    let unlink_file = |dir: BorrowedFd, name: &Path, st: &FileStat| -> nix::Result<u64> {
+        let freed = if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG && st.st_nlink == 1 {
+            st.st_size as u64
+        } else {
+            0
+        };
+        match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) => Ok(freed),
+            Err(Errno::ENOENT) => Ok(0),
+            Err(e) => Err(e),
+        }
+    };
+    let mut freed = 0;
+    let Some(st) = lstat_at(dir, name)? else { return Ok(0) };
     if !is_dir(&st) {
-        return gone(unlinkat(dir, name, UnlinkatFlags::NoRemoveDir));
+        return unlink_file(dir, name, &st);
     }
     // Each frame: an open directory and the name it has in its parent.
     let top = match openat(dir, name, DIR_FLAGS | OFlag::O_NOFOLLOW, Mode::empty()) {
-        Err(Errno::ENOENT) => return Ok(()),
+        Err(Errno::ENOENT) => return Ok(0),
         other => other?,
     };
     let mut stack: Vec<(OwnedFd, std::ffi::OsString)> = vec![(top, name.as_os_str().to_owned())];
@@ -122,7 +142,7 @@ pub fn remove_at(dir: BorrowedFd, name: &Path) -> nix::Result<()> {
                         subdir = Some(entry_name);
                         break;
                     }
-                    Some(_) => gone(unlinkat(current.as_fd(), path, UnlinkatFlags::NoRemoveDir))?,
+                    Some(st) => freed += unlink_file(current.as_fd(), path, &st)?,
                     None => {}
                 }
             }
@@ -148,21 +168,26 @@ pub fn remove_at(dir: BorrowedFd, name: &Path) -> nix::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(freed)
 }
 
 /// Remove the tree at `path` (its parent resolved normally: for trees the
 /// caller owns, such as snapshot directories).
 pub fn remove_tree(path: &Path) -> io::Result<()> {
+    remove_tree_measured(path).map(|_| ())
+}
+
+/// `remove_tree`, returning the bytes of file data freed (see `remove_at_measured`).
+pub fn remove_tree_measured(path: &Path) -> io::Result<u64> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot remove a root"));
     };
     let parent = match open_root(parent) {
         Ok(fd) => fd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
-    Ok(remove_at(parent.as_fd(), Path::new(name))?)
+    Ok(remove_at_measured(parent.as_fd(), Path::new(name))?)
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {

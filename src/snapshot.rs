@@ -7,11 +7,14 @@
 //! - `<id>/fs` (+ `<id>/meta.json` naming its chain ID) — committed or active
 //! - `<id>/work` — overlayfs work directory of an active snapshot
 //! - `tmp-<id>/` — a snapshot being built; renamed to `<id>` when complete
+//! - `trash-<id>/`, `trash-active-<id>/` — a snapshot being deleted (or
+//!   whose deletion a kill cut short: the next sweep finishes it)
 //! - `locks/<chain hex>` — flock held while a chain ID is being unpacked
 //!
 //! Ids are short integers from the index so that lower directory lists stay
 //! short (`12/fs:11/fs:…`).
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,7 +23,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::index::{ActiveRecord, Batch, Index, SnapshotRecord};
+use crate::index::{ActiveRecord, Batch, Index, Session, SnapshotRecord};
 use crate::mount::Overlay;
 use crate::safefs;
 
@@ -55,6 +58,50 @@ impl Drop for Building {
         if !self.committed {
             let _ = safefs::remove_tree(&self.tmp);
         }
+    }
+}
+
+/// A snapshot directory renamed out of the numbered namespace, flocked until
+/// its tree is deleted: a kill leaves a `trash-<id>` that the next sweep
+/// finishes, and a sweep never takes a deletion that is still running.
+pub struct Trash {
+    path: PathBuf,
+    _lock: Flock<fs::File>,
+}
+
+impl Trash {
+    /// Delete the tree; the bytes of file data freed.
+    pub fn delete(self) -> Result<u64> {
+        safefs::remove_tree_measured(&self.path).ctx(|| format!("removing {}", self.path.display()))
+    }
+}
+
+/// Delete trashed directories; the bytes of file data freed.
+pub fn delete_all(trash: Vec<Trash>) -> Result<u64> {
+    trash.into_iter().map(Trash::delete).sum()
+}
+
+/// What [`Snapshotter::sweep_unrecorded`] found.
+#[derive(Default)]
+pub struct Unrecorded {
+    /// Complete snapshots something needs, now recorded.
+    pub adopted: Vec<SnapshotRecord>,
+    /// Directories to delete once the session is over.
+    pub trash: Vec<Trash>,
+}
+
+/// Try an exclusive flock on `path` without waiting: `None` if another
+/// process holds it (or the path is gone).
+fn try_lock(path: &Path) -> Result<Option<Flock<fs::File>>> {
+    let file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).ctx(|| format!("opening {}", path.display())),
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(Error::io(format!("locking {}", path.display()), e.into())),
     }
 }
 
@@ -268,7 +315,8 @@ impl Snapshotter {
     }
 
     /// `tmp-*` directories no live build holds (what a killed unpack left),
-    /// and `trash-*` directories a killed deletion left.
+    /// and `trash-*` directories no live deletion holds (what a killed
+    /// deletion left).
     pub fn stale_partial_builds(&self) -> Vec<PathBuf> {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Vec::new();
@@ -277,40 +325,136 @@ impl Snapshotter {
             .flatten()
             .filter(|e| {
                 let name = e.file_name().to_string_lossy().to_string();
-                name.starts_with("trash-")
-                    || (name.starts_with("tmp-")
-                        && fs::File::open(e.path())
-                            .ok()
-                            .is_some_and(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok()))
+                (name.starts_with("trash-") || name.starts_with("tmp-")) && matches!(try_lock(&e.path()), Ok(Some(_)))
             })
             .map(|e| e.path())
             .collect()
     }
 
-    /// Delete what killed unpacks left behind. Each is taken under its lock
-    /// and renamed out of the `tmp-` namespace before the slow delete.
-    pub fn sweep_partial_builds(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+    /// Delete what killed unpacks and deletions left behind; the bytes of
+    /// file data freed. Each is taken under its lock (a live build or
+    /// deletion holds it), and a `tmp-` one is renamed out of that
+    /// namespace before the slow delete. Best effort: what fails stays for
+    /// the next sweep.
+    pub fn sweep_partial_builds(&self) -> u64 {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return 0 };
+        let mut freed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with("trash-") {
-                let _ = safefs::remove_tree(&entry.path());
+            if !name.starts_with("trash-") && !name.starts_with("tmp-") {
                 continue;
             }
-            if !name.starts_with("tmp-") {
-                continue;
-            }
-            let Ok(file) = fs::File::open(entry.path()) else {
+            let Ok(Some(_lock)) = try_lock(&entry.path()) else {
                 continue;
             };
-            let Ok(_lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
-                continue;
+            let target = match name.strip_prefix("tmp-") {
+                Some(id) => {
+                    let trash = self.dir.join(format!("trash-{id}"));
+                    if fs::rename(entry.path(), &trash).is_err() {
+                        continue;
+                    }
+                    trash
+                }
+                None => entry.path(),
             };
-            let trash = self.dir.join(format!("trash-{}", &name["tmp-".len()..]));
-            if fs::rename(entry.path(), &trash).is_ok() {
-                let _ = safefs::remove_tree(&trash);
-            }
+            freed += safefs::remove_tree_measured(&target).unwrap_or(0);
         }
+        freed
+    }
+
+    /// Move committed or active snapshot `id` out of the numbered namespace,
+    /// locked, for deletion (by [`Trash::delete`], after the caller's
+    /// session). The caller has dropped its record and flushed, and holds
+    /// what keeps anyone from recording it again: the index session, or the
+    /// chain's lock. `None` if the directory is gone or another process is
+    /// deleting it.
+    pub fn trash(&self, id: u64) -> Result<Option<Trash>> {
+        let dir = self.path_of(id);
+        let Some(lock) = try_lock(&dir)? else {
+            return Ok(None);
+        };
+        let mut attempt = 0;
+        let path = loop {
+            let path = match attempt {
+                0 => self.dir.join(format!("trash-{id}")),
+                n => self.dir.join(format!("trash-{id}.{n}")),
+            };
+            match fs::rename(&dir, &path) {
+                Ok(()) => break path,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                // A leftover of the same name: take another.
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(nix::libc::ENOTEMPTY | nix::libc::EEXIST)) && attempt < 100 =>
+                {
+                    attempt += 1
+                }
+                Err(e) => return Err(e).ctx(|| format!("renaming {}", dir.display())),
+            }
+        };
+        // The rename reaches the disk before any unlink of the tree, so a
+        // crash never leaves a half-deleted directory under its number.
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .ctx(|| format!("syncing {}", self.dir.display()))?;
+        Ok(Some(Trash { path, _lock: lock }))
+    }
+
+    /// Numbered directories no index record names, inside the caller's
+    /// session (so no record changes meanwhile): what a kill left between an
+    /// index change and a directory's deletion or publication.
+    /// - No `meta.json`: a deletion cut short (a deletion removed meta.json
+    ///   first; nothing publishes a snapshot without it). Trashed.
+    /// - A `work` directory: a writable layer whose records are gone; only
+    ///   `system check --repair`, which restores containers first, judges
+    ///   it. Left alone.
+    /// - A `meta.json`: a complete snapshot published but not recorded. Its
+    ///   builder holds the chain's lock until it has recorded it, so a locked
+    ///   chain is left alone; otherwise it is recorded if `needed` names its
+    ///   chain and no other snapshot has it, and trashed if not.
+    pub fn sweep_unrecorded(&self, s: &Session, needed: &HashSet<Digest>) -> Result<Unrecorded> {
+        // Listed before the records are read: an active snapshot is recorded
+        // before its directory is made, so whatever we list is recorded by now.
+        let dirs = self.numbered_dirs()?;
+        let snapshots = s.snapshots()?;
+        let known: HashSet<u64> = snapshots
+            .values()
+            .map(|r| r.id)
+            .chain(s.actives()?.values().map(|a| a.id))
+            .collect();
+        let mut out = Unrecorded::default();
+        let mut batch = Batch::default();
+        for (id, path) in dirs {
+            if known.contains(&id) || path.join("work").exists() {
+                continue;
+            }
+            let meta = path.join("meta.json");
+            let record = match fs::read(&meta) {
+                Ok(bytes) => match serde_json::from_slice::<SnapshotRecord>(&bytes) {
+                    Ok(record) if record.id == id => Some(record),
+                    // Not ours to judge: `system check` reports it.
+                    _ => continue,
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e).ctx(|| format!("reading {}", meta.display())),
+            };
+            let _chain_lock = match &record {
+                Some(record) => {
+                    let Some(lock) = self.lock_chain(&record.chain_id, false)? else {
+                        continue;
+                    };
+                    if needed.contains(&record.chain_id) && !snapshots.contains_key(record.chain_id.as_str()) {
+                        batch.put_snapshot(record);
+                        out.adopted.push(record.clone());
+                        continue;
+                    }
+                    Some(lock)
+                }
+                None => None,
+            };
+            out.trash.extend(self.trash(id)?);
+        }
+        s.apply(&batch)?;
+        Ok(out)
     }
 
     /// Publish a built snapshot. Its parent must be committed: directories
@@ -489,7 +633,7 @@ impl Snapshotter {
             s.apply(&batch)?;
             s.flush()
         })?;
-        remove_tree(&trash)
+        safefs::remove_tree(&trash).ctx(|| format!("removing {}", trash.display()))
     }
 
     /// First step of removing active snapshot `id` whose record the caller
@@ -507,36 +651,13 @@ impl Snapshotter {
 
     /// Ids of active snapshots' directories the index does not record.
     pub fn unrecorded_active_dirs(&self) -> Result<Vec<u64>> {
+        // Listed first: an active snapshot's record precedes its directory.
+        let dirs = self.numbered_dirs()?;
         let known = self.recorded_ids()?;
-        Ok(self
-            .numbered_dirs()?
+        Ok(dirs
             .into_iter()
             .filter(|(id, path)| !known.contains(id) && !path.join("meta.json").exists())
             .map(|(id, _)| id)
             .collect())
     }
-
-    /// Delete committed snapshots' directories (their records already gone).
-    /// meta.json goes first, so a half-deleted directory is never adopted.
-    pub fn remove_dirs(&self, ids: &[u64]) -> Result<()> {
-        for id in ids {
-            remove_tree(&self.path_of(*id))?;
-        }
-        Ok(())
-    }
-}
-
-/// Delete a snapshot directory: its meta.json first (so a kill mid-way never
-/// leaves something adoptable), then the tree, without following symlinks
-/// and without recursion.
-fn remove_tree(path: &Path) -> Result<()> {
-    match fs::remove_file(path.join("meta.json")) {
-        Ok(()) => {
-            let dir = fs::File::open(path).ctx(|| format!("opening {}", path.display()))?;
-            dir.sync_all().ctx(|| format!("syncing {}", path.display()))?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(format!("removing {}/meta.json", path.display()), e)),
-    }
-    safefs::remove_tree(path).ctx(|| format!("removing {}", path.display()))
 }

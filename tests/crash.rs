@@ -91,3 +91,73 @@ fn kill_9_at_any_point_of_a_pull_is_recovered_by_the_next_pull() {
         "too few kills landed during the pull ({killed_mid_way}); the test lost its point"
     );
 }
+
+/// Two layers of many small files, so that deleting their snapshots takes
+/// long enough to be interrupted.
+fn many_files() -> Vec<(Vec<u8>, String, String)> {
+    (0..2u32)
+        .map(|l| {
+            let files: Vec<(String, Vec<u8>)> = (0..15_000u32)
+                .map(|f| (format!("l{l}/d{}/f{f}", f % 100), format!("{l}/{f}").into_bytes()))
+                .collect();
+            let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+            let tar = tar_layer(&refs);
+            let diff_id = format!("sha256:{}", sha256_hex(&tar));
+            (tar, diff_id, "application/vnd.oci.image.layer.v1.tar".to_string())
+        })
+        .collect()
+}
+
+/// A snapshot directory is being deleted: renamed to trash, or numbered
+/// without its meta.json (which a deletion removes first).
+fn deletion_under_way(root: &Root) -> bool {
+    let snapshots = root.path().join("snapshots");
+    list(&snapshots)
+        .iter()
+        .any(|n| n.starts_with("trash-") || (n.parse::<u64>().is_ok() && !snapshots.join(n).join("meta.json").exists()))
+}
+
+#[test]
+fn kill_9_during_rmi_or_prune_is_finished_by_the_next_gc() {
+    let fake = FakeRegistry::start();
+    fake.image_layers("many", "latest", &many_files(), None);
+    let reference = format!("{}/many:latest", fake.addr);
+    for (gc, retry) in [
+        (vec!["rmi", reference.as_str()], vec!["rmi", reference.as_str()]),
+        (vec!["system", "prune", "-a", "-f"], vec!["system", "prune", "-a", "-f"]),
+    ] {
+        let root = Root::new();
+        root.ok(&["pull", "-q", &reference]);
+        let mut child = root
+            .command()
+            .args(&gc)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while !deletion_under_way(&root) && child.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{gc:?} never started deleting"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let _ = child.kill(); // SIGKILL
+        assert!(!child.wait().unwrap().success(), "{gc:?} finished before the kill");
+        assert!(
+            deletion_under_way(&root),
+            "the kill of {gc:?} left no deletion to finish"
+        );
+
+        // The retry finds the image gone (rmi says so) but finishes the job.
+        let _ = root.run(&retry);
+        let left: Vec<String> = list(&root.path().join("snapshots"))
+            .into_iter()
+            .filter(|n| n != "locks" && n != "empty")
+            .collect();
+        assert!(left.is_empty(), "{retry:?} after a killed {gc:?} left {left:?}");
+        assert!(root.blobs().is_empty(), "{:?}", root.blobs());
+        root.assert_healthy();
+    }
+}
