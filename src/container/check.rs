@@ -62,6 +62,9 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckFindings> {
     }
     for record in records.into_values() {
         let container = load(mocker, record)?;
+        if let Some(stuck) = stuck_start(&dir_of(mocker, &container.record.id), &container) {
+            found.problems.push(stuck);
+        }
         if container.state.status == Status::Dead {
             found.problems.push(format!(
                 "container {} ({}) was not fully created",
@@ -77,6 +80,32 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckFindings> {
         }
     }
     Ok(found)
+}
+
+/// A start that has not ended within [`START_TIMEOUT`]: its monitor lives
+/// (since its lock file's mtime) but never reported the container running.
+fn stuck_start(dir: &std::path::Path, container: &super::Container) -> Option<String> {
+    use super::host::{Host, Linux, START_TIMEOUT};
+    if container.state.status == Status::Running || !Linux.monitor_alive(dir) {
+        return None;
+    }
+    let since = std::fs::metadata(super::monitor::lock_path(dir))
+        .ok()?
+        .modified()
+        .ok()?;
+    let age = since.elapsed().ok()?;
+    (age > START_TIMEOUT).then(|| {
+        format!(
+            "container {} ({}) has been starting for {} s: its monitor (pid {}) is stuck; `mocker rm -f {}` removes it",
+            container.short_id(),
+            container.record.name,
+            age.as_secs(),
+            super::monitor::monitor_pid(dir)
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            container.short_id()
+        )
+    })
 }
 
 /// Put back the index records of a container from its `config.json`.

@@ -21,6 +21,10 @@ pub trait Host {
     fn signal(&self, dir: &Path, pid: u32, signal: Signal) -> Result<()>;
     /// SIGKILL whatever is left in the container's cgroup and remove it.
     fn clear_cgroup(&self, id: &str);
+    /// The container's recorded state.
+    fn state(&self, dir: &Path) -> State;
+    /// SIGKILL the container's monitor itself (its PID 1 dies with it).
+    fn kill_monitor(&self, dir: &Path);
     fn pause(&self, d: Duration);
     fn now(&self) -> Instant;
 }
@@ -63,6 +67,23 @@ impl Host for Linux {
         if let Some(cgroup) = ContainerCgroup::load(id) {
             cgroup.kill_all();
             let _ = cgroup.remove();
+        }
+    }
+
+    fn state(&self, dir: &Path) -> State {
+        State::load(&dir.join("state.json")).unwrap_or_default()
+    }
+
+    /// Through a pidfd opened before checking that the pid in the lock file
+    /// is still the lock's holder's.
+    fn kill_monitor(&self, dir: &Path) {
+        let Some(pid) = super::monitor::monitor_pid(dir) else {
+            return;
+        };
+        if let Ok(target) = Pidfd::open(pid) {
+            if self.monitor_alive(dir) && super::monitor::monitor_pid(dir) == Some(pid) {
+                let _ = target.signal(Signal::SIGKILL);
+            }
         }
     }
 
@@ -121,7 +142,42 @@ pub fn terminate(host: &impl Host, dir: &Path, pid: u32, grace: Duration) -> Res
     if wait_for_monitor(host, dir, KILL_TIMEOUT) {
         Ok(())
     } else {
-        Err(Error::Runtime("the container did not stop".into()))
+        Err(Error::Runtime(format!(
+            "the container in {} did not stop {} s after SIGKILL",
+            dir.display(),
+            KILL_TIMEOUT.as_secs()
+        )))
+    }
+}
+
+/// How long a start may take before its monitor is taken for stuck.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `rm -f`'s stop, whatever the container is doing: a running one is
+/// killed; a start in progress is waited for until the container runs
+/// (then killed) or the start fails; a monitor still starting after
+/// [`START_TIMEOUT`] is killed itself. Returns once no monitor is left.
+pub fn force_stop(host: &impl Host, dir: &Path) -> Result<()> {
+    let deadline = host.now() + START_TIMEOUT;
+    loop {
+        if !host.monitor_alive(dir) {
+            return Ok(());
+        }
+        let state = host.state(dir);
+        if state.status == Status::Running && state.pid != 0 {
+            return terminate(host, dir, state.pid, Duration::ZERO);
+        }
+        if host.now() >= deadline {
+            host.kill_monitor(dir);
+            return match wait_for_monitor(host, dir, KILL_TIMEOUT) {
+                true => Ok(()),
+                false => Err(Error::Runtime(format!(
+                    "the monitor of the container in {} survived SIGKILL",
+                    dir.display()
+                ))),
+            };
+        }
+        host.pause(Duration::from_millis(10));
     }
 }
 
@@ -152,6 +208,9 @@ mod tests {
         dies_on: Option<Signal>,
         sent: RefCell<Vec<Signal>>,
         cleared: RefCell<Vec<String>>,
+        /// States to report, last first; then the default (created).
+        states: RefCell<Vec<State>>,
+        monitor_killed: Cell<bool>,
         start: Instant,
         elapsed: Cell<Duration>,
     }
@@ -163,6 +222,8 @@ mod tests {
                 dies_on,
                 sent: RefCell::default(),
                 cleared: RefCell::default(),
+                states: RefCell::default(),
+                monitor_killed: Cell::new(false),
                 start: Instant::now(),
                 elapsed: Cell::new(Duration::ZERO),
             }
@@ -171,7 +232,7 @@ mod tests {
 
     impl Host for Fake {
         fn monitor_alive(&self, _: &Path) -> bool {
-            if self.sent.borrow().iter().any(|s| Some(*s) == self.dies_on) {
+            if self.monitor_killed.get() || self.sent.borrow().iter().any(|s| Some(*s) == self.dies_on) {
                 return false;
             }
             let left = self.polls_left.get();
@@ -184,6 +245,12 @@ mod tests {
         }
         fn clear_cgroup(&self, id: &str) {
             self.cleared.borrow_mut().push(id.to_string());
+        }
+        fn state(&self, _: &Path) -> State {
+            self.states.borrow_mut().pop().unwrap_or_default()
+        }
+        fn kill_monitor(&self, _: &Path) {
+            self.monitor_killed.set(true);
         }
         fn pause(&self, d: Duration) {
             self.elapsed.set(self.elapsed.get() + d);
@@ -234,5 +301,30 @@ mod tests {
         assert_eq!((settled.status, settled.exit_code), (Status::Exited, 137));
         assert_eq!(*host.cleared.borrow(), vec!["c1".to_string()]);
         assert_eq!(State::load(&dir.path().join("state.json")).unwrap(), settled);
+    }
+
+    #[test]
+    fn a_forced_removal_waits_for_a_start_kills_what_runs_and_never_hangs() {
+        let dir = Path::new("/nonexistent");
+        let running = State {
+            status: Status::Running,
+            pid: 42,
+            ..Default::default()
+        };
+        // Starting for three polls, then running: killed, once it runs.
+        let host = Fake::new(u32::MAX, Some(Signal::SIGKILL));
+        *host.states.borrow_mut() = vec![running, State::default(), State::default()];
+        force_stop(&host, dir).unwrap();
+        assert_eq!(*host.sent.borrow(), vec![Signal::SIGKILL]);
+        assert!(!host.monitor_killed.get());
+        // The start fails (the monitor goes): nothing to kill.
+        let host = Fake::new(3, None);
+        force_stop(&host, dir).unwrap();
+        assert!(host.sent.borrow().is_empty() && !host.monitor_killed.get());
+        // A start that never ends: its monitor is killed after the bound.
+        let host = Fake::new(u32::MAX, None);
+        force_stop(&host, dir).unwrap();
+        assert!(host.monitor_killed.get());
+        assert!(host.elapsed.get() >= START_TIMEOUT && host.elapsed.get() < START_TIMEOUT + KILL_TIMEOUT);
     }
 }

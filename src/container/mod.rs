@@ -616,22 +616,38 @@ pub fn remove(mocker: &Mocker, query: &str, force: bool) -> Result<String> {
 
 /// `remove` of a container already loaded.
 pub fn remove_container(mocker: &Mocker, container: Container, force: bool) -> Result<String> {
-    if container.state.status == Status::Running {
+    let dir = dir_of(mocker, &container.record.id);
+    let refused = || {
+        Error::Runtime(format!(
+            "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+            container.record.name
+        ))
+    };
+    if container.state.status == Status::Running && !force {
+        return Err(refused());
+    }
+    if !claim_for_removal(&dir) {
         if !force {
-            return Err(Error::Runtime(format!(
-                "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
-                container.record.name
-            )));
+            let _ = std::fs::remove_file(monitor::removing_path(&dir));
+            return Err(refused());
         }
-        host::terminate(
-            &Linux,
-            &dir_of(mocker, &container.record.id),
-            container.state.pid,
-            Duration::ZERO,
-        )?;
+        host::force_stop(&Linux, &dir)?;
     }
     discard(mocker, &container.record.id, container.config.as_ref())?;
     Ok(container.record.id)
+}
+
+/// Mark the container in `dir` as being removed, then look for its
+/// monitor: whether none lives (it may go). With one alive (running, or
+/// starting) an unforced removal is refused and the mark taken back.
+/// Marking first means a monitor that starts later sees the mark and does
+/// not run the container (see `monitor::removing_path`), so a removal
+/// never races a start into a container nobody stops.
+fn claim_for_removal(dir: &Path) -> bool {
+    let marker = monitor::removing_path(dir);
+    // A container without a directory (a cut-short create) has no monitor.
+    let _ = std::fs::File::create(&marker);
+    !Linux.monitor_alive(dir)
 }
 
 /// Undo everything `create` made for `record`; tolerant of what is missing.
@@ -647,8 +663,18 @@ fn discard(mocker: &Mocker, id: &str, config: Option<&ContainerConfig>) -> Resul
     if let Some(endpoint) = config.and_then(|c| c.endpoint.as_ref()) {
         network::detach(endpoint)?;
     }
-    // Its mounts must be gone before their directories go.
-    monitor::wait_for_lock(&monitor::teardown_lock_path(&dir));
+    // Its mounts must be gone before their directories go. Bounded: the
+    // callers made sure no monitor runs it, so this is only the one that
+    // just ended letting go of its namespaces.
+    if !monitor::wait_for_lock_until(&monitor::teardown_lock_path(&dir), host::KILL_TIMEOUT) {
+        return Err(Error::Runtime(format!(
+            "container {id} is still held by its monitor (pid {}): run `mocker rm -f {}` again",
+            monitor::monitor_pid(&dir)
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            &id[..12.min(id.len())]
+        )));
+    }
     // The snapshot id is in the config; without one, ask the index.
     let snapshot_id = config.and_then(ContainerConfig::snapshot_id);
     let trash = match snapshot_id {
@@ -689,10 +715,17 @@ fn discard(mocker: &Mocker, id: &str, config: Option<&ContainerConfig>) -> Resul
 pub fn prune(mocker: &Mocker) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for container in list(mocker, true)? {
-        if container.state.status != Status::Running {
-            discard(mocker, &container.record.id, container.config.as_ref())?;
-            removed.push(container.record.id);
+        let dir = dir_of(mocker, &container.record.id);
+        if container.state.status == Status::Running {
+            continue;
         }
+        if !claim_for_removal(&dir) {
+            // Being started right now: not a stopped container.
+            let _ = std::fs::remove_file(monitor::removing_path(&dir));
+            continue;
+        }
+        discard(mocker, &container.record.id, container.config.as_ref())?;
+        removed.push(container.record.id);
     }
     remove_unused_bridge(mocker)?;
     Ok(removed)

@@ -36,8 +36,22 @@ pub struct Attach {
     pub stdin: bool,
 }
 
+/// Held by the monitor for as long as it lives; holds its pid, and its
+/// mtime says since when (see `system check`'s stuck starts).
 pub fn lock_path(dir: &Path) -> PathBuf {
     dir.join("monitor.lock")
+}
+
+/// Made by `rm` before it looks for a monitor; a monitor that finds it
+/// after taking its lock does not start the container. Either the remover
+/// sees the monitor or the monitor sees the marker.
+pub fn removing_path(dir: &Path) -> PathBuf {
+    dir.join("removing")
+}
+
+/// The pid a live monitor wrote into its lock file.
+pub fn monitor_pid(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(lock_path(dir)).ok()?.trim().parse().ok()
 }
 
 /// Held by the monitor until it has let go of the container's namespaces
@@ -51,6 +65,26 @@ pub fn teardown_lock_path(dir: &Path) -> PathBuf {
 /// container, so they read the exit code before it is gone.
 pub fn waiters_lock_path(dir: &Path) -> PathBuf {
     dir.join("waiters.lock")
+}
+
+/// Wait up to `timeout` until nobody holds the lock at `path` exclusively;
+/// whether that happened (no file: at once).
+pub fn wait_for_lock_until(path: &Path, timeout: std::time::Duration) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return true;
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    let mut file = file;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+            Ok(_) => return true,
+            Err((f, _)) => file = f,
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// Block until no monitor holds the lock at `path` (none: at once).
@@ -103,17 +137,31 @@ fn report(status: &mut Option<std::fs::File>, line: String) {
 /// failures are only reported: the code is what an attached caller needs).
 fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
     let mut status = Some(status);
-    let lock = std::fs::File::create(lock_path(dir)).ctx(|| format!("creating {}", lock_path(dir).display()));
+    // Not truncated before it is ours: a live monitor's pid is in it.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(dir))
+        .ctx(|| format!("creating {}", lock_path(dir).display()));
     let lock = match lock.and_then(|f| {
         nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|_| Error::Runtime("the container is already running".into()))
     }) {
-        Ok(l) => l,
+        Ok(mut l) => {
+            let _ = l.set_len(0).and_then(|_| writeln!(l, "{}", std::process::id()));
+            l
+        }
         Err(e) => {
             report(&mut status, format!("error 125 {e}"));
             return Err(e);
         }
     };
+    if removing_path(dir).exists() {
+        let e = Error::Runtime("the container is being removed: `mocker rm -f` finishes that".into());
+        report(&mut status, format!("error 125 {e}"));
+        return Err(e);
+    }
     let _ = std::fs::File::create(waiters_lock_path(dir));
     // Taken while we hold the monitor lock, so no remover can slip between.
     let teardown = std::fs::File::create(teardown_lock_path(dir))

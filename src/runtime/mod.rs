@@ -207,6 +207,12 @@ pub fn clone_container(spec: &init::InitSpec, network: Network, stdio: Stdio) ->
             }
         }
         let Stdio { console, .. } = stdio;
+        // The clone copied every fd of the monitor, `ready`'s write end
+        // among them: holding it, PID 1 would never see the EOF that means
+        // "give up", and the monitor would wait for it for ever.
+        let mut keep = vec![ready.as_raw_fd(), errors.as_raw_fd()];
+        keep.extend(console.as_ref().map(|c| c.as_raw_fd()));
+        close_all_but(&keep);
         init::container_main(spec, ready, errors, console) as isize
     });
     // SAFETY: the caller is single-threaded, so the child (a copy of this
@@ -219,6 +225,20 @@ pub fn clone_container(spec: &init::InitSpec, network: Network, stdio: Stdio) ->
         ready: ready_write,
         errors: errors_read,
     })
+}
+
+/// Close every fd from 3 up except `keep`.
+fn close_all_but(keep: &[std::os::fd::RawFd]) {
+    let mut keep: Vec<u32> = keep.iter().map(|&fd| fd as u32).collect();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for fd in keep.into_iter().chain([u32::MAX]) {
+        if fd > from {
+            // SAFETY: closes fds of this single-threaded child only.
+            unsafe { nix::libc::syscall(nix::libc::SYS_close_range, from, fd - 1, 0u32) };
+        }
+        from = from.max(fd.saturating_add(1));
+    }
 }
 
 /// The master end of the terminal PID 1 sent on the console socket.
