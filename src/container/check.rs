@@ -4,6 +4,7 @@
 use super::{dir_of, discard, load, snapshot_key, ContainerConfig, Status};
 use crate::error::{Error, IoContext, Result};
 use crate::index::{Batch, ContainerRecord};
+use crate::runtime::network::{self, Claim, Claimant};
 use crate::Mocker;
 
 /// What `system check` found about containers, and what `--repair` did.
@@ -45,6 +46,17 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckFindings> {
                     found
                         .repaired
                         .push(format!("restored container {} from its directory", config.name));
+                    if let Some(endpoint) = &config.endpoint {
+                        check_claim(
+                            mocker,
+                            id,
+                            &config.name,
+                            &endpoint.bridge.name,
+                            endpoint.address,
+                            true,
+                            &mut found,
+                        )?;
+                    }
                 }
             }
             Err(_) => {
@@ -64,6 +76,17 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckFindings> {
         let container = load(mocker, record)?;
         if let Some(stuck) = stuck_start(&dir_of(mocker, &container.record.id), &container) {
             found.problems.push(stuck);
+        }
+        if let (Some((bridge, addr)), true) = (&container.record.address, container.state.status != Status::Dead) {
+            check_claim(
+                mocker,
+                &container.record.id,
+                &container.record.name,
+                bridge,
+                *addr,
+                repair,
+                &mut found,
+            )?;
         }
         if container.state.status == Status::Dead {
             found.problems.push(format!(
@@ -106,6 +129,41 @@ fn stuck_start(dir: &std::path::Path, container: &super::Container) -> Option<St
             container.short_id()
         )
     })
+}
+
+/// A container's address against the host-wide claims: another live
+/// container's claim of it is a problem no repair can settle (one of them
+/// must be re-created); a missing claim (lost at reboot, or with the index)
+/// is claimed by `--repair` and otherwise left for the next start, which
+/// claims it too.
+fn check_claim(
+    mocker: &Mocker,
+    id: &str,
+    name: &str,
+    bridge: &str,
+    addr: std::net::Ipv4Addr,
+    repair: bool,
+    found: &mut CheckFindings,
+) -> Result<()> {
+    let claimant = Claimant::new(&mocker.root, id)?;
+    let lock = network::lock()?;
+    match lock.claim_of(bridge, addr, &claimant)? {
+        Claim::Ours => {}
+        Claim::Free if repair => {
+            lock.reclaim(bridge, addr, &claimant)?;
+            found
+                .repaired
+                .push(format!("claimed {addr} on bridge {bridge} for container {name}"));
+        }
+        Claim::Free => {}
+        Claim::Held(holder) => found.problems.push(format!(
+            "container {name}: its address {addr} on bridge {bridge} is held by container {} of the root {}: \
+             remove one of them and create it again",
+            &holder.id[..12.min(holder.id.len())],
+            holder.root.display()
+        )),
+    }
+    Ok(())
 }
 
 /// Put back the index records of a container from its `config.json`.

@@ -222,8 +222,14 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
                 }
             }
         };
+        let mut batch = Batch::default();
+        let reserved = mocker
+            .snapshots
+            .reserve(s, &snapshot_key(&id), image.chain_ids.last(), &mut batch)?;
+        // Last before the commit: the address is claimed host-wide (other
+        // roots share the bridge), and released if the commit fails.
         let address = match &bridge {
-            Some(b) => Some((b.name.clone(), b.subnet.allocate(&s.addresses(&b.name)?)?)),
+            Some(b) => Some((b.name.clone(), claim_address(mocker, s, b, &id)?)),
             None => None,
         };
         let record = ContainerRecord {
@@ -233,12 +239,12 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
             created: state::now(),
             address,
         };
-        let mut batch = Batch::default();
-        let reserved = mocker
-            .snapshots
-            .reserve(s, &snapshot_key(&id), image.chain_ids.last(), &mut batch)?;
         batch.put_container(&record);
-        s.apply(&batch)?;
+        if let Err(e) = s.apply(&batch) {
+            release_address(mocker, &id, record.address.as_ref());
+            let _ = std::fs::remove_dir(dir_of(mocker, &id));
+            return Err(e);
+        }
         Ok((record, image, process, reserved))
     })?;
 
@@ -248,10 +254,8 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
         _ => None,
     };
     let built = (|| {
-        let containers = mocker.root.join("containers");
+        make_dir(mocker, &id)?;
         std::fs::create_dir_all(dir.join("rootfs")).ctx(|| format!("creating {}", dir.display()))?;
-        std::fs::set_permissions(&containers, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .ctx(|| format!("chmod {}", containers.display()))?;
         let files = write_etc_files(
             &dir,
             &process.hostname,
@@ -305,6 +309,46 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
             let _ = discard(mocker, &record.id, None);
             Err(e)
         }
+    }
+}
+
+/// The container's directory (in `containers/`, private to root).
+fn make_dir(mocker: &Mocker, id: &str) -> Result<()> {
+    let dir = dir_of(mocker, id);
+    std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+    let containers = mocker.root.join("containers");
+    std::fs::set_permissions(&containers, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .ctx(|| format!("chmod {}", containers.display()))
+}
+
+/// Claim a free address on `bridge` for container `id`, host-wide, under
+/// the network lock (inside `s`, the caller's index session: the index
+/// lock is always taken before the network lock). Free means: no live
+/// claim of any root, no address of this root's index (a claim lost at
+/// reboot), no live neighbour on the bridge. The container's directory is
+/// made first, as a claim without one is stale.
+fn claim_address(mocker: &Mocker, s: &crate::index::Session, bridge: &Bridge, id: &str) -> Result<std::net::Ipv4Addr> {
+    make_dir(mocker, id)?;
+    let ours = s.addresses(&bridge.name)?;
+    let claimant = network::Claimant::new(&mocker.root, id)?;
+    let claimed = network::lock().and_then(|lock| lock.claim_free(bridge, &claimant, &ours));
+    if claimed.is_err() {
+        let _ = std::fs::remove_dir(dir_of(mocker, id));
+    }
+    claimed
+}
+
+/// Drop container `id`'s host-wide claim of `address`. Best effort: a
+/// claim left behind is stale once the container's directory is gone, and
+/// the next allocation on that bridge reclaims it.
+fn release_address(mocker: &Mocker, id: &str, address: Option<&(String, std::net::Ipv4Addr)>) {
+    let Some((bridge, addr)) = address else {
+        return;
+    };
+    let released = network::Claimant::new(&mocker.root, id)
+        .and_then(|claimant| network::lock()?.release(bridge, *addr, &claimant));
+    if let Err(e) = released {
+        eprintln!("warning: releasing {addr} on bridge {bridge}: {e}");
     }
 }
 
@@ -694,17 +738,22 @@ fn discard(mocker: &Mocker, id: &str, config: Option<&ContainerConfig>) -> Resul
     }
     // The records go last: until then `rm` can find the container again
     // (as dead) and finish, whatever point a kill stopped it at.
-    mocker.index.session(|s| {
+    let record = mocker.index.session(|s| {
         let mut batch = Batch::default();
-        if let Some(record) = s.get_container(id)? {
-            batch.del_container(&record);
+        let record = s.get_container(id)?;
+        if let Some(record) = &record {
+            batch.del_container(record);
         }
         if trash.is_some() {
             batch.del_active(&key);
         }
         s.apply(&batch)?;
-        s.flush()
+        s.flush()?;
+        Ok(record)
     })?;
+    // After the records: a kill before this leaves a claim whose directory
+    // is gone, i.e. stale.
+    release_address(mocker, id, record.as_ref().and_then(|r| r.address.as_ref()));
     // What an earlier, interrupted removal left.
     mocker.snapshots.sweep_partial_builds();
     Ok(())
@@ -732,17 +781,19 @@ pub fn prune(mocker: &Mocker) -> Result<Vec<String>> {
 }
 
 /// Remove the bridge (`MOCKER_BRIDGE`) and its rules when no container of
-/// this storage root has an address on it; whether it was removed. Like
-/// docker0 it otherwise stays between containers.
+/// this root has an address on it, no root on the host holds a live claim
+/// on it and nothing is enslaved to it (decided under the network lock);
+/// whether this call removed it. Like docker0 it otherwise stays.
 pub fn remove_unused_bridge(mocker: &Mocker) -> Result<bool> {
     let bridge = Bridge::from_env()?;
+    // This root's records also cover claims lost at reboot; the claims
+    // cover every root (this one's later creates included).
     if !Path::new("/sys/class/net").join(&bridge.name).exists()
         || !mocker.index.session(|s| s.addresses(&bridge.name))?.is_empty()
     {
         return Ok(false);
     }
-    network::remove_bridge(&bridge)?;
-    Ok(true)
+    network::remove_bridge_if_unused(&network::lock()?, &bridge)
 }
 
 /// `exec` options.

@@ -294,7 +294,17 @@ fn start(
         .collect::<Result<Vec<_>>>()
         .map_err(failed)?;
     if let Some(endpoint) = &config.endpoint {
-        network::ensure_bridge(&endpoint.bridge).map_err(failed)?;
+        // Under one hold of the lock: the address is (still, or again after
+        // a reboot emptied the claims) this container's, and the bridge
+        // exists and stays (a removal checks the claims under the lock).
+        let root = dir.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
+        network::lock()
+            .and_then(|lock| {
+                let claimant = network::Claimant::new(root, &config.id)?;
+                lock.reclaim(&endpoint.bridge.name, endpoint.address, &claimant)?;
+                network::ensure_bridge(&lock, &endpoint.bridge)
+            })
+            .map_err(failed)?;
     }
     let log = LogWriter::open(&dir.join("ctr.log"), config.log_rotation).map_err(failed)?;
     let null = || {
