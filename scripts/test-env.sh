@@ -338,8 +338,19 @@ corrupt_blobs() {
     truncate -s 150000 "$f"
 }
 
+# The user whose subordinate ids the --userns-remap tests map containers
+# to (as docker's userns-remap uses "dockremap"); idempotent.
+add_remap_user() {
+    id mockremap >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin mockremap
+    local f
+    for f in /etc/subuid /etc/subgid; do
+        grep -q '^mockremap:' "$f" 2>/dev/null || echo "mockremap:420000:65536" >>"$f"
+    done
+}
+
 start() {
     install_packages
+    add_remap_user
     mkdir -p "$work"
     work=$(cd "$work" && pwd)
     local port auth_port

@@ -112,6 +112,9 @@ pub enum Error {
     #[error(transparent)]
     Seccomp(#[from] crate::runtime::seccomp::SeccompError),
 
+    #[error(transparent)]
+    Userns(#[from] crate::runtime::userns::UsernsError),
+
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -68,6 +68,9 @@ pub struct CreateArgs {
     /// no-new-privileges[=false]
     #[arg(long, value_name = "OPTION")]
     security_opt: Vec<String>,
+    /// User namespace: "host" runs in the host's even with --userns-remap
+    #[arg(long, value_name = "MODE")]
+    userns: Option<String>,
     /// Memory limit (e.g. 64m, 1g)
     #[arg(short, long, value_name = "BYTES", allow_hyphen_values = true)]
     memory: Option<String>,
@@ -248,7 +251,7 @@ pub struct PruneArgs {
     force: bool,
 }
 
-fn create_options(args: &CreateArgs) -> mocker::Result<CreateOptions> {
+fn create_options(args: &CreateArgs, userns_remap: Option<&str>) -> mocker::Result<CreateOptions> {
     use mocker::runtime::{cgroup, init::Volume, Network, Overrides};
     let bytes = |v: &Option<String>| -> mocker::Result<Option<i64>> {
         match v.as_deref() {
@@ -299,6 +302,7 @@ fn create_options(args: &CreateArgs) -> mocker::Result<CreateOptions> {
         auto_remove: args.rm,
         log_rotation: container::logs::Rotation::from_log_opts(&args.log_opt)?,
         security: mocker::runtime::security::SecurityOptions::parse(&args.security_opt)?,
+        userns: container::userns_mode(args.userns.as_deref(), userns_remap)?,
     })
 }
 
@@ -318,7 +322,7 @@ fn create_pulling(mocker: &Mocker, cli: &super::Cli, opts: &CreateOptions) -> Re
 }
 
 pub fn create(mocker: &Mocker, cli: &super::Cli, args: &CreateArgs) -> Result<i32> {
-    let created = create_options(args)
+    let created = create_options(args, cli.userns_remap.as_deref())
         .map_err(anyhow::Error::from)
         .and_then(|o| create_pulling(mocker, cli, &o));
     match created {
@@ -438,7 +442,7 @@ fn attached_exit(mocker: &Mocker, id: &str, attached: Attached, remove: bool) ->
 pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
     // The container joins its cgroup in a few ms: start the kernel's wait now.
     mocker::runtime::cgroup::overlap_migration_wait();
-    let opts = match create_options(&args.create) {
+    let opts = match create_options(&args.create, cli.userns_remap.as_deref()) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("Error: {e}");

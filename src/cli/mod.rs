@@ -41,6 +41,11 @@ pub(crate) struct Cli {
     )]
     insecure_registries: Vec<String>,
 
+    /// Run new containers in a user namespace: container root is the first
+    /// id of USER's (and GROUP's) range in /etc/subuid and /etc/subgid
+    #[arg(long, global = true, env = "MOCKER_USERNS_REMAP", value_name = "USER[:GROUP]")]
+    userns_remap: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }

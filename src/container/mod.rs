@@ -37,6 +37,7 @@ use crate::runtime::cgroup::{self, ContainerCgroup, Limits};
 use crate::runtime::init::{InitSpec, Volume};
 use crate::runtime::network::{self, Bridge, Endpoint, PortMapping};
 use crate::runtime::security::SecurityOptions;
+use crate::runtime::userns::IdMapping;
 use crate::runtime::{self, Network, Overrides};
 use crate::Mocker;
 
@@ -124,6 +125,20 @@ pub struct CreateOptions {
     pub log_rotation: Option<logs::Rotation>,
     /// `--security-opt`
     pub security: SecurityOptions,
+    /// `--userns-remap`: the container's ids on the host.
+    pub userns: Option<IdMapping>,
+}
+
+/// The user namespace a new container gets: `--userns host` opts out of
+/// the root's `--userns-remap USER[:GROUP]`, as docker's does.
+pub fn userns_mode(mode: Option<&str>, remap: Option<&str>) -> Result<Option<IdMapping>> {
+    match (mode, remap) {
+        (Some("host"), _) | (None, None) => Ok(None),
+        (Some("") | None, Some(user)) => Ok(Some(IdMapping::for_user(user)?)),
+        (Some(other), _) => Err(Error::Runtime(format!(
+            "invalid --userns {other:?}: only \"host\" is supported (give --userns-remap USER to remap)"
+        ))),
+    }
 }
 
 /// A container as the index, its config and its state describe it.
@@ -174,6 +189,11 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
         _ => None,
     };
     let seed = hex::decode(&id).unwrap_or_default();
+    if opts.userns.is_some() && opts.overrides.privileged {
+        return Err(Error::Runtime(
+            "--privileged cannot be combined with --userns-remap: add --userns host".into(),
+        ));
+    }
     let security = opts.security.apply(
         &runtime::spec::capabilities(&opts.overrides)?,
         opts.overrides.privileged,
@@ -263,6 +283,9 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
             opts.network,
         )?;
         let overlay = mocker.snapshots.make_active(&snapshot_key(&id), reserved)?;
+        if let Some(mapping) = &opts.userns {
+            give_to_container_root(mapping, &overlay, &files)?;
+        }
         let config = ContainerConfig {
             id: id.clone(),
             name: record.name.clone(),
@@ -282,6 +305,7 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
                 host_network: opts.network == Network::Host,
                 init: opts.init,
                 tty: opts.tty,
+                userns: opts.userns,
             },
             network: opts.network,
             endpoint: endpoint.clone(),
@@ -350,6 +374,18 @@ fn release_address(mocker: &Mocker, id: &str, address: Option<&(String, std::net
     if let Err(e) = released {
         eprintln!("warning: releasing {addr} on bridge {bridge}: {e}");
     }
+}
+
+/// With a user namespace, the writable layer's root (what `/` is inside)
+/// and the container's /etc files belong to the container's root, as
+/// docker's userns-remap makes them; the image's layers stay root's.
+fn give_to_container_root(mapping: &IdMapping, overlay: &crate::mount::Overlay, files: &[Volume]) -> Result<()> {
+    let (uid, gid) = mapping.root();
+    let upper = overlay.base.join(&overlay.upper);
+    for path in std::iter::once(upper.as_path()).chain(files.iter().map(|f| f.source.as_path())) {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).ctx(|| format!("chown {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// docker's `TERM=xterm` for a process with a terminal, unless set.

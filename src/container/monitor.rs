@@ -351,14 +351,34 @@ fn start(
         };
         (stdio, vec![("stdout", out_read), ("stderr", err_read)], None)
     };
-    let cloned = runtime::clone_container(&config.init, config.network, stdio).map_err(failed)?;
+    // Before the clone, while we are single-threaded.
+    let userns = match &config.init.userns {
+        Some(mapping) => Some(
+            runtime::userns::prepare(mapping, &config.init.overlay, config.network != Network::Host)
+                .map_err(|e| failed(e.into()))?,
+        ),
+        None => None,
+    };
+    let prepared_netns = match userns.as_ref().and_then(|u| u.net.as_ref()) {
+        Some(net) => Some(std::fs::File::from(
+            net.try_clone().ctx(|| "dup".into()).map_err(failed)?,
+        )),
+        None => None,
+    };
+    let cloned = runtime::clone_container(&config.init, config.network, stdio, userns).map_err(failed)?;
     // The cgroup migration and the veth's move into the namespace each wait
     // for an RCU grace period in the kernel: do them at the same time.
     let pid = cloned.pid.as_raw() as u32;
     let plugging = match &config.endpoint {
         Some(endpoint) if config.network == Network::Bridge => {
+            let netns = match prepared_netns {
+                Some(netns) => Ok(netns),
+                None => {
+                    std::fs::File::open(format!("/proc/{pid}/ns/net")).ctx(|| "opening the container's netns".into())
+                }
+            };
             let endpoint = endpoint.clone();
-            Some(std::thread::spawn(move || network::attach(pid, &endpoint)))
+            Some(std::thread::spawn(move || network::attach(netns?, &endpoint)))
         }
         _ => None,
     };

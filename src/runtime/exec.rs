@@ -217,6 +217,8 @@ fn enter_namespaces(pid: u32) -> Result<()> {
         ("net", CloneFlags::CLONE_NEWNET),
         ("pid", CloneFlags::CLONE_NEWPID),
         ("mnt", CloneFlags::CLONE_NEWNS),
+        // Last: from here on our capabilities hold only inside it.
+        ("user", CloneFlags::CLONE_NEWUSER),
     ];
     let own = |kind: &str| std::fs::read_link(format!("/proc/self/ns/{kind}")).ok();
     let mut opened = Vec::new();
@@ -232,6 +234,10 @@ fn enter_namespaces(pid: u32) -> Result<()> {
     for (kind, flag, file) in opened {
         nix::sched::setns(file.as_fd(), flag)
             .map_err(|e| Error::Runtime(format!("entering the {kind} namespace: {e}")))?;
+        if flag == CloneFlags::CLONE_NEWUSER {
+            super::userns::become_root()
+                .map_err(|e| Error::Runtime(format!("becoming root in the user namespace: {e}")))?;
+        }
     }
     Ok(())
 }

@@ -49,6 +49,9 @@ pub struct InitSpec {
     pub init: bool,
     /// `-t`: stdin/stdout/stderr are a terminal that becomes the controlling one.
     pub tty: bool,
+    /// `--userns-remap`: the container's ids on the host.
+    #[serde(default)]
+    pub userns: Option<super::userns::IdMapping>,
 }
 
 /// A host path bind-mounted into the container.
@@ -126,6 +129,14 @@ fn reserved_target(target: &str) -> Option<&'static str> {
             Some("a volume cannot be mounted inside /proc")
         }
         _ => None,
+    }
+}
+
+/// /dev's tmpfs belongs to the container's root, in a user namespace too.
+fn dev_options(userns: Option<&super::userns::IdMapping>) -> String {
+    match userns.map(|m| m.root()) {
+        Some((uid, gid)) => format!("mode=755,size=65536k,uid={uid},gid={gid}"),
+        None => "mode=755,size=65536k".into(),
     }
 }
 
@@ -213,6 +224,7 @@ pub fn container_main(
     ready: std::os::fd::OwnedFd,
     errors: std::os::fd::OwnedFd,
     console: Option<std::os::fd::OwnedFd>,
+    userns: Option<super::userns::UsernsFds>,
 ) -> i32 {
     // The container dies with its monitor rather than run unwatched.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
@@ -221,7 +233,7 @@ pub fn container_main(
     // SAFETY: restoring a default disposition installs no handler.
     let _ =
         unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
-    let (code, error) = match start_container(spec, ready, &errors, console) {
+    let (code, error) = match start_container(spec, ready, &errors, console, userns.as_ref()) {
         Ok(never) => match never {},
         Err(failure) => failure,
     };
@@ -242,7 +254,12 @@ fn start_container(
     ready: std::os::fd::OwnedFd,
     errors: &std::os::fd::OwnedFd,
     console: Option<std::os::fd::OwnedFd>,
+    userns: Option<&super::userns::UsernsFds>,
 ) -> std::result::Result<std::convert::Infallible, Failure> {
+    // First, so that sysfs is mounted from it.
+    if let Some(net) = userns.and_then(|u| u.net.as_ref()) {
+        nix::sched::setns(net, nix::sched::CloneFlags::CLONE_NEWNET).map_err(fail("entering the network namespace"))?;
+    }
     // Nothing we mount may propagate back to the host.
     mount(
         None::<&str>,
@@ -258,12 +275,16 @@ fn start_container(
             Error::Runtime(format!("entering {}: {e}", spec.overlay.base.display())),
         )
     })?;
+    let overlay = match userns {
+        Some(u) if !u.lowers.is_empty() => u.overlay(&spec.overlay),
+        _ => spec.overlay.clone(),
+    };
     mount(
         Some("overlay"),
         &spec.rootfs,
         Some("overlay"),
         MsFlags::empty(),
-        Some(spec.overlay.options().as_str()),
+        Some(overlay.options().as_str()),
     )
     .map_err(fail("mounting the root filesystem"))?;
     let root = safefs::open_root(&spec.rootfs).map_err(|e| {
@@ -281,7 +302,7 @@ fn start_container(
         "tmpfs",
         "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
+        Some(dev_options(spec.userns.as_ref()).as_str()),
     )?;
     populate_dev(&root)?;
     mount_in(
@@ -357,6 +378,10 @@ fn start_container(
     }
     let process = &spec.process;
     nix::unistd::sethostname(&process.hostname).map_err(fail("setting the hostname"))?;
+    // Last: every mount above needed the host's root.
+    if let Some(u) = userns {
+        super::userns::enter(u.user.as_fd()).map_err(fail("entering the user namespace"))?;
+    }
     exec_process(&spec.process, spec.privileged, &spec.security, spec.init, errors)
 }
 

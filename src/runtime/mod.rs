@@ -14,6 +14,7 @@ pub mod security;
 pub mod signals;
 pub mod spec;
 pub mod terminal;
+pub mod userns;
 pub mod users;
 
 use std::io::Read;
@@ -185,19 +186,26 @@ pub struct Cloned {
 
 /// Clone PID 1 of a new container from this (single-threaded) process:
 /// new PID, mount, UTS, IPC and (unless host) network namespaces.
-pub fn clone_container(spec: &init::InitSpec, network: Network, stdio: Stdio) -> Result<Cloned> {
+/// With `userns`, PID 1 joins the prepared network namespace instead of
+/// making one, and its user namespace last (see [`userns`]).
+pub fn clone_container(
+    spec: &init::InitSpec,
+    network: Network,
+    stdio: Stdio,
+    userns: Option<userns::UsernsFds>,
+) -> Result<Cloned> {
     let mut flags =
         CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    if network != Network::Host {
+    if network != Network::Host && userns.as_ref().is_none_or(|u| u.net.is_none()) {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")));
     let (ready_read, ready_write) = pipe()?;
     let (errors_read, errors_write) = pipe()?;
     let mut stack = vec![0u8; 256 * 1024];
-    let mut child_fds = Some((ready_read, errors_write, stdio));
+    let mut child_fds = Some((ready_read, errors_write, stdio, userns));
     let child = Box::new(|| -> isize {
-        let Some((ready, errors, stdio)) = child_fds.take() else {
+        let Some((ready, errors, stdio, userns)) = child_fds.take() else {
             return init::EXIT_RUNTIME_FAILED as isize;
         };
         for (fd, target) in [(&stdio.stdin, 0), (&stdio.stdout, 1), (&stdio.stderr, 2)] {
@@ -212,8 +220,9 @@ pub fn clone_container(spec: &init::InitSpec, network: Network, stdio: Stdio) ->
         // "give up", and the monitor would wait for it for ever.
         let mut keep = vec![ready.as_raw_fd(), errors.as_raw_fd()];
         keep.extend(console.as_ref().map(|c| c.as_raw_fd()));
+        keep.extend(userns.iter().flat_map(userns::UsernsFds::raw_fds));
         close_all_but(&keep);
-        init::container_main(spec, ready, errors, console) as isize
+        init::container_main(spec, ready, errors, console, userns) as isize
     });
     // SAFETY: the caller is single-threaded, so the child (a copy of this
     // process, not sharing memory) may run arbitrary code; SIGCHLD makes it
@@ -227,8 +236,9 @@ pub fn clone_container(spec: &init::InitSpec, network: Network, stdio: Stdio) ->
     })
 }
 
-/// Close every fd from 3 up except `keep`.
-fn close_all_but(keep: &[std::os::fd::RawFd]) {
+/// Close every fd from 3 up except `keep`: what a clone child does first,
+/// as it copied all of its parent's, pipe ends it waits on among them.
+pub(crate) fn close_all_but(keep: &[std::os::fd::RawFd]) {
     let mut keep: Vec<u32> = keep.iter().map(|&fd| fd as u32).collect();
     keep.sort_unstable();
     let mut from = 3u32;

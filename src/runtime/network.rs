@@ -556,16 +556,17 @@ pub fn remove_bridge_if_unused(lock: &NetworkLock, bridge: &Bridge) -> Result<bo
     Ok(deleted)
 }
 
-/// Plug the container whose PID 1 is `pid` into the bridge: a veth pair
-/// whose peer is `eth0` in its network namespace, with its address and a
-/// default route via the bridge. The pair dies with the namespace.
-pub fn attach(pid: u32, endpoint: &Endpoint) -> Result<()> {
+/// Plug the container whose network namespace is `netns` into the bridge:
+/// a veth pair whose peer is `eth0` in it, with its address and a default
+/// route via the bridge. The pair dies with the namespace.
+pub fn attach(netns: std::fs::File, endpoint: &Endpoint) -> Result<()> {
+    use std::os::fd::AsRawFd;
     // The peer is born inside the container's namespace, already named
     // eth0: no move between namespaces (which waits for the network stack to
     // quiesce) and no rename.
     let peer = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new()
         .name("eth0".to_string())
-        .setns_by_pid(pid)
+        .setns_by_fd(netns.as_raw_fd())
         .build();
     let pair = LinkVeth::new(&endpoint.host_veth, "eth0")
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
@@ -597,7 +598,6 @@ pub fn attach(pid: u32, endpoint: &Endpoint) -> Result<()> {
     })?;
     // The container's side is configured from inside its namespace, on a
     // thread of our own (setns changes only the calling thread's).
-    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).ctx(|| "opening the container's netns".into())?;
     let endpoint = endpoint.clone();
     std::thread::spawn(move || -> Result<()> {
         nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
