@@ -106,14 +106,11 @@ pub enum Error {
     #[error("credentials: {0}")]
     Credentials(String),
 
+    /// A lower module's own typed error (seccomp, security options, user
+    /// namespaces), kept whole: `downcast_ref` reaches it. Boxed so that
+    /// this module need not import the ones it aggregates.
     #[error(transparent)]
-    Security(#[from] crate::runtime::security::SecurityError),
-
-    #[error(transparent)]
-    Seccomp(#[from] crate::runtime::seccomp::SeccompError),
-
-    #[error(transparent)]
-    Userns(#[from] crate::runtime::userns::UsernsError),
+    Module(Box<dyn std::error::Error + Send + Sync>),
 
     #[error("{context}: {source}")]
     Io {

@@ -175,13 +175,6 @@ fn snapshot_key(id: &str) -> String {
 
 /// Create a container from a local image (state "created").
 pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
-    cgroup::validate(&opts.limits)?;
-    if !opts.ports.is_empty() && opts.network != Network::Bridge {
-        return Err(Error::Runtime(format!(
-            "publishing ports needs the bridge network, not --network {}",
-            opts.network.name()
-        )));
-    }
     let name = opts.name.as_deref().map(names::validate).transpose()?;
     let id = runtime::new_id()?;
     let bridge = match opts.network {
@@ -189,15 +182,7 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
         _ => None,
     };
     let seed = hex::decode(&id).unwrap_or_default();
-    if opts.userns.is_some() && opts.overrides.privileged {
-        return Err(Error::Runtime(
-            "--privileged cannot be combined with --userns-remap: add --userns host".into(),
-        ));
-    }
-    let security = opts.security.apply(
-        &runtime::spec::capabilities(&opts.overrides)?,
-        opts.overrides.privileged,
-    )?;
+    let security = check_options(opts)?;
 
     // One session: the image, its config, the name, the address and the
     // writable snapshot are found, checked and claimed together.
@@ -207,41 +192,8 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
             return Err(Error::AmbiguousImageId(opts.image.clone()));
         }
         let image = found.remove(0);
-        let image_config = mocker.store.read_small(&image.config_digest, MAX_CONFIG_BYTES)?;
-        let image_config: serde_json::Value =
-            serde_json::from_slice(&image_config).map_err(|e| Error::InvalidDocument {
-                what: format!("config {}", image.config_digest),
-                reason: e.to_string(),
-            })?;
-        let mut process = runtime::spec::process_spec(
-            image_config.get("config").unwrap_or(&serde_json::Value::Null),
-            &opts.overrides,
-            &id,
-        )?;
-        if opts.tty {
-            with_term(&mut process.env);
-        }
-        let name = match &name {
-            Some(n) => {
-                if let Some(holder) = s.container_named(n)? {
-                    return Err(Error::Runtime(format!(
-                        "Conflict. The container name \"/{n}\" is already in use by container \"{holder}\". \
-                         You have to remove (or rename) that container to be able to reuse that name."
-                    )));
-                }
-                n.clone()
-            }
-            None => {
-                let mut attempt = 0;
-                loop {
-                    let candidate = names::random(&seed, attempt);
-                    if s.container_named(&candidate)?.is_none() {
-                        break candidate;
-                    }
-                    attempt += 1;
-                }
-            }
-        };
+        let process = image_process(mocker, &image, opts, &id)?;
+        let name = claim_name(s, name.as_ref(), &seed)?;
         let mut batch = Batch::default();
         let reserved = mocker
             .snapshots
@@ -334,6 +286,76 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
             Err(e)
         }
     }
+}
+
+/// Options that are wrong whatever the image: refused before anything is
+/// claimed. The seccomp filter the container gets.
+fn check_options(opts: &CreateOptions) -> Result<crate::runtime::security::Security> {
+    cgroup::validate(&opts.limits)?;
+    if !opts.ports.is_empty() && opts.network != Network::Bridge {
+        return Err(Error::Runtime(format!(
+            "publishing ports needs the bridge network, not --network {}",
+            opts.network.name()
+        )));
+    }
+    if opts.userns.is_some() && opts.overrides.privileged {
+        return Err(Error::Runtime(
+            "--privileged cannot be combined with --userns-remap: add --userns host".into(),
+        ));
+    }
+    Ok(opts.security.apply(
+        &runtime::spec::capabilities(&opts.overrides)?,
+        opts.overrides.privileged,
+    )?)
+}
+
+/// The name asked for, if free, or a random one that is.
+fn claim_name(s: &crate::index::Session, name: Option<&String>, seed: &[u8]) -> Result<String> {
+    Ok(match name {
+        Some(n) => {
+            if let Some(holder) = s.container_named(n)? {
+                return Err(Error::Runtime(format!(
+                    "Conflict. The container name \"/{n}\" is already in use by container \"{holder}\". \
+                     You have to remove (or rename) that container to be able to reuse that name."
+                )));
+            }
+            n.clone()
+        }
+        None => {
+            let mut attempt = 0;
+            loop {
+                let candidate = names::random(seed, attempt);
+                if s.container_named(&candidate)?.is_none() {
+                    break candidate;
+                }
+                attempt += 1;
+            }
+        }
+    })
+}
+
+/// What the container runs: the image's config with the options applied.
+fn image_process(
+    mocker: &Mocker,
+    image: &crate::index::ImageRecord,
+    opts: &CreateOptions,
+    id: &str,
+) -> Result<runtime::spec::ProcessSpec> {
+    let image_config = mocker.store.read_small(&image.config_digest, MAX_CONFIG_BYTES)?;
+    let image_config: serde_json::Value =
+        serde_json::from_slice(&image_config).map_err(|e| Error::InvalidDocument {
+            what: format!("config {}", image.config_digest),
+            reason: e.to_string(),
+        })?;
+    let mut process = runtime::spec::process_spec(
+        image_config.get("config").unwrap_or(&serde_json::Value::Null),
+        &opts.overrides,
+        id,
+    )?;
+    if opts.tty {
+        with_term(&mut process.env);
+    }
+    Ok(process)
 }
 
 /// The container's directory (in `containers/`, private to root).

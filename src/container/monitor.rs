@@ -137,52 +137,26 @@ fn report(status: &mut Option<std::fs::File>, line: String) {
 /// failures are only reported: the code is what an attached caller needs).
 fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
     let mut status = Some(status);
-    // Not truncated before it is ours: a live monitor's pid is in it.
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_path(dir))
-        .ctx(|| format!("creating {}", lock_path(dir).display()));
-    let lock = match lock.and_then(|f| {
-        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|_| Error::Runtime("the container is already running".into()))
-    }) {
-        Ok(mut l) => {
-            let _ = l.set_len(0).and_then(|_| writeln!(l, "{}", std::process::id()));
-            l
-        }
+    let setup = (|| -> Result<_> {
+        let lock = take_lock(dir)?;
+        let _ = std::fs::File::create(waiters_lock_path(dir));
+        // Taken while we hold the monitor lock, so no remover can slip between.
+        let teardown = std::fs::File::create(teardown_lock_path(dir))
+            .ok()
+            .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
+        let config = ContainerConfig::load(dir)?;
+        let cgroup = ContainerCgroup::create(&config.id, &config.limits, config.init.privileged)?;
+        Ok((lock, teardown, config, cgroup))
+    })();
+    let (lock, teardown, config, cgroup) = match setup {
+        Ok(s) => s,
         Err(e) => {
             report(&mut status, format!("error 125 {e}"));
             return Err(e);
         }
     };
-    if removing_path(dir).exists() {
-        let e = Error::Runtime("the container is being removed: `mocker rm -f` finishes that".into());
-        report(&mut status, format!("error 125 {e}"));
-        return Err(e);
-    }
-    let _ = std::fs::File::create(waiters_lock_path(dir));
-    // Taken while we hold the monitor lock, so no remover can slip between.
-    let teardown = std::fs::File::create(teardown_lock_path(dir))
-        .ok()
-        .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
     let state_path = dir.join("state.json");
     let mut state = State::load(&state_path).unwrap_or_default();
-    let config = match ContainerConfig::load(dir) {
-        Ok(c) => c,
-        Err(e) => {
-            report(&mut status, format!("error 125 {e}"));
-            return Err(e);
-        }
-    };
-    let cgroup = match ContainerCgroup::create(&config.id, &config.limits, config.init.privileged) {
-        Ok(c) => c,
-        Err(e) => {
-            report(&mut status, format!("error 125 {e}"));
-            return Err(e);
-        }
-    };
     let started = start(dir, &config, &cgroup, attach);
     let (pid, output, published, namespace) = match started {
         Ok(s) => s,
@@ -196,17 +170,11 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
             return Err(Error::Runtime(message));
         }
     };
-    state = State {
-        status: Status::Running,
-        pid: pid.as_raw() as u32,
-        monitor_pid: std::process::id(),
-        started_at: Some(now()),
-        finished_at: None,
-        exit_code: 0,
-        oom_killed: false,
-        error: String::new(),
-        ports: published.iter().map(|p| p.mapping().clone()).collect(),
-    };
+    state = State::running(
+        pid.as_raw() as u32,
+        std::process::id(),
+        published.iter().map(|p| p.mapping().clone()).collect(),
+    );
     if let Err(e) = state.save(&state_path) {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = waitpid(pid, None);
@@ -254,15 +222,8 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
     if let Some(endpoint) = &config.endpoint {
         let _ = network::detach(endpoint);
     }
-    // `--rm`, attached or not: removed here, as docker's daemon does, so a
-    // killed `run` leaves nothing behind. The attached caller waits for us.
     let removed = if config.auto_remove {
-        // Waiters read the exit first (see `waiters_lock_path`).
-        let _readers_done = std::fs::File::open(waiters_lock_path(dir))
-            .ok()
-            .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
-        crate::Mocker::open(dir.parent().and_then(Path::parent).unwrap_or(Path::new("/")))
-            .and_then(|mocker| super::discard(&mocker, &config.id, Some(&config)))
+        auto_remove(dir, &config)
     } else {
         Ok(())
     };
@@ -270,6 +231,123 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
         eprintln!("Error: {e}");
     }
     Ok(code)
+}
+
+/// `--rm`, attached or not: removed here, as docker's daemon does, so a
+/// killed `run` leaves nothing behind (the attached caller waits for us);
+/// after every waiter has read the exit (see `waiters_lock_path`).
+fn auto_remove(dir: &Path, config: &ContainerConfig) -> Result<()> {
+    let _readers_done = std::fs::File::open(waiters_lock_path(dir))
+        .ok()
+        .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
+    let mocker = crate::Mocker::open(dir.parent().and_then(Path::parent).unwrap_or(Path::new("/")))?;
+    super::discard(&mocker, &config.id, Some(config))
+}
+
+/// `monitor.lock`, with our pid in it, for a container that is not being
+/// removed (checked after the lock: see `removing_path`).
+fn take_lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    // Not truncated before it is ours: a live monitor's pid is in it.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(dir))
+        .ctx(|| format!("creating {}", lock_path(dir).display()))?;
+    let mut lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| Error::Runtime("the container is already running".into()))?;
+    let _ = lock.set_len(0).and_then(|_| writeln!(lock, "{}", std::process::id()));
+    if removing_path(dir).exists() {
+        return Err(Error::Runtime(
+            "the container is being removed: `mocker rm -f` finishes that".into(),
+        ));
+    }
+    Ok(lock)
+}
+
+/// Put PID 1 in its cgroup and plug its network namespace (`netns`, or
+/// its own) into the bridge. Both wait for an RCU grace period in the
+/// kernel: done at the same time.
+fn join_cgroup_and_network(
+    config: &ContainerConfig,
+    cgroup: &ContainerCgroup,
+    pid: u32,
+    netns: Option<std::fs::File>,
+) -> Result<()> {
+    let plugging = match &config.endpoint {
+        Some(endpoint) if config.network == Network::Bridge => {
+            let netns = match netns {
+                Some(netns) => Ok(netns),
+                None => {
+                    std::fs::File::open(format!("/proc/{pid}/ns/net")).ctx(|| "opening the container's netns".into())
+                }
+            };
+            let endpoint = endpoint.clone();
+            Some(std::thread::spawn(move || network::attach(netns?, &endpoint)))
+        }
+        _ => None,
+    };
+    let joined = cgroup.add(pid);
+    let plugged = match plugging {
+        Some(thread) => thread
+            .join()
+            .unwrap_or_else(|_| Err(Error::Runtime("the network thread panicked".into()))),
+        None => Ok(()),
+    };
+    joined.and(plugged)
+}
+
+/// A dup of our fd `fd` (0-2, or a pty end), open.
+fn dup_fd(fd: i32) -> Result<OwnedFd> {
+    // SAFETY: fd is one of ours and open.
+    nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+        .map_err(|e| Error::Runtime(format!("dup: {e}")))
+}
+
+/// The container's stdio, our ends to copy its output from, and our end of
+/// the console socket (`tty`: PID 1 sends its terminal there).
+type Wired = (Stdio, Vec<(&'static str, OwnedFd)>, Option<OwnedFd>);
+
+fn wire_stdio(tty: bool, attach: Attach) -> Result<Wired> {
+    let null = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map(OwnedFd::from)
+            .ctx(|| "opening /dev/null".into())
+    };
+    let dup = dup_fd;
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")));
+    Ok(if tty {
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| Error::Runtime(format!("socketpair: {e}")))?;
+        // PID 1 sizes its terminal from its stdout before anything runs
+        // (the caller's terminal, if attached), then replaces all three.
+        let stdio = Stdio {
+            stdin: null()?,
+            stdout: if attach.output { dup(1) } else { null() }?,
+            stderr: null()?,
+            console: Some(theirs),
+        };
+        (stdio, Vec::new(), Some(ours))
+    } else {
+        let (out_read, out_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        let stdin = if attach.stdin { dup(0) } else { null() }?;
+        let stdio = Stdio {
+            stdin,
+            stdout: out_write,
+            stderr: err_write,
+            console: None,
+        };
+        (stdio, vec![("stdout", out_read), ("stderr", err_read)], None)
+    })
 }
 
 type Started = (
@@ -307,50 +385,8 @@ fn start(
             .map_err(failed)?;
     }
     let log = LogWriter::open(&dir.join("ctr.log"), config.log_rotation).map_err(failed)?;
-    let null = || {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .map(OwnedFd::from)
-            .ctx(|| "opening /dev/null".into())
-    };
-    let dup = |fd: i32| {
-        // SAFETY: fd is one of ours (0-2, or a pty end) and open.
-        nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
-            .map_err(|e| Error::Runtime(format!("dup: {e}")))
-    };
-    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")));
-    // (stdio for the child, our ends to copy from, our end of the console socket)
-    let (stdio, sources, console) = if config.init.tty {
-        let (ours, theirs) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| failed(Error::Runtime(format!("socketpair: {e}"))))?;
-        // PID 1 sizes its terminal from its stdout before anything runs
-        // (the caller's terminal, if attached), then replaces all three.
-        let stdio = Stdio {
-            stdin: null().map_err(failed)?,
-            stdout: if attach.output { dup(1) } else { null() }.map_err(failed)?,
-            stderr: null().map_err(failed)?,
-            console: Some(theirs),
-        };
-        (stdio, Vec::new(), Some(ours))
-    } else {
-        let (out_read, out_write) = pipe().map_err(failed)?;
-        let (err_read, err_write) = pipe().map_err(failed)?;
-        let stdin = if attach.stdin { dup(0) } else { null() }.map_err(failed)?;
-        let stdio = Stdio {
-            stdin,
-            stdout: out_write,
-            stderr: err_write,
-            console: None,
-        };
-        (stdio, vec![("stdout", out_read), ("stderr", err_read)], None)
-    };
+    let (stdio, sources, console) = wire_stdio(config.init.tty, attach).map_err(failed)?;
+    let dup = |fd: i32| dup_fd(fd);
     // Before the clone, while we are single-threaded.
     let userns = match &config.init.userns {
         Some(mapping) => Some(
@@ -366,31 +402,7 @@ fn start(
         None => None,
     };
     let cloned = runtime::clone_container(&config.init, config.network, stdio, userns).map_err(failed)?;
-    // The cgroup migration and the veth's move into the namespace each wait
-    // for an RCU grace period in the kernel: do them at the same time.
-    let pid = cloned.pid.as_raw() as u32;
-    let plugging = match &config.endpoint {
-        Some(endpoint) if config.network == Network::Bridge => {
-            let netns = match prepared_netns {
-                Some(netns) => Ok(netns),
-                None => {
-                    std::fs::File::open(format!("/proc/{pid}/ns/net")).ctx(|| "opening the container's netns".into())
-                }
-            };
-            let endpoint = endpoint.clone();
-            Some(std::thread::spawn(move || network::attach(netns?, &endpoint)))
-        }
-        _ => None,
-    };
-    let joined = cgroup.add(pid);
-    let plugged = match plugging {
-        Some(thread) => thread
-            .join()
-            .unwrap_or_else(|_| Err(Error::Runtime("the network thread panicked".into()))),
-        None => Ok(()),
-    };
-    let setup = joined.and(plugged);
-    if let Err(e) = setup {
+    if let Err(e) = join_cgroup_and_network(config, cgroup, cloned.pid.as_raw() as u32, prepared_netns) {
         cloned.abandon();
         return Err(failed(e));
     }

@@ -64,6 +64,22 @@ impl State {
         }
     }
 
+    /// A container that has just started: PID 1 `pid` under the monitor
+    /// `monitor_pid`, serving `ports`.
+    pub fn running(pid: u32, monitor_pid: u32, ports: Vec<crate::runtime::network::PortMapping>) -> State {
+        State {
+            status: Status::Running,
+            pid,
+            monitor_pid,
+            started_at: Some(now()),
+            finished_at: None,
+            exit_code: 0,
+            oom_killed: false,
+            error: String::new(),
+            ports,
+        }
+    }
+
     /// Replace the file atomically: readers see the old state or the new.
     pub fn save(&self, path: &Path) -> Result<()> {
         let tmp = path.with_extension(format!("tmp-{}", std::process::id()));

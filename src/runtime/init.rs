@@ -132,6 +132,51 @@ fn reserved_target(target: &str) -> Option<&'static str> {
     }
 }
 
+/// /proc, /dev (a tmpfs with the standard nodes), /dev/pts, /dev/shm,
+/// /dev/mqueue and a read-only /sys, on targets opened inside `root`.
+fn mount_kernel_filesystems(
+    root: &std::os::fd::OwnedFd,
+    userns: Option<&super::userns::IdMapping>,
+) -> std::result::Result<(), Failure> {
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_in(root, "proc", "proc", "proc", nosuid_nodev_noexec, None)?;
+    mount_in(
+        root,
+        "dev",
+        "tmpfs",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some(dev_options(userns).as_str()),
+    )?;
+    populate_dev(root)?;
+    mount_in(
+        root,
+        "dev/pts",
+        "devpts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    mount_in(
+        root,
+        "dev/shm",
+        "shm",
+        "tmpfs",
+        nosuid_nodev_noexec,
+        Some("mode=1777,size=65536k"),
+    )?;
+    mount_in(root, "dev/mqueue", "mqueue", "mqueue", nosuid_nodev_noexec, None)?;
+    mount_in(
+        root,
+        "sys",
+        "sysfs",
+        "sysfs",
+        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        None,
+    )?;
+    Ok(())
+}
+
 /// /dev's tmpfs belongs to the container's root, in a user namespace too.
 fn dev_options(userns: Option<&super::userns::IdMapping>) -> String {
     match userns.map(|m| m.root()) {
@@ -294,42 +339,7 @@ fn start_container(
         )
     })?;
 
-    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount_in(&root, "proc", "proc", "proc", nosuid_nodev_noexec, None)?;
-    mount_in(
-        &root,
-        "dev",
-        "tmpfs",
-        "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some(dev_options(spec.userns.as_ref()).as_str()),
-    )?;
-    populate_dev(&root)?;
-    mount_in(
-        &root,
-        "dev/pts",
-        "devpts",
-        "devpts",
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
-    )?;
-    mount_in(
-        &root,
-        "dev/shm",
-        "shm",
-        "tmpfs",
-        nosuid_nodev_noexec,
-        Some("mode=1777,size=65536k"),
-    )?;
-    mount_in(&root, "dev/mqueue", "mqueue", "mqueue", nosuid_nodev_noexec, None)?;
-    mount_in(
-        &root,
-        "sys",
-        "sysfs",
-        "sysfs",
-        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
-        None,
-    )?;
+    mount_kernel_filesystems(&root, spec.userns.as_ref())?;
 
     for volume in spec.volumes.iter().chain(&spec.files) {
         bind_volume(&root, volume)?;
@@ -406,61 +416,8 @@ pub(crate) fn exec_process(
     if let Some(program) = early {
         program.load().map_err(|e| (EXIT_RUNTIME_FAILED, e.into()))?;
     }
-    std::fs::create_dir_all(&process.cwd)
-        .and_then(|_| std::env::set_current_dir(&process.cwd))
-        .map_err(|e| {
-            (
-                EXIT_RUNTIME_FAILED,
-                Error::Runtime(format!("working directory {}: {e}", process.cwd)),
-            )
-        })?;
-    // The working directory must be inside the new root (CVE-2024-21626:
-    // a leaked directory fd as cwd would reach the host).
-    match std::env::current_dir() {
-        Ok(cwd) if cwd.is_absolute() && cwd.exists() => {}
-        _ => {
-            return Err((
-                EXIT_RUNTIME_FAILED,
-                Error::Runtime("working directory is outside the container".into()),
-            ))
-        }
-    }
-    // What we may grant is bounded by what we hold (this host, for one,
-    // lacks CAP_SYS_RESOURCE in its bounding set).
-    let held = caps::read(None, caps::CapSet::Permitted).map_err(|e| {
-        (
-            EXIT_RUNTIME_FAILED,
-            Error::Runtime(format!("reading capabilities: {e}")),
-        )
-    })?;
-    let keep: caps::CapsHashSet = capability_set(&process.capabilities)?
-        .intersection(&held)
-        .copied()
-        .collect();
-    // Bounding set first, while we still hold CAP_SETPCAP.
-    for cap in caps::all() {
-        if !keep.contains(&cap) {
-            caps::drop(None, caps::CapSet::Bounding, cap)
-                .map_err(|e| (EXIT_RUNTIME_FAILED, Error::Runtime(format!("dropping {cap}: {e}"))))?;
-        }
-    }
-    let user = resolve_user(&process.user)?;
-    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&groups).map_err(fail("setgroups"))?;
-    nix::unistd::setgid(Gid::from_raw(user.gid)).map_err(fail("setgid"))?;
-    nix::unistd::setuid(Uid::from_raw(user.uid)).map_err(fail("setuid"))?;
-    let cap_error = |e: caps::errors::CapsError| {
-        (
-            EXIT_RUNTIME_FAILED,
-            Error::Runtime(format!("setting capabilities: {e}")),
-        )
-    };
-    if user.uid == 0 {
-        caps::set(None, caps::CapSet::Effective, &keep).map_err(cap_error)?;
-        caps::set(None, caps::CapSet::Permitted, &keep).map_err(cap_error)?;
-        caps::set(None, caps::CapSet::Inheritable, &keep).map_err(cap_error)?;
-    }
-    caps::clear(None, caps::CapSet::Ambient).map_err(cap_error)?;
+    enter_working_directory(&process.cwd)?;
+    let user = become_user(process)?;
     // Setuid binaries in the image cannot gain what the container lacks.
     if no_new_privs {
         nix::sys::prctl::set_no_new_privs().map_err(fail("no_new_privs"))?;
@@ -525,6 +482,72 @@ pub(crate) fn exec_process(
         _ => EXIT_CANNOT_INVOKE,
     };
     Err((code, Error::Runtime(format!("cannot run {:?}: {err}", process.args[0]))))
+}
+
+/// Enter (creating it if missing) the working directory, which must then
+/// be inside the new root (CVE-2024-21626: a leaked directory fd as cwd
+/// would reach the host).
+fn enter_working_directory(cwd: &str) -> std::result::Result<(), Failure> {
+    std::fs::create_dir_all(cwd)
+        .and_then(|_| std::env::set_current_dir(cwd))
+        .map_err(|e| {
+            (
+                EXIT_RUNTIME_FAILED,
+                Error::Runtime(format!("working directory {}: {e}", cwd)),
+            )
+        })?;
+    match std::env::current_dir() {
+        Ok(cwd) if cwd.is_absolute() && cwd.exists() => {}
+        _ => {
+            return Err((
+                EXIT_RUNTIME_FAILED,
+                Error::Runtime("working directory is outside the container".into()),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Become the process's user with its capabilities (bounded by what we
+/// hold), ambient ones cleared; the user, as the image's files name it.
+fn become_user(process: &ProcessSpec) -> std::result::Result<super::users::User, Failure> {
+    // What we may grant is bounded by what we hold (this host, for one,
+    // lacks CAP_SYS_RESOURCE in its bounding set).
+    let held = caps::read(None, caps::CapSet::Permitted).map_err(|e| {
+        (
+            EXIT_RUNTIME_FAILED,
+            Error::Runtime(format!("reading capabilities: {e}")),
+        )
+    })?;
+    let keep: caps::CapsHashSet = capability_set(&process.capabilities)?
+        .intersection(&held)
+        .copied()
+        .collect();
+    // Bounding set first, while we still hold CAP_SETPCAP.
+    for cap in caps::all() {
+        if !keep.contains(&cap) {
+            caps::drop(None, caps::CapSet::Bounding, cap)
+                .map_err(|e| (EXIT_RUNTIME_FAILED, Error::Runtime(format!("dropping {cap}: {e}"))))?;
+        }
+    }
+    let user = resolve_user(&process.user)?;
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(fail("setgroups"))?;
+    nix::unistd::setgid(Gid::from_raw(user.gid)).map_err(fail("setgid"))?;
+    nix::unistd::setuid(Uid::from_raw(user.uid)).map_err(fail("setuid"))?;
+    let cap_error = |e: caps::errors::CapsError| {
+        (
+            EXIT_RUNTIME_FAILED,
+            Error::Runtime(format!("setting capabilities: {e}")),
+        )
+    };
+    if user.uid == 0 {
+        caps::set(None, caps::CapSet::Effective, &keep).map_err(cap_error)?;
+        caps::set(None, caps::CapSet::Permitted, &keep).map_err(cap_error)?;
+        caps::set(None, caps::CapSet::Inheritable, &keep).map_err(cap_error)?;
+    }
+    caps::clear(None, caps::CapSet::Ambient).map_err(cap_error)?;
+    Ok(user)
 }
 
 /// `-t`: a terminal from the container's own devpts (so `tty` and

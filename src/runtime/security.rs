@@ -97,6 +97,12 @@ impl SecurityOptions {
     }
 }
 
+impl From<SecurityError> for crate::Error {
+    fn from(e: SecurityError) -> Self {
+        crate::Error::Module(Box::new(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

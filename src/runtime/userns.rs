@@ -315,6 +315,12 @@ pub fn become_root() -> nix::Result<()> {
     nix::unistd::setresuid(root_uid, root_uid, root_uid)
 }
 
+impl From<UsernsError> for crate::Error {
+    fn from(e: UsernsError) -> Self {
+        crate::Error::Module(Box::new(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

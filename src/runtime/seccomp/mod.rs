@@ -270,6 +270,12 @@ fn export(filter: &ScmpFilterContext) -> Result<Program, SeccompError> {
     Program::from_bytes(&bytes)
 }
 
+impl From<SeccompError> for crate::Error {
+    fn from(e: SeccompError) -> Self {
+        crate::Error::Module(Box::new(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
