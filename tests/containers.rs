@@ -43,14 +43,6 @@ fn status_of_any(root: &Root, name: &str) -> String {
     listed_status(root, name).unwrap_or_default()
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn alive(pid: u64) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
@@ -430,23 +422,6 @@ fn killing_the_monitor_or_the_container_never_leaves_it_running() {
     );
 }
 
-fn get(port: u16, path: &str) -> std::io::Result<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn bridge_network_ports_and_container_to_container() {
     let root = pulled();
@@ -478,7 +453,7 @@ fn bridge_network_ports_and_container_to_container() {
         port.to_string()
     );
     wait_until("httpd to serve", || {
-        get(port, "/index.html").is_ok_and(|b| b.contains("hello-from-container"))
+        http_get(port, "/index.html").is_ok_and(|b| b.contains("hello-from-container"))
     });
     assert!(root.ok(&["ps"]).contains(&format!("127.0.0.1:{port}->80/tcp")));
     // UDP: the proxy relays each client's datagrams and the replies.
@@ -531,7 +506,7 @@ fn bridge_network_ports_and_container_to_container() {
     let err = root.fails(&["run", "--network", "none", "-p", "80", &toolbox(), "true"]);
     assert!(err.contains("bridge network"), "{err}");
     root.ok(&["rm", "-f", "web"]);
-    assert!(get(port, "/").is_err(), "the port is still published");
+    assert!(http_get(port, "/").is_err(), "the port is still published");
     assert_no_trace(&root, &id);
     // The bridge stays (as docker0 does) until a prune finds it unused.
     assert!(Path::new("/sys/class/net").join(&root.bridge).exists());

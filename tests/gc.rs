@@ -298,15 +298,7 @@ fn system_prune_reports_the_space_it_freed() {
         .collect();
     fake.image("big", "v1", &payload, None);
     root.ok(&["pull", "-q", &format!("{}/big:v1", fake.addr)]);
-    let blobs: u64 = root
-        .blobs()
-        .iter()
-        .map(|b| {
-            std::fs::metadata(root.path().join("blobs/sha256").join(b))
-                .unwrap()
-                .len()
-        })
-        .sum();
+    let blobs: u64 = root.blob_bytes();
     let unpacked = tree_bytes(&root.path().join("snapshots"));
     assert!(blobs > 3_000_000 && unpacked >= 3_000_000, "{blobs} {unpacked}");
 

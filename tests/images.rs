@@ -132,15 +132,7 @@ fn system_df_counts_dedup() {
     let one = json(root.ok(&["system", "df", "--format", "json"]).as_bytes());
     root.ok(&["pull", "-q", &image("shared-a")]);
     let two = json(root.ok(&["system", "df", "--format", "json"]).as_bytes());
-    let on_disk: u64 = root
-        .blobs()
-        .iter()
-        .map(|b| {
-            std::fs::metadata(root.path().join("blobs/sha256").join(b))
-                .unwrap()
-                .len()
-        })
-        .sum();
+    let on_disk: u64 = root.blob_bytes();
     assert_eq!(two["size"].as_u64().unwrap(), on_disk);
     assert!(two["size_without_dedup"].as_u64().unwrap() > two["size"].as_u64().unwrap());
     assert!(two["shared"].as_u64().unwrap() >= one["size"].as_u64().unwrap() / 2);

@@ -70,10 +70,10 @@ fn rm_f_during_a_start_kills_what_it_started() {
     let lock = std::fs::File::create("/run/mocker/network.lock").unwrap();
     let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
     let start = spawn(&root, &["start", "racer"]);
-    wait_for("the monitor to take its lock", || monitor_alive(&dir));
+    wait_until("the monitor to take its lock", || monitor_alive(&dir));
     let rm = spawn(&root, &["rm", "-f", "racer"]);
     // Let the start go on once the removal has begun (its mark is made first).
-    wait_for("rm to mark the container", || {
+    wait_until("rm to mark the container", || {
         dir.join("removing").exists() || !dir.exists()
     });
     drop(held);
@@ -89,12 +89,4 @@ fn monitor_alive(dir: &Path) -> bool {
         return false;
     };
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock).is_err()
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }

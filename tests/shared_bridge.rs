@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -42,31 +40,6 @@ fn address(root: &Root, name: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no address for {name}: {doc}"))
         .to_string()
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn get(port: u16) -> std::io::Result<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn bridge_exists(name: &str) -> bool {
@@ -135,9 +108,9 @@ fn two_roots_on_one_bridge_get_distinct_addresses_and_their_own_pages() {
         for (i, port) in ports.iter().enumerate() {
             let want = format!("page-{r}-{i}");
             wait_until(&format!("{want} on port {port}"), || {
-                get(*port).is_ok_and(|b| b.contains("page-"))
+                http_get(*port, "/index.html").is_ok_and(|b| b.contains("page-"))
             });
-            let body = get(*port).unwrap();
+            let body = http_get(*port, "/index.html").unwrap();
             assert!(body.contains(&want), "port {port} should serve {want}, got: {body}");
         }
     }

@@ -64,7 +64,7 @@ fn container_root_is_an_unprivileged_host_id() {
         .unwrap()
         .to_string();
     let made = std::path::Path::new(&upper).join("made");
-    wait_for("the container to write its files", || {
+    wait_until("the container to write its files", || {
         made.exists() && volume.path().join("made").exists()
     });
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -150,12 +150,4 @@ fn bad_remaps_are_refused_at_create() {
     ]);
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["0", "0", "4294967295"]);
     assert!(root.containers().is_empty());
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }

@@ -19,6 +19,36 @@ pub fn registry() -> String {
         .expect("MOCKER_TEST_REGISTRY is not set: run the suite with scripts/test.sh, which starts the test registry")
 }
 
+/// Wait (20 s at most) until `done`, polling: for conditions no event
+/// announces (a file appearing, a process going).
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A GET of `path` on a loopback port; the whole response.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+/// A loopback TCP port nothing listens on (now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("binding a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the suite with scripts/test.sh"))
 }
@@ -107,6 +137,14 @@ impl Root {
 
     pub fn blobs(&self) -> Vec<String> {
         list(&self.path().join("blobs/sha256"))
+    }
+
+    /// The bytes of every committed blob.
+    pub fn blob_bytes(&self) -> u64 {
+        self.blobs()
+            .iter()
+            .map(|b| std::fs::metadata(self.path().join("blobs/sha256").join(b)).map_or(0, |m| m.len()))
+            .sum()
     }
 
     pub fn ingest(&self) -> Vec<String> {
