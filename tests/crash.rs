@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -21,10 +20,7 @@ fn layers() -> Vec<(Vec<u8>, String, String)> {
                     (format!("layer{l}/file{f}"), data)
                 })
                 .collect();
-            let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
-            let tar = tar_layer(&refs);
-            let diff_id = format!("sha256:{}", sha256_hex(&tar));
-            (tar, diff_id, "application/vnd.oci.image.layer.v1.tar".to_string())
+            plain_layer(&files)
         })
         .collect()
 }
@@ -37,13 +33,7 @@ fn kill_9_at_any_point_of_a_pull_is_recovered_by_the_next_pull() {
     let mut killed_mid_way = 0;
     for delay_ms in [5u64, 20, 40, 70, 100, 140, 190, 250, 320, 400, 500, 650] {
         let root = Root::new();
-        let mut child = root
-            .command()
-            .args(["pull", "-q", &reference])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = root.spawn_quiet(&["pull", "-q", &reference]);
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
@@ -100,10 +90,7 @@ fn many_files() -> Vec<(Vec<u8>, String, String)> {
             let files: Vec<(String, Vec<u8>)> = (0..15_000u32)
                 .map(|f| (format!("l{l}/d{}/f{f}", f % 100), format!("{l}/{f}").into_bytes()))
                 .collect();
-            let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
-            let tar = tar_layer(&refs);
-            let diff_id = format!("sha256:{}", sha256_hex(&tar));
-            (tar, diff_id, "application/vnd.oci.image.layer.v1.tar".to_string())
+            plain_layer(&files)
         })
         .collect()
 }
@@ -128,13 +115,7 @@ fn kill_9_during_rmi_or_prune_is_finished_by_the_next_gc() {
     ] {
         let root = Root::new();
         root.ok(&["pull", "-q", &reference]);
-        let mut child = root
-            .command()
-            .args(&gc)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = root.spawn_quiet(&gc);
         let start = std::time::Instant::now();
         while !deletion_under_way(&root) && child.try_wait().unwrap().is_none() {
             assert!(

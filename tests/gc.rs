@@ -6,7 +6,7 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -217,13 +217,7 @@ fn slow_pull(root: &Root, fake: &FakeRegistry, name: &str, trickle_ms: u64) -> (
         .collect();
     let layer = fake.image(name, "v1", &payload, Some(Duration::from_millis(trickle_ms)));
     let reference = format!("{}/{name}:v1", fake.addr);
-    let child = root
-        .command()
-        .args(["pull", "-q", &reference])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = root.spawn_quiet(&["pull", "-q", &reference]);
     // The lease is written before any blob is fetched.
     await_until("the pull's download", || {
         root.ingest().contains(&hex_of(&layer).to_string())

@@ -109,6 +109,16 @@ impl Root {
         self.command().args(args).output().expect("running mocker")
     }
 
+    /// Start mocker with `args`, its output discarded (to kill it mid-way).
+    pub fn spawn_quiet(&self, args: &[&str]) -> std::process::Child {
+        self.command()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting mocker")
+    }
+
     /// Run and require success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -249,6 +259,14 @@ pub fn stdout(out: &Output) -> String {
 }
 
 /// An uncompressed tar of regular files (root-owned, mode 0644).
+/// An uncompressed layer of `files`: its bytes, diff_id and media type.
+pub fn plain_layer(files: &[(String, Vec<u8>)]) -> (Vec<u8>, String, String) {
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+    let tar = tar_layer(&refs);
+    let diff_id = format!("sha256:{}", sha256_hex(&tar));
+    (tar, diff_id, "application/vnd.oci.image.layer.v1.tar".to_string())
+}
+
 pub fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for (name, content) in files {
