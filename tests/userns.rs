@@ -132,8 +132,13 @@ fn bad_remaps_are_refused_at_create() {
         err.contains("no subordinate uid range") && err.contains("/etc/subuid"),
         "{err}"
     );
-    let err = root.fails(&["--userns-remap", REMAP, "create", "--privileged", &toolbox]);
-    assert!(err.contains("--userns host"), "{err}");
+    for option in ["--privileged", "--network=host"] {
+        let err = root.fails(&["--userns-remap", REMAP, "create", option, &toolbox]);
+        assert!(
+            err.contains("cannot be combined") && err.contains("--userns host"),
+            "{err}"
+        );
+    }
     let err = root.fails(&["create", "--userns", "private", &toolbox]);
     assert!(err.contains("invalid --userns"), "{err}");
     // --userns host opts out.

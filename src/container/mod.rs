@@ -298,10 +298,16 @@ fn check_options(opts: &CreateOptions) -> Result<crate::runtime::security::Secur
             opts.network.name()
         )));
     }
-    if opts.userns.is_some() && opts.overrides.privileged {
-        return Err(Error::Runtime(
-            "--privileged cannot be combined with --userns-remap: add --userns host".into(),
-        ));
+    // As docker's: neither can be confined to the container's ids.
+    if opts.userns.is_some() && (opts.overrides.privileged || opts.network == Network::Host) {
+        let what = if opts.overrides.privileged {
+            "--privileged"
+        } else {
+            "--network host"
+        };
+        return Err(Error::Runtime(format!(
+            "{what} cannot be combined with --userns-remap: add --userns host"
+        )));
     }
     Ok(opts.security.apply(
         &runtime::spec::capabilities(&opts.overrides)?,
