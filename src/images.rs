@@ -281,13 +281,17 @@ pub enum Removed {
 
 /// `rmi INPUT`: untag; when an image loses its last name, delete it and every
 /// blob no other image (or running pull) uses. `force` lets an ID remove an
-/// image that has several names. Then [`sweep`].
+/// image that has several names. Then whatever nothing uses (a killed
+/// collection's leftovers) and [`sweep`].
 pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>> {
     let removed = remove_image(mocker, input, force);
     // Also when nothing was removed: the retry of a killed rmi finds its
-    // image gone ("no such image") and must still reclaim what the kill left.
+    // image gone ("no such image") and must still reclaim what the kill left
+    // — blobs unlinked after the index commit among it.
+    let collected = collect_unreferenced(mocker, None);
     let swept = sweep(mocker);
     let (out, _) = removed?;
+    collected?;
     swept?;
     Ok(out)
 }

@@ -137,6 +137,34 @@ fn rmi_and_prune_finish_deletions_a_kill_cut_short() {
 }
 
 #[test]
+fn a_retried_rmi_deletes_the_blobs_a_killed_one_left() {
+    let fake = FakeRegistry::start();
+    let (root, refs) = pulled_root(&fake, &["keep", "gone"]);
+    let before: std::collections::HashSet<String> = root.blobs().into_iter().collect();
+    let blobs = root.path().join("blobs/sha256");
+    let saved = tempfile::tempdir().unwrap();
+    for blob in &before {
+        std::fs::copy(blobs.join(blob), saved.path().join(blob)).unwrap();
+    }
+    root.ok(&["rmi", &refs[1]]);
+    // A kill between rmi's index commit and its unlinks leaves the image's
+    // blobs on disk with nothing naming them: put them back.
+    let gone: Vec<String> = before.iter().filter(|b| !blobs.join(b).exists()).cloned().collect();
+    assert!(!gone.is_empty());
+    for blob in &gone {
+        std::fs::copy(saved.path().join(blob), blobs.join(blob)).unwrap();
+    }
+    // The retry says there is no such image, and finishes the deletion.
+    let err = root.fails(&["rmi", &refs[1]]);
+    assert!(err.contains("no such image"), "{err}");
+    for blob in &gone {
+        assert!(!blobs.join(blob).exists(), "the retried rmi left blob {blob}");
+    }
+    root.assert_healthy();
+    root.ok(&["image", "export", "-o", "/dev/null", &refs[0]]);
+}
+
+#[test]
 fn unrecorded_snapshot_is_adopted_if_needed_and_kept_while_its_chain_is_locked() {
     let fake = FakeRegistry::start();
     let (root, refs) = pulled_root(&fake, &["needed", "locked"]);
