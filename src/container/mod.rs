@@ -182,7 +182,7 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
         _ => None,
     };
     let seed = hex::decode(&id).unwrap_or_default();
-    let security = check_options(opts)?;
+    let security = check_options(mocker, opts)?;
 
     // One session: the image, its config, the name, the address and the
     // writable snapshot are found, checked and claimed together.
@@ -290,7 +290,7 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
 
 /// Options that are wrong whatever the image: refused before anything is
 /// claimed. The seccomp filter the container gets.
-fn check_options(opts: &CreateOptions) -> Result<crate::runtime::security::Security> {
+fn check_options(mocker: &Mocker, opts: &CreateOptions) -> Result<crate::runtime::security::Security> {
     cgroup::validate(&opts.limits)?;
     if !opts.ports.is_empty() && opts.network != Network::Bridge {
         return Err(Error::Runtime(format!(
@@ -312,6 +312,7 @@ fn check_options(opts: &CreateOptions) -> Result<crate::runtime::security::Secur
     Ok(opts.security.apply(
         &runtime::spec::capabilities(&opts.overrides)?,
         opts.overrides.privileged,
+        &mocker.root.join("seccomp"),
     )?)
 }
 

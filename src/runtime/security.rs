@@ -1,6 +1,8 @@
 //! `--security-opt`: the seccomp profile and no_new_privs, decided at
 //! create into what PID 1 and every `exec` apply before their exec.
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 use super::seccomp::{self, Program, SeccompError};
@@ -82,8 +84,9 @@ impl SecurityOptions {
     }
 
     /// The filter and flags for a container holding `capabilities`;
-    /// `--privileged` runs unconfined, as docker's does.
-    pub fn apply(&self, capabilities: &[String], privileged: bool) -> Result<Security, SecurityError> {
+    /// `--privileged` runs unconfined, as docker's does. Compiled filters
+    /// are kept in `cache` (see [`seccomp::compile_cached`]).
+    pub fn apply(&self, capabilities: &[String], privileged: bool, cache: &Path) -> Result<Security, SecurityError> {
         let profile = match &self.seccomp {
             _ if privileged => None,
             SeccompChoice::Unconfined => None,
@@ -92,7 +95,9 @@ impl SecurityOptions {
         };
         Ok(Security {
             allow_new_privileges: self.allow_new_privileges,
-            seccomp: profile.map(|p| seccomp::compile(p, capabilities)).transpose()?,
+            seccomp: profile
+                .map(|p| seccomp::compile_cached(cache, p, capabilities))
+                .transpose()?,
         })
     }
 }
@@ -152,9 +157,16 @@ mod tests {
     #[test]
     fn privileged_and_unconfined_get_no_filter() {
         let caps = vec!["CAP_CHOWN".to_string()];
-        assert!(parse(&[]).unwrap().apply(&caps, false).unwrap().seccomp.is_some());
-        assert!(parse(&[]).unwrap().apply(&caps, true).unwrap().seccomp.is_none());
+        let cache = tempfile::tempdir().unwrap();
+        let cache = cache.path();
+        assert!(parse(&[])
+            .unwrap()
+            .apply(&caps, false, cache)
+            .unwrap()
+            .seccomp
+            .is_some());
+        assert!(parse(&[]).unwrap().apply(&caps, true, cache).unwrap().seccomp.is_none());
         let unconfined = parse(&["seccomp=unconfined"]).unwrap();
-        assert!(unconfined.apply(&caps, false).unwrap().seccomp.is_none());
+        assert!(unconfined.apply(&caps, false, cache).unwrap().seccomp.is_none());
     }
 }
