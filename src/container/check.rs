@@ -106,7 +106,8 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckFindings> {
 }
 
 /// A start that has not ended within [`START_TIMEOUT`]: its monitor lives
-/// (since its lock file's mtime) but never reported the container running.
+/// (since its lock file's mtime, when it wrote its pid there) but has not
+/// written the state since (a monitor tearing down has).
 fn stuck_start(dir: &std::path::Path, container: &super::Container) -> Option<String> {
     use super::host::{Host, Linux, START_TIMEOUT};
     if container.state.status == Status::Running || !Linux.monitor_alive(dir) {
@@ -116,6 +117,10 @@ fn stuck_start(dir: &std::path::Path, container: &super::Container) -> Option<St
         .ok()?
         .modified()
         .ok()?;
+    let state_written = std::fs::metadata(dir.join("state.json")).and_then(|m| m.modified());
+    if state_written.is_ok_and(|t| t >= since) {
+        return None;
+    }
     let age = since.elapsed().ok()?;
     (age > START_TIMEOUT).then(|| {
         format!(

@@ -737,26 +737,40 @@ pub fn remove_container(mocker: &Mocker, container: Container, force: bool) -> R
     }
     if !claim_for_removal(&dir) {
         if !force {
-            let _ = std::fs::remove_file(monitor::removing_path(&dir));
             return Err(refused());
         }
+        // Marked too: once it is stopped, no new start may begin.
+        let _ = std::fs::File::create(monitor::removing_path(&dir));
         host::force_stop(&Linux, &dir)?;
     }
     discard(mocker, &container.record.id, container.config.as_ref())?;
     Ok(container.record.id)
 }
 
-/// Mark the container in `dir` as being removed, then look for its
-/// monitor: whether none lives (it may go). With one alive (running, or
-/// starting) an unforced removal is refused and the mark taken back.
-/// Marking first means a monitor that starts later sees the mark and does
-/// not run the container (see `monitor::removing_path`), so a removal
-/// never races a start into a container nobody stops.
+/// Whether no monitor lives for the container in `dir`; if none, it is
+/// marked as being removed. The mark is made while holding `monitor.lock`,
+/// so a monitor that starts later sees it and does not run the container
+/// (see `monitor::removing_path`): a removal never races a start into a
+/// container nobody stops, and a live monitor never sees a mark that a
+/// removal then takes back.
 fn claim_for_removal(dir: &Path) -> bool {
-    let marker = monitor::removing_path(dir);
-    // A container without a directory (a cut-short create) has no monitor.
-    let _ = std::fs::File::create(&marker);
-    !Linux.monitor_alive(dir)
+    // Created if missing, so a first start cannot slip in unlocked.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(monitor::lock_path(dir));
+    let lock = match file {
+        Ok(file) => match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Some(lock),
+            Err(_) => return false,
+        },
+        // A cut-short create without a directory: nothing can start it.
+        Err(_) => None,
+    };
+    let _ = std::fs::File::create(monitor::removing_path(dir));
+    drop(lock);
+    true
 }
 
 /// Undo everything `create` made for `record`; tolerant of what is missing.
@@ -835,7 +849,6 @@ pub fn prune(mocker: &Mocker) -> Result<Vec<String>> {
         }
         if !claim_for_removal(&dir) {
             // Being started right now: not a stopped container.
-            let _ = std::fs::remove_file(monitor::removing_path(&dir));
             continue;
         }
         discard(mocker, &container.record.id, container.config.as_ref())?;

@@ -254,8 +254,19 @@ fn take_lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
         .write(true)
         .open(lock_path(dir))
         .ctx(|| format!("creating {}", lock_path(dir).display()))?;
-    let mut lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|_| Error::Runtime("the container is already running".into()))?;
+    // Briefly retried: a removal's check, or a reader's probe of whether
+    // a monitor lives, holds it for a moment.
+    let mut file = file;
+    let mut tries = 0;
+    let mut lock = loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => break lock,
+            Err((_, _)) if tries == 20 => return Err(Error::Runtime("the container is already running".into())),
+            Err((f, _)) => file = f,
+        }
+        tries += 1;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
     let _ = lock.set_len(0).and_then(|_| writeln!(lock, "{}", std::process::id()));
     if removing_path(dir).exists() {
         return Err(Error::Runtime(

@@ -75,6 +75,9 @@ impl SecurityOptions {
                 }
                 ("no-new-privileges", None | Some("true")) => parsed.allow_new_privileges = false,
                 ("no-new-privileges", Some("false")) => parsed.allow_new_privileges = true,
+                // Common in docker command lines; nothing to lift where
+                // neither runs. A named profile or label cannot be honoured.
+                ("apparmor", Some("unconfined")) | ("label", Some("disable")) => {}
                 ("apparmor" | "label", Some(_)) => return Err(SecurityError::Unsupported(option.clone())),
                 _ => return Err(SecurityError::Invalid(option.clone())),
             }
@@ -136,6 +139,7 @@ mod tests {
             Err(SecurityError::Invalid(_))
         ));
         assert!(matches!(parse(&["apparmor=x"]), Err(SecurityError::Unsupported(_))));
+        assert!(parse(&["apparmor=unconfined", "label=disable"]).is_ok());
         let missing = parse(&["seccomp=/nonexistent/profile.json"]).unwrap_err().to_string();
         assert!(missing.contains("/nonexistent/profile.json"), "{missing}");
     }

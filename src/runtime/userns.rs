@@ -42,7 +42,11 @@ pub enum UsernsError {
         #[source]
         source: nix::errno::Errno,
     },
-    #[error("idmapped mount of {path} (the kernel or filesystem may not support idmapped mounts; run without --userns-remap): {source}")]
+    #[error("the container's user namespace has no room for another (user.max_user_namespaces is reached): raise it with sysctl")]
+    TooMany,
+    #[error("making the container's network namespace inside its user namespace failed")]
+    Netns,
+    #[error("idmapped mount of {path} (the kernel or filesystem may not support idmapped mounts; recreate the container with --userns host): {source}")]
     Idmap {
         path: String,
         #[source]
@@ -166,7 +170,10 @@ pub fn create(mapping: &IdMapping, with_net: bool) -> Result<Namespaces, UsernsE
             Some(nix::sys::signal::Signal::SIGCHLD as i32),
         )
     }
-    .map_err(fail("clone"))?;
+    .map_err(|e| match e {
+        nix::errno::Errno::ENOSPC => UsernsError::TooMany,
+        e => fail("clone")(e),
+    })?;
     drop(done_write);
     let result = (|| {
         let write = |file: &str, text: String| {
@@ -180,10 +187,7 @@ pub fn create(mapping: &IdMapping, with_net: bool) -> Result<Namespaces, UsernsE
         nix::unistd::write(&go_write, b"1").map_err(fail("releasing the helper"))?;
         let mut byte = [0u8; 1];
         if nix::unistd::read(&done_read, &mut byte) != Ok(1) {
-            return Err(UsernsError::Create {
-                step: "the network namespace",
-                source: nix::errno::Errno::EPERM,
-            });
+            return Err(UsernsError::Netns);
         }
         let open = |kind: &str| -> Result<OwnedFd, UsernsError> {
             let path = format!("/proc/{pid}/ns/{kind}");

@@ -40,16 +40,30 @@ pub enum SeccompError {
     Load(#[source] nix::errno::Errno),
 }
 
+/// BPF_MAXINSNS: the kernel refuses a longer filter (at every start, were
+/// it not refused at create).
+const MAX_INSTRUCTIONS: usize = 4096;
+
+/// Part of the cache key: a change to how profiles compile must not be
+/// hidden by programs compiled before it.
+const COMPILER_REVISION: &str = concat!(env!("CARGO_PKG_VERSION"), "/1");
+
 /// A compiled filter: the kernel's `sock_filter` array.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Program(Vec<nix::libc::sock_filter>);
 
 impl Program {
     fn from_bytes(bytes: &[u8]) -> Result<Program, SeccompError> {
-        if bytes.is_empty() || !bytes.len().is_multiple_of(8) || bytes.len() / 8 > u16::MAX as usize {
+        if bytes.is_empty() || !bytes.len().is_multiple_of(8) {
             return Err(SeccompError::InvalidProfile(format!(
                 "a compiled filter of {} bytes is not a BPF program",
                 bytes.len()
+            )));
+        }
+        if bytes.len() / 8 > MAX_INSTRUCTIONS {
+            return Err(SeccompError::InvalidProfile(format!(
+                "it compiles to {} instructions, over the kernel's limit of {MAX_INSTRUCTIONS}: allow or deny fewer calls",
+                bytes.len() / 8
             )));
         }
         Ok(Program(
@@ -237,7 +251,7 @@ fn compare(arg: &profile::Arg) -> Result<ScmpArgCompare, SeccompError> {
         "SCMP_CMP_GT" => ScmpCompareOp::Greater,
         // docker's form: value is the mask, valueTwo what the masked
         // argument must equal.
-        "SCMP_CMP_MASKED_EQ" => {
+        "SCMP_CMP_MASKED_EQ" if arg.index <= 5 => {
             return Ok(ScmpArgCompare::new(
                 arg.index,
                 ScmpCompareOp::MaskedEqual(arg.value),
@@ -272,7 +286,14 @@ pub fn compile_cached(cache: &Path, profile: &str, capabilities: &[String]) -> R
         .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
         .unwrap_or_default();
     let mut key = sha2::Sha256::new();
-    for part in [profile, &caps.join(","), std::env::consts::ARCH, &kernel, &libseccomp] {
+    for part in [
+        profile,
+        &caps.join(","),
+        std::env::consts::ARCH,
+        &kernel,
+        &libseccomp,
+        COMPILER_REVISION,
+    ] {
         key.update(part.as_bytes());
         key.update([0]);
     }

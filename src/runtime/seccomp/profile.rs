@@ -91,7 +91,8 @@ impl Host<'_> {
             "x86_64" => "amd64",
             "x86" => "386",
             "aarch64" => "arm64",
-            "powerpc64" => "ppc64le",
+            "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+            "loongarch64" => "loong64",
             other => other,
         };
         let kernel = nix::sys::utsname::uname()
