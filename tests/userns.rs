@@ -96,6 +96,30 @@ fn container_root_is_an_unprivileged_host_id() {
         .to_string();
     assert_eq!(std::fs::metadata(&lower).unwrap().uid(), 0);
     root.ok(&["rm", "-f", id]);
+
+    // What mocker makes for a volume (a missing host directory, a mount
+    // point the image lacks) is container root's, as docker makes it.
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("made/by/mocker");
+    let bind = format!("{}:/new/mount", missing.display());
+    let out = remapped(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &bind,
+            &toolbox,
+            "sh",
+            "-c",
+            "stat -c %u /new /new/mount; touch /new/mount/f && echo wrote",
+        ],
+    );
+    assert_eq!(out, "0\n0\nwrote\n");
+    for dir in [parent.path().join("made"), missing.clone()] {
+        assert_eq!(std::fs::metadata(&dir).unwrap().uid(), BASE, "{}", dir.display());
+    }
+    assert_eq!(std::fs::metadata(parent.path()).unwrap().uid(), 0);
 }
 
 #[test]

@@ -138,8 +138,9 @@ fn mount_kernel_filesystems(
     root: &std::os::fd::OwnedFd,
     userns: Option<&super::userns::IdMapping>,
 ) -> std::result::Result<(), Failure> {
+    let owner = userns.map(|m| m.root());
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount_in(root, "proc", "proc", "proc", nosuid_nodev_noexec, None)?;
+    mount_in(root, "proc", "proc", "proc", nosuid_nodev_noexec, None, owner)?;
     mount_in(
         root,
         "dev",
@@ -147,6 +148,7 @@ fn mount_kernel_filesystems(
         "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some(dev_options(userns).as_str()),
+        owner,
     )?;
     populate_dev(root)?;
     mount_in(
@@ -156,6 +158,7 @@ fn mount_kernel_filesystems(
         "devpts",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
+        owner,
     )?;
     mount_in(
         root,
@@ -164,8 +167,9 @@ fn mount_kernel_filesystems(
         "tmpfs",
         nosuid_nodev_noexec,
         Some("mode=1777,size=65536k"),
+        owner,
     )?;
-    mount_in(root, "dev/mqueue", "mqueue", "mqueue", nosuid_nodev_noexec, None)?;
+    mount_in(root, "dev/mqueue", "mqueue", "mqueue", nosuid_nodev_noexec, None, owner)?;
     mount_in(
         root,
         "sys",
@@ -173,6 +177,7 @@ fn mount_kernel_filesystems(
         "sysfs",
         nosuid_nodev_noexec | MsFlags::MS_RDONLY,
         None,
+        owner,
     )?;
     Ok(())
 }
@@ -342,7 +347,7 @@ fn start_container(
     mount_kernel_filesystems(&root, spec.userns.as_ref())?;
 
     for volume in spec.volumes.iter().chain(&spec.files) {
-        bind_volume(&root, volume)?;
+        bind_volume(&root, volume, spec.userns.map(|m| m.root()))?;
     }
     if spec.read_only_root {
         // Only the root mount: /dev, /proc, /dev/shm and volumes keep theirs.
@@ -605,22 +610,21 @@ fn reap_as_init(command: nix::unistd::Pid) -> i32 {
 /// Bind `volume.source` (a host path, as the user named it) onto its target
 /// inside the new root, resolved by fd so an image symlink cannot redirect
 /// it onto the host.
-fn bind_volume(root: &std::os::fd::OwnedFd, volume: &Volume) -> std::result::Result<(), Failure> {
+fn bind_volume(root: &std::os::fd::OwnedFd, volume: &Volume, owner: Owner) -> std::result::Result<(), Failure> {
     let failed = |what: String| (EXIT_RUNTIME_FAILED, Error::Runtime(what));
     let rel = Path::new(volume.target.trim_start_matches('/'));
-    // docker creates a missing host directory.
+    // docker creates a missing host directory (the container's root's).
     if !volume.source.exists() {
-        std::fs::create_dir_all(&volume.source)
+        make_host_dirs(&volume.source, owner)
             .map_err(|e| failed(format!("creating {}: {e}", volume.source.display())))?;
     }
     let source =
         std::fs::File::open(&volume.source).map_err(|e| failed(format!("volume {}: {e}", volume.source.display())))?;
     let is_dir = source.metadata().map(|m| m.is_dir()).unwrap_or(false);
     let target = if is_dir {
-        safefs::mkdir_all_in(root.as_fd(), rel)
-            .map_err(|(c, e)| failed(format!("volume target {} ({c}): {e}", volume.target)))?
+        mkdirs_in(root, rel, owner).map_err(|(c, e)| failed(format!("volume target {} ({c}): {e}", volume.target)))?
     } else {
-        let parent = safefs::mkdir_all_in(root.as_fd(), rel.parent().unwrap_or(Path::new("")))
+        let parent = mkdirs_in(root, rel.parent().unwrap_or(Path::new("")), owner)
             .map_err(|(c, e)| failed(format!("volume target {} ({c}): {e}", volume.target)))?;
         let name = rel
             .file_name()
@@ -697,6 +701,43 @@ fn loopback_up() -> std::io::Result<()> {
 
 /// Mount onto `rel` inside the new root, resolved by fd (never by a path a
 /// symlink in the image could redirect onto the host: CVE-2021-30465).
+/// Who owns what PID 1 makes in the root filesystem or for a volume: with
+/// a user namespace, the container's root (host uid, gid); else host root.
+type Owner = Option<(u32, u32)>;
+
+/// Directory `rel` in `root`, made if missing; what it makes belongs to
+/// `owner` (each new directory chowned through an fd opened inside the
+/// root, never by a path an image symlink could redirect).
+fn mkdirs_in(
+    root: &std::os::fd::OwnedFd,
+    rel: &Path,
+    owner: Owner,
+) -> Result<std::os::fd::OwnedFd, (String, nix::errno::Errno)> {
+    let mut created = Vec::new();
+    let dir = safefs::mkdir_all_in_tracking(root.as_fd(), rel, &mut created)?;
+    if let Some((uid, gid)) = owner {
+        for path in &created {
+            let made = safefs::open_dir_in(root.as_fd(), path).map_err(|e| (path.display().to_string(), e))?;
+            nix::unistd::fchown(&made, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                .map_err(|e| (path.display().to_string(), e))?;
+        }
+    }
+    Ok(dir)
+}
+
+/// A missing host directory for a volume, as docker makes it: the new
+/// directories belong to `owner`.
+fn make_host_dirs(path: &Path, owner: Owner) -> std::io::Result<()> {
+    let missing: Vec<&Path> = path.ancestors().take_while(|p| !p.exists()).collect();
+    std::fs::create_dir_all(path)?;
+    if let Some((uid, gid)) = owner {
+        for dir in missing {
+            std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
+}
+
 fn mount_in(
     root: &std::os::fd::OwnedFd,
     rel: &str,
@@ -704,8 +745,9 @@ fn mount_in(
     fstype: &str,
     flags: MsFlags,
     data: Option<&str>,
+    owner: Owner,
 ) -> std::result::Result<(), Failure> {
-    let target = safefs::mkdir_all_in(root.as_fd(), Path::new(rel)).map_err(|(c, e)| {
+    let target = mkdirs_in(root, Path::new(rel), owner).map_err(|(c, e)| {
         (
             EXIT_RUNTIME_FAILED,
             Error::Runtime(format!("mount point /{rel} ({c}): {e}")),
