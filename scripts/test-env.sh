@@ -8,7 +8,7 @@
 # Usage: scripts/test-env.sh start WORKDIR        (writes WORKDIR/env to source)
 #        scripts/test-env.sh start-bench WORKDIR  (one registry with a ~500 MB image)
 #        scripts/test-env.sh stop WORKDIR
-#        scripts/test-env.sh install           (only the packages; building mocker needs libseccomp-dev)
+#        scripts/test-env.sh install           (only the packages; building mocker needs libseccomp-dev debootstrap)
 set -euo pipefail
 
 cmd=${1:?usage: test-env.sh start|start-bench|stop WORKDIR, or install}
@@ -322,6 +322,25 @@ json.dump(idx, open(idx_path, "w"))
 PY
 }
 
+# A Debian 12 minbase image (debootstrap from the machine's apt mirror,
+# packed by umoci): dynamic glibc programs, a shell and apt, for the
+# seccomp tests' "ordinary programs run" check.
+push_debian() { # push_debian DEST
+    local mirror rootfs=$work/debian-rootfs bundle=$work/debian-bundle debian=$work/debian-oci
+    mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    debootstrap --variant=minbase bookworm "$rootfs" "${mirror:-http://deb.debian.org/debian}" >"$work/debootstrap.log" 2>&1 ||
+        { tail -20 "$work/debootstrap.log" >&2; return 1; }
+    umoci init --layout "$debian"
+    umoci new --image "$debian:bookworm"
+    umoci unpack --image "$debian:bookworm" "$bundle" >/dev/null
+    cp -a "$rootfs/." "$bundle/rootfs/"
+    umoci repack --image "$debian:bookworm" "$bundle" >/dev/null
+    umoci config --image "$debian:bookworm" --os linux --architecture amd64 --config.cmd /bin/bash \
+        --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    rm -rf "$rootfs" "$bundle"
+    skopeo copy -q --dest-tls-verify=false "oci:$debian:bookworm" "docker://$1"
+}
+
 push() { # push TAG DEST [skopeo options...]
     local tag=$1 dest=$2
     shift 2
@@ -363,6 +382,7 @@ start() {
     build_images
     local r=127.0.0.1:$port
     push busybox "$r/busybox:latest"
+    push_debian "$r/debian:bookworm"
     push busybox "$r/busybox-docker:latest" --format v2s2
     # Recompress through a local copy; --preserve-digests stops skopeo from
     # substituting the gzip blob the registry already has.

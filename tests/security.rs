@@ -195,3 +195,19 @@ fn ordinary_programs_run_under_the_default_filter() {
     let out = root.ok(&["run", "--rm", &image("toolbox"), "sh", "-c", script]);
     assert_eq!(out, "0\ndone\n");
 }
+
+#[test]
+fn a_debian_shell_with_apt_runs_under_the_default_filter() {
+    let root = Root::new();
+    let debian = image("debian:bookworm");
+    root.ok(&["pull", "-q", &debian]);
+    let script = "set -e; grep Seccomp: /proc/self/status; apt-get check -qq; \
+                  apt-get install --simulate -qq hostname >/dev/null; dpkg-query -W bash >/dev/null; \
+                  useradd -m tester; su tester -c 'id -un'; tar -cf /tmp/etc.tar /etc 2>/dev/null; echo done";
+    let out = root.ok(&["run", "--rm", &debian, "bash", "-c", script]);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["Seccomp:", "2", "tester", "done"],
+        "{out}"
+    );
+}
