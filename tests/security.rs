@@ -211,3 +211,17 @@ fn a_debian_shell_with_apt_runs_under_the_default_filter() {
         "{out}"
     );
 }
+
+#[test]
+fn a_container_created_before_filters_gets_the_default_one() {
+    let root = pulled();
+    let out = root.ok(&["create", &image("toolbox"), "grep", "Seccomp:", "/proc/self/status"]);
+    let id = out.trim();
+    // A config.json as mocker wrote it before seccomp: no `security`.
+    let path = root.path().join("containers").join(id).join("config.json");
+    let mut config = json(&std::fs::read(&path).unwrap());
+    config["init"].as_object_mut().unwrap().remove("security");
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let out = root.ok(&["start", "-a", id]);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["Seccomp:", "2"], "{out}");
+}

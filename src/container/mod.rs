@@ -83,10 +83,25 @@ impl ContainerConfig {
     pub fn load(dir: &Path) -> Result<ContainerConfig> {
         let path = dir.join("config.json");
         let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::InvalidDocument {
+        let invalid = |e: serde_json::Error| Error::InvalidDocument {
             what: path.display().to_string(),
             reason: e.to_string(),
-        })
+        };
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(invalid)?;
+        let predates_seccomp = value.pointer("/init/security").is_none();
+        let mut config: ContainerConfig = serde_json::from_value(value).map_err(invalid)?;
+        // Created before filters were: it gets the default one (and the
+        // no_new_privs it had), never none.
+        if predates_seccomp {
+            let cache = dir
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("/"))
+                .join("seccomp");
+            config.init.security =
+                SecurityOptions::default().apply(&config.init.process.capabilities, config.init.privileged, &cache)?;
+        }
+        Ok(config)
     }
 
     /// The id of its writable snapshot (its upper dir is `<id>/fs`).
