@@ -150,6 +150,16 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
     })();
     let (lock, teardown, config, cgroup) = match setup {
         Ok(s) => s,
+        // Removed while we were starting: say so, as docker's start does.
+        Err(_) if !dir.join("config.json").exists() => {
+            let id = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let e = Error::NoSuchContainer(id);
+            report(&mut status, format!("error 125 {e}"));
+            return Err(e);
+        }
         Err(e) => {
             report(&mut status, format!("error 125 {e}"));
             return Err(e);
