@@ -83,16 +83,13 @@ impl ContainerConfig {
     pub fn load(dir: &Path) -> Result<ContainerConfig> {
         let path = dir.join("config.json");
         let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
-        let invalid = |e: serde_json::Error| Error::InvalidDocument {
+        let mut config: ContainerConfig = serde_json::from_slice(&bytes).map_err(|e| Error::InvalidDocument {
             what: path.display().to_string(),
             reason: e.to_string(),
-        };
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(invalid)?;
-        let predates_seccomp = value.pointer("/init/security").is_none();
-        let mut config: ContainerConfig = serde_json::from_value(value).map_err(invalid)?;
+        })?;
         // Created before filters were: it gets the default one (and the
         // no_new_privs it had), never none.
-        if predates_seccomp {
+        if config.init.security.predates_seccomp {
             let cache = dir
                 .parent()
                 .and_then(Path::parent)
@@ -378,6 +375,26 @@ fn image_process(
         with_term(&mut process.env);
     }
     Ok(process)
+}
+
+/// Delete the directories of creates killed before their index commit (a
+/// create makes its directory first, for its host-wide address claim): no
+/// record and no `config.json`. Only a create holding an index session can
+/// have such a directory legitimately, so this runs inside one. A directory
+/// with a `config.json` but no record is a container `system check
+/// --repair` can restore: kept.
+fn sweep_unfinished_creates(mocker: &Mocker, s: &crate::index::Session) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(mocker.root.join("containers")) else {
+        return Ok(());
+    };
+    let records = s.containers()?;
+    for entry in entries.flatten() {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if !records.contains_key(id.as_str()) && !entry.path().join("config.json").exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(())
 }
 
 /// The container's directory (in `containers/`, private to root).
@@ -843,6 +860,7 @@ fn discard(mocker: &Mocker, id: &str, config: Option<&ContainerConfig>) -> Resul
         }
         s.apply(&batch)?;
         s.flush()?;
+        sweep_unfinished_creates(mocker, s)?;
         Ok(record)
     })?;
     // After the records: a kill before this leaves a claim whose directory

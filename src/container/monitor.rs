@@ -137,29 +137,8 @@ fn report(status: &mut Option<std::fs::File>, line: String) {
 /// failures are only reported: the code is what an attached caller needs).
 fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
     let mut status = Some(status);
-    let setup = (|| -> Result<_> {
-        let lock = take_lock(dir)?;
-        let _ = std::fs::File::create(waiters_lock_path(dir));
-        // Taken while we hold the monitor lock, so no remover can slip between.
-        let teardown = std::fs::File::create(teardown_lock_path(dir))
-            .ok()
-            .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
-        let config = ContainerConfig::load(dir)?;
-        let cgroup = ContainerCgroup::create(&config.id, &config.limits, config.init.privileged)?;
-        Ok((lock, teardown, config, cgroup))
-    })();
-    let (lock, teardown, config, cgroup) = match setup {
+    let (lock, teardown, config, cgroup) = match prepare(dir) {
         Ok(s) => s,
-        // Removed while we were starting: say so, as docker's start does.
-        Err(_) if !dir.join("config.json").exists() => {
-            let id = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let e = Error::NoSuchContainer(id);
-            report(&mut status, format!("error 125 {e}"));
-            return Err(e);
-        }
         Err(e) => {
             report(&mut status, format!("error 125 {e}"));
             return Err(e);
@@ -241,6 +220,38 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
         eprintln!("Error: {e}");
     }
     Ok(code)
+}
+
+type Prepared = (
+    nix::fcntl::Flock<std::fs::File>,
+    Option<nix::fcntl::Flock<std::fs::File>>,
+    ContainerConfig,
+    ContainerCgroup,
+);
+
+/// Our locks (see `take_lock`; `teardown.lock` taken while we hold the
+/// monitor lock, so no remover can slip between), the container's config
+/// and its cgroup.
+fn prepare(dir: &Path) -> Result<Prepared> {
+    let prepared = (|| {
+        let lock = take_lock(dir)?;
+        let _ = std::fs::File::create(waiters_lock_path(dir));
+        let teardown = std::fs::File::create(teardown_lock_path(dir))
+            .ok()
+            .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
+        let config = ContainerConfig::load(dir)?;
+        let cgroup = ContainerCgroup::create(&config.id, &config.limits, config.init.privileged)?;
+        Ok((lock, teardown, config, cgroup))
+    })();
+    match prepared {
+        // Removed while we were starting: say so, as docker's start does.
+        Err(_) if !dir.join("config.json").exists() => Err(Error::NoSuchContainer(
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        )),
+        other => other,
+    }
 }
 
 /// `--rm`, attached or not: removed here, as docker's daemon does, so a
@@ -338,7 +349,6 @@ fn wire_stdio(tty: bool, attach: Attach) -> Result<Wired> {
             .map(OwnedFd::from)
             .ctx(|| "opening /dev/null".into())
     };
-    let dup = dup_fd;
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")));
     Ok(if tty {
         let (ours, theirs) = nix::sys::socket::socketpair(
@@ -352,7 +362,7 @@ fn wire_stdio(tty: bool, attach: Attach) -> Result<Wired> {
         // (the caller's terminal, if attached), then replaces all three.
         let stdio = Stdio {
             stdin: null()?,
-            stdout: if attach.output { dup(1) } else { null() }?,
+            stdout: if attach.output { dup_fd(1) } else { null() }?,
             stderr: null()?,
             console: Some(theirs),
         };
@@ -360,7 +370,7 @@ fn wire_stdio(tty: bool, attach: Attach) -> Result<Wired> {
     } else {
         let (out_read, out_write) = pipe()?;
         let (err_read, err_write) = pipe()?;
-        let stdin = if attach.stdin { dup(0) } else { null() }?;
+        let stdin = if attach.stdin { dup_fd(0) } else { null() }?;
         let stdio = Stdio {
             stdin,
             stdout: out_write,
@@ -407,7 +417,6 @@ fn start(
     }
     let log = LogWriter::open(&dir.join("ctr.log"), config.log_rotation).map_err(failed)?;
     let (stdio, sources, console) = wire_stdio(config.init.tty, attach).map_err(failed)?;
-    let dup = |fd: i32| dup_fd(fd);
     // Before the clone, while we are single-threaded.
     let userns = match &config.init.userns {
         Some(mapping) => Some(
@@ -429,7 +438,7 @@ fn start(
     }
     let copy = |stream: &'static str, fd: OwnedFd| {
         let tee = if attach.output {
-            dup(if stream == "stderr" { 2 } else { 1 })
+            dup_fd(if stream == "stderr" { 2 } else { 1 })
                 .ok()
                 .map(std::fs::File::from)
         } else {
@@ -453,7 +462,7 @@ fn start(
             runtime::terminal::follow_size(1, &master);
         }
         if attach.stdin {
-            if let Ok(input) = dup(master.as_raw_fd()) {
+            if let Ok(input) = dup_fd(master.as_raw_fd()) {
                 let mut input = std::fs::File::from(input);
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);

@@ -34,7 +34,7 @@ pub struct InitSpec {
     /// `--privileged`: no masked paths, no no_new_privs.
     pub privileged: bool,
     /// The seccomp filter and whether setuid programs may gain privileges.
-    #[serde(default)]
+    #[serde(default = "Security::predating")]
     pub security: Security,
     /// `-v HOST:CONTAINER[:ro]` bind mounts.
     pub volumes: Vec<Volume>,

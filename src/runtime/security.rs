@@ -47,6 +47,21 @@ pub struct Security {
     /// The compiled filter; None: unconfined.
     #[serde(default)]
     pub seccomp: Option<Program>,
+    /// Read from a config written before filters existed (see
+    /// [`Security::predating`]); never stored.
+    #[serde(skip)]
+    pub predates_seccomp: bool,
+}
+
+impl Security {
+    /// What a config without `security` deserializes to: marked, so the
+    /// loader can give it the default filter rather than none.
+    pub fn predating() -> Security {
+        Security {
+            predates_seccomp: true,
+            ..Security::default()
+        }
+    }
 }
 
 impl SecurityOptions {
@@ -97,6 +112,7 @@ impl SecurityOptions {
             SeccompChoice::Profile(json) => Some(json.as_str()),
         };
         Ok(Security {
+            predates_seccomp: false,
             allow_new_privileges: self.allow_new_privileges,
             seccomp: profile
                 .map(|p| seccomp::compile_cached(cache, p, capabilities))
