@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod safefs;
 pub mod snapshot;
 pub mod store;
+pub mod tarstream;
 pub mod units;
 pub mod unpack;
 
