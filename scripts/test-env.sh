@@ -15,7 +15,7 @@ cmd=${1:?usage: test-env.sh start|start-bench|stop WORKDIR, or install}
 work=${2:-}
 [[ $cmd == install || -n $work ]] || { echo "usage: test-env.sh $cmd WORKDIR" >&2; exit 2; }
 
-PACKAGES=(docker-registry skopeo umoci busybox-static apache2-utils curl python3 time attr bc gcc libc6-dev libseccomp-dev)
+PACKAGES=(docker-registry skopeo umoci busybox-static apache2-utils curl python3 time attr bc gcc libc6-dev libseccomp-dev libcap2-bin)
 
 install_packages() {
     local missing=()
@@ -182,6 +182,9 @@ C
 
     # An arm64 variant (marked by a file) for the multi-platform index.
     add_layer busybox arm64 'echo arm64 > arch'
+    # A file capability: umoci writes it as a binary SCHILY.xattr PAX record
+    # whose value holds a newline byte (cap_net_raw's bit is 0x0a…).
+    add_layer busybox caps 'cp bin/busybox bin/ping && setcap cap_net_raw,cap_dac_override,cap_fowner+ep bin/ping'
     umoci config --image "$layout:arm64" --architecture arm64
 
     # Every kind of entry and metadata the layer rules cover, then a layer
@@ -396,6 +399,7 @@ start() {
     push layers-60 "$r/layers-60:latest"
     push layers-200 "$r/layers-200:latest"
     push opaque "$r/opaque:latest"
+    push caps "$r/caps:latest"
     push shared-a "$r/shared-a:latest"
     push shared-b "$r/shared-b:latest"
     push multiarch "$r/multiarch:latest" --all

@@ -1,9 +1,9 @@
 //! Applying one layer blob to an empty snapshot directory, in one streaming
 //! pass: decompress (by magic bytes, else media type), hash the uncompressed
-//! stream (it must equal the config's diff_id), read tar entries with the tar
-//! crate and apply each one ourselves through `safefs` — the tar crate's own
-//! `unpack` writes devices as regular files, knows nothing of whiteouts and
-//! resolves absolute symlinks against the host's `/`.
+//! stream (it must equal the config's diff_id), read tar entries with
+//! `tarstream` and apply each one ourselves through `safefs` — no tar
+//! library's `unpack`: they write devices as regular files, know nothing of
+//! whiteouts and resolve absolute symlinks against the host's `/`.
 //!
 //! Layer rules (OCI image-spec "Applying Changesets"), written for overlayfs:
 //! a whiteout `.wh.NAME` becomes a 0/0 character device NAME; an opaque
@@ -11,7 +11,7 @@
 //! Since each layer gets its own directory, "lower" content is never touched.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -28,6 +28,7 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::manifest::Compression;
 use crate::safefs;
+use crate::tarstream::{self, Entry, Kind, Sparse};
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
@@ -38,8 +39,8 @@ const AUFS_META_PREFIX: &str = ".wh..wh.";
 /// make every later lookup and the eventual deletion more expensive.
 const MAX_PATH_BYTES: usize = 4096;
 const MAX_PATH_DEPTH: usize = 256;
-/// Bound on PAX global records kept as defaults for later entries.
-const MAX_GLOBAL_RECORDS: usize = 64;
+/// Bytes per read and write when copying file data.
+const COPY_BUFFER: usize = 128 << 10;
 
 /// What unpacking may consume.
 #[derive(Clone, Copy, Debug)]
@@ -78,7 +79,7 @@ pub fn decompressor<'a>(
     let head = input.fill_buf()?;
     let detected = if head.starts_with(&[0x1f, 0x8b]) {
         Compression::Gzip
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || is_zstd_skippable(head) {
         Compression::Zstd
     } else if head.len() >= 4 {
         Compression::None
@@ -90,6 +91,15 @@ pub fn decompressor<'a>(
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
         Compression::None => Box::new(input),
     })
+}
+
+/// zstd's skippable frames (magic 0x184D2A50..=0x184D2A5F, little-endian)
+/// carry metadata (seekable and chunked zstd) and may open a layer; the
+/// decoder skips them wherever they are.
+fn is_zstd_skippable(head: &[u8]) -> bool {
+    head.get(..4)
+        .and_then(|m| <[u8; 4]>::try_from(m).ok())
+        .is_some_and(|m| u32::from_le_bytes(m) & 0xffff_fff0 == 0x184d_2a50)
 }
 
 /// Hashes and counts everything read through it; refuses to pass `limit`.
@@ -142,25 +152,34 @@ pub fn unpack_layer(
     let mut applier = Applier {
         root,
         dir_times: HashMap::new(),
-        global_pax: HashMap::new(),
         file_bytes: 0,
+        hole_bytes: 0,
         entries: 0,
         implicit: std::collections::BTreeSet::new(),
+        buf: vec![0; COPY_BUFFER],
     };
+    let mut reader = tarstream::Reader::new(&mut metered);
+    while let Some(entry) = reader
+        .next_entry()
+        .map_err(|e| fail(format!("corrupt tar stream: {e}")))?
     {
-        let mut archive = tar::Archive::new(&mut metered);
-        let entries = archive.entries().map_err(|e| fail(format!("not a tar archive: {e}")))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| fail(format!("corrupt tar stream: {e}")))?;
-            applier.apply(&mut entry).map_err(|e| match e {
-                Error::Layer { .. } => e,
-                other => fail(other.to_string()),
-            })?;
-            applier.entries += 1;
+        // Holes take no disk, but a sparse bomb must not pass as small.
+        applier.hole_bytes += entry.sparse.as_ref().map_or(0, Sparse::hole_bytes);
+        if reader.position().saturating_add(applier.hole_bytes) > limits.max_unpacked_bytes {
+            return Err(fail(format!(
+                "unpacked size exceeds the limit of {} bytes (sparse files count at their full size)",
+                limits.max_unpacked_bytes
+            )));
         }
+        applier.apply(&entry, &mut reader.data()).map_err(|e| match e {
+            Error::Layer { .. } => e,
+            other => fail(other.to_string()),
+        })?;
+        applier.entries += 1;
     }
+    let metered = reader.into_inner();
     // The diff_id covers the whole stream, padding after the end marker too.
-    io::copy(&mut metered, &mut io::sink()).map_err(|e| fail(format!("corrupt stream after the tar end: {e}")))?;
+    io::copy(metered, &mut io::sink()).map_err(|e| fail(format!("corrupt stream after the tar end: {e}")))?;
     let actual = std::mem::take(&mut metered.hasher).finish();
     if &actual != diff_id {
         return Err(fail(format!(
@@ -198,20 +217,20 @@ fn clean_path(raw: &Path) -> std::result::Result<PathBuf, String> {
     Ok(out)
 }
 
+/// Longest part of an entry's name an error quotes: hostile names are long.
+const QUOTED_NAME: usize = 200;
+
 fn entry_error(path: &Path, reason: impl std::fmt::Display) -> Error {
+    let mut name = path.display().to_string();
+    if name.len() > QUOTED_NAME {
+        let cut = (0..=QUOTED_NAME).rev().find(|i| name.is_char_boundary(*i)).unwrap_or(0);
+        name.truncate(cut);
+        name.push('…');
+    }
     Error::Io {
-        context: format!("entry {:?}", path.display().to_string()),
+        context: format!("entry {name:?}"),
         source: io::Error::other(reason.to_string()),
     }
-}
-
-/// Metadata of one entry, with PAX records applied over the ustar header.
-struct Meta {
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    mtime: TimeSpec,
-    xattrs: Vec<(String, Vec<u8>)>,
 }
 
 struct Applier {
@@ -219,71 +238,18 @@ struct Applier {
     /// Directory mtimes are set last: creating entries inside changes them.
     /// One per path (a repeated entry replaces the earlier time).
     dir_times: HashMap<PathBuf, TimeSpec>,
-    global_pax: HashMap<String, Vec<u8>>,
     file_bytes: u64,
+    /// Holes of sparse files: disk the layer may take beyond its stream.
+    hole_bytes: u64,
     entries: u64,
     implicit: std::collections::BTreeSet<PathBuf>,
+    /// One copy buffer for every file: fewer, larger writes than io::copy's.
+    buf: Vec<u8>,
 }
 
 impl Applier {
-    fn meta<R: Read>(&self, entry: &mut tar::Entry<R>, path: &Path) -> Result<Meta> {
-        let mut records: HashMap<String, Vec<u8>> = self.global_pax.clone();
-        if let Some(exts) = entry.pax_extensions().map_err(|e| entry_error(path, e))? {
-            for ext in exts {
-                let ext = ext.map_err(|e| entry_error(path, e))?;
-                let key = ext.key().map_err(|e| entry_error(path, e))?.to_string();
-                records.insert(key, ext.value_bytes().to_vec());
-            }
-        }
-        let number = |key: &str, fallback: u64| -> u64 {
-            records
-                .get(key)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(fallback)
-        };
-        let header = entry.header();
-        let header_mtime = header.mtime().unwrap_or(0);
-        let mtime = match records.get("mtime").and_then(|v| std::str::from_utf8(v).ok()) {
-            Some(v) => parse_pax_time(v).unwrap_or(TimeSpec::new(header_mtime as i64, 0)),
-            None => TimeSpec::new(header_mtime as i64, 0),
-        };
-        let xattrs = records
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("SCHILY.xattr.")
-                    .map(|name| (name.to_string(), v.clone()))
-            })
-            // A layer must not forge overlayfs' own whiteout/opaque markers.
-            .filter(|(name, _)| !name.starts_with(OVERLAY_XATTR_PREFIX))
-            .collect();
-        Ok(Meta {
-            mode: header.mode().map_err(|e| entry_error(path, e))? & 0o7777,
-            uid: number("uid", header.uid().unwrap_or(0)),
-            gid: number("gid", header.gid().unwrap_or(0)),
-            mtime,
-            xattrs,
-        })
-    }
-
-    fn apply<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<()> {
-        let kind = entry.header().entry_type();
-        let raw = entry.path().map_err(|e| entry_error(Path::new("?"), e))?.into_owned();
-        if kind == tar::EntryType::XGlobalHeader {
-            // POSIX: global records are defaults for every later entry.
-            if let Some(exts) = entry.pax_extensions().map_err(|e| entry_error(&raw, e))? {
-                for ext in exts.flatten() {
-                    if let Ok(key) = ext.key() {
-                        if self.global_pax.len() >= MAX_GLOBAL_RECORDS && !self.global_pax.contains_key(key) {
-                            return Err(entry_error(&raw, "too many PAX global records"));
-                        }
-                        self.global_pax.insert(key.to_string(), ext.value_bytes().to_vec());
-                    }
-                }
-            }
-            return Ok(());
-        }
-        let path = clean_path(&raw).map_err(|reason| entry_error(&raw, reason))?;
+    fn apply(&mut self, entry: &Entry, data: &mut impl Read) -> Result<()> {
+        let path = clean_path(&entry.path).map_err(|reason| entry_error(&entry.path, reason))?;
         let Some(name) = path.file_name().map(PathBuf::from) else {
             // The root itself ("./"): its metadata belongs to the snapshot.
             return Ok(());
@@ -323,153 +289,138 @@ impl Applier {
             return mknodat(parent, hidden, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
                 .map_err(|e| entry_error(&path, e));
         }
+        self.place(entry, data, parent, &name, &path)
+    }
 
-        let meta = self.meta(entry, &path)?;
-        if kind != tar::EntryType::Directory {
-            self.implicit.remove(&path);
+    /// Make `name` in `parent` as `entry` says, replacing what this layer
+    /// put there before (a directory stays and takes the new metadata).
+    fn place(
+        &mut self,
+        entry: &Entry,
+        data: &mut impl Read,
+        parent: BorrowedFd,
+        name: &Path,
+        path: &Path,
+    ) -> Result<()> {
+        if entry.kind != Kind::Dir {
+            self.implicit.remove(path);
         }
-        let existing = safefs::lstat_at(parent, &name).map_err(|e| entry_error(&path, e))?;
+        let existing = safefs::lstat_at(parent, name).map_err(|e| entry_error(path, e))?;
         let existing_is_dir = existing.as_ref().is_some_and(safefs::is_dir);
-        if kind != tar::EntryType::Directory || !existing_is_dir {
-            // A later entry replaces an earlier one of the same name.
-            if existing.is_some() {
-                safefs::remove_at(parent, &name).map_err(|e| entry_error(&path, e))?;
-            }
+        if existing.is_some() && (entry.kind != Kind::Dir || !existing_is_dir) {
+            safefs::remove_at(parent, name).map_err(|e| entry_error(path, e))?;
         }
-        let e = |err: Errno| entry_error(&path, err);
         // u32::MAX means "leave unchanged" to chown; larger ids do not exist.
-        if meta.uid >= u64::from(u32::MAX) || meta.gid >= u64::from(u32::MAX) {
+        if entry.uid >= u64::from(u32::MAX) || entry.gid >= u64::from(u32::MAX) {
             return Err(entry_error(
-                &path,
-                format!("owner {}:{} is out of range", meta.uid, meta.gid),
+                path,
+                format!("owner {}:{} is out of range", entry.uid, entry.gid),
             ));
         }
-        let owner = (
-            Some(Uid::from_raw(meta.uid as u32)),
-            Some(Gid::from_raw(meta.gid as u32)),
-        );
-        match kind {
-            tar::EntryType::Directory => {
-                self.implicit.remove(&path);
-                if !existing_is_dir {
-                    nix::sys::stat::mkdirat(parent, &name, Mode::from_bits_truncate(0o700)).map_err(e)?;
-                }
-                let fd = openat(
-                    parent,
-                    &name,
-                    OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(e)?;
-                fchown(fd.as_fd(), owner.0, owner.1).map_err(e)?;
-                fchmod(fd.as_fd(), Mode::from_bits_truncate(meta.mode)).map_err(e)?;
-                self.set_xattrs_fd(fd.as_fd(), &meta, &path)?;
-                self.dir_times.insert(path.clone(), meta.mtime);
+        let meta = Meta::of(entry);
+        match entry.kind {
+            Kind::Dir => {
+                self.implicit.remove(path);
+                self.make_dir(parent, name, path, !existing_is_dir, &meta)
             }
-            // GNU sparse holes are expanded by the tar crate without passing
-            // our size meter, so a tiny entry could fill the disk: refused.
-            tar::EntryType::GNUSparse => return Err(entry_error(&path, "GNU sparse files are not supported")),
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let fd = openat(
-                    parent,
-                    &name,
-                    OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
-                .map_err(e)?;
-                let mut file = std::fs::File::from(fd);
-                let written = io::copy(entry, &mut file).map_err(|err| {
-                    if err.raw_os_error() == Some(nix::libc::ENOSPC) {
-                        Error::DiskFull {
-                            what: format!("entry {}", path.display()),
-                        }
-                    } else {
-                        entry_error(&path, err)
-                    }
-                })?;
-                self.file_bytes += written;
-                fchown(file.as_fd(), owner.0, owner.1).map_err(e)?;
-                // After chown, which clears setuid/setgid.
-                fchmod(file.as_fd(), Mode::from_bits_truncate(meta.mode)).map_err(e)?;
-                self.set_xattrs_fd(file.as_fd(), &meta, &path)?;
-                futimens(file.as_fd(), &meta.mtime, &meta.mtime).map_err(e)?;
-            }
-            tar::EntryType::Symlink => {
+            Kind::File => self.write_file(entry, data, parent, name, path, &meta),
+            Kind::Symlink => {
                 let target = entry
-                    .link_name()
-                    .map_err(|err| entry_error(&path, err))?
-                    .ok_or_else(|| entry_error(&path, "symlink without a target"))?;
+                    .link
+                    .as_ref()
+                    .ok_or_else(|| entry_error(path, "symlink without a target"))?;
                 // Stored verbatim: an absolute target is resolved against the
                 // container's root when used, never against ours.
-                symlinkat(target.as_ref(), parent, &name).map_err(e)?;
-                fchownat(parent, &name, owner.0, owner.1, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(e)?;
-                utimensat(parent, &name, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink).map_err(e)?;
+                symlinkat(target.as_path(), parent, name).map_err(|e| entry_error(path, e))?;
+                set_meta_at(parent, name, path, &meta, false)
             }
-            tar::EntryType::Link => {
-                let raw_target = entry
-                    .link_name()
-                    .map_err(|err| entry_error(&path, err))?
-                    .ok_or_else(|| entry_error(&path, "hardlink without a target"))?;
-                let target = clean_path(&raw_target).map_err(|reason| {
-                    entry_error(&path, format!("hardlink target {}: {reason}", raw_target.display()))
-                })?;
-                let (Some(target_name), target_parent) = (target.file_name(), target.parent().unwrap_or(Path::new("")))
-                else {
-                    return Err(entry_error(&path, "hardlink to the root"));
-                };
-                let target_dir = safefs::open_dir_in(self.root.as_fd(), target_parent).map_err(|err| {
-                    entry_error(
-                        &path,
-                        format!("hardlink target {} not in this layer: {err}", target.display()),
-                    )
-                })?;
-                // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink.
-                linkat(target_dir.as_fd(), target_name, parent, &name, AtFlags::empty())
-                    .map_err(|err| entry_error(&path, format!("hardlink to {}: {err}", target.display())))?;
-            }
-            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                let (sflag, dev) = match kind {
-                    tar::EntryType::Char => (SFlag::S_IFCHR, device(entry)?),
-                    tar::EntryType::Block => (SFlag::S_IFBLK, device(entry)?),
+            Kind::HardLink => self.hard_link(entry, parent, name, path),
+            Kind::Char | Kind::Block | Kind::Fifo => {
+                let dev = makedev(entry.device.0, entry.device.1);
+                let (sflag, dev) = match entry.kind {
+                    Kind::Char => (SFlag::S_IFCHR, dev),
+                    Kind::Block => (SFlag::S_IFBLK, dev),
                     _ => (SFlag::S_IFIFO, 0),
                 };
-                mknodat(parent, &name, sflag, Mode::empty(), dev).map_err(e)?;
-                fchownat(parent, &name, owner.0, owner.1, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(e)?;
-                fchmodat(
-                    parent,
-                    &name,
-                    Mode::from_bits_truncate(meta.mode),
-                    FchmodatFlags::NoFollowSymlink,
-                )
-                .or_else(|err| {
-                    if err == Errno::EOPNOTSUPP {
-                        fchmodat(
-                            parent,
-                            &name,
-                            Mode::from_bits_truncate(meta.mode),
-                            FchmodatFlags::FollowSymlink,
-                        )
-                    } else {
-                        Err(err)
-                    }
-                })
-                .map_err(e)?;
-                for (key, value) in &meta.xattrs {
-                    safefs::set_xattr_at(parent, &name, key, value)
-                        .map_err(|err| entry_error(&path, format!("xattr {key}: {err}")))?;
-                }
-                utimensat(parent, &name, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink).map_err(e)?;
+                mknodat(parent, name, sflag, Mode::empty(), dev).map_err(|e| entry_error(path, e))?;
+                set_meta_at(parent, name, path, &meta, true)
             }
-            other => return Err(entry_error(&path, format!("unsupported tar entry type {other:?}"))),
+            Kind::Other(flag) => Err(entry_error(
+                path,
+                format!("unsupported tar entry type {:?}", flag as char),
+            )),
         }
+    }
+
+    fn make_dir(&mut self, parent: BorrowedFd, name: &Path, path: &Path, create: bool, meta: &Meta) -> Result<()> {
+        let e = |err: Errno| entry_error(path, err);
+        if create {
+            nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o700)).map_err(e)?;
+        }
+        let fd = openat(
+            parent,
+            name,
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(e)?;
+        fchown(fd.as_fd(), meta.owner.0, meta.owner.1).map_err(e)?;
+        fchmod(fd.as_fd(), meta.mode).map_err(e)?;
+        set_xattrs_fd(fd.as_fd(), meta, path)?;
+        self.dir_times.insert(path.to_path_buf(), meta.mtime);
         Ok(())
     }
 
-    fn set_xattrs_fd(&self, fd: BorrowedFd, meta: &Meta, path: &Path) -> Result<()> {
-        for (key, value) in &meta.xattrs {
-            safefs::set_xattr_fd(fd, key, value).map_err(|err| entry_error(path, format!("xattr {key}: {err}")))?;
+    fn write_file(
+        &mut self,
+        entry: &Entry,
+        data: &mut impl Read,
+        parent: BorrowedFd,
+        name: &Path,
+        path: &Path,
+        meta: &Meta,
+    ) -> Result<()> {
+        let e = |err: Errno| entry_error(path, err);
+        let fd = openat(
+            parent,
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(e)?;
+        let mut file = std::fs::File::from(fd);
+        let written = match &entry.sparse {
+            None => copy(data, &mut file, entry.size, &mut self.buf),
+            Some(sparse) => write_sparse(data, &mut file, sparse, &mut self.buf),
         }
-        Ok(())
+        .map_err(|err| write_error(path, err))?;
+        self.file_bytes += written;
+        fchown(file.as_fd(), meta.owner.0, meta.owner.1).map_err(e)?;
+        // After chown, which clears setuid/setgid.
+        fchmod(file.as_fd(), meta.mode).map_err(e)?;
+        set_xattrs_fd(file.as_fd(), meta, path)?;
+        futimens(file.as_fd(), &meta.mtime, &meta.mtime).map_err(e)
+    }
+
+    fn hard_link(&self, entry: &Entry, parent: BorrowedFd, name: &Path, path: &Path) -> Result<()> {
+        let raw_target = entry
+            .link
+            .as_ref()
+            .ok_or_else(|| entry_error(path, "hardlink without a target"))?;
+        let target = clean_path(raw_target)
+            .map_err(|reason| entry_error(path, format!("hardlink target {}: {reason}", raw_target.display())))?;
+        let (Some(target_name), target_parent) = (target.file_name(), target.parent().unwrap_or(Path::new(""))) else {
+            return Err(entry_error(path, "hardlink to the root"));
+        };
+        let target_dir = safefs::open_dir_in(self.root.as_fd(), target_parent).map_err(|err| {
+            entry_error(
+                path,
+                format!("hardlink target {} not in this layer: {err}", target.display()),
+            )
+        })?;
+        // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink.
+        linkat(target_dir.as_fd(), target_name, parent, name, AtFlags::empty())
+            .map_err(|err| entry_error(path, format!("hardlink to {}: {err}", target.display())))
     }
 
     /// Directory mtimes, deepest first so a parent's is not disturbed after.
@@ -496,39 +447,99 @@ impl Applier {
     }
 }
 
-/// The device number; an unreadable one is an error, not 0/0 (which
-/// overlayfs would take for a whiteout).
-fn device<R: Read>(entry: &tar::Entry<R>) -> Result<nix::libc::dev_t> {
-    let h = entry.header();
-    let path = entry.path().map(|p| p.into_owned()).unwrap_or_default();
-    match (h.device_major(), h.device_minor()) {
-        (Ok(Some(major)), Ok(Some(minor))) => Ok(makedev(major as u64, minor as u64)),
-        _ => Err(entry_error(&path, "unreadable device number")),
+/// An entry's metadata in the types the syscalls take; layers must not
+/// forge overlayfs' own whiteout and opaque markers.
+struct Meta {
+    owner: (Option<Uid>, Option<Gid>),
+    mode: Mode,
+    mtime: TimeSpec,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl Meta {
+    fn of(entry: &Entry) -> Meta {
+        Meta {
+            owner: (
+                Some(Uid::from_raw(entry.uid as u32)),
+                Some(Gid::from_raw(entry.gid as u32)),
+            ),
+            mode: Mode::from_bits_truncate(entry.mode),
+            mtime: TimeSpec::new(entry.mtime.0, i64::from(entry.mtime.1)),
+            xattrs: entry
+                .xattrs
+                .iter()
+                .filter(|(name, _)| !name.starts_with(OVERLAY_XATTR_PREFIX))
+                .cloned()
+                .collect(),
+        }
     }
 }
 
-/// PAX times are decimal seconds with an optional fraction.
-fn parse_pax_time(v: &str) -> Option<TimeSpec> {
-    let (negative, digits) = match v.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, v),
-    };
-    let (secs, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    if !frac.chars().all(|c| c.is_ascii_digit()) {
-        return None;
+fn set_xattrs_fd(fd: BorrowedFd, meta: &Meta, path: &Path) -> Result<()> {
+    for (key, value) in &meta.xattrs {
+        safefs::set_xattr_fd(fd, key, value).map_err(|err| entry_error(path, format!("xattr {key}: {err}")))?;
     }
-    let secs: i64 = secs.parse().ok()?;
-    let mut nanos: String = frac.chars().take(9).collect();
-    while nanos.len() < 9 {
-        nanos.push('0');
+    Ok(())
+}
+
+/// Owner, mode (devices and fifos only: a symlink has none), xattrs (not
+/// on symlinks) and mtime of `name`, never following it.
+fn set_meta_at(parent: BorrowedFd, name: &Path, path: &Path, meta: &Meta, node: bool) -> Result<()> {
+    let e = |err: Errno| entry_error(path, err);
+    fchownat(parent, name, meta.owner.0, meta.owner.1, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(e)?;
+    if node {
+        // Older kernels refuse NoFollow for chmod; a node is no symlink.
+        fchmodat(parent, name, meta.mode, FchmodatFlags::NoFollowSymlink)
+            .or_else(|err| match err {
+                Errno::EOPNOTSUPP => fchmodat(parent, name, meta.mode, FchmodatFlags::FollowSymlink),
+                other => Err(other),
+            })
+            .map_err(e)?;
+        for (key, value) in &meta.xattrs {
+            safefs::set_xattr_at(parent, name, key, value)
+                .map_err(|err| entry_error(path, format!("xattr {key}: {err}")))?;
+        }
     }
-    let nanos: i64 = nanos.parse().ok()?;
-    // TimeSpec wants 0 <= nsec < 1e9: -1.5 s is -2 s + 0.5e9 ns.
-    Some(match (negative, nanos) {
-        (false, n) => TimeSpec::new(secs, n),
-        (true, 0) => TimeSpec::new(-secs, 0),
-        (true, n) => TimeSpec::new(-secs - 1, 1_000_000_000 - n),
-    })
+    utimensat(parent, name, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink).map_err(e)
+}
+
+/// Exactly `len` bytes from `data` to `out`.
+fn copy(data: &mut impl Read, out: &mut std::fs::File, len: u64, buf: &mut [u8]) -> io::Result<u64> {
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = data.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "corrupt tar stream: it ends inside this file",
+            ));
+        }
+        out.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(len)
+}
+
+/// Each stored segment at its offset; what lies between stays a hole.
+fn write_sparse(data: &mut impl Read, out: &mut std::fs::File, sparse: &Sparse, buf: &mut [u8]) -> io::Result<u64> {
+    let mut written = 0;
+    for segment in &sparse.segments {
+        out.seek(io::SeekFrom::Start(segment.offset))?;
+        written += copy(data, out, segment.len, buf)?;
+    }
+    out.set_len(sparse.real_size)?;
+    Ok(written)
+}
+
+fn write_error(path: &Path, err: io::Error) -> Error {
+    if err.raw_os_error() == Some(nix::libc::ENOSPC) {
+        Error::DiskFull {
+            what: format!("entry {}", path.display()),
+        }
+    } else {
+        entry_error(path, err)
+    }
 }
 
 #[cfg(test)]
@@ -543,16 +554,5 @@ mod tests {
             PathBuf::from("etc/passwd")
         );
         assert!(clean_path(Path::new("a/../../b")).is_err());
-    }
-
-    #[test]
-    fn pax_times() {
-        let t = parse_pax_time("1700000000.5").unwrap();
-        assert_eq!((t.tv_sec(), t.tv_nsec()), (1_700_000_000, 500_000_000));
-        assert_eq!(parse_pax_time("12").unwrap().tv_sec(), 12);
-        let n = parse_pax_time("-1.5").unwrap();
-        assert_eq!((n.tv_sec(), n.tv_nsec()), (-2, 500_000_000));
-        assert_eq!(parse_pax_time("-0.5").unwrap().tv_sec(), -1);
-        assert!(parse_pax_time("x").is_none());
     }
 }

@@ -138,6 +138,7 @@ fn rootfs_matches_umoci_for_every_test_image() {
         ("shared-a", "shared-a"),
         ("everything", "everything"),
         ("opaque", "opaque"),
+        ("caps", "caps"),
     ];
     let mocker = mocker::Mocker::open(root.path()).unwrap();
     for (remote, tag) in cases {
@@ -146,6 +147,14 @@ fn rootfs_matches_umoci_for_every_test_image() {
         let rootfs = mocker::rootfs::mount_image(&mocker, &reference).unwrap();
         let theirs = umoci_rootfs(tag);
         assert_same_tree(rootfs.path(), &theirs.path().join("b/rootfs"), remote);
+        if remote == "caps" {
+            // Its PAX record's value holds 0x0a: read by length, not by line.
+            let caps = xattrs_of(rootfs.path()).remove("bin/ping").unwrap_or_default();
+            assert!(
+                caps.contains("security.capability=0x010000020a20"),
+                "bin/ping lost its capability: {caps:?}"
+            );
+        }
         if remote == "opaque" {
             // The opaque directory hides the lower layer's d/a and d/b.
             let names = list(&rootfs.path().join("d"));

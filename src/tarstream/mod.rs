@@ -397,7 +397,7 @@ impl<R: Read> Read for Data<'_, R> {
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "the stream ends inside an entry's data",
+                "corrupt tar stream: it ends inside this entry's data",
             ));
         }
         r.remaining -= n as u64;
