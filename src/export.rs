@@ -436,14 +436,32 @@ mod tests {
     }
 
     #[test]
+    fn file_data_is_exactly_the_announced_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        // Shrunk since its stat: zeros up to the size, then the padding.
+        let mut tar = TarWriter::new(Vec::new());
+        tar.data(File::open(&path).unwrap(), 600).unwrap();
+        assert_eq!(tar.out.len(), 1024);
+        assert_eq!(&tar.out[..10], b"0123456789");
+        assert!(tar.out[10..].iter().all(|b| *b == 0));
+        // Grown since: cut at the size.
+        let mut tar = TarWriter::new(Vec::new());
+        tar.data(File::open(&path).unwrap(), 4).unwrap();
+        assert_eq!(tar.out.len(), 512);
+        assert_eq!(&tar.out[..5], b"0123\0");
+    }
+
+    #[test]
     fn numbers_that_do_not_fit_go_to_pax() {
         let mut pax = Pax::default();
         assert_eq!(fit_number(70000, MAX_OCTAL_8, b"uid", &mut pax), 70000);
         assert!(pax.0.is_empty());
         assert_eq!(fit_number(3_000_000, MAX_OCTAL_8, b"uid", &mut pax), 0);
-        assert_eq!(pax.0, b"14 uid=3000000\n");
+        assert_eq!(pax.0, b"15 uid=3000000\n");
         let mut pax = Pax::default();
         assert_eq!(fit_mtime(16_725_225_600, 0, &mut pax), 0);
-        assert_eq!(pax.0, b"20 mtime=16725225600\n");
+        assert_eq!(pax.0, b"21 mtime=16725225600\n");
     }
 }
