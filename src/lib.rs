@@ -10,6 +10,7 @@ pub mod check;
 pub mod container;
 pub mod digest;
 pub mod error;
+pub mod export;
 pub mod images;
 pub mod index;
 pub mod manifest;

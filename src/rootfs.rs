@@ -76,13 +76,5 @@ pub fn mount_image(mocker: &Mocker, input: &str) -> Result<MountedRootfs> {
 /// docker's export: the merged root filesystem of `input` as a tar stream.
 pub fn export_image(mocker: &Mocker, input: &str, out: impl Write) -> Result<()> {
     let rootfs = mount_image(mocker, input)?;
-    export_dir(rootfs.path(), out).ctx(|| format!("exporting {input}"))
-}
-
-/// A mounted root filesystem as a tar stream (symlinks as links).
-pub(crate) fn export_dir(dir: &Path, out: impl Write) -> std::io::Result<()> {
-    let mut builder = tar::Builder::new(out);
-    builder.follow_symlinks(false);
-    builder.append_dir_all(".", dir)?;
-    builder.finish()
+    crate::export::write_tree(rootfs.path(), input, out)
 }

@@ -984,7 +984,7 @@ pub fn export(mocker: &Mocker, query: &str, out: impl std::io::Write) -> Result<
     std::fs::set_permissions(&mounts, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .ctx(|| format!("chmod {}", mounts.display()))?;
     let result = crate::mount::mount_overlay(&view, &path).and_then(|_| {
-        let written = crate::rootfs::export_dir(&path, out).ctx(|| format!("exporting {query}"));
+        let written = crate::export::write_tree(&path, query, out);
         let unmounted = crate::mount::unmount(&path);
         written.and(unmounted)
     });
