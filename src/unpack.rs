@@ -10,7 +10,7 @@
 //! marker `.wh..wh..opq` becomes `trusted.overlay.opaque=y` on its directory.
 //! Since each layer gets its own directory, "lower" content is never touched.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -145,7 +145,10 @@ pub fn unpack_layer(
         global_pax: HashMap::new(),
         file_bytes: 0,
         entries: 0,
-        implicit: std::collections::BTreeSet::new(),
+        // The root too, until the layer has a `./` entry.
+        implicit: BTreeSet::from([PathBuf::new()]),
+        whited: HashSet::new(),
+        opaque: HashSet::new(),
     };
     {
         let mut archive = tar::Archive::new(&mut metered);
@@ -173,7 +176,7 @@ pub fn unpack_layer(
         tar_bytes: metered.bytes,
         file_bytes: applier.file_bytes,
         entries: applier.entries,
-        implicit_dirs: applier.implicit.into_iter().collect(),
+        implicit_dirs: applier.implicit_dirs(),
     })
 }
 
@@ -222,7 +225,11 @@ struct Applier {
     global_pax: HashMap<String, Vec<u8>>,
     file_bytes: u64,
     entries: u64,
-    implicit: std::collections::BTreeSet<PathBuf>,
+    implicit: BTreeSet<PathBuf>,
+    /// Paths this layer has a whiteout for, whatever order it came in.
+    whited: HashSet<PathBuf>,
+    /// Directories this layer made opaque.
+    opaque: HashSet<PathBuf>,
 }
 
 impl Applier {
@@ -285,8 +292,8 @@ impl Applier {
         }
         let path = clean_path(&raw).map_err(|reason| entry_error(&raw, reason))?;
         let Some(name) = path.file_name().map(PathBuf::from) else {
-            // The root itself ("./"): its metadata belongs to the snapshot.
-            return Ok(());
+            let meta = self.meta(entry, &path)?;
+            return self.apply_root(kind, &meta, &path);
         };
         let parent_rel = path.parent().unwrap_or(Path::new(""));
         let name_bytes = name.as_os_str().as_bytes();
@@ -302,26 +309,21 @@ impl Applier {
             // hides everything below it.
             return Ok(());
         }
+        if !is_whiteout {
+            self.unwhite_parents(parent_rel, &path)?;
+        }
         let mut created = Vec::new();
         let parent = safefs::mkdir_all_in_tracking(self.root.as_fd(), parent_rel, &mut created).map_err(
             |(component, errno)| entry_error(&path, format!("cannot make {component:?} a directory: {errno}")),
         )?;
-        self.implicit.extend(created);
+        self.note_created(created, &path)?;
         let parent = parent.as_fd();
 
         if name_bytes == OPAQUE_MARKER.as_bytes() {
-            return safefs::set_xattr_fd(parent, "trusted.overlay.opaque", b"y").map_err(|e| entry_error(&path, e));
+            return self.make_opaque(parent, parent_rel, &path);
         }
         if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-            if hidden.is_empty() || hidden == b"." || hidden == b".." {
-                return Err(entry_error(&path, "invalid whiteout name"));
-            }
-            self.implicit
-                .remove(&parent_rel.join(std::ffi::OsStr::from_bytes(hidden)));
-            let hidden = Path::new(std::ffi::OsStr::from_bytes(hidden));
-            safefs::remove_at(parent, hidden).map_err(|e| entry_error(&path, e))?;
-            return mknodat(parent, hidden, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
-                .map_err(|e| entry_error(&path, e));
+            return self.whiteout(parent, parent_rel, hidden, &path);
         }
 
         let meta = self.meta(entry, &path)?;
@@ -337,17 +339,7 @@ impl Applier {
             }
         }
         let e = |err: Errno| entry_error(&path, err);
-        // u32::MAX means "leave unchanged" to chown; larger ids do not exist.
-        if meta.uid >= u64::from(u32::MAX) || meta.gid >= u64::from(u32::MAX) {
-            return Err(entry_error(
-                &path,
-                format!("owner {}:{} is out of range", meta.uid, meta.gid),
-            ));
-        }
-        let owner = (
-            Some(Uid::from_raw(meta.uid as u32)),
-            Some(Gid::from_raw(meta.gid as u32)),
-        );
+        let owner = owner_of(&meta, &path)?;
         match kind {
             tar::EntryType::Directory => {
                 self.implicit.remove(&path);
@@ -364,6 +356,9 @@ impl Applier {
                 fchown(fd.as_fd(), owner.0, owner.1).map_err(e)?;
                 fchmod(fd.as_fd(), Mode::from_bits_truncate(meta.mode)).map_err(e)?;
                 self.set_xattrs_fd(fd.as_fd(), &meta, &path)?;
+                if self.whited.contains(&path) {
+                    self.make_opaque(fd.as_fd(), &path, &path)?;
+                }
                 self.dir_times.insert(path.clone(), meta.mtime);
             }
             // GNU sparse holes are expanded by the tar crate without passing
@@ -403,6 +398,7 @@ impl Applier {
                 // container's root when used, never against ours.
                 symlinkat(target.as_ref(), parent, &name).map_err(e)?;
                 fchownat(parent, &name, owner.0, owner.1, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(e)?;
+                self.set_xattrs_at(parent, &name, &meta, &path)?;
                 utimensat(parent, &name, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink).map_err(e)?;
             }
             tar::EntryType::Link => {
@@ -454,10 +450,7 @@ impl Applier {
                     }
                 })
                 .map_err(e)?;
-                for (key, value) in &meta.xattrs {
-                    safefs::set_xattr_at(parent, &name, key, value)
-                        .map_err(|err| entry_error(&path, format!("xattr {key}: {err}")))?;
-                }
+                self.set_xattrs_at(parent, &name, &meta, &path)?;
                 utimensat(parent, &name, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink).map_err(e)?;
             }
             other => return Err(entry_error(&path, format!("unsupported tar entry type {other:?}"))),
@@ -472,13 +465,141 @@ impl Applier {
         Ok(())
     }
 
+    /// Xattrs of `name` in `dir` without following it: for the entries no
+    /// fd can be written through (symlinks, devices, fifos).
+    fn set_xattrs_at(&self, dir: BorrowedFd, name: &Path, meta: &Meta, path: &Path) -> Result<()> {
+        for (key, value) in &meta.xattrs {
+            safefs::set_xattr_at(dir, name, key, value)
+                .map_err(|err| entry_error(path, format!("xattr {key}: {err}")))?;
+        }
+        Ok(())
+    }
+
+    /// The root entry (`./`): its owner, mode and xattrs become the snapshot
+    /// root's, as umoci makes them, and its mtime is set with the other
+    /// directories'. A root that is not a directory cannot be applied.
+    fn apply_root(&mut self, kind: tar::EntryType, meta: &Meta, path: &Path) -> Result<()> {
+        if kind != tar::EntryType::Directory {
+            return Err(entry_error(
+                path,
+                format!("the root entry is a {kind:?}, not a directory"),
+            ));
+        }
+        let (uid, gid) = owner_of(meta, path)?;
+        let root = self.root.as_fd();
+        fchown(root, uid, gid).map_err(|e| entry_error(path, e))?;
+        fchmod(root, Mode::from_bits_truncate(meta.mode)).map_err(|e| entry_error(path, e))?;
+        self.set_xattrs_fd(root, meta, path)?;
+        self.dir_times.insert(PathBuf::new(), meta.mtime);
+        self.implicit.remove(Path::new(""));
+        Ok(())
+    }
+
+    /// `.wh.NAME` hides NAME of the layers below only, wherever it comes in
+    /// the layer. What this layer made of NAME stays: a non-directory
+    /// already hides the lower one, a directory becomes opaque (and if it
+    /// was only implied, it no longer stands for the lower one).
+    fn whiteout(&mut self, parent: BorrowedFd, parent_rel: &Path, hidden: &[u8], path: &Path) -> Result<()> {
+        if hidden.is_empty() || hidden == b"." || hidden == b".." {
+            return Err(entry_error(path, "invalid whiteout name"));
+        }
+        let hidden = Path::new(std::ffi::OsStr::from_bytes(hidden));
+        let rel = parent_rel.join(hidden);
+        self.whited.insert(rel.clone());
+        match safefs::lstat_at(parent, hidden).map_err(|e| entry_error(path, e))? {
+            None => {
+                mknodat(parent, hidden, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(|e| entry_error(path, e))
+            }
+            Some(st) if safefs::is_dir(&st) => {
+                self.implicit.remove(&rel);
+                let dir = openat(
+                    parent,
+                    hidden,
+                    OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| entry_error(path, e))?;
+                self.make_opaque(dir.as_fd(), &rel, path)
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn make_opaque(&mut self, dir: BorrowedFd, rel: &Path, path: &Path) -> Result<()> {
+        safefs::set_xattr_fd(dir, "trusted.overlay.opaque", b"y").map_err(|e| entry_error(path, e))?;
+        self.opaque.insert(rel.to_path_buf());
+        Ok(())
+    }
+
+    /// An entry below a path this layer whited out (`.wh.d`, then `d/f`):
+    /// the whiteout device must give way to a directory, which
+    /// `note_created` makes opaque.
+    fn unwhite_parents(&self, parent_rel: &Path, path: &Path) -> Result<()> {
+        if !matches!(safefs::open_dir_in(self.root.as_fd(), parent_rel), Err(Errno::ENOTDIR)) {
+            return Ok(());
+        }
+        let mut prefix = PathBuf::new();
+        for component in parent_rel.components() {
+            prefix.push(component);
+            if !self.whited.contains(&prefix) {
+                continue;
+            }
+            let (Some(name), Some(up)) = (prefix.file_name(), prefix.parent()) else {
+                continue;
+            };
+            let Ok(dir) = safefs::open_dir_in(self.root.as_fd(), up) else {
+                return Ok(());
+            };
+            match safefs::lstat_at(dir.as_fd(), Path::new(name)).map_err(|e| entry_error(path, e))? {
+                Some(st) if is_whiteout_device(&st) => {
+                    safefs::remove_at(dir.as_fd(), Path::new(name)).map_err(|e| entry_error(path, e))?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Directories made for an entry's parents stand for the lower layers'
+    /// (they get their metadata later), except those this layer whited out:
+    /// new and opaque.
+    fn note_created(&mut self, created: Vec<PathBuf>, path: &Path) -> Result<()> {
+        for dir in created {
+            if self.whited.contains(&dir) {
+                let fd = safefs::open_dir_nofollow_in(self.root.as_fd(), &dir).map_err(|e| entry_error(path, e))?;
+                self.make_opaque(fd.as_fd(), &dir, path)?;
+            } else {
+                self.implicit.insert(dir);
+            }
+        }
+        Ok(())
+    }
+
+    /// The implied directories, but none below an opaque one: the lower
+    /// directory they would stand for is hidden, so they are new.
+    fn implicit_dirs(&self) -> Vec<PathBuf> {
+        self.implicit
+            .iter()
+            .filter(|dir| !dir.ancestors().skip(1).any(|a| self.opaque.contains(a)))
+            .cloned()
+            .collect()
+    }
+
     /// Directory mtimes, deepest first so a parent's is not disturbed after.
     /// A directory replaced or hidden later in the layer keeps what replaced it.
     fn finish(&mut self) -> Result<()> {
+        if self.implicit.contains(Path::new("")) {
+            // No root entry: a base layer's root is docker's default (not
+            // what our umask made); a later layer's takes its parent's.
+            fchmod(self.root.as_fd(), Mode::from_bits_truncate(0o755)).map_err(|e| entry_error(Path::new("."), e))?;
+        }
         let mut times: Vec<(&PathBuf, &TimeSpec)> = self.dir_times.iter().collect();
         times.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
         for (path, time) in times {
-            let Some(name) = path.file_name() else { continue };
+            let Some(name) = path.file_name() else {
+                futimens(self.root.as_fd(), time, time).map_err(|err| entry_error(Path::new("."), err))?;
+                continue;
+            };
             let Ok(parent) = safefs::open_dir_in(self.root.as_fd(), path.parent().unwrap_or(Path::new(""))) else {
                 continue;
             };
@@ -494,6 +615,25 @@ impl Applier {
         }
         Ok(())
     }
+}
+
+/// u32::MAX means "leave unchanged" to chown; larger ids do not exist.
+fn owner_of(meta: &Meta, path: &Path) -> Result<(Option<Uid>, Option<Gid>)> {
+    if meta.uid >= u64::from(u32::MAX) || meta.gid >= u64::from(u32::MAX) {
+        return Err(entry_error(
+            path,
+            format!("owner {}:{} is out of range", meta.uid, meta.gid),
+        ));
+    }
+    Ok((
+        Some(Uid::from_raw(meta.uid as u32)),
+        Some(Gid::from_raw(meta.gid as u32)),
+    ))
+}
+
+/// What overlayfs takes for a whiteout: a 0/0 character device.
+fn is_whiteout_device(st: &nix::sys::stat::FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR && st.st_rdev == 0
 }
 
 /// The device number; an unreadable one is an error, not 0/0 (which
