@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -105,10 +105,6 @@ fn is_opaque(path: &Path) -> bool {
     xattr(path, "trusted.overlay.opaque").as_deref() == Some("y")
 }
 
-fn is_whiteout(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
-}
-
 #[test]
 fn an_entry_then_its_whiteout_keeps_the_entry() {
     let (_, dir) = unpack(Layer::default().file("x", b"new").file(".wh.x", b""));
@@ -143,24 +139,31 @@ fn whiteouts_and_opaque_markers_in_any_order() {
             .file("h/new", b"n")
             .file("h/.wh..wh..opq", b"")
             .file("i/.wh..wh..opq", b"")
-            .file("i/new", b"n")
-            // A directory only implied, then its whiteout; and one below.
+            .file("i/new", b"n"),
+    );
+    let p = |rel: &str| dir.path().join(rel);
+    for d in ["e", "h", "i"] {
+        assert!(is_opaque(&p(d)) && p(d).join("new").is_file(), "{d}");
+    }
+    assert_eq!(std::fs::read(p("g")).unwrap(), b"new");
+    // `i` stands for the lower `i`: only its content is hidden.
+    assert_eq!(unpacked.implicit_dirs, vec![PathBuf::new(), PathBuf::from("i")]);
+}
+
+#[test]
+fn a_whiteout_of_an_implied_directory_keeps_it_as_a_new_one() {
+    let (unpacked, dir) = unpack(
+        Layer::default()
             .file("k/new", b"n")
             .file(".wh.k", b"")
             .file(".wh.n", b"")
             .file("n/sub/new", b"n"),
     );
     let p = |rel: &str| dir.path().join(rel);
-    for d in ["e", "h", "i", "k", "n"] {
-        assert!(
-            is_opaque(&p(d)) && p(d).join(if d == "n" { "sub/new" } else { "new" }).is_file(),
-            "{d}"
-        );
-    }
-    assert_eq!(std::fs::read(p("g")).unwrap(), b"new");
-    assert!(!is_whiteout(&p("e")) && !is_whiteout(&p("k")));
-    // `i` stands for the lower `i` (marker only); `k`, `n` and `n/sub` are new.
-    assert_eq!(unpacked.implicit_dirs, vec![PathBuf::new(), PathBuf::from("i")]);
+    assert!(is_opaque(&p("k")) && p("k/new").is_file());
+    assert!(is_opaque(&p("n")) && p("n/sub/new").is_file());
+    // `k`, `n` and `n/sub` no longer stand for lower directories.
+    assert_eq!(unpacked.implicit_dirs, vec![PathBuf::new()]);
 }
 
 #[test]
@@ -311,6 +314,8 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// The lower layer of the merged-view tests: `x`, `g`, and directories with
+/// two old files each; `i` mode 0710, `k` 0750, `n/sub` 0700.
 fn lower_layer() -> Layer {
     let mut layer = Layer::default();
     layer.file("x", b"lower").file("g", b"lower");
@@ -321,6 +326,7 @@ fn lower_layer() -> Layer {
             .file(&format!("{d}/old2"), b"o");
     }
     layer
+        .entry("i", tar::EntryType::Directory, "", b"", 0o710)
         .entry("k", tar::EntryType::Directory, "", b"", 0o750)
         .dir("n")
         .entry("n/sub", tar::EntryType::Directory, "", b"", 0o700)
@@ -328,9 +334,20 @@ fn lower_layer() -> Layer {
     layer
 }
 
-fn upper_layer() -> Layer {
-    let mut layer = Layer::default();
-    layer
+/// Pull `lower` + `upper`; the merged view, and umoci's of the same layers.
+fn merged_views(repo: &str, upper: &Layer) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let (root, fake, lower) = (Root::new(), FakeRegistry::start(), lower_layer());
+    let reference = pull(&root, &fake, repo, &[&lower, upper]);
+    let mocker = mocker::Mocker::open(root.path()).unwrap();
+    let rootfs = mocker::rootfs::mount_image(&mocker, &reference).unwrap();
+    let theirs = umoci_unpack(&[&lower, upper]);
+    (tree(rootfs.path()), tree(&theirs.path().join("bundle/rootfs")))
+}
+
+#[test]
+fn the_merged_view_hides_only_the_lower_layers() {
+    let mut upper = Layer::default();
+    upper
         .file("x", b"upper")
         .file(".wh.x", b"")
         .file(".wh.d", b"")
@@ -345,35 +362,36 @@ fn upper_layer() -> Layer {
         .file("h/new", b"n")
         .file("h/.wh..wh..opq", b"")
         .file("i/.wh..wh..opq", b"")
-        .file("i/new", b"n")
+        .file("i/new", b"n");
+    let (ours, theirs) = merged_views("whiteouts", &upper);
+    let names: Vec<&str> = ours.keys().map(String::as_str).collect();
+    let expected = ["d", "d/new", "e", "e/new", "g", "h", "h/new", "i", "i/new", "k"];
+    assert_eq!(names[..10], expected, "{names:?}");
+    assert!(ours["x"].starts_with("file \"upper\"") && ours["g"].starts_with("file \"upper\""));
+    // `i` is the lower `i`, only its content hidden.
+    assert!(ours["i"].starts_with("dir 710 "), "{}", ours["i"]);
+    assert_eq!(ours, theirs, "merged view differs from umoci's");
+}
+
+#[test]
+fn the_merged_view_of_whited_out_implied_directories() {
+    let mut upper = Layer::default();
+    upper
         .file("k/new", b"n")
         .file(".wh.k", b"")
         .file(".wh.m", b"")
         .file("m/new", b"n")
         .file(".wh.n", b"")
         .file("n/sub/new", b"n");
-    layer
-}
-
-#[test]
-fn the_merged_view_hides_only_the_lower_layers() {
-    let (root, fake) = (Root::new(), FakeRegistry::start());
-    let (lower, upper) = (lower_layer(), upper_layer());
-    let reference = pull(&root, &fake, "whiteouts", &[&lower, &upper]);
-    let mocker = mocker::Mocker::open(root.path()).unwrap();
-    let rootfs = mocker::rootfs::mount_image(&mocker, &reference).unwrap();
-    let ours = tree(rootfs.path());
-    let names: Vec<&str> = ours.keys().map(String::as_str).collect();
-    let mut expected = vec!["d", "d/new", "e", "e/new", "g", "h", "h/new", "i", "i/new"];
-    expected.extend(["k", "k/new", "m", "m/new", "n", "n/sub", "n/sub/new", "x"]);
-    assert_eq!(names, expected);
-    assert!(ours["x"].starts_with("file \"upper\"") && ours["g"].starts_with("file \"upper\""));
-    // `i` is the lower `i` (only its content is hidden); `n/sub` is new.
-    assert_eq!((&ours["i"][..8], &ours["n/sub"][..8]), ("dir 755 ", "dir 755 "));
-    let theirs = umoci_unpack(&[&lower, &upper]);
-    let mut theirs = tree(&theirs.path().join("bundle/rootfs"));
+    let (ours, mut theirs) = merged_views("implied", &upper);
+    for (d, new) in [("k", &["k/new"][..]), ("m", &["m/new"]), ("n", &["n/sub", "n/sub/new"])] {
+        let inside: Vec<&String> = ours.keys().filter(|p| p.starts_with(&format!("{d}/"))).collect();
+        assert_eq!(inside, new, "{d}");
+    }
+    // New, not the lower's: the default mode.
+    assert!(ours["k"].starts_with("dir 755 ") && ours["n/sub"].starts_with("dir 755 "));
     // Departure: umoci gives `k/new, .wh.k`'s new `k` the mode of the lower
-    // `k` it unpacked first, but `.wh.m, m/new`'s `m` a default one.
+    // `k` it unpacked first, but `.wh.m, m/new`'s `m` the default one.
     assert_eq!(theirs.insert("k".into(), ours["k"].clone()), Some("dir 750 0:0".into()));
     assert_eq!(ours, theirs, "merged view differs from umoci's");
 }
