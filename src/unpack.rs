@@ -8,7 +8,9 @@
 //! Layer rules (OCI image-spec "Applying Changesets"), written for overlayfs:
 //! a whiteout `.wh.NAME` becomes a 0/0 character device NAME; an opaque
 //! marker `.wh..wh..opq` becomes `trusted.overlay.opaque=y` on its directory.
-//! Since each layer gets its own directory, "lower" content is never touched.
+//! Since each layer gets its own directory, "lower" content is never touched,
+//! and what the directory already holds is this layer's own: a whiteout
+//! leaves it (a directory becomes opaque), whatever the order of the entries.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read};
