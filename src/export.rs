@@ -1,6 +1,8 @@
 //! A directory tree as a tar stream, written as docker's export (Go's
 //! archive/tar) writes it, so that GNU tar, umoci and our own unpacker
-//! rebuild the same tree: relative names (`bin/sh`, `etc/`), parents before
+//! rebuild the same tree: the root first as `./` (docker leaves it out and
+//! loses the root's owner, mode and xattrs), relative names (`bin/sh`,
+//! `etc/`), parents before
 //! children and names sorted, one file per inode with later names as hard
 //! links, and PAX records for whatever ustar's fields cannot hold (long
 //! names and targets, large ids and sizes, times before 1970, past 2242 or
@@ -37,8 +39,8 @@ const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
 /// Bounded retries when an entry changes type between stat and open.
 const RACE_RETRIES: usize = 3;
 
-/// Write everything under `dir` (not `dir` itself, as docker) to `out`;
-/// `what` names the export in errors.
+/// Write `dir` and everything under it to `out`; `what` names the export
+/// in errors.
 pub fn write_tree(dir: &Path, what: &str, out: impl Write) -> Result<()> {
     let fail = |rel: &[u8], e: io::Error| {
         let entry = String::from_utf8_lossy(rel);
@@ -46,6 +48,7 @@ pub fn write_tree(dir: &Path, what: &str, out: impl Write) -> Result<()> {
     };
     let root = safefs::open_root(dir).map_err(|e| fail(b".", e))?;
     let mut tar = TarWriter::new(out);
+    tar.root(root.as_fd()).map_err(|e| fail(b".", e))?;
     let names = list_dir(root.as_fd()).map_err(|e| fail(b".", e.into()))?;
     // An explicit stack (open directory, its path, names still to write):
     // a container can build trees deeper than a thread's stack.
@@ -240,6 +243,14 @@ impl<W: Write> TarWriter<W> {
             }
         }
         Ok(None)
+    }
+
+    /// The root directory's own entry, `./`.
+    fn root(&mut self, fd: BorrowedFd) -> io::Result<()> {
+        let st = fstat(fd)?;
+        let mut meta = Meta::new(b"./", EntryType::Directory, &st);
+        meta.xattrs = safefs::xattrs_fd(fd)?;
+        self.header(&meta)
     }
 
     /// The name this inode was already written under, if any; records

@@ -206,24 +206,39 @@ pub fn set_xattr_fd(fd: BorrowedFd, key: &str, value: &[u8]) -> io::Result<()> {
     }
 }
 
-/// Set an extended attribute on `name` in `dir` without following it: the
-/// inode is pinned with an O_PATH|O_NOFOLLOW fd and addressed through
-/// /proc/self/fd (not valid for symlinks, which the caller skips).
+/// Set an extended attribute on `name` in `dir` without following it, whatever
+/// it is (symlinks included): `lsetxattr` on the path through the parent's
+/// fd, so the parent is the pinned directory and only the final component,
+/// never followed, is looked up.
 pub fn set_xattr_at(dir: BorrowedFd, name: &Path, key: &str, value: &[u8]) -> io::Result<()> {
-    let fd = openat(
-        dir,
-        name,
-        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let path = cstring(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+    if name.as_os_str().as_bytes().contains(&b'/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a single path component",
+        ));
+    }
+    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    path.extend_from_slice(name.as_os_str().as_bytes());
+    let path = cstring(&path)?;
     let key = cstring(key.as_bytes())?;
     // SAFETY: NUL-terminated strings and a slice's pointer/length.
-    let rc = unsafe { nix::libc::setxattr(path.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let rc = unsafe { nix::libc::lsetxattr(path.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     if rc == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Open directory `rel` inside `root`, its parents resolved inside the root
+/// and its last component not followed (`rel` empty: the root itself).
+pub fn open_dir_nofollow_in(root: BorrowedFd, rel: &Path) -> nix::Result<OwnedFd> {
+    match (rel.parent(), rel.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = open_dir_in(root, parent)?;
+            openat(parent.as_fd(), name, DIR_FLAGS | OFlag::O_NOFOLLOW, Mode::empty())
+        }
+        _ => open_dir_in(root, rel),
     }
 }
 
@@ -293,6 +308,23 @@ fn sized(call: impl Fn(&mut [u8]) -> isize) -> io::Result<Vec<u8>> {
             return Err(err);
         }
     }
+}
+
+/// Copy the extended attributes of directory `src` onto `dst`, except
+/// overlayfs' own (`trusted.overlay.*`): an opaque marker belongs to one layer.
+pub fn copy_xattrs(src: BorrowedFd, dst: BorrowedFd) -> io::Result<()> {
+    for (name, value) in xattrs_fd(src)? {
+        if name.starts_with(b"trusted.overlay.") {
+            continue;
+        }
+        let key = cstring(&name)?;
+        // SAFETY: valid fd, NUL-terminated key, value pointer/length from a slice.
+        let rc = unsafe { nix::libc::fsetxattr(dst.as_raw_fd(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

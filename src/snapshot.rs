@@ -129,11 +129,10 @@ fn sync_filesystem(path: &Path) -> Result<()> {
     nix::unistd::syncfs(&dir).map_err(|e| Error::io(format!("syncing {}", path.display()), e.into()))
 }
 
-/// Give each implied directory the owner, mode and times of the same
-/// directory in the topmost lower layer that has one.
+/// Give each implied directory (the root too, for a layer without a `./`
+/// entry) the owner, mode, times and xattrs of the same directory in the
+/// topmost lower layer that has one.
 fn inherit_dirs(target: &Path, lowers: &[PathBuf], dirs: &[PathBuf]) -> Result<()> {
-    use nix::sys::stat::{fchmod, futimens, Mode};
-    use nix::sys::time::TimeSpec;
     use std::os::fd::AsFd;
     let root = safefs::open_root(target).ctx(|| format!("opening {}", target.display()))?;
     let lower_roots = lowers
@@ -141,54 +140,59 @@ fn inherit_dirs(target: &Path, lowers: &[PathBuf], dirs: &[PathBuf]) -> Result<(
         .map(|l| safefs::open_root(l).ctx(|| format!("opening {}", l.display())))
         .collect::<Result<Vec<_>>>()?;
     for dir in dirs {
-        let (Some(name), parent) = (dir.file_name(), dir.parent().unwrap_or(Path::new(""))) else {
+        let Some(source) = lower_dir(&lower_roots, dir) else {
             continue;
         };
-        let mut source = None;
-        for lower in &lower_roots {
-            let Ok(parent_fd) = safefs::open_dir_in(lower.as_fd(), parent) else {
-                continue;
-            };
-            match safefs::lstat_at(parent_fd.as_fd(), Path::new(name)) {
-                Ok(Some(st)) if safefs::is_dir(&st) => {
-                    source = Some(st);
-                    break;
-                }
-                // A whiteout or a file here: the directory is new in our layer.
-                Ok(Some(_)) => break,
-                _ => continue,
-            }
-        }
-        let Some(st) = source else { continue };
-        // The parent is resolved inside the snapshot; the directory itself
-        // is opened without following, in case the layer replaced it.
-        let Ok(parent_fd) = safefs::open_dir_in(root.as_fd(), parent) else {
+        // Not followed, in case the layer replaced the directory.
+        let Ok(fd) = safefs::open_dir_nofollow_in(root.as_fd(), dir) else {
             continue;
         };
-        let Ok(fd) = nix::fcntl::openat(
-            parent_fd.as_fd(),
-            Path::new(name),
-            nix::fcntl::OFlag::O_DIRECTORY
-                | nix::fcntl::OFlag::O_RDONLY
-                | nix::fcntl::OFlag::O_NOFOLLOW
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) else {
-            continue;
-        };
-        let err = |e: nix::errno::Errno| Error::io(format!("setting metadata of {}", dir.display()), e.into());
-        nix::unistd::fchown(
-            fd.as_fd(),
-            Some(nix::unistd::Uid::from_raw(st.st_uid)),
-            Some(nix::unistd::Gid::from_raw(st.st_gid)),
-        )
-        .map_err(err)?;
-        fchmod(fd.as_fd(), Mode::from_bits_truncate(st.st_mode & 0o7777)).map_err(err)?;
-        let atime = TimeSpec::new(st.st_atime, st.st_atime_nsec);
-        let mtime = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
-        futimens(fd.as_fd(), &atime, &mtime).map_err(err)?;
+        copy_dir_metadata(source.as_fd(), fd.as_fd())
+            .map_err(|e| Error::io(format!("setting metadata of {}", dir.display()), e))?;
     }
     Ok(())
+}
+
+/// Directory `dir` in the topmost of `lowers` that has it; none if a lower
+/// layer has a whiteout or a file there (the directory is new).
+fn lower_dir(lowers: &[std::os::fd::OwnedFd], dir: &Path) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    for lower in lowers {
+        match safefs::open_dir_nofollow_in(lower.as_fd(), dir) {
+            Ok(fd) => return Some(fd),
+            Err(nix::errno::Errno::ENOENT) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Owner, mode, xattrs and times of directory `src` onto `dst`.
+fn copy_dir_metadata(src: std::os::fd::BorrowedFd, dst: std::os::fd::BorrowedFd) -> std::io::Result<()> {
+    use nix::sys::stat::{fchmod, fstat, futimens, Mode};
+    use nix::sys::time::TimeSpec;
+    let st = fstat(src)?;
+    nix::unistd::fchown(
+        dst,
+        Some(nix::unistd::Uid::from_raw(st.st_uid)),
+        Some(nix::unistd::Gid::from_raw(st.st_gid)),
+    )?;
+    // After chown, which may clear setgid.
+    fchmod(dst, Mode::from_bits_truncate(st.st_mode & 0o7777))?;
+    safefs::copy_xattrs(src, dst)?;
+    let atime = TimeSpec::new(st.st_atime, st.st_atime_nsec);
+    let mtime = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
+    futimens(dst, &atime, &mtime)?;
+    Ok(())
+}
+
+/// Give directory `dir` the metadata of directory `like`.
+fn root_like(dir: &Path, like: &Path) -> Result<()> {
+    use std::os::fd::AsFd;
+    let context = || format!("copying the metadata of {} to {}", like.display(), dir.display());
+    let src = safefs::open_root(like).ctx(context)?;
+    let dst = safefs::open_root(dir).ctx(context)?;
+    copy_dir_metadata(src.as_fd(), dst.as_fd()).ctx(context)
 }
 
 /// An active snapshot recorded but not yet made on disk (see `reserve`).
@@ -595,6 +599,12 @@ impl Snapshotter {
         let made = ["fs", "work"]
             .iter()
             .try_for_each(|sub| fs::create_dir_all(dir.join(sub)).ctx(|| format!("creating {}/{sub}", dir.display())));
+        // The merged root shows the upper directory's owner, mode, times
+        // and xattrs: those of the image's root, as in its top layer.
+        let made = made.and_then(|()| match reserved.lowers.first() {
+            Some(top) => root_like(&dir.join("fs"), &self.path_of(top.id).join("fs")),
+            None => Ok(()),
+        });
         if let Err(e) = made {
             let _ = self.remove_active(key);
             return Err(e);

@@ -8,9 +8,11 @@
 //! Layer rules (OCI image-spec "Applying Changesets"), written for overlayfs:
 //! a whiteout `.wh.NAME` becomes a 0/0 character device NAME; an opaque
 //! marker `.wh..wh..opq` becomes `trusted.overlay.opaque=y` on its directory.
-//! Since each layer gets its own directory, "lower" content is never touched.
+//! Since each layer gets its own directory, "lower" content is never touched,
+//! and what the directory already holds is this layer's own: a whiteout
+//! leaves it (a directory becomes opaque), whatever the order of the entries.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -155,7 +157,10 @@ pub fn unpack_layer(
         file_bytes: 0,
         hole_bytes: 0,
         entries: 0,
-        implicit: std::collections::BTreeSet::new(),
+        // The root too, until the layer has a `./` entry.
+        implicit: BTreeSet::from([PathBuf::new()]),
+        whited: HashSet::new(),
+        opaque: HashSet::new(),
         buf: vec![0; COPY_BUFFER],
     };
     let mut reader = tarstream::Reader::new(&mut metered);
@@ -192,7 +197,7 @@ pub fn unpack_layer(
         tar_bytes: metered.bytes,
         file_bytes: applier.file_bytes,
         entries: applier.entries,
-        implicit_dirs: applier.implicit.into_iter().collect(),
+        implicit_dirs: applier.implicit_dirs(),
     })
 }
 
@@ -242,7 +247,11 @@ struct Applier {
     /// Holes of sparse files: disk the layer may take beyond its stream.
     hole_bytes: u64,
     entries: u64,
-    implicit: std::collections::BTreeSet<PathBuf>,
+    implicit: BTreeSet<PathBuf>,
+    /// Paths this layer has a whiteout for, whatever order it came in.
+    whited: HashSet<PathBuf>,
+    /// Directories this layer made opaque.
+    opaque: HashSet<PathBuf>,
     /// One copy buffer for every file: fewer, larger writes than io::copy's.
     buf: Vec<u8>,
 }
@@ -251,8 +260,7 @@ impl Applier {
     fn apply(&mut self, entry: &Entry, data: &mut impl Read) -> Result<()> {
         let path = clean_path(&entry.path).map_err(|reason| entry_error(&entry.path, reason))?;
         let Some(name) = path.file_name().map(PathBuf::from) else {
-            // The root itself ("./"): its metadata belongs to the snapshot.
-            return Ok(());
+            return self.apply_root(entry, &path);
         };
         let parent_rel = path.parent().unwrap_or(Path::new(""));
         let name_bytes = name.as_os_str().as_bytes();
@@ -268,26 +276,21 @@ impl Applier {
             // hides everything below it.
             return Ok(());
         }
+        if !is_whiteout {
+            self.unwhite_parents(parent_rel, &path)?;
+        }
         let mut created = Vec::new();
         let parent = safefs::mkdir_all_in_tracking(self.root.as_fd(), parent_rel, &mut created).map_err(
             |(component, errno)| entry_error(&path, format!("cannot make {component:?} a directory: {errno}")),
         )?;
-        self.implicit.extend(created);
+        self.note_created(created, &path)?;
         let parent = parent.as_fd();
 
         if name_bytes == OPAQUE_MARKER.as_bytes() {
-            return safefs::set_xattr_fd(parent, "trusted.overlay.opaque", b"y").map_err(|e| entry_error(&path, e));
+            return self.make_opaque(parent, parent_rel, &path);
         }
         if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-            if hidden.is_empty() || hidden == b"." || hidden == b".." {
-                return Err(entry_error(&path, "invalid whiteout name"));
-            }
-            self.implicit
-                .remove(&parent_rel.join(std::ffi::OsStr::from_bytes(hidden)));
-            let hidden = Path::new(std::ffi::OsStr::from_bytes(hidden));
-            safefs::remove_at(parent, hidden).map_err(|e| entry_error(&path, e))?;
-            return mknodat(parent, hidden, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
-                .map_err(|e| entry_error(&path, e));
+            return self.whiteout(parent, parent_rel, hidden, &path);
         }
         self.place(entry, data, parent, &name, &path)
     }
@@ -310,14 +313,7 @@ impl Applier {
         if existing.is_some() && (entry.kind != Kind::Dir || !existing_is_dir) {
             safefs::remove_at(parent, name).map_err(|e| entry_error(path, e))?;
         }
-        // u32::MAX means "leave unchanged" to chown; larger ids do not exist.
-        if entry.uid >= u64::from(u32::MAX) || entry.gid >= u64::from(u32::MAX) {
-            return Err(entry_error(
-                path,
-                format!("owner {}:{} is out of range", entry.uid, entry.gid),
-            ));
-        }
-        let meta = Meta::of(entry);
+        let meta = Meta::of(entry, path)?;
         match entry.kind {
             Kind::Dir => {
                 self.implicit.remove(path);
@@ -367,6 +363,9 @@ impl Applier {
         fchown(fd.as_fd(), meta.owner.0, meta.owner.1).map_err(e)?;
         fchmod(fd.as_fd(), meta.mode).map_err(e)?;
         set_xattrs_fd(fd.as_fd(), meta, path)?;
+        if self.whited.contains(path) {
+            self.make_opaque(fd.as_fd(), path, path)?;
+        }
         self.dir_times.insert(path.to_path_buf(), meta.mtime);
         Ok(())
     }
@@ -423,13 +422,131 @@ impl Applier {
             .map_err(|err| entry_error(path, format!("hardlink to {}: {err}", target.display())))
     }
 
+    /// The root entry (`./`): its owner, mode and xattrs become the snapshot
+    /// root's, as umoci makes them, and its mtime is set with the other
+    /// directories'. A root that is not a directory cannot be applied.
+    fn apply_root(&mut self, entry: &Entry, path: &Path) -> Result<()> {
+        if entry.kind != Kind::Dir {
+            return Err(entry_error(
+                path,
+                format!("the root entry is a {:?}, not a directory", entry.kind),
+            ));
+        }
+        let meta = Meta::of(entry, path)?;
+        let root = self.root.as_fd();
+        fchown(root, meta.owner.0, meta.owner.1).map_err(|e| entry_error(path, e))?;
+        fchmod(root, meta.mode).map_err(|e| entry_error(path, e))?;
+        set_xattrs_fd(root, &meta, path)?;
+        self.dir_times.insert(PathBuf::new(), meta.mtime);
+        self.implicit.remove(Path::new(""));
+        Ok(())
+    }
+
+    /// `.wh.NAME` hides NAME of the layers below only, wherever it comes in
+    /// the layer. What this layer made of NAME stays: a non-directory
+    /// already hides the lower one, a directory becomes opaque (and if it
+    /// was only implied, it no longer stands for the lower one).
+    fn whiteout(&mut self, parent: BorrowedFd, parent_rel: &Path, hidden: &[u8], path: &Path) -> Result<()> {
+        if hidden.is_empty() || hidden == b"." || hidden == b".." {
+            return Err(entry_error(path, "invalid whiteout name"));
+        }
+        let hidden = Path::new(std::ffi::OsStr::from_bytes(hidden));
+        let rel = parent_rel.join(hidden);
+        self.whited.insert(rel.clone());
+        match safefs::lstat_at(parent, hidden).map_err(|e| entry_error(path, e))? {
+            None => {
+                mknodat(parent, hidden, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(|e| entry_error(path, e))
+            }
+            Some(st) if safefs::is_dir(&st) => {
+                self.implicit.remove(&rel);
+                let dir = openat(
+                    parent,
+                    hidden,
+                    OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| entry_error(path, e))?;
+                self.make_opaque(dir.as_fd(), &rel, path)
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn make_opaque(&mut self, dir: BorrowedFd, rel: &Path, path: &Path) -> Result<()> {
+        safefs::set_xattr_fd(dir, "trusted.overlay.opaque", b"y").map_err(|e| entry_error(path, e))?;
+        self.opaque.insert(rel.to_path_buf());
+        Ok(())
+    }
+
+    /// An entry below a path this layer whited out (`.wh.d`, then `d/f`):
+    /// the whiteout device must give way to a directory, which
+    /// `note_created` makes opaque.
+    fn unwhite_parents(&self, parent_rel: &Path, path: &Path) -> Result<()> {
+        if !matches!(safefs::open_dir_in(self.root.as_fd(), parent_rel), Err(Errno::ENOTDIR)) {
+            return Ok(());
+        }
+        let mut prefix = PathBuf::new();
+        for component in parent_rel.components() {
+            prefix.push(component);
+            if !self.whited.contains(&prefix) {
+                continue;
+            }
+            let (Some(name), Some(up)) = (prefix.file_name(), prefix.parent()) else {
+                continue;
+            };
+            let Ok(dir) = safefs::open_dir_in(self.root.as_fd(), up) else {
+                return Ok(());
+            };
+            match safefs::lstat_at(dir.as_fd(), Path::new(name)).map_err(|e| entry_error(path, e))? {
+                Some(st) if is_whiteout_device(&st) => {
+                    safefs::remove_at(dir.as_fd(), Path::new(name)).map_err(|e| entry_error(path, e))?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Directories made for an entry's parents stand for the lower layers'
+    /// (they get their metadata later), except those this layer whited out:
+    /// new and opaque.
+    fn note_created(&mut self, created: Vec<PathBuf>, path: &Path) -> Result<()> {
+        for dir in created {
+            if self.whited.contains(&dir) {
+                let fd = safefs::open_dir_nofollow_in(self.root.as_fd(), &dir).map_err(|e| entry_error(path, e))?;
+                self.make_opaque(fd.as_fd(), &dir, path)?;
+            } else {
+                self.implicit.insert(dir);
+            }
+        }
+        Ok(())
+    }
+
+    /// The implied directories, but none below an opaque one: the lower
+    /// directory they would stand for is hidden, so they are new.
+    fn implicit_dirs(&self) -> Vec<PathBuf> {
+        self.implicit
+            .iter()
+            .filter(|dir| !dir.ancestors().skip(1).any(|a| self.opaque.contains(a)))
+            .cloned()
+            .collect()
+    }
+
     /// Directory mtimes, deepest first so a parent's is not disturbed after.
     /// A directory replaced or hidden later in the layer keeps what replaced it.
     fn finish(&mut self) -> Result<()> {
+        if self.implicit.contains(Path::new("")) {
+            // No root entry: a base layer's root is docker's default (not
+            // what our umask made); a later layer's takes its parent's.
+            fchmod(self.root.as_fd(), Mode::from_bits_truncate(0o755)).map_err(|e| entry_error(Path::new("."), e))?;
+        }
         let mut times: Vec<(&PathBuf, &TimeSpec)> = self.dir_times.iter().collect();
         times.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
         for (path, time) in times {
-            let Some(name) = path.file_name() else { continue };
+            let Some(name) = path.file_name() else {
+                futimens(self.root.as_fd(), time, time).map_err(|err| entry_error(Path::new("."), err))?;
+                continue;
+            };
             let Ok(parent) = safefs::open_dir_in(self.root.as_fd(), path.parent().unwrap_or(Path::new(""))) else {
                 continue;
             };
@@ -447,6 +564,11 @@ impl Applier {
     }
 }
 
+/// What overlayfs takes for a whiteout: a 0/0 character device.
+fn is_whiteout_device(st: &nix::sys::stat::FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR && st.st_rdev == 0
+}
+
 /// An entry's metadata in the types the syscalls take; layers must not
 /// forge overlayfs' own whiteout and opaque markers.
 struct Meta {
@@ -457,8 +579,15 @@ struct Meta {
 }
 
 impl Meta {
-    fn of(entry: &Entry) -> Meta {
-        Meta {
+    fn of(entry: &Entry, path: &Path) -> Result<Meta> {
+        // u32::MAX means "leave unchanged" to chown; larger ids do not exist.
+        if entry.uid >= u64::from(u32::MAX) || entry.gid >= u64::from(u32::MAX) {
+            return Err(entry_error(
+                path,
+                format!("owner {}:{} is out of range", entry.uid, entry.gid),
+            ));
+        }
+        Ok(Meta {
             owner: (
                 Some(Uid::from_raw(entry.uid as u32)),
                 Some(Gid::from_raw(entry.gid as u32)),
@@ -471,7 +600,7 @@ impl Meta {
                 .filter(|(name, _)| !name.starts_with(OVERLAY_XATTR_PREFIX))
                 .cloned()
                 .collect(),
-        }
+        })
     }
 }
 
@@ -482,8 +611,8 @@ fn set_xattrs_fd(fd: BorrowedFd, meta: &Meta, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Owner, mode (devices and fifos only: a symlink has none), xattrs (not
-/// on symlinks) and mtime of `name`, never following it.
+/// Owner, mode (devices and fifos only: a symlink has none), xattrs and
+/// mtime of `name`, never following it.
 fn set_meta_at(parent: BorrowedFd, name: &Path, path: &Path, meta: &Meta, node: bool) -> Result<()> {
     let e = |err: Errno| entry_error(path, err);
     fchownat(parent, name, meta.owner.0, meta.owner.1, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(e)?;
@@ -495,10 +624,10 @@ fn set_meta_at(parent: BorrowedFd, name: &Path, path: &Path, meta: &Meta, node: 
                 other => Err(other),
             })
             .map_err(e)?;
-        for (key, value) in &meta.xattrs {
-            safefs::set_xattr_at(parent, name, key, value)
-                .map_err(|err| entry_error(path, format!("xattr {key}: {err}")))?;
-        }
+    }
+    for (key, value) in &meta.xattrs {
+        safefs::set_xattr_at(parent, name, key, value)
+            .map_err(|err| entry_error(path, format!("xattr {key}: {err}")))?;
     }
     utimensat(parent, name, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink).map_err(e)
 }

@@ -546,7 +546,7 @@ fn whiteout_alone_in_its_layer_is_not_exported() {
     let reference = format!("{}/ghost:latest", fake.addr);
     root.ok(&["pull", "-q", &reference]);
     let tar = export(&root, &["image", "export", &reference]);
-    assert_eq!(names(&tar), ["d/", "d/f"]);
+    assert_eq!(names(&tar), ["./", "d/", "d/f"]);
 }
 
 #[test]
