@@ -47,8 +47,12 @@ fn runs_the_command_and_returns_its_exit_code() {
     let (code, _, err) = run(&root, &["no-such-command"]);
     assert_eq!(code, 127, "{err}");
     assert!(err.contains("executable file not found"), "{err}");
+    // One line: PID 1 exits cleanly after the failed exec (it once closed
+    // fds twice there, and a debug build aborted with a second message).
+    assert_eq!(err.lines().count(), 1, "{err}");
     let (code, _, err) = run(&root, &["/etc/passwd"]);
     assert_eq!(code, 126, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
     // A missing image is pulled first (from the test registry only).
     let out = root.run(&["run", "--rm", &image("no-such-image"), "true"]);
     assert_eq!(out.status.code(), Some(125));

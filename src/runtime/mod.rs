@@ -214,7 +214,16 @@ pub fn clone_container(
                 return init::EXIT_RUNTIME_FAILED as isize;
             }
         }
-        let Stdio { console, .. } = stdio;
+        // Closed now, by their owners: `close_all_but` below closes them
+        // too, and dropping them after (when PID 1 fails to exec) would close
+        // whatever reused their numbers (debug builds abort on it).
+        let Stdio {
+            console,
+            stdin,
+            stdout,
+            stderr,
+        } = stdio;
+        drop((stdin, stdout, stderr));
         // The clone copied every fd of the monitor, `ready`'s write end
         // among them: holding it, PID 1 would never see the EOF that means
         // "give up", and the monitor would wait for it for ever.
