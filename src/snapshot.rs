@@ -154,17 +154,31 @@ fn inherit_dirs(target: &Path, lowers: &[PathBuf], dirs: &[PathBuf]) -> Result<(
 }
 
 /// Directory `dir` in the topmost of `lowers` that has it; none if a lower
-/// layer has a whiteout or a file there (the directory is new).
+/// layer has a whiteout or a file there, or makes an ancestor opaque (the
+/// directory is new: nothing below shows through).
 fn lower_dir(lowers: &[std::os::fd::OwnedFd], dir: &Path) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::AsFd;
     for lower in lowers {
         match safefs::open_dir_nofollow_in(lower.as_fd(), dir) {
             Ok(fd) => return Some(fd),
-            Err(nix::errno::Errno::ENOENT) => continue,
+            Err(nix::errno::Errno::ENOENT) if !opaque_ancestor(lower.as_fd(), dir) => continue,
             Err(_) => return None,
         }
     }
     None
+}
+
+/// Whether layer `lower` marks a proper ancestor of `dir` opaque.
+fn opaque_ancestor(lower: std::os::fd::BorrowedFd, dir: &Path) -> bool {
+    use std::os::fd::AsFd;
+    dir.ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty())
+        .filter_map(|a| safefs::open_dir_nofollow_in(lower, a).ok())
+        .any(|fd| {
+            safefs::xattrs_fd(fd.as_fd())
+                .is_ok_and(|xattrs| xattrs.iter().any(|(k, v)| k == b"trusted.overlay.opaque" && v == b"y"))
+        })
 }
 
 /// Owner, mode, xattrs and times of directory `src` onto `dst`.

@@ -397,6 +397,32 @@ fn the_merged_view_of_whited_out_implied_directories() {
 }
 
 #[test]
+fn a_directory_implied_below_a_lower_opaque_one_is_new() {
+    // Layer 1 has p/q (0700); layer 2 makes p opaque; layer 3 implies p/q
+    // again. The p/q a container sees is layer 3's, new: not layer 1's.
+    let (root, fake) = (Root::new(), FakeRegistry::start());
+    let (mut first, mut second, mut third) = (Layer::default(), Layer::default(), Layer::default());
+    first
+        .dir("p")
+        .entry("p/q", tar::EntryType::Directory, "", b"", 0o700)
+        .file("p/q/old", b"o");
+    second.dir("p").file("p/.wh..wh..opq", b"").file("p/kept", b"k");
+    third.file("p/q/new", b"n");
+    let reference = pull(&root, &fake, "opaque-below", &[&first, &second, &third]);
+    let mocker = mocker::Mocker::open(root.path()).unwrap();
+    let rootfs = mocker::rootfs::mount_image(&mocker, &reference).unwrap();
+    let ours = tree(rootfs.path());
+    assert!(ours["p/q"].starts_with("dir 755 "), "{}", ours["p/q"]);
+    assert!(!ours.contains_key("p/q/old"));
+    let theirs = umoci_unpack(&[&first, &second, &third]);
+    assert_eq!(
+        ours,
+        tree(&theirs.path().join("bundle/rootfs")),
+        "merged view differs from umoci's"
+    );
+}
+
+#[test]
 fn the_root_entry_is_the_images_root_and_a_later_layer_keeps_it() {
     let (root, fake) = (Root::new(), FakeRegistry::start());
     let (first, mut second) = (root_layer(), Layer::default());
