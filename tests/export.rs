@@ -98,17 +98,7 @@ impl Layer {
     }
 
     fn pax(&mut self, records: &[(&str, Vec<u8>)]) {
-        let mut body = Vec::new();
-        for (key, value) in records {
-            let rest = key.len() + value.len() + 3;
-            let mut len = rest + 1;
-            while len.to_string().len() + rest != len {
-                len += 1;
-            }
-            body.extend_from_slice(format!("{len} {key}=").as_bytes());
-            body.extend_from_slice(value);
-            body.push(b'\n');
-        }
+        let body = pax_records(records.iter().map(|(k, v)| (*k, v.as_slice())));
         let mut h = tar::Header::new_ustar();
         h.as_old_mut().name[..3].copy_from_slice(b"pax");
         h.set_entry_type(EntryType::XHeader);

@@ -66,17 +66,7 @@ impl RawTar {
 
     /// A PAX header ('x' for the next entry, 'g' global).
     fn pax(&mut self, kind: tar::EntryType, records: &[(&str, &[u8])]) -> &mut Self {
-        let mut body = Vec::new();
-        for (key, value) in records {
-            let rest = key.len() + value.len() + 3; // ' ' '=' '\n'
-            let mut len = rest + 1;
-            while len.to_string().len() + rest != len {
-                len += 1;
-            }
-            body.extend_from_slice(format!("{len} {key}=").as_bytes());
-            body.extend_from_slice(value);
-            body.push(b'\n');
-        }
+        let body = common::pax_records(records.iter().copied());
         self.header(b"pax", kind, b"", body.len() as u64, 0o644);
         self.data(&body);
         self

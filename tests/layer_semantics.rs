@@ -49,17 +49,7 @@ impl Layer {
 
     /// PAX records for the next entry.
     fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
-        let mut body = Vec::new();
-        for (key, value) in records {
-            let rest = key.len() + value.len() + 3;
-            let mut len = rest + 1;
-            while len.to_string().len() + rest != len {
-                len += 1;
-            }
-            body.extend_from_slice(format!("{len} {key}=").as_bytes());
-            body.extend_from_slice(value);
-            body.push(b'\n');
-        }
+        let body = pax_records(records.iter().copied());
         self.entry("pax", tar::EntryType::XHeader, "", &body, 0o644)
     }
 

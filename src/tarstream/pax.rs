@@ -96,16 +96,8 @@ pub fn time(v: &str) -> Option<(i64, u32)> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::record;
     use super::*;
-
-    fn record(key: &str, value: &[u8]) -> Vec<u8> {
-        let body = [key.as_bytes(), b"=", value, b"\n"].concat();
-        let mut len = body.len() + 2;
-        while format!("{len} ").len() + body.len() != len {
-            len += 1;
-        }
-        [format!("{len} ").into_bytes(), body].concat()
-    }
 
     #[test]
     fn values_are_bytes() {

@@ -25,7 +25,8 @@ fn padded(data: &[u8]) -> Vec<u8> {
     v
 }
 
-fn record(key: &str, value: &[u8]) -> Vec<u8> {
+/// One PAX record, `LEN key=value\n`.
+pub(super) fn record(key: &str, value: &[u8]) -> Vec<u8> {
     let body = [key.as_bytes(), b"=", value, b"\n"].concat();
     let mut len = body.len() + 2;
     while format!("{len} ").len() + body.len() != len {

@@ -279,3 +279,20 @@ pub fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
     }
     builder.into_inner().expect("tar")
 }
+
+/// PAX extended header records, `LEN key=value\n` each, LEN counting the
+/// whole record in bytes (its own digits too); values are raw bytes.
+pub fn pax_records<'a>(records: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (key, value) in records {
+        let rest = key.len() + value.len() + 3;
+        let mut len = rest + 1;
+        while len.to_string().len() + rest != len {
+            len += 1;
+        }
+        body.extend_from_slice(format!("{len} {key}=").as_bytes());
+        body.extend_from_slice(value);
+        body.push(b'\n');
+    }
+    body
+}
