@@ -30,7 +30,7 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::manifest::Compression;
 use crate::safefs;
-use crate::tarstream::{self, Entry, Kind, Sparse};
+use crate::tarstream::{self, Entry, Kind, Sparse, TarError};
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
@@ -166,7 +166,12 @@ pub fn unpack_layer(
     let mut reader = tarstream::Reader::new(&mut metered);
     while let Some(entry) = reader
         .next_entry()
-        .map_err(|e| fail(format!("corrupt tar stream: {e}")))?
+        .map_err(|e| match e {
+            // A limit or a read error (the decompressor, the size meter)
+            // says what it is; the rest is a malformed archive.
+            TarError::TooLong { .. } | TarError::Io(_) => fail(e.to_string()),
+            _ => fail(format!("corrupt tar stream: {e}")),
+        })?
     {
         // Holes take no disk, but a sparse bomb must not pass as small.
         applier.hole_bytes += entry.sparse.as_ref().map_or(0, Sparse::hole_bytes);
