@@ -34,8 +34,8 @@ const BLOCK: u64 = 512;
 /// fields (uid, gid), 11 in the 12-byte ones (size, mtime).
 const MAX_OCTAL_8: u64 = 0o7777777;
 const MAX_OCTAL_12: u64 = 0o77777777777;
-/// overlayfs' own bookkeeping (opaque, redirect, origin): never exported.
-const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
+/// Bytes of a path an error quotes (its end).
+const QUOTED_PATH: usize = 200;
 /// Bounded retries when an entry changes type between stat and open.
 const RACE_RETRIES: usize = 3;
 
@@ -43,8 +43,11 @@ const RACE_RETRIES: usize = 3;
 /// in errors.
 pub fn write_tree(dir: &Path, what: &str, out: impl Write) -> Result<()> {
     let fail = |rel: &[u8], e: io::Error| {
-        let entry = String::from_utf8_lossy(rel);
-        Error::io(format!("exporting {what}: entry {entry:?}"), e)
+        // The deepest part names the entry; a container's paths can be long.
+        let tail = &rel[rel.len().saturating_sub(QUOTED_PATH)..];
+        let cut = if tail.len() < rel.len() { "…" } else { "" };
+        let entry = String::from_utf8_lossy(tail);
+        Error::io(format!("exporting {what}: entry {cut}{entry:?}"), e)
     };
     let root = safefs::open_root(dir).map_err(|e| fail(b".", e))?;
     let mut tar = TarWriter::new(out);
@@ -110,6 +113,14 @@ enum Node {
     Special(FileStat),
 }
 
+/// The xattrs of `name` in `dir`, or None if it is gone since it was found.
+fn xattrs_unless_gone(dir: BorrowedFd, name: &OsStr) -> io::Result<Option<safefs::Xattrs>> {
+    match safefs::xattrs_at(dir, Path::new(name)) {
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => Ok(None),
+        other => other.map(Some),
+    }
+}
+
 fn file_type(st: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
 }
@@ -148,7 +159,11 @@ fn inspect_once(dir: BorrowedFd, name: &OsStr) -> nix::Result<Option<Node>> {
             let (fd, st) = open(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)?;
             Node::File(File::from(fd), st)
         }
-        SFlag::S_IFLNK => Node::Symlink(readlinkat(dir, name)?, st),
+        // EINVAL: no longer a symlink since the stat; look again.
+        SFlag::S_IFLNK => Node::Symlink(
+            readlinkat(dir, name).map_err(|e| if e == Errno::EINVAL { Errno::EAGAIN } else { e })?,
+            st,
+        ),
         // overlayfs' whiteout form: hidden by the merged view, never content.
         SFlag::S_IFCHR if st.st_rdev == 0 => return Ok(None),
         SFlag::S_IFCHR | SFlag::S_IFBLK | SFlag::S_IFIFO => Node::Special(st),
@@ -228,7 +243,10 @@ impl<W: Write> TarWriter<W> {
             Node::Symlink(target, st) => {
                 let mut meta = Meta::new(rel, EntryType::Symlink, &st);
                 meta.link = Some(target.as_bytes());
-                meta.xattrs = safefs::xattrs_at(dir, Path::new(name))?;
+                let Some(xattrs) = xattrs_unless_gone(dir, name)? else {
+                    return Ok(None);
+                };
+                meta.xattrs = xattrs;
                 self.header(&meta)?;
             }
             Node::Special(st) => {
@@ -238,7 +256,10 @@ impl<W: Write> TarWriter<W> {
                     _ => EntryType::Fifo,
                 };
                 let mut meta = Meta::new(rel, kind, &st);
-                meta.xattrs = safefs::xattrs_at(dir, Path::new(name))?;
+                let Some(xattrs) = xattrs_unless_gone(dir, name)? else {
+                    return Ok(None);
+                };
+                meta.xattrs = xattrs;
                 self.header(&meta)?;
             }
         }
@@ -287,9 +308,16 @@ impl<W: Write> TarWriter<W> {
             h.set_device_minor(minor(st.st_rdev) as u32)?;
         }
         for (key, value) in &meta.xattrs {
-            if !key.starts_with(OVERLAY_XATTR_PREFIX) {
-                pax.record(&[b"SCHILY.xattr.", key.as_slice()].concat(), value);
+            if key.starts_with(safefs::OVERLAY_XATTR_PREFIX.as_bytes()) {
+                continue;
             }
+            // A PAX key ends at its '=' and is text: such a name cannot be
+            // written so that it reads back the same (Go refuses it too).
+            if key.contains(&b'=') || std::str::from_utf8(key).is_err() {
+                let name = String::from_utf8_lossy(key);
+                return Err(io::Error::other(format!("xattr {name:?} cannot be written to a tar")));
+            }
+            pax.record(&[b"SCHILY.xattr.", key.as_slice()].concat(), value);
         }
         if !pax.0.is_empty() {
             self.pax_header(&meta.path, &pax.0)?;

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sys_mount::{FilesystemType, Mount, UnmountFlags};
+use sys_mount::{FilesystemType, Mount, MountFlags, UnmountFlags};
 
 use crate::error::{Error, Result};
 
@@ -50,6 +50,7 @@ impl Overlay {
 /// The kernel copies at most one page of mount data.
 const MOUNT_DATA_LIMIT: usize = 4096;
 
+/// Mount `overlay` at `target`, nodev and nosuid: a view for the host to read.
 pub fn mount_overlay(overlay: &Overlay, target: &Path) -> Result<()> {
     let options = overlay.options();
     if options.len() >= MOUNT_DATA_LIMIT {
@@ -68,8 +69,11 @@ pub fn mount_overlay(overlay: &Overlay, target: &Path) -> Result<()> {
     std::thread::spawn(move || -> std::io::Result<()> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
         std::env::set_current_dir(&base)?;
+        // Host-side views (export, tests): a device node or setuid binary
+        // a layer or a container put there must not work through them.
         Mount::builder()
             .fstype(FilesystemType::Manual("overlay"))
+            .flags(MountFlags::NODEV | MountFlags::NOSUID)
             .data(&options)
             .mount("overlay", &target_abs)?;
         Ok(())

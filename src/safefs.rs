@@ -15,6 +15,13 @@ use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
+/// Extended attributes: (name, value), both raw bytes.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// overlayfs' own xattrs (opaque, redirect, origin, …): a layer must not
+/// forge them, and an export or a copy never carries them.
+pub const OVERLAY_XATTR_PREFIX: &str = "trusted.overlay.";
+
 const DIR_FLAGS: OFlag = OFlag::O_DIRECTORY.union(OFlag::O_RDONLY).union(OFlag::O_CLOEXEC);
 
 pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
@@ -36,6 +43,35 @@ fn resolve(root: BorrowedFd, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
 /// Open directory `rel` (resolved inside `root`).
 pub fn open_dir_in(root: BorrowedFd, rel: &Path) -> nix::Result<OwnedFd> {
     resolve(root, rel, DIR_FLAGS)
+}
+
+/// Open directory `rel` below `root` through directories only: no symlink
+/// on the way (overlayfs merges directories, never what a symlink names).
+pub fn open_dir_beneath(root: BorrowedFd, rel: &Path) -> nix::Result<OwnedFd> {
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let how = OpenHow::new()
+        .flags(DIR_FLAGS | OFlag::O_NOFOLLOW)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    openat2(root, rel, how)
+}
+
+/// Whether directory `fd` is marked opaque (`trusted.overlay.opaque=y`).
+pub fn is_opaque(fd: BorrowedFd) -> bool {
+    let mut value = [0u8; 2];
+    // SAFETY: valid fd, NUL-terminated name, a live buffer's pointer/length.
+    let n = unsafe {
+        nix::libc::fgetxattr(
+            fd.as_raw_fd(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n == 1 && value[0] == b'y'
 }
 
 /// Open directory `rel` inside `root`, creating missing components (0755).
@@ -195,8 +231,8 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
 }
 
 /// Set an extended attribute through an open (non-O_PATH) fd.
-pub fn set_xattr_fd(fd: BorrowedFd, key: &str, value: &[u8]) -> io::Result<()> {
-    let key = cstring(key.as_bytes())?;
+pub fn set_xattr_fd(fd: BorrowedFd, key: impl AsRef<[u8]>, value: &[u8]) -> io::Result<()> {
+    let key = cstring(key.as_ref())?;
     // SAFETY: valid fd, NUL-terminated key, value pointer/length from a slice.
     let rc = unsafe { nix::libc::fsetxattr(fd.as_raw_fd(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     if rc == 0 {
@@ -234,16 +270,18 @@ pub fn set_xattr_at(dir: BorrowedFd, name: &Path, key: &str, value: &[u8]) -> io
 /// and its last component not followed (`rel` empty: the root itself).
 pub fn open_dir_nofollow_in(root: BorrowedFd, rel: &Path) -> nix::Result<OwnedFd> {
     match (rel.parent(), rel.file_name()) {
-        (Some(parent), Some(name)) => {
-            let parent = open_dir_in(root, parent)?;
-            openat(parent.as_fd(), name, DIR_FLAGS | OFlag::O_NOFOLLOW, Mode::empty())
-        }
+        (Some(parent), Some(name)) => open_child_dir(open_dir_in(root, parent)?.as_fd(), Path::new(name)),
         _ => open_dir_in(root, rel),
     }
 }
 
+/// Open directory `name` in `dir`, not following it if it is a symlink.
+pub fn open_child_dir(dir: BorrowedFd, name: &Path) -> nix::Result<OwnedFd> {
+    openat(dir, name, DIR_FLAGS | OFlag::O_NOFOLLOW, Mode::empty())
+}
+
 /// Every extended attribute (name, value) of the inode open as `fd`.
-pub fn xattrs_fd(fd: BorrowedFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub fn xattrs_fd(fd: BorrowedFd) -> io::Result<Xattrs> {
     let raw = fd.as_raw_fd();
     read_xattrs(
         // SAFETY: valid fd; pointer and length of a live buffer.
@@ -256,7 +294,7 @@ pub fn xattrs_fd(fd: BorrowedFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
 /// Every extended attribute of `name` in `dir`, not following it (symlinks
 /// and device nodes, which cannot be opened for reading safely). The path
 /// goes through the directory's fd, so only the last component is looked up.
-pub fn xattrs_at(dir: BorrowedFd, name: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub fn xattrs_at(dir: BorrowedFd, name: &Path) -> io::Result<Xattrs> {
     let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
     path.extend_from_slice(name.as_os_str().as_bytes());
     let path = cstring(&path)?;
@@ -270,10 +308,7 @@ pub fn xattrs_at(dir: BorrowedFd, name: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u
 
 /// The list-then-get loop shared by both forms. A filesystem without
 /// xattrs has none; one removed between list and get is left out.
-fn read_xattrs(
-    list: impl Fn(&mut [u8]) -> isize,
-    get: impl Fn(&CString, &mut [u8]) -> isize,
-) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+fn read_xattrs(list: impl Fn(&mut [u8]) -> isize, get: impl Fn(&CString, &mut [u8]) -> isize) -> io::Result<Xattrs> {
     let names = match sized(list) {
         Err(e) if e.raw_os_error() == Some(nix::libc::EOPNOTSUPP) => return Ok(Vec::new()),
         other => other?,
@@ -314,14 +349,8 @@ fn sized(call: impl Fn(&mut [u8]) -> isize) -> io::Result<Vec<u8>> {
 /// overlayfs' own (`trusted.overlay.*`): an opaque marker belongs to one layer.
 pub fn copy_xattrs(src: BorrowedFd, dst: BorrowedFd) -> io::Result<()> {
     for (name, value) in xattrs_fd(src)? {
-        if name.starts_with(b"trusted.overlay.") {
-            continue;
-        }
-        let key = cstring(&name)?;
-        // SAFETY: valid fd, NUL-terminated key, value pointer/length from a slice.
-        let rc = unsafe { nix::libc::fsetxattr(dst.as_raw_fd(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
+        if !name.starts_with(OVERLAY_XATTR_PREFIX.as_bytes()) {
+            set_xattr_fd(dst, &name, &value)?;
         }
     }
     Ok(())

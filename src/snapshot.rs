@@ -14,7 +14,7 @@
 //! Ids are short integers from the index so that lower directory lists stay
 //! short (`12/fs:11/fs:…`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -135,16 +135,19 @@ fn sync_filesystem(path: &Path) -> Result<()> {
 fn inherit_dirs(target: &Path, lowers: &[PathBuf], dirs: &[PathBuf]) -> Result<()> {
     use std::os::fd::AsFd;
     let root = safefs::open_root(target).ctx(|| format!("opening {}", target.display()))?;
-    let lower_roots = lowers
-        .iter()
-        .map(|l| safefs::open_root(l).ctx(|| format!("opening {}", l.display())))
-        .collect::<Result<Vec<_>>>()?;
+    let mut lowers = Lowers {
+        roots: lowers
+            .iter()
+            .map(|l| safefs::open_root(l).ctx(|| format!("opening {}", l.display())))
+            .collect::<Result<Vec<_>>>()?,
+        hidden: HashMap::new(),
+    };
     for dir in dirs {
-        let Some(source) = lower_dir(&lower_roots, dir) else {
+        let Some(source) = lowers.dir(dir) else {
             continue;
         };
-        // Not followed, in case the layer replaced the directory.
-        let Ok(fd) = safefs::open_dir_nofollow_in(root.as_fd(), dir) else {
+        // Through directories only, in case the layer replaced one.
+        let Ok(fd) = safefs::open_dir_beneath(root.as_fd(), dir) else {
             continue;
         };
         copy_dir_metadata(source.as_fd(), fd.as_fd())
@@ -153,32 +156,44 @@ fn inherit_dirs(target: &Path, lowers: &[PathBuf], dirs: &[PathBuf]) -> Result<(
     Ok(())
 }
 
-/// Directory `dir` in the topmost of `lowers` that has it; none if a lower
-/// layer has a whiteout or a file there, or makes an ancestor opaque (the
-/// directory is new: nothing below shows through).
-fn lower_dir(lowers: &[std::os::fd::OwnedFd], dir: &Path) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::AsFd;
-    for lower in lowers {
-        match safefs::open_dir_nofollow_in(lower.as_fd(), dir) {
-            Ok(fd) => return Some(fd),
-            Err(nix::errno::Errno::ENOENT) if !opaque_ancestor(lower.as_fd(), dir) => continue,
-            Err(_) => return None,
-        }
-    }
-    None
+/// The lower layers' roots, topmost first, and which of their directories
+/// an opaque one (itself or an ancestor) hides, as found.
+struct Lowers {
+    roots: Vec<std::os::fd::OwnedFd>,
+    hidden: HashMap<(usize, PathBuf), bool>,
 }
 
-/// Whether layer `lower` marks a proper ancestor of `dir` opaque.
-fn opaque_ancestor(lower: std::os::fd::BorrowedFd, dir: &Path) -> bool {
-    use std::os::fd::AsFd;
-    dir.ancestors()
-        .skip(1)
-        .filter(|a| !a.as_os_str().is_empty())
-        .filter_map(|a| safefs::open_dir_nofollow_in(lower, a).ok())
-        .any(|fd| {
-            safefs::xattrs_fd(fd.as_fd())
-                .is_ok_and(|xattrs| xattrs.iter().any(|(k, v)| k == b"trusted.overlay.opaque" && v == b"y"))
-        })
+impl Lowers {
+    /// Directory `dir` in the topmost layer that has it, as overlayfs finds
+    /// it: through directories only, and none if a layer has a whiteout or a
+    /// file on the way or makes an ancestor opaque (the directory is new).
+    fn dir(&mut self, dir: &Path) -> Option<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        for i in 0..self.roots.len() {
+            match safefs::open_dir_beneath(self.roots[i].as_fd(), dir) {
+                Ok(fd) => return Some(fd),
+                Err(nix::errno::Errno::ENOENT) if !self.hides(i, dir.parent()) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Whether layer `i` makes `dir` or one of its ancestors opaque.
+    fn hides(&mut self, i: usize, dir: Option<&Path>) -> bool {
+        use std::os::fd::AsFd;
+        let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) else {
+            return false;
+        };
+        let key = (i, dir.to_path_buf());
+        if let Some(hidden) = self.hidden.get(&key) {
+            return *hidden;
+        }
+        let hidden = safefs::open_dir_beneath(self.roots[i].as_fd(), dir).is_ok_and(|fd| safefs::is_opaque(fd.as_fd()))
+            || self.hides(i, dir.parent());
+        self.hidden.insert(key, hidden);
+        hidden
+    }
 }
 
 /// Owner, mode, xattrs and times of directory `src` onto `dst`.

@@ -34,7 +34,6 @@ use crate::tarstream::{self, Entry, Kind, Sparse, TarError};
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
-const OVERLAY_XATTR_PREFIX: &str = "trusted.overlay.";
 /// AUFS metadata (`.wh..wh.plnk`, `.wh..wh.aufs`, …) other than the opaque marker.
 const AUFS_META_PREFIX: &str = ".wh..wh.";
 /// Longer or deeper paths are refused: no real image needs them, and they
@@ -164,17 +163,16 @@ pub fn unpack_layer(
         buf: vec![0; COPY_BUFFER],
     };
     let mut reader = tarstream::Reader::new(&mut metered);
-    while let Some(entry) = reader
-        .next_entry()
-        .map_err(|e| match e {
-            // A limit or a read error (the decompressor, the size meter)
-            // says what it is; the rest is a malformed archive.
-            TarError::TooLong { .. } | TarError::Io(_) => fail(e.to_string()),
-            _ => fail(format!("corrupt tar stream: {e}")),
-        })?
-    {
+    while let Some(entry) = reader.next_entry().map_err(|e| match e {
+        // A limit or a read error (the decompressor, the size meter)
+        // says what it is; the rest is a malformed archive.
+        TarError::TooLong { .. } | TarError::Io(_) => fail(e.to_string()),
+        _ => fail(format!("corrupt tar stream: {e}")),
+    })? {
         // Holes take no disk, but a sparse bomb must not pass as small.
-        applier.hole_bytes += entry.sparse.as_ref().map_or(0, Sparse::hole_bytes);
+        applier.hole_bytes = applier
+            .hole_bytes
+            .saturating_add(entry.sparse.as_ref().map_or(0, Sparse::hole_bytes));
         if reader.position().saturating_add(applier.hole_bytes) > limits.max_unpacked_bytes {
             return Err(fail(format!(
                 "unpacked size exceeds the limit of {} bytes (sparse files count at their full size)",
@@ -231,16 +229,21 @@ fn clean_path(raw: &Path) -> std::result::Result<PathBuf, String> {
 const QUOTED_NAME: usize = 200;
 
 fn entry_error(path: &Path, reason: impl std::fmt::Display) -> Error {
-    let mut name = path.display().to_string();
-    if name.len() > QUOTED_NAME {
-        let cut = (0..=QUOTED_NAME).rev().find(|i| name.is_char_boundary(*i)).unwrap_or(0);
-        name.truncate(cut);
-        name.push('…');
-    }
     Error::Io {
-        context: format!("entry {name:?}"),
+        context: format!("entry {}", shown(path)),
         source: io::Error::other(reason.to_string()),
     }
+}
+
+/// An untrusted path for a message: escaped, and cut if long.
+fn shown(path: &Path) -> String {
+    let name = path.display().to_string();
+    let cut = (0..=QUOTED_NAME.min(name.len()))
+        .rev()
+        .find(|i| name.is_char_boundary(*i))
+        .unwrap_or(0);
+    let ellipsis = if cut < name.len() { "…" } else { "" };
+    format!("{:?}{ellipsis}", &name[..cut])
 }
 
 struct Applier {
@@ -317,6 +320,8 @@ impl Applier {
         let existing_is_dir = existing.as_ref().is_some_and(safefs::is_dir);
         if existing.is_some() && (entry.kind != Kind::Dir || !existing_is_dir) {
             safefs::remove_at(parent, name).map_err(|e| entry_error(path, e))?;
+            // What this layer implied below it went with it.
+            remove_below(&mut self.implicit, path);
         }
         let meta = Meta::of(entry, path)?;
         match entry.kind {
@@ -358,13 +363,7 @@ impl Applier {
         if create {
             nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o700)).map_err(e)?;
         }
-        let fd = openat(
-            parent,
-            name,
-            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(e)?;
+        let fd = safefs::open_child_dir(parent, name).map_err(e)?;
         fchown(fd.as_fd(), meta.owner.0, meta.owner.1).map_err(e)?;
         fchmod(fd.as_fd(), meta.mode).map_err(e)?;
         set_xattrs_fd(fd.as_fd(), meta, path)?;
@@ -412,19 +411,19 @@ impl Applier {
             .as_ref()
             .ok_or_else(|| entry_error(path, "hardlink without a target"))?;
         let target = clean_path(raw_target)
-            .map_err(|reason| entry_error(path, format!("hardlink target {}: {reason}", raw_target.display())))?;
+            .map_err(|reason| entry_error(path, format!("hardlink target {}: {reason}", shown(raw_target))))?;
         let (Some(target_name), target_parent) = (target.file_name(), target.parent().unwrap_or(Path::new(""))) else {
             return Err(entry_error(path, "hardlink to the root"));
         };
         let target_dir = safefs::open_dir_in(self.root.as_fd(), target_parent).map_err(|err| {
             entry_error(
                 path,
-                format!("hardlink target {} not in this layer: {err}", target.display()),
+                format!("hardlink target {} not in this layer: {err}", shown(&target)),
             )
         })?;
         // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink.
         linkat(target_dir.as_fd(), target_name, parent, name, AtFlags::empty())
-            .map_err(|err| entry_error(path, format!("hardlink to {}: {err}", target.display())))
+            .map_err(|err| entry_error(path, format!("hardlink to {}: {err}", shown(&target))))
     }
 
     /// The root entry (`./`): its owner, mode and xattrs become the snapshot
@@ -464,13 +463,7 @@ impl Applier {
             }
             Some(st) if safefs::is_dir(&st) => {
                 self.implicit.remove(&rel);
-                let dir = openat(
-                    parent,
-                    hidden,
-                    OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| entry_error(path, e))?;
+                let dir = safefs::open_child_dir(parent, hidden).map_err(|e| entry_error(path, e))?;
                 self.make_opaque(dir.as_fd(), &rel, path)
             }
             Some(_) => Ok(()),
@@ -530,11 +523,11 @@ impl Applier {
     /// The implied directories, but none below an opaque one: the lower
     /// directory they would stand for is hidden, so they are new.
     fn implicit_dirs(&self) -> Vec<PathBuf> {
-        self.implicit
-            .iter()
-            .filter(|dir| !dir.ancestors().skip(1).any(|a| self.opaque.contains(a)))
-            .cloned()
-            .collect()
+        let mut dirs = self.implicit.clone();
+        for opaque in &self.opaque {
+            remove_below(&mut dirs, opaque);
+        }
+        dirs.into_iter().collect()
     }
 
     /// Directory mtimes, deepest first so a parent's is not disturbed after.
@@ -555,17 +548,25 @@ impl Applier {
             let Ok(parent) = safefs::open_dir_in(self.root.as_fd(), path.parent().unwrap_or(Path::new(""))) else {
                 continue;
             };
-            let Ok(dir) = openat(
-                parent.as_fd(),
-                name,
-                OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            ) else {
+            let Ok(dir) = safefs::open_child_dir(parent.as_fd(), Path::new(name)) else {
                 continue;
             };
             futimens(dir.as_fd(), time, time).map_err(|err| entry_error(path, err))?;
         }
         Ok(())
+    }
+}
+
+/// Drop the paths strictly below `dir` from `set`: with component-wise
+/// ordering they follow `dir` contiguously.
+fn remove_below(set: &mut BTreeSet<PathBuf>, dir: &Path) {
+    let below: Vec<PathBuf> = set
+        .range::<Path, _>((std::ops::Bound::Excluded(dir), std::ops::Bound::Unbounded))
+        .take_while(|p| p.starts_with(dir))
+        .cloned()
+        .collect();
+    for path in below {
+        set.remove(&path);
     }
 }
 
@@ -602,7 +603,7 @@ impl Meta {
             xattrs: entry
                 .xattrs
                 .iter()
-                .filter(|(name, _)| !name.starts_with(OVERLAY_XATTR_PREFIX))
+                .filter(|(name, _)| !name.starts_with(safefs::OVERLAY_XATTR_PREFIX))
                 .cloned()
                 .collect(),
         })
@@ -631,8 +632,12 @@ fn set_meta_at(parent: BorrowedFd, name: &Path, path: &Path, meta: &Meta, node: 
             .map_err(e)?;
     }
     for (key, value) in &meta.xattrs {
-        safefs::set_xattr_at(parent, name, key, value)
-            .map_err(|err| entry_error(path, format!("xattr {key}: {err}")))?;
+        match safefs::set_xattr_at(parent, name, key, value) {
+            // The kernel keeps user.* xattrs to files and directories; docker
+            // skips what it refuses on the rest, so a layer it takes is taken.
+            Err(err) if err.raw_os_error() == Some(nix::libc::EPERM) && key.starts_with("user.") => {}
+            other => other.map_err(|err| entry_error(path, format!("xattr {key}: {err}")))?,
+        }
     }
     utimensat(parent, name, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink).map_err(e)
 }
@@ -669,7 +674,7 @@ fn write_sparse(data: &mut impl Read, out: &mut std::fs::File, sparse: &Sparse, 
 fn write_error(path: &Path, err: io::Error) -> Error {
     if err.raw_os_error() == Some(nix::libc::ENOSPC) {
         Error::DiskFull {
-            what: format!("entry {}", path.display()),
+            what: format!("entry {}", shown(path)),
         }
     } else {
         entry_error(path, err)

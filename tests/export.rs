@@ -540,6 +540,54 @@ fn whiteout_alone_in_its_layer_is_not_exported() {
 }
 
 #[test]
+fn an_xattr_name_a_tar_cannot_hold_fails_the_export_by_name() {
+    // A container can name an xattr `user.a=b`; a PAX key ends at its '=',
+    // so it would read back as `user.a`: the export refuses, naming it.
+    let (root, fake) = (Root::new(), FakeRegistry::start());
+    let reference = pulled(&root, &fake);
+    root.ok(&["create", "--network", "none", "--name", "odd", &reference, "/nothing"]);
+    let inspect = json(root.ok(&["inspect", "odd"]).as_bytes());
+    let upper = Path::new(inspect[0]["GraphDriver"]["Data"]["UpperDir"].as_str().unwrap()).to_path_buf();
+    std::fs::write(upper.join("odd"), b"x").unwrap();
+    let status = Command::new("setfattr")
+        .args(["-n", "user.a=b", "-v", "v"])
+        .arg(upper.join("odd"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("odd.tar");
+    let err = root.fails(&["export", "-o", out.to_str().unwrap(), "odd"]);
+    assert!(err.contains("\"odd\"") && err.contains("user.a=b"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Nothing half-written is left: no odd.tar, no temporary file.
+    assert!(list(dir.path()).is_empty(), "{:?}", list(dir.path()));
+    // A good export appears whole, with the usual permissions.
+    std::fs::remove_file(upper.join("odd")).unwrap();
+    root.ok(&["export", "-o", out.to_str().unwrap(), "odd"]);
+    assert_eq!(list(dir.path()), ["odd.tar"]);
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&out).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644);
+}
+
+#[test]
+fn host_views_do_not_open_devices() {
+    // A layer's device node, seen through `image export`'s mount: nodev.
+    let (root, fake) = (Root::new(), FakeRegistry::start());
+    let mut l = Layer::default();
+    let mut null = e(EntryType::Char, 0o666);
+    null.dev = (1, 3);
+    l.add("null", null, b"");
+    fake.image_layers("devnode", "latest", &[l.layer()], None);
+    let reference = format!("{}/devnode:latest", fake.addr);
+    root.ok(&["pull", "-q", &reference]);
+    let mocker = mocker::Mocker::open(root.path()).unwrap();
+    let rootfs = mocker::rootfs::mount_image(&mocker, &reference).unwrap();
+    let err = std::fs::File::open(rootfs.path().join("null")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(nix::libc::EACCES), "{err}");
+}
+
+#[test]
 fn container_export_has_its_changes_and_no_sockets() {
     let (root, fake) = (Root::new(), FakeRegistry::start());
     let reference = pulled(&root, &fake);

@@ -413,6 +413,49 @@ fn a_directory_implied_below_a_lower_opaque_one_is_new() {
 }
 
 #[test]
+fn a_directory_replaced_by_a_symlink_takes_its_implied_children_with_it() {
+    // The upper layer implies a/b (for a/b/f), then turns a into a symlink
+    // to c, then makes c/b itself: c/b keeps its own metadata, and nothing
+    // of the lower a/b reaches it through the symlink.
+    let (root, fake) = (Root::new(), FakeRegistry::start());
+    let (mut lower, mut upper) = (Layer::default(), Layer::default());
+    lower.dir("a").entry("a/b", tar::EntryType::Directory, "", b"", 0o700);
+    upper
+        .file("a/b/f", b"f")
+        .entry("a", tar::EntryType::Symlink, "c", b"", 0o777)
+        .dir("c")
+        .entry("c/b", tar::EntryType::Directory, "", b"", 0o750);
+    let reference = pull(&root, &fake, "replaced", &[&lower, &upper]);
+    let mocker = mocker::Mocker::open(root.path()).unwrap();
+    let rootfs = mocker::rootfs::mount_image(&mocker, &reference).unwrap();
+    let ours = tree(rootfs.path());
+    assert!(ours["c/b"].starts_with("dir 750 "), "{}", ours["c/b"]);
+    let theirs = umoci_unpack(&[&lower, &upper]);
+    assert_eq!(
+        ours,
+        tree(&theirs.path().join("bundle/rootfs")),
+        "merged view differs from umoci's"
+    );
+}
+
+#[test]
+fn user_xattrs_the_kernel_refuses_on_symlinks_are_skipped_as_docker_does() {
+    let (_, dir) = unpack(
+        Layer::default()
+            .file("target", b"t")
+            .pax(&[("SCHILY.xattr.user.note", b"on-link")])
+            .entry("link", tar::EntryType::Symlink, "target", b"", 0o777)
+            .file("after", b"a"),
+    );
+    assert!(dir.path().join("link").is_symlink() && dir.path().join("after").is_file());
+    assert_eq!(
+        xattr(&dir.path().join("target"), "user.note"),
+        None,
+        "followed the symlink"
+    );
+}
+
+#[test]
 fn the_root_entry_is_the_images_root_and_a_later_layer_keeps_it() {
     let (root, fake) = (Root::new(), FakeRegistry::start());
     let (first, mut second) = (root_layer(), Layer::default());

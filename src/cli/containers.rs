@@ -748,22 +748,9 @@ pub fn exec(mocker: &Mocker, args: &ExecArgs) -> Result<i32> {
 }
 
 pub fn export(mocker: &Mocker, args: &ExportArgs) -> Result<i32> {
-    match &args.output {
-        Some(path) => {
-            let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-            container::export(mocker, &args.container, std::io::BufWriter::new(file))?;
-        }
-        None => {
-            if std::io::stdout().is_terminal() {
-                bail!("refusing to write a tar archive to a terminal: use -o FILE or redirect the output");
-            }
-            container::export(
-                mocker,
-                &args.container,
-                std::io::BufWriter::new(std::io::stdout().lock()),
-            )?;
-        }
-    }
+    super::write_tar(args.output.as_deref(), |out| {
+        container::export(mocker, &args.container, out)
+    })?;
     Ok(0)
 }
 

@@ -502,19 +502,44 @@ fn prune(mocker: &Mocker, args: &PruneArgs) -> Result<i32> {
 }
 
 fn export(mocker: &Mocker, args: &ExportArgs) -> Result<i32> {
-    match &args.output {
-        Some(path) => {
-            let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-            mocker::rootfs::export_image(mocker, &args.image, std::io::BufWriter::new(file))?;
-        }
-        None => {
-            if std::io::stdout().is_terminal() {
-                bail!("refusing to write a tar archive to a terminal: use -o FILE or redirect the output");
-            }
-            mocker::rootfs::export_image(mocker, &args.image, std::io::BufWriter::new(std::io::stdout().lock()))?;
-        }
-    }
+    write_tar(args.output.as_deref(), |out| {
+        mocker::rootfs::export_image(mocker, &args.image, out)
+    })?;
     Ok(0)
+}
+
+/// A tar archive to `output` (renamed into place once whole: a failed
+/// export leaves no partial file) or to stdout (never a terminal).
+pub(super) fn write_tar(
+    output: Option<&std::path::Path>,
+    write: impl FnOnce(&mut dyn std::io::Write) -> mocker::Result<()>,
+) -> Result<()> {
+    let Some(path) = output else {
+        if std::io::stdout().is_terminal() {
+            bail!("refusing to write a tar archive to a terminal: use -o FILE or redirect the output");
+        }
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        return Ok(write(&mut out)?);
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    // 0666 less the umask, as a file the shell or docker would create.
+    let temp = tempfile::Builder::new()
+        .prefix(".mocker-export-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(temp);
+    write(&mut out)?;
+    let temp = out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("writing {}", path.display()))?;
+    temp.persist(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    Ok(())
 }
 
 fn rmi(mocker: &Mocker, args: &RmiArgs) -> Result<i32> {

@@ -19,6 +19,7 @@ pub struct Header {
     pub mtime: i64,
     pub dev_major: i64,
     pub dev_minor: i64,
+    pub format: Format,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +134,7 @@ impl Header {
             } else {
                 0
             },
+            format,
         }))
     }
 }

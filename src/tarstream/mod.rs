@@ -21,8 +21,8 @@ pub use sparse::{Segment, Sparse};
 /// Bound on a PAX header's or a GNU long name's data (both are read whole)
 /// and on a sparse 1.0 map.
 pub const MAX_META_BYTES: u64 = 1 << 20;
-/// Bound on PAX global records kept as defaults for later entries.
-const MAX_GLOBAL_RECORDS: usize = 64;
+/// Longest part of an untrusted value an error quotes.
+const QUOTED: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TarError {
@@ -87,7 +87,6 @@ pub struct Reader<R> {
     /// Unread data of the current entry, then its padding to a block.
     remaining: u64,
     padding: u64,
-    globals: pax::Records,
 }
 
 /// What precedes an entry: its PAX records and GNU long names.
@@ -105,7 +104,6 @@ impl<R: Read> Reader<R> {
             position: 0,
             remaining: 0,
             padding: 0,
-            globals: Vec::new(),
         }
     }
 
@@ -142,14 +140,15 @@ impl<R: Read> Reader<R> {
             let size = u64::try_from(header.size).map_err(|_| TarError::Field { field: "size", at })?;
             match header.kind {
                 b'x' => prelude.records = Some(self.read_pax(size, at)?),
+                // Go returns a global header as an entry of its own, which
+                // docker and containerd skip: its records apply to no file,
+                // and the headers before it go with it.
                 b'g' => {
-                    let records = self.read_pax(size, at)?;
-                    self.merge_globals(records, at)?;
+                    self.read_pax(size, at)?;
+                    prelude = Prelude::default();
                 }
                 b'L' => prelude.long_name = Some(self.read_long(size, at, "a GNU long name")?),
                 b'K' => prelude.long_link = Some(self.read_long(size, at, "a GNU long link name")?),
-                // A GNU volume label names the archive, not a file.
-                b'V' => self.start_data(size),
                 _ => return self.entry(header, &block, at, prelude).map(Some),
             }
             self.skip_rest()?;
@@ -158,40 +157,35 @@ impl<R: Read> Reader<R> {
 
     fn entry(&mut self, h: Header, block: &[u8; BLOCK], at: u64, prelude: Prelude) -> Result<Entry, TarError> {
         let bad_pax = |reason: String| TarError::Pax { at, reason };
-        let mut records = self.globals.clone();
-        records.extend(prelude.records.unwrap_or_default());
-        let kind = kind_of(h.kind, &h.name);
+        let records = prelude.records.unwrap_or_default();
+        // As Go: a GNU long name wins over a PAX path, which wins over the header.
+        let name = prelude
+            .long_name
+            .or_else(|| pax::get(&records, "path").map(<[u8]>::to_vec))
+            .unwrap_or(h.name);
+        let link = prelude
+            .long_link
+            .or_else(|| pax::get(&records, "linkpath").map(<[u8]>::to_vec))
+            .unwrap_or(h.link);
+        let kind = kind_of(h.kind, &name);
         let stored = match pax::number(&records, "size").map_err(bad_pax)? {
-            Some(size) => size,
+            Some(size) if i64::try_from(size).is_ok() => size,
+            Some(size) => return Err(bad_pax(format!("size {size} is out of range"))),
             None => u64::try_from(h.size).map_err(|_| TarError::Field { field: "size", at })?,
         };
         // As Go: links, devices, directories and fifos have no data,
         // whatever their size field says.
-        let has_data = !matches!(
-            kind,
-            Kind::HardLink | Kind::Symlink | Kind::Char | Kind::Block | Kind::Dir | Kind::Fifo
-        );
+        let has_data = !matches!(h.kind, b'1'..=b'6');
         self.start_data(if has_data { stored } else { 0 });
         let mut entry = Entry {
             kind,
-            path: path_from(
-                pax::get(&records, "path").map(<[u8]>::to_vec),
-                prelude.long_name,
-                h.name,
-                at,
-            )?,
-            link: Some(path_from(
-                pax::get(&records, "linkpath").map(<[u8]>::to_vec),
-                prelude.long_link,
-                h.link,
-                at,
-            )?)
-            .filter(|l| !l.as_os_str().is_empty()),
+            path: to_path(name, at)?,
+            link: Some(to_path(link, at)?).filter(|l| !l.as_os_str().is_empty()),
             mode: h.mode & 0o7777,
             uid: id(&records, "uid", h.uid, at)?,
             gid: id(&records, "gid", h.gid, at)?,
             mtime: match pax::text(&records, "mtime").map_err(bad_pax)? {
-                Some(v) => pax::time(v).ok_or_else(|| bad_pax(format!("bad mtime {v:?}")))?,
+                Some(v) => pax::time(v).ok_or_else(|| bad_pax(format!("bad mtime {}", quoted(v))))?,
                 None => (h.mtime, 0),
             },
             device: (
@@ -209,9 +203,21 @@ impl<R: Read> Reader<R> {
             sparse: None,
         };
         if h.kind == b'S' {
+            if h.format != header::Format::Gnu {
+                return Err(TarError::Sparse {
+                    at,
+                    reason: "a sparse entry in a non-GNU header".into(),
+                });
+            }
             entry.sparse = Some(self.gnu_sparse(block, at)?);
-        } else if kind == Kind::File {
-            self.pax_sparse(&records, &mut entry, at)?;
+        } else if let Some(format) = sparse::pax_format(&records) {
+            if !has_data {
+                return Err(TarError::Sparse {
+                    at,
+                    reason: format!("a sparse map on a {kind:?} entry"),
+                });
+            }
+            self.pax_sparse(&records, format, &mut entry, at)?;
         }
         Ok(entry)
     }
@@ -243,17 +249,19 @@ impl<R: Read> Reader<R> {
 
     /// PAX formats 0.0, 0.1 (map in the records) and 1.0 (map in the data);
     /// `GNU.sparse.name` is the real name.
-    fn pax_sparse(&mut self, records: &pax::Records, entry: &mut Entry, at: u64) -> Result<(), TarError> {
-        let Some(format) = sparse::pax_format(records) else {
-            return Ok(());
-        };
+    fn pax_sparse(
+        &mut self,
+        records: &pax::Records,
+        format: sparse::PaxFormat,
+        entry: &mut Entry,
+        at: u64,
+    ) -> Result<(), TarError> {
         let fail = |reason: String| TarError::Sparse { at, reason };
         if let Some(name) = pax::get(records, "GNU.sparse.name").filter(|n| !n.is_empty()) {
-            entry.path = path_from(Some(name.to_vec()), None, Vec::new(), at)?;
+            entry.path = to_path(name.to_vec(), at)?;
         }
-        let real_size = sparse::pax_real_size(records)
-            .map_err(fail)?
-            .ok_or_else(|| fail("no GNU.sparse.size or GNU.sparse.realsize record".into()))?;
+        // Without a size record, Go takes the entry's size for the file's.
+        let real_size = sparse::pax_real_size(records).map_err(fail)?.unwrap_or(entry.size);
         let segments = match format {
             sparse::PaxFormat::InRecords => sparse::map_from_records(records).map_err(fail)?,
             sparse::PaxFormat::InData => self.read_map_1_0().map_err(fail)?,
@@ -266,13 +274,15 @@ impl<R: Read> Reader<R> {
     /// The 1.0 map: decimal lines in whole blocks at the start of the data.
     fn read_map_1_0(&mut self) -> Result<Vec<Segment>, String> {
         let mut buf = Vec::new();
-        let mut start = 0;
+        // Where the current line starts, and how far it was searched.
+        let (mut start, mut scanned) = (0, 0);
         sparse::map_from_lines(|| loop {
-            if let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
-                let line = buf[start..start + nl].to_vec();
-                start += nl + 1;
+            if let Some(nl) = buf[scanned..].iter().position(|b| *b == b'\n') {
+                let line = buf[start..scanned + nl].to_vec();
+                (start, scanned) = (scanned + nl + 1, scanned + nl + 1);
                 return Ok(line);
             }
+            scanned = buf.len();
             if buf.len() as u64 >= MAX_META_BYTES {
                 return Err(format!("map longer than {MAX_META_BYTES} bytes"));
             }
@@ -283,24 +293,6 @@ impl<R: Read> Reader<R> {
             self.data().read_exact(&mut block).map_err(|e| e.to_string())?;
             buf.extend_from_slice(&block);
         })
-    }
-
-    fn merge_globals(&mut self, records: pax::Records, at: u64) -> Result<(), TarError> {
-        for (key, value) in records {
-            self.globals.retain(|(k, _)| *k != key);
-            // POSIX: an empty global value removes the default.
-            if value.is_empty() {
-                continue;
-            }
-            if self.globals.len() >= MAX_GLOBAL_RECORDS {
-                return Err(TarError::Pax {
-                    at,
-                    reason: format!("more than {MAX_GLOBAL_RECORDS} global records"),
-                });
-            }
-            self.globals.push((key, value));
-        }
-        Ok(())
     }
 
     fn read_pax(&mut self, size: u64, at: u64) -> Result<pax::Records, TarError> {
@@ -430,9 +422,7 @@ fn kind_of(flag: u8, name: &[u8]) -> Kind {
     }
 }
 
-/// A path from the first source that has one: PAX, GNU long name, header.
-fn path_from(pax: Option<Vec<u8>>, long: Option<Vec<u8>>, header: Vec<u8>, at: u64) -> Result<PathBuf, TarError> {
-    let bytes = pax.or(long).unwrap_or(header);
+fn to_path(bytes: Vec<u8>, at: u64) -> Result<PathBuf, TarError> {
     if bytes.contains(&0) {
         return Err(TarError::Pax {
             at,
@@ -440,6 +430,16 @@ fn path_from(pax: Option<Vec<u8>>, long: Option<Vec<u8>>, header: Vec<u8>, at: u
         });
     }
     Ok(PathBuf::from(OsString::from_vec(bytes)))
+}
+
+/// An untrusted value for an error message: escaped, and cut if long.
+pub fn quoted(value: &str) -> String {
+    let cut = (0..=QUOTED.min(value.len()))
+        .rev()
+        .find(|i| value.is_char_boundary(*i))
+        .unwrap_or(0);
+    let ellipsis = if cut < value.len() { "…" } else { "" };
+    format!("{:?}{ellipsis}", &value[..cut])
 }
 
 fn id(records: &pax::Records, key: &'static str, header: i64, at: u64) -> Result<u64, TarError> {

@@ -5,7 +5,10 @@
 
 /// Records in the order written; repeated keys are kept (sparse format 0.0
 /// repeats `GNU.sparse.offset`/`GNU.sparse.numbytes`).
-pub type Records = Vec<(String, Vec<u8>)>;
+pub type Records = Vec<Record>;
+
+/// A key and its value.
+pub type Record = (String, Vec<u8>);
 
 /// Longest record length prefix we read: 20 digits exceed any real record.
 const MAX_LEN_DIGITS: usize = 20;
@@ -21,7 +24,7 @@ pub fn parse(mut data: &[u8]) -> Result<Records, String> {
 }
 
 /// The first record of `data` and what follows it.
-fn one(data: &[u8]) -> Result<((String, Vec<u8>), &[u8]), String> {
+fn one(data: &[u8]) -> Result<(Record, &[u8]), String> {
     let space = data
         .iter()
         .take(MAX_LEN_DIGITS + 1)
@@ -65,7 +68,10 @@ pub fn text<'a>(records: &'a Records, key: &str) -> Result<Option<&'a str>, Stri
 /// The last value of `key` as a non-negative decimal.
 pub fn number(records: &Records, key: &str) -> Result<Option<u64>, String> {
     text(records, key)?
-        .map(|v| v.parse::<u64>().map_err(|_| format!("PAX {key} {v:?} is not a number")))
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| format!("PAX {key} {} is not a number", super::quoted(v)))
+        })
         .transpose()
 }
 

@@ -36,6 +36,9 @@ impl Sparse {
     /// Segments in order, not overlapping, inside the file, and together
     /// exactly the `stored` bytes that follow in the archive.
     pub fn validate(real_size: u64, segments: Vec<Segment>, stored: u64) -> Result<Sparse, String> {
+        if i64::try_from(real_size).is_err() {
+            return Err(format!("file size {real_size} is out of range"));
+        }
         let mut end = 0u64;
         let mut total = 0u64;
         for s in &segments {
@@ -81,10 +84,11 @@ pub fn pax_format(records: &Records) -> Option<PaxFormat> {
     }
 }
 
+/// A non-empty map: 0.1's record, or 0.0's pairs (which Go folds into one).
 fn has_record_map(records: &Records) -> bool {
     records
         .iter()
-        .any(|(k, _)| k == "GNU.sparse.map" || k == "GNU.sparse.offset")
+        .any(|(k, v)| (k == "GNU.sparse.map" && !v.is_empty()) || k == "GNU.sparse.offset")
 }
 
 /// The logical size a PAX sparse file announces.
@@ -95,14 +99,24 @@ pub fn pax_real_size(records: &Records) -> Result<Option<u64>, String> {
     }
 }
 
-/// Format 0.1's `GNU.sparse.map` ("off,len,off,len"), or 0.0's repeated
-/// `GNU.sparse.offset`/`GNU.sparse.numbytes` pairs.
+/// Format 0.0's repeated `GNU.sparse.offset`/`GNU.sparse.numbytes` pairs
+/// (which win, as in Go), or 0.1's `GNU.sparse.map` ("off,len,off,len");
+/// `GNU.sparse.numblocks` must count the segments.
 pub fn map_from_records(records: &Records) -> Result<Vec<Segment>, String> {
-    let numbers: Vec<&[u8]> = match pax::get(records, "GNU.sparse.map") {
-        Some(map) if !map.is_empty() => map.split(|b| *b == b',').collect(),
-        Some(_) => Vec::new(),
-        None => pairs_0_0(records)?,
-    };
+    let mut numbers = pairs_0_0(records)?;
+    if numbers.is_empty() {
+        numbers = match pax::get(records, "GNU.sparse.map") {
+            Some(map) if !map.is_empty() => map.split(|b| *b == b',').collect(),
+            _ => Vec::new(),
+        };
+    }
+    let blocks = pax::number(records, "GNU.sparse.numblocks")?.ok_or("no GNU.sparse.numblocks record")?;
+    if blocks.checked_mul(2) != Some(numbers.len() as u64) {
+        return Err(format!(
+            "GNU.sparse.numblocks is {blocks} but the map has {} values",
+            numbers.len()
+        ));
+    }
     to_segments(&numbers)
 }
 
@@ -124,7 +138,7 @@ fn pairs_0_0(records: &Records) -> Result<Vec<&[u8]>, String> {
 }
 
 fn to_segments(numbers: &[&[u8]]) -> Result<Vec<Segment>, String> {
-    if numbers.len() % 2 != 0 {
+    if !numbers.len().is_multiple_of(2) {
         return Err("odd number of map values".into());
     }
     if numbers.len() / 2 > MAX_SEGMENTS {
@@ -146,7 +160,7 @@ fn decimal(raw: &[u8]) -> Result<u64, String> {
         .ok()
         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad map value {:?}", String::from_utf8_lossy(raw)))
+        .ok_or_else(|| format!("bad map value {}", super::quoted(&String::from_utf8_lossy(raw))))
 }
 
 /// Format 1.0's map at the start of the data: newline-terminated decimals,
@@ -180,6 +194,7 @@ mod tests {
     fn formats_as_go_reads_them() {
         let r0_0 = records(&[
             ("GNU.sparse.size", "100"),
+            ("GNU.sparse.numblocks", "2"),
             ("GNU.sparse.offset", "10"),
             ("GNU.sparse.numbytes", "5"),
             ("GNU.sparse.offset", "50"),
@@ -194,6 +209,7 @@ mod tests {
         let r0_1 = records(&[
             ("GNU.sparse.major", "0"),
             ("GNU.sparse.minor", "1"),
+            ("GNU.sparse.numblocks", "2"),
             ("GNU.sparse.map", "10,5,50,3"),
         ]);
         assert_eq!(map_from_records(&r0_1).unwrap(), map);

@@ -19,6 +19,16 @@ fn block(name: &str, kind: u8, size: u64, edit: impl FnOnce(&mut [u8; BLOCK])) -
     b
 }
 
+/// Give the last header block (of an entry without data) type `flag`.
+fn retype_last(tar: &mut [u8], flag: u8) {
+    let at = tar.len() - BLOCK;
+    let h = &mut tar[at..];
+    h[156] = flag;
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|x| u32::from(*x)).sum();
+    h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+}
+
 fn padded(data: &[u8]) -> Vec<u8> {
     let mut v = data.to_vec();
     v.resize(data.len().div_ceil(BLOCK) * BLOCK, 0);
@@ -136,18 +146,68 @@ fn corrupt_streams_fail() {
 }
 
 #[test]
-fn global_records_are_defaults() {
+fn global_headers_apply_to_nothing() {
+    // As Go (and so docker): a 'g' header is an entry of its own, skipped;
+    // the 'x' records before it go with it.
     let global = record("uid", b"1000");
+    let local = record("gid", b"7");
     let tar = [
-        &block("g", b'g', global.len() as u64, |_| {})[..],
+        &block("x", b'x', local.len() as u64, |_| {})[..],
+        &padded(&local),
+        &block("g", b'g', global.len() as u64, |_| {}),
         &padded(&global),
-        &pax_then(&record("gid", b"7"), "a", b""),
         &block("b", b'0', 0, |_| {}),
     ]
     .concat();
     let entries = all(&tar).unwrap();
-    assert_eq!((entries[0].0.uid, entries[0].0.gid), (1000, 7));
-    assert_eq!((entries[1].0.uid, entries[1].0.gid), (1000, 0));
+    assert_eq!(entries.len(), 1);
+    assert_eq!((entries[0].0.uid, entries[0].0.gid), (0, 0));
+}
+
+#[test]
+fn names_and_data_are_decided_as_go_decides_them() {
+    let long = [&block("././@LongLink", b'L', 9, |_| {})[..], &padded(b"gnu-name\0")].concat();
+    // A GNU long name wins over a PAX path.
+    let both = [&long[..], &pax_then(&record("path", b"pax-name"), "header-name", b"")].concat();
+    // pax_then starts with its 'x' header: the long name comes first here.
+    assert_eq!(all(&both).unwrap()[0].0.path, PathBuf::from("gnu-name"));
+    // A pre-POSIX entry is a directory by its final name's slash.
+    let mut v7 = pax_then(&record("path", b"dir/"), "file", b"");
+    retype_last(&mut v7, 0);
+    assert_eq!(all(&v7).unwrap()[0].0.kind, Kind::Dir);
+    // GNU 'D' (a directory with a listing) has data: a header hidden in it
+    // is data, not an entry.
+    let hidden = block("etc/ld.so.preload", b'0', 0, |_| {});
+    let dumpdir = [
+        &block("d", b'D', 512, |_| {})[..],
+        &hidden,
+        &block("after", b'0', 0, |_| {}),
+    ]
+    .concat();
+    let names: Vec<_> = all(&dumpdir).unwrap().into_iter().map(|(e, _)| e.path).collect();
+    assert_eq!(names, [PathBuf::from("d"), PathBuf::from("after")]);
+}
+
+#[test]
+fn out_of_range_and_misplaced_values_are_refused() {
+    let huge = pax_then(&record("size", b"18446744073709551615"), "f", b"");
+    assert!(
+        matches!(all(&huge), Err(TarError::Pax { .. })),
+        "{:?}",
+        all(&huge).err()
+    );
+    let not_gnu = block("s", b'S', 0, |_| {});
+    assert!(matches!(all(&not_gnu), Err(TarError::Sparse { .. })));
+    let sparse_link = [&block("x", b'x', 0, |_| {})[..], &block("l", b'2', 0, |_| {})].concat();
+    assert!(all(&sparse_link).is_ok());
+    let records = [record("GNU.sparse.major", b"1"), record("GNU.sparse.minor", b"0")].concat();
+    let mut link = pax_then(&records, "l", b"");
+    retype_last(&mut link, b'2');
+    assert!(
+        matches!(all(&link), Err(TarError::Sparse { .. })),
+        "{:?}",
+        all(&link).err()
+    );
 }
 
 #[test]
