@@ -96,6 +96,35 @@ struct LeaseGuard<'a> {
     committed: bool,
 }
 
+impl<'a> LeaseGuard<'a> {
+    /// Take a new lease on `digests`: its lock first, then its record.
+    fn hold(mocker: &'a Mocker, digests: &[Digest]) -> Result<Self> {
+        let id = format!("{}-{}", std::process::id(), now_nanos());
+        let lock = mocker.index.hold_lease(&id)?;
+        let guard = LeaseGuard {
+            mocker,
+            id,
+            _lock: lock,
+            committed: false,
+        };
+        guard.record(digests)?;
+        Ok(guard)
+    }
+
+    /// Make the lease cover exactly `digests`.
+    fn record(&self, digests: &[Digest]) -> Result<()> {
+        let mut batch = Batch::default();
+        batch.put_lease(
+            &self.id,
+            &Lease {
+                pid: std::process::id(),
+                digests: digests.to_vec(),
+            },
+        );
+        self.mocker.index.session(|s| s.apply(&batch))
+    }
+}
+
 impl Drop for LeaseGuard<'_> {
     fn drop(&mut self) {
         if self.committed {
@@ -121,24 +150,31 @@ pub async fn pull(
     if let Err(e) = &result {
         // A broken image would fail the same way again: leave nothing of it.
         // After a network failure or interruption, keep what was fetched.
-        let permanent = matches!(
-            e,
-            Error::DigestMismatch { .. }
-                | Error::SizeMismatch { .. }
-                | Error::Layer { .. }
-                | Error::InvalidDocument { .. }
-                | Error::UnsupportedMediaType { .. }
-                | Error::TooLarge { .. }
-                | Error::NoMatchingPlatform { .. }
-                | Error::DiskFull { .. }
-        );
-        if permanent && !touched.is_empty() {
+        if is_permanent(e) && !touched.is_empty() {
             let _ = crate::images::collect_unreferenced(mocker, Some(&touched));
         }
     }
     result
 }
 
+/// Errors a retry would meet again: a broken image, or a full disk.
+fn is_permanent(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::DigestMismatch { .. }
+            | Error::SizeMismatch { .. }
+            | Error::Layer { .. }
+            | Error::InvalidDocument { .. }
+            | Error::UnsupportedMediaType { .. }
+            | Error::TooLarge { .. }
+            | Error::NoMatchingPlatform { .. }
+            | Error::DiskFull { .. }
+    )
+}
+
+/// The pipeline, top to bottom: resolve, lease, documents, config, layers
+/// (phase 1: fetch and unpack in parallel; phase 2: publish base first),
+/// record. `touched` collects what a failure should garbage-collect.
 async fn pull_leased(
     mocker: &Mocker,
     reference: &ImageRef,
@@ -147,237 +183,316 @@ async fn pull_leased(
     touched: &mut Vec<Digest>,
 ) -> Result<Pulled> {
     let registry = Registry::new(reference, &opts.registry)?;
-    let (top_bytes, top_digest) = registry.manifest(reference.wire()).await?;
-    let top_what = format!("manifest {reference}");
-    let (index_doc, manifest_bytes, manifest_digest, manifest) = match manifest::parse_document(&top_bytes, &top_what)?
-    {
-        Document::Manifest(m) => (None, top_bytes, top_digest, m),
-        Document::Index(index) => {
-            let wanted = opts.platform.clone().unwrap_or_else(Platform::host);
-            let entry = manifest::select_platform(&index, &wanted)?;
-            let digest = manifest::descriptor_digest(&entry, &top_what)?;
-            let child_ref = reference.wire().clone_with_digest(digest.to_string());
-            let (bytes, actual) = registry.manifest(&child_ref).await?;
-            if bytes.len() as u64 != entry.size() {
-                return Err(Error::SizeMismatch {
-                    what: format!("manifest {digest}"),
-                    expected: entry.size(),
-                    actual: bytes.len() as u64,
-                });
-            }
-            let what = format!("manifest {digest} for {wanted}");
-            match manifest::parse_document(&bytes, &what)? {
-                Document::Manifest(m) => {
-                    let declared = m.media_type().as_ref().map(|t| t.to_string());
-                    if declared.as_ref().is_some_and(|t| *t != entry.media_type().to_string()) {
-                        return Err(Error::InvalidDocument {
-                            what,
-                            reason: format!(
-                                "its mediaType {} contradicts the index entry's {}",
-                                declared.unwrap_or_default(),
-                                entry.media_type()
-                            ),
-                        });
-                    }
-                    (Some((top_bytes, top_digest)), bytes, actual, m)
-                }
-                Document::Index(_) => {
-                    return Err(Error::InvalidDocument {
-                        what,
-                        reason: "an index entry points to another index".into(),
-                    })
-                }
-            }
-        }
-    };
-    progress.resolved(reference, &manifest_digest);
-
-    let config_desc = manifest.config();
+    let resolved = resolve(&registry, reference, opts).await?;
+    progress.resolved(reference, &resolved.digest);
+    let config_desc = resolved.manifest.config();
     let config_digest = manifest::descriptor_digest(config_desc, "config")?;
-    let layers = layer_descriptors(&manifest)?;
+    let layers = layer_descriptors(&resolved.manifest)?;
 
     // Lease everything before looking at the store, so a concurrent rmi's
     // garbage collection cannot delete a blob we decide not to download.
-    let mut leased = vec![manifest_digest.clone(), config_digest.clone()];
-    leased.extend(index_doc.iter().map(|(_, d)| d.clone()));
+    let mut leased = vec![resolved.digest.clone(), config_digest.clone()];
+    leased.extend(resolved.index.iter().map(|(_, d)| d.clone()));
     leased.extend(layers.iter().map(|l| l.0.clone()));
     touched.extend(leased.iter().cloned());
-    let lease_id = format!("{}-{}", std::process::id(), now_nanos());
-    let lock = mocker.index.hold_lease(&lease_id)?;
-    let mut batch = Batch::default();
-    batch.put_lease(
-        &lease_id,
-        &Lease {
-            pid: std::process::id(),
-            digests: leased,
-        },
-    );
-    mocker.index.session(|s| s.apply(&batch))?;
-    let mut lease = LeaseGuard {
+    let mut lease = LeaseGuard::hold(mocker, &leased)?;
+
+    resolved.store_documents(mocker)?;
+    let config = fetch_config(mocker, &registry, config_desc, &config_digest, layers.len()).await?;
+    check_platform(opts, resolved.index.is_none(), &config)?;
+    let diff_ids = manifest::diff_ids(&config)?;
+    let chains = chain_ids(&diff_ids);
+    // Snapshots this pull builds or relies on are leased too.
+    leased.extend(chains.iter().cloned());
+    touched.extend(chains.iter().cloned());
+    lease.record(&leased)?;
+
+    let plan = LayerPlan {
         mocker,
-        id: lease_id.clone(),
-        _lock: lock,
-        committed: false,
+        registry: &registry,
+        progress,
+        layers: &layers,
+        chains: &chains,
+        diff_ids: &diff_ids,
+        limit: opts.max_unpacked_bytes.min(free_bytes(mocker.snapshots.dir())),
     };
+    let (staged, downloaded) = plan.stage(opts.max_concurrent_downloads).await?;
+    plan.publish(staged).await?;
+    let (image, updated) = record_image(mocker, reference, &resolved, &config, &lease.id)?;
+    lease.committed = true;
+    Ok(Pulled {
+        reference: reference.clone(),
+        image,
+        updated,
+        downloaded_layers: downloaded,
+    })
+}
 
-    if let Some((bytes, digest)) = &index_doc {
-        mocker.store.write_bytes(digest, bytes, &format!("index {digest}"))?;
+/// The manifest a reference names for our platform, and the index it came
+/// through (bytes and digest) if it named one.
+struct Resolved {
+    index: Option<(bytes::Bytes, Digest)>,
+    bytes: bytes::Bytes,
+    digest: Digest,
+    manifest: Box<ImageManifest>,
+}
+
+impl Resolved {
+    fn store_documents(&self, mocker: &Mocker) -> Result<()> {
+        if let Some((bytes, digest)) = &self.index {
+            mocker.store.write_bytes(digest, bytes, &format!("index {digest}"))?;
+        }
+        mocker
+            .store
+            .write_bytes(&self.digest, &self.bytes, &format!("manifest {}", self.digest))
     }
-    mocker.store.write_bytes(
-        &manifest_digest,
-        &manifest_bytes,
-        &format!("manifest {manifest_digest}"),
-    )?;
+}
 
-    // The config: small, capped, fetched before the layers so a bad one fails fast.
-    if config_desc.size() > MAX_CONFIG_BYTES {
+async fn resolve(registry: &Registry, reference: &ImageRef, opts: &PullOptions) -> Result<Resolved> {
+    let (top_bytes, top_digest) = registry.manifest(reference.wire()).await?;
+    let top_what = format!("manifest {reference}");
+    match manifest::parse_document(&top_bytes, &top_what)? {
+        Document::Manifest(manifest) => Ok(Resolved {
+            index: None,
+            bytes: top_bytes,
+            digest: top_digest,
+            manifest,
+        }),
+        Document::Index(index) => {
+            let wanted = opts.platform.clone().unwrap_or_else(Platform::host);
+            let entry = manifest::select_platform(&index, &wanted)?;
+            let (bytes, digest, manifest) = platform_manifest(registry, reference, &entry, &wanted, &top_what).await?;
+            Ok(Resolved {
+                index: Some((top_bytes, top_digest)),
+                bytes,
+                digest,
+                manifest,
+            })
+        }
+    }
+}
+
+/// The manifest an index entry points to, checked against the entry.
+async fn platform_manifest(
+    registry: &Registry,
+    reference: &ImageRef,
+    entry: &oci_spec::image::Descriptor,
+    wanted: &Platform,
+    top_what: &str,
+) -> Result<(bytes::Bytes, Digest, Box<ImageManifest>)> {
+    let digest = manifest::descriptor_digest(entry, top_what)?;
+    let child_ref = reference.wire().clone_with_digest(digest.to_string());
+    let (bytes, actual) = registry.manifest(&child_ref).await?;
+    if bytes.len() as u64 != entry.size() {
+        return Err(Error::SizeMismatch {
+            what: format!("manifest {digest}"),
+            expected: entry.size(),
+            actual: bytes.len() as u64,
+        });
+    }
+    let what = format!("manifest {digest} for {wanted}");
+    let m = match manifest::parse_document(&bytes, &what)? {
+        Document::Manifest(m) => m,
+        Document::Index(_) => {
+            return Err(Error::InvalidDocument {
+                what,
+                reason: "an index entry points to another index".into(),
+            })
+        }
+    };
+    let declared = m.media_type().as_ref().map(|t| t.to_string());
+    if declared.as_ref().is_some_and(|t| *t != entry.media_type().to_string()) {
+        return Err(Error::InvalidDocument {
+            what,
+            reason: format!(
+                "its mediaType {} contradicts the index entry's {}",
+                declared.unwrap_or_default(),
+                entry.media_type()
+            ),
+        });
+    }
+    Ok((bytes, actual, m))
+}
+
+/// The config: small, capped, fetched before the layers so a bad one fails fast.
+async fn fetch_config(
+    mocker: &Mocker,
+    registry: &Registry,
+    desc: &oci_spec::image::Descriptor,
+    digest: &Digest,
+    layer_count: usize,
+) -> Result<ImageConfiguration> {
+    let what = format!("config {digest}");
+    if desc.size() > MAX_CONFIG_BYTES {
         return Err(Error::TooLarge {
-            what: format!("config {config_digest}"),
-            size: config_desc.size(),
+            what,
+            size: desc.size(),
             limit: MAX_CONFIG_BYTES,
         });
     }
     fetch_blob(
         mocker,
-        &registry,
-        &config_digest,
-        config_desc.size(),
-        config_desc.media_type().as_ref(),
-        &format!("config {config_digest}"),
+        registry,
+        digest,
+        desc.size(),
+        desc.media_type().as_ref(),
+        &what,
         None,
     )
     .await?;
-    let config_bytes = mocker.store.read_small(&config_digest, MAX_CONFIG_BYTES)?;
-    let config = manifest::parse_config(&config_bytes, layers.len(), &format!("config {config_digest}"))?;
-    if let Some(wanted) = &opts.platform {
-        if index_doc.is_none()
-            && !wanted.matches(
-                &config.os().to_string(),
-                &config.architecture().to_string(),
-                config.variant().as_deref(),
-            )
-        {
-            return Err(Error::NoMatchingPlatform {
-                wanted: wanted.to_string(),
-                available: format!("{}/{} (single-platform image)", config.os(), config.architecture()),
-            });
+    let bytes = mocker.store.read_small(digest, MAX_CONFIG_BYTES)?;
+    manifest::parse_config(&bytes, layer_count, &what)
+}
+
+/// A single-platform image must be the platform asked for, if one was.
+fn check_platform(opts: &PullOptions, single: bool, config: &ImageConfiguration) -> Result<()> {
+    let Some(wanted) = &opts.platform else {
+        return Ok(());
+    };
+    let (os, arch) = (config.os().to_string(), config.architecture().to_string());
+    if single && !wanted.matches(&os, &arch, config.variant().as_deref()) {
+        return Err(Error::NoMatchingPlatform {
+            wanted: wanted.to_string(),
+            available: format!("{os}/{arch} (single-platform image)"),
+        });
+    }
+    Ok(())
+}
+
+/// One index transaction: layers, image, reference; the lease goes with
+/// it. Returns the image and whether the reference moved.
+fn record_image(
+    mocker: &Mocker,
+    reference: &ImageRef,
+    resolved: &Resolved,
+    config: &ImageConfiguration,
+    lease_id: &str,
+) -> Result<(ImageRecord, bool)> {
+    let (image, layer_records) = describe_image(
+        &resolved.digest,
+        resolved.bytes.len() as u64,
+        &resolved.manifest,
+        resolved.index.as_ref().map(|(_, d)| d.clone()),
+        config,
+    )?;
+    let key = reference.index_key();
+    let updated = mocker.index.session(|s| {
+        let previous = s.get_ref(&key)?;
+        let mut batch = Batch::default();
+        for layer in &layer_records {
+            batch.put_layer(layer);
         }
-    }
+        batch
+            .put_image(&image)
+            .put_ref(&key, &resolved.digest)
+            .del_lease(lease_id);
+        s.apply(&batch)?;
+        Ok(previous.as_ref() != Some(&resolved.digest))
+    })?;
+    Ok((image, updated))
+}
 
-    let diff_ids = manifest::diff_ids(&config)?;
-    let chains = chain_ids(&diff_ids);
-    // Snapshots this pull builds or relies on are leased too.
-    let mut batch = Batch::default();
-    let mut leased_all = vec![manifest_digest.clone(), config_digest.clone()];
-    leased_all.extend(index_doc.iter().map(|(_, d)| d.clone()));
-    leased_all.extend(layers.iter().map(|l| l.0.clone()));
-    leased_all.extend(chains.iter().cloned());
-    touched.extend(chains.iter().cloned());
-    batch.put_lease(
-        &lease_id,
-        &Lease {
-            pid: std::process::id(),
-            digests: leased_all,
-        },
-    );
-    mocker.index.session(|s| s.apply(&batch))?;
+/// The layers of one pull and what fetching and unpacking them needs.
+struct LayerPlan<'a> {
+    mocker: &'a Mocker,
+    registry: &'a Registry,
+    progress: &'a dyn Progress,
+    /// (digest, size, media type), base first.
+    layers: &'a [(Digest, u64, String)],
+    chains: &'a [Digest],
+    diff_ids: &'a [Digest],
+    /// Bound on one layer's unpacked size.
+    limit: u64,
+}
 
-    for (digest, size, _) in &layers {
-        progress.layer(digest, LayerEvent::Pending { size: *size });
-    }
-    let limit = opts.max_unpacked_bytes.min(free_bytes(mocker.snapshots.dir()));
-    mocker.snapshots.sweep_partial_builds();
-    let downloaded = AtomicU64::new(0);
-    let unpacked_any = std::sync::atomic::AtomicBool::new(false);
-    // Downloads and unpacks are bounded separately: a long unpack must not
-    // hold a download slot, or later layers would wait to start downloading.
-    let download_slots = tokio::sync::Semaphore::new(opts.max_concurrent_downloads.max(1));
-    let unpack_slots = tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-    let closed = |_| Error::Interrupted;
-    let downloads =
-        futures_util::future::try_join_all(layers.iter().enumerate().map(|(i, (digest, size, media_type))| {
-            let downloaded = &downloaded;
-            let registry = &registry;
-            let (download_slots, unpack_slots) = (&download_slots, &unpack_slots);
-            let chain = chains[i].clone();
-            let diff_id = diff_ids[i].clone();
-            async move {
-                let fetched = {
-                    let _slot = download_slots.acquire().await.map_err(closed)?;
-                    fetch_blob(
-                        mocker,
-                        registry,
-                        digest,
-                        *size,
-                        media_type,
-                        &format!("layer {digest}"),
-                        Some(progress),
-                    )
-                    .await?
-                };
-                if fetched {
-                    downloaded.fetch_add(1, Ordering::Relaxed);
-                }
-                let _slot = unpack_slots.acquire().await.map_err(closed)?;
-                // Unpack now, in parallel with other layers, into a private
-                // directory; publishing waits for the parent (phase 2 below).
-                let compression = manifest::layer_compression(media_type).unwrap_or(manifest::Compression::None);
-                let (m, d, chain) = (mocker.clone(), digest.clone(), chain.clone());
-                let diff = diff_id.clone();
-                if mocker.snapshots.get(&chain)?.is_none() {
-                    progress.layer(digest, LayerEvent::Extracting);
-                }
-                let staged = tokio::task::spawn_blocking(move || -> Result<Staged> {
-                    match m.snapshots.begin(&chain, false)? {
-                        snapshot::Begin::Exists(_) => Ok(Staged::Done),
-                        snapshot::Begin::Busy => Ok(Staged::Deferred),
-                        snapshot::Begin::Building(building) => {
-                            let unpacked = unpack_blob(&m, &d, compression, &building.fs_dir(), &diff, limit)?;
-                            Ok(Staged::Built(building, unpacked))
-                        }
-                    }
-                })
-                .await
-                .map_err(|e| Error::Layer {
-                    layer: digest.to_string(),
-                    reason: format!("unpack task failed: {e}"),
-                })??;
-                Ok::<_, Error>(staged)
-            }
-        }))
-        .await;
-    if let Err(e) = &downloads {
-        if matches!(
-            e,
-            Error::DiskFull { .. } | Error::DigestMismatch { .. } | Error::SizeMismatch { .. } | Error::Layer { .. }
-        ) {
+impl LayerPlan<'_> {
+    /// Phase 1: every layer fetched and unpacked into a private directory,
+    /// in parallel. Returns each layer's stage and how many were transferred.
+    async fn stage(&self, max_downloads: usize) -> Result<(Vec<Staged>, usize)> {
+        for (digest, size, _) in self.layers {
+            self.progress.layer(digest, LayerEvent::Pending { size: *size });
+        }
+        self.mocker.snapshots.sweep_partial_builds();
+        let downloaded = AtomicU64::new(0);
+        // Downloads and unpacks are bounded separately: a long unpack must not
+        // hold a download slot, or later layers would wait to start downloading.
+        let slots = Slots {
+            download: tokio::sync::Semaphore::new(max_downloads.max(1)),
+            unpack: tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+        };
+        let staged =
+            futures_util::future::try_join_all((0..self.layers.len()).map(|i| self.stage_one(i, &slots, &downloaded)))
+                .await;
+        if let Err(e) = &staged {
             // Partial downloads are kept for resuming after an interruption,
-            // but not when they filled the disk or the image is broken (a
-            // retry would fail the same way). Best effort: report `e`.
-            for (digest, _, _) in &layers {
-                let _ = mocker.store.discard_ingest(digest);
+            // but not when a retry would fail the same way. Best effort: report `e`.
+            if is_permanent(e) {
+                for (digest, _, _) in self.layers {
+                    let _ = self.mocker.store.discard_ingest(digest);
+                }
             }
         }
+        Ok((staged?, downloaded.load(Ordering::Relaxed) as usize))
     }
-    // Phase 2, base layer first: publish each snapshot once its parent is.
-    let staged = downloads?;
-    for (i, stage) in staged.into_iter().enumerate() {
-        let (digest, _, media_type) = &layers[i];
-        let parent = i.checked_sub(1).map(|p| chains[p].clone());
-        let (m, chain, diff) = (mocker.clone(), chains[i].clone(), diff_ids[i].clone());
+
+    async fn stage_one(&self, i: usize, slots: &Slots, downloaded: &AtomicU64) -> Result<Staged> {
+        let (digest, size, media_type) = &self.layers[i];
+        let closed = |_| Error::Interrupted;
+        let fetched = {
+            let _slot = slots.download.acquire().await.map_err(closed)?;
+            let what = format!("layer {digest}");
+            fetch_blob(
+                self.mocker,
+                self.registry,
+                digest,
+                *size,
+                media_type,
+                &what,
+                Some(self.progress),
+            )
+            .await?
+        };
+        if fetched {
+            downloaded.fetch_add(1, Ordering::Relaxed);
+        }
+        let _slot = slots.unpack.acquire().await.map_err(closed)?;
+        // Unpack now, in parallel with other layers, into a private
+        // directory; publishing waits for the parent (phase 2).
         let compression = manifest::layer_compression(media_type).unwrap_or(manifest::Compression::None);
-        let d = digest.clone();
-        let built = tokio::task::spawn_blocking(move || -> Result<bool> {
-            match stage {
+        let (m, d, chain, diff, limit) = (
+            self.mocker.clone(),
+            digest.clone(),
+            self.chains[i].clone(),
+            self.diff_ids[i].clone(),
+            self.limit,
+        );
+        if self.mocker.snapshots.get(&chain)?.is_none() {
+            self.progress.layer(digest, LayerEvent::Extracting);
+        }
+        blocking(digest, move || match m.snapshots.begin(&chain, false)? {
+            snapshot::Begin::Exists(_) => Ok(Staged::Done),
+            snapshot::Begin::Busy => Ok(Staged::Deferred),
+            snapshot::Begin::Building(building) => {
+                let unpacked = unpack_blob(&m, &d, compression, &building.fs_dir(), &diff, limit)?;
+                Ok(Staged::Built(building, unpacked))
+            }
+        })
+        .await
+    }
+
+    /// Phase 2, base layer first: publish each snapshot once its parent is.
+    async fn publish(&self, staged: Vec<Staged>) -> Result<()> {
+        for (i, stage) in staged.into_iter().enumerate() {
+            let (digest, _, media_type) = &self.layers[i];
+            let parent = i.checked_sub(1).map(|p| self.chains[p].clone());
+            let (m, chain, diff) = (self.mocker.clone(), self.chains[i].clone(), self.diff_ids[i].clone());
+            let compression = manifest::layer_compression(media_type).unwrap_or(manifest::Compression::None);
+            let (d, limit) = (digest.clone(), self.limit);
+            let built = blocking(digest, move || match stage {
                 Staged::Done => Ok(false),
                 Staged::Built(building, unpacked) => {
-                    m.snapshots.commit(
-                        building,
-                        parent.as_ref(),
-                        &diff,
-                        unpacked.file_bytes,
-                        &unpacked.implicit_dirs,
-                    )?;
+                    let (size, implicit) = (unpacked.file_bytes, &unpacked.implicit_dirs);
+                    m.snapshots.commit(building, parent.as_ref(), &diff, size, implicit)?;
                     Ok(true)
                 }
                 // Another pull was unpacking it: wait, and build it ourselves
@@ -389,46 +504,28 @@ async fn pull_leased(
                         Ok((u.file_bytes, u.implicit_dirs))
                     })?
                     .1),
+            })
+            .await?;
+            if built {
+                self.progress.layer(digest, LayerEvent::PullComplete);
             }
-        })
-        .await
-        .map_err(|e| Error::Layer {
-            layer: digest.to_string(),
-            reason: format!("unpack task failed: {e}"),
-        })??;
-        if built {
-            unpacked_any.store(true, Ordering::Relaxed);
-            progress.layer(digest, LayerEvent::PullComplete);
         }
+        Ok(())
     }
-    let (image, layer_records) = describe_image(
-        &manifest_digest,
-        manifest_bytes.len() as u64,
-        &manifest,
-        index_doc.as_ref().map(|(_, d)| d.clone()),
-        &config,
-    )?;
-    let key = reference.index_key();
-    let updated = mocker.index.session(|s| {
-        let previous = s.get_ref(&key)?;
-        let mut batch = Batch::default();
-        for layer in &layer_records {
-            batch.put_layer(layer);
-        }
-        batch
-            .put_image(&image)
-            .put_ref(&key, &manifest_digest)
-            .del_lease(&lease_id);
-        s.apply(&batch)?;
-        Ok(previous.as_ref() != Some(&manifest_digest))
-    })?;
-    lease.committed = true;
-    Ok(Pulled {
-        reference: reference.clone(),
-        image,
-        updated,
-        downloaded_layers: downloaded.load(Ordering::Relaxed) as usize,
-    })
+}
+
+struct Slots {
+    download: tokio::sync::Semaphore,
+    unpack: tokio::sync::Semaphore,
+}
+
+/// Run `f` on the blocking pool (unpacking is file system work); a task
+/// that panicked fails the layer.
+async fn blocking<T: Send + 'static>(layer: &Digest, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Layer {
+        layer: layer.to_string(),
+        reason: format!("unpack task failed: {e}"),
+    })?
 }
 
 /// The index records for a verified manifest and its parsed config.
