@@ -193,101 +193,10 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
         Network::Bridge => Some(Bridge::from_env()?),
         _ => None,
     };
-    let seed = hex::decode(&id).unwrap_or_default();
     let security = check_options(mocker, opts)?;
-
-    // One session: the image, its config, the name, the address and the
-    // writable snapshot are found, checked and claimed together.
-    let (record, image, process, reserved) = mocker.index.session(|s| {
-        let mut found = crate::images::find_in(s, &opts.image)?;
-        if found.len() != 1 {
-            return Err(Error::AmbiguousImageId(opts.image.clone()));
-        }
-        let image = found.remove(0);
-        let process = image_process(mocker, &image, opts, &id)?;
-        let name = claim_name(s, name.as_ref(), &seed)?;
-        let mut batch = Batch::default();
-        let reserved = mocker
-            .snapshots
-            .reserve(s, &snapshot_key(&id), image.chain_ids.last(), &mut batch)?;
-        // Last before the commit: the address is claimed host-wide (other
-        // roots share the bridge), and released if the commit fails.
-        let address = match &bridge {
-            Some(b) => Some((b.name.clone(), claim_address(mocker, s, b, &id)?)),
-            None => None,
-        };
-        let record = ContainerRecord {
-            id: id.clone(),
-            name,
-            image_manifest: image.manifest_digest.clone(),
-            created: state::now(),
-            address,
-        };
-        batch.put_container(&record);
-        if let Err(e) = s.apply(&batch) {
-            release_address(mocker, &id, record.address.as_ref());
-            let _ = std::fs::remove_dir(dir_of(mocker, &id));
-            return Err(e);
-        }
-        Ok((record, image, process, reserved))
-    })?;
-
-    let dir = dir_of(mocker, &id);
-    let endpoint = match (&bridge, &record.address) {
-        (Some(b), Some((_, ip))) => Some(Endpoint::new(b.clone(), *ip, &id)),
-        _ => None,
-    };
-    let built = (|| {
-        make_dir(mocker, &id)?;
-        std::fs::create_dir_all(dir.join("rootfs")).ctx(|| format!("creating {}", dir.display()))?;
-        let files = write_etc_files(
-            &dir,
-            &process.hostname,
-            endpoint.as_ref().map(|e| e.address),
-            opts.network,
-        )?;
-        let overlay = mocker.snapshots.make_active(&snapshot_key(&id), reserved)?;
-        if let Some(mapping) = &opts.userns {
-            give_to_container_root(mapping, &overlay, &files)?;
-        }
-        let config = ContainerConfig {
-            id: id.clone(),
-            name: record.name.clone(),
-            image: opts.image.clone(),
-            image_id: image.config_digest.clone(),
-            image_manifest: image.manifest_digest.clone(),
-            created: record.created.clone(),
-            init: InitSpec {
-                process,
-                overlay,
-                rootfs: dir.join("rootfs"),
-                privileged: opts.overrides.privileged,
-                security,
-                volumes: opts.volumes.clone(),
-                files,
-                read_only_root: opts.read_only,
-                host_network: opts.network == Network::Host,
-                init: opts.init,
-                tty: opts.tty,
-                userns: opts.userns,
-            },
-            network: opts.network,
-            endpoint: endpoint.clone(),
-            ports: opts.ports.clone(),
-            limits: opts.limits.clone(),
-            auto_remove: opts.auto_remove,
-            log_rotation: opts.log_rotation,
-            open_stdin: opts.open_stdin,
-            cap_add: opts.overrides.cap_add.clone(),
-            cap_drop: opts.overrides.cap_drop.clone(),
-            snapshot_parent: image.chain_ids.last().cloned(),
-            security_opt: opts.security.shown.clone(),
-        };
-        // Last: its presence is what makes the container complete.
-        config.save(&dir)?;
-        Ok(config)
-    })();
-    match built {
+    let claimed = claim(mocker, opts, &id, name.as_ref(), bridge.as_ref())?;
+    let record = claimed.record.clone();
+    match materialize(mocker, opts, claimed, bridge.as_ref(), security) {
         Ok(config) => Ok(Container {
             record,
             config: Some(config),
@@ -298,6 +207,135 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
             Err(e)
         }
     }
+}
+
+/// What `create` claims in the index before it makes anything on disk.
+struct Claimed {
+    record: ContainerRecord,
+    image: crate::index::ImageRecord,
+    process: runtime::spec::ProcessSpec,
+    reserved: crate::snapshot::Reserved,
+}
+
+/// One session: the image, its config, the name, the address and the
+/// writable snapshot are found, checked and claimed together.
+fn claim(
+    mocker: &Mocker,
+    opts: &CreateOptions,
+    id: &str,
+    name: Option<&String>,
+    bridge: Option<&Bridge>,
+) -> Result<Claimed> {
+    let seed = hex::decode(id).unwrap_or_default();
+    mocker.index.session(|s| {
+        let mut found = crate::images::find_in(s, &opts.image)?;
+        if found.len() != 1 {
+            return Err(Error::AmbiguousImageId(opts.image.clone()));
+        }
+        let image = found.remove(0);
+        let process = image_process(mocker, &image, opts, id)?;
+        let name = claim_name(s, name, &seed)?;
+        let mut batch = Batch::default();
+        let reserved = mocker
+            .snapshots
+            .reserve(s, &snapshot_key(id), image.chain_ids.last(), &mut batch)?;
+        // Last before the commit: the address is claimed host-wide (other
+        // roots share the bridge), and released if the commit fails.
+        let address = match bridge {
+            Some(b) => Some((b.name.clone(), claim_address(mocker, s, b, id)?)),
+            None => None,
+        };
+        let record = ContainerRecord {
+            id: id.to_string(),
+            name,
+            image_manifest: image.manifest_digest.clone(),
+            created: state::now(),
+            address,
+        };
+        batch.put_container(&record);
+        if let Err(e) = s.apply(&batch) {
+            release_address(mocker, id, record.address.as_ref());
+            let _ = std::fs::remove_dir(dir_of(mocker, id));
+            return Err(e);
+        }
+        Ok(Claimed {
+            record,
+            image,
+            process,
+            reserved,
+        })
+    })
+}
+
+/// The container's directory, /etc files and writable snapshot, then its
+/// config.json — last: its presence is what makes the container complete.
+fn materialize(
+    mocker: &Mocker,
+    opts: &CreateOptions,
+    claimed: Claimed,
+    bridge: Option<&Bridge>,
+    security: crate::runtime::security::Security,
+) -> Result<ContainerConfig> {
+    let Claimed {
+        record,
+        image,
+        process,
+        reserved,
+    } = claimed;
+    let id = &record.id;
+    let dir = dir_of(mocker, id);
+    let endpoint = match (bridge, &record.address) {
+        (Some(b), Some((_, ip))) => Some(Endpoint::new(b.clone(), *ip, id)),
+        _ => None,
+    };
+    make_dir(mocker, id)?;
+    std::fs::create_dir_all(dir.join("rootfs")).ctx(|| format!("creating {}", dir.display()))?;
+    let files = write_etc_files(
+        &dir,
+        &process.hostname,
+        endpoint.as_ref().map(|e| e.address),
+        opts.network,
+    )?;
+    let overlay = mocker.snapshots.make_active(&snapshot_key(id), reserved)?;
+    if let Some(mapping) = &opts.userns {
+        give_to_container_root(mapping, &overlay, &files)?;
+    }
+    let init = InitSpec {
+        process,
+        overlay,
+        rootfs: dir.join("rootfs"),
+        privileged: opts.overrides.privileged,
+        security,
+        volumes: opts.volumes.clone(),
+        files,
+        read_only_root: opts.read_only,
+        host_network: opts.network == Network::Host,
+        init: opts.init,
+        tty: opts.tty,
+        userns: opts.userns,
+    };
+    let config = ContainerConfig {
+        id: id.clone(),
+        name: record.name.clone(),
+        image: opts.image.clone(),
+        image_id: image.config_digest.clone(),
+        image_manifest: image.manifest_digest.clone(),
+        created: record.created.clone(),
+        init,
+        network: opts.network,
+        endpoint,
+        ports: opts.ports.clone(),
+        limits: opts.limits.clone(),
+        auto_remove: opts.auto_remove,
+        log_rotation: opts.log_rotation,
+        open_stdin: opts.open_stdin,
+        cap_add: opts.overrides.cap_add.clone(),
+        cap_drop: opts.overrides.cap_drop.clone(),
+        snapshot_parent: image.chain_ids.last().cloned(),
+        security_opt: opts.security.shown.clone(),
+    };
+    config.save(&dir)?;
+    Ok(config)
 }
 
 /// Options that are wrong whatever the image: refused before anything is
