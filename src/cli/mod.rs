@@ -392,7 +392,7 @@ fn pull(cli: &Cli, mocker: &Mocker, args: &PullArgs) -> Result<i32> {
     // Validate everything local before any network traffic.
     let reference = ImageRef::parse(&args.reference)?;
     let platform = args.platform.as_deref().map(Platform::parse).transpose()?;
-    let opts = PullOptions {
+    let mut opts = PullOptions {
         platform,
         max_concurrent_downloads: args.max_concurrent_downloads as usize,
         registry: RegistryOptions {
@@ -410,6 +410,7 @@ fn pull(cli: &Cli, mocker: &Mocker, args: &PullArgs) -> Result<i32> {
         };
         eprintln!("{from}");
     }
+    opts.registry.auth = mocker::auth::registry_auth(reference.registry())?;
     let pulled = runtime()?.block_on(async {
         tokio::select! {
             r = mocker::pull::pull(mocker, &reference, &opts, progress.as_ref()) => r,
@@ -452,6 +453,7 @@ fn pull_quietly(cli: &Cli, mocker: &Mocker, image: &str) -> Result<()> {
         max_concurrent_downloads: 3,
         registry: RegistryOptions {
             insecure_registries: cli.insecure_registries.clone(),
+            auth: mocker::auth::registry_auth(reference.registry())?,
             ..Default::default()
         },
         max_unpacked_bytes: mocker::unpack::Limits::default().max_unpacked_bytes,
@@ -592,7 +594,7 @@ fn login(cli: &Cli, args: &LoginArgs) -> Result<i32> {
         insecure_registries: cli.insecure_registries.clone(),
         ..Default::default()
     };
-    let path = runtime()?.block_on(mocker::auth::login(server, &username, &password, &opts))?;
+    let path = runtime()?.block_on(mocker::login::login(server, &username, &password, &opts))?;
     eprintln!("Credentials stored in {}", path.display());
     println!("Login Succeeded");
     Ok(0)
