@@ -108,19 +108,3 @@ pub fn remove_login(registry: &str) -> Result<bool> {
     }
     Ok(removed)
 }
-
-/// `login`: check `user`/`password` against `registry`, then store them.
-/// Existing credentials are left alone when the check fails.
-pub async fn login(
-    registry: &str,
-    user: &str,
-    password: &str,
-    opts: &crate::registry::RegistryOptions,
-) -> Result<PathBuf> {
-    let probe = crate::reference::ImageRef::parse(&format!("{registry}/library/mocker-login-probe"))?;
-    let auth = RegistryAuth::Basic(user.to_string(), password.to_string());
-    crate::registry::Registry::with_auth(&probe, opts, auth)?
-        .authenticate()
-        .await?;
-    store_login(registry, user, password)
-}

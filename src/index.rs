@@ -432,15 +432,8 @@ impl Index {
     }
 }
 
-/// Runs `f` with the calling thread strongly favoured by the scheduler over
-/// the threads it creates meanwhile (nice -20, reset to 0 in them by
-/// SCHED_RESET_ON_FORK), then restores its priority.
-///
-/// Why: sled's first open in a process creates its I/O thread pool, and the
-/// new threads busy-wait on a lazy static that this thread is still
-/// initialising. On two cores the spinning took ~10 ms of every command's
-/// life (half the CPU samples of `mocker images`). Best effort: without
-/// CAP_SYS_NICE nothing changes.
+/// Runs `f` at nice -20, its new threads reset to 0 (SCHED_RESET_ON_FORK), then restores the priority.
+/// Why: sled's new I/O threads busy-wait on a lazy static this thread initialises. Best effort.
 fn favoured_over_new_threads<T>(f: impl FnOnce() -> T) -> T {
     use nix::libc;
     // SAFETY: plain syscalls on the calling thread (who = 0), no memory

@@ -2,7 +2,7 @@
 //!
 //! Data flows one way: [`registry`] → [`store`] → [`unpack`] → [`snapshot`]
 //! → runtime → [`container`]. [`index`] records what the store's blobs mean. The modules at
-//! the top ([`pull`], [`images`], [`check`]) compose the lower ones; no lower
+//! the top ([`pull`], [`login`], [`images`], [`check`]) compose the lower ones; no lower
 //! module imports a higher one. The CLI in `src/cli/` only parses and prints.
 
 pub mod auth;
@@ -13,6 +13,7 @@ pub mod error;
 pub mod export;
 pub mod images;
 pub mod index;
+pub mod login;
 pub mod manifest;
 pub mod mount;
 pub mod platform;

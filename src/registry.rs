@@ -1,6 +1,7 @@
-//! The registry side of a pull, over oci-client: credentials, plain-HTTP
-//! policy, capped manifest fetches, resumable blob streams, and the mapping of
-//! oci-client's errors onto ours. Knows nothing of the store or the index.
+//! The registry side of a pull, over oci-client: credentials (handed in by the
+//! caller), plain-HTTP policy, capped manifest fetches, resumable blob streams,
+//! and the mapping of oci-client's errors onto ours. Knows nothing of the
+//! store, the index or docker's config.json.
 
 use std::time::Duration;
 
@@ -11,7 +12,6 @@ use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use crate::auth;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{ACCEPTED_MANIFEST_TYPES, MAX_MANIFEST_BYTES};
@@ -24,6 +24,9 @@ pub struct RegistryOptions {
     pub connect_timeout: Duration,
     /// Longest silence tolerated on an open connection.
     pub read_timeout: Duration,
+    /// Credentials for the registry (the caller looks them up; `auth` reads
+    /// docker's config.json). Anonymous by default.
+    pub auth: RegistryAuth,
 }
 
 impl Default for RegistryOptions {
@@ -32,6 +35,7 @@ impl Default for RegistryOptions {
             insecure_registries: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
+            auth: RegistryAuth::Anonymous,
         }
     }
 }
@@ -51,11 +55,6 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(reference: &ImageRef, opts: &RegistryOptions) -> Result<Self> {
-        Self::with_auth(reference, opts, auth::registry_auth(reference.registry())?)
-    }
-
-    /// A client that uses `auth` rather than the stored credentials.
-    pub fn with_auth(reference: &ImageRef, opts: &RegistryOptions, auth: RegistryAuth) -> Result<Self> {
         let protocol = if reference.is_insecure(&opts.insecure_registries) {
             ClientProtocol::Http
         } else {
@@ -71,7 +70,7 @@ impl Registry {
         };
         Ok(Registry {
             client: Client::new(config),
-            auth,
+            auth: opts.auth.clone(),
             reference: reference.clone(),
         })
     }

@@ -1,6 +1,6 @@
 //! A root filesystem made from an image: an active snapshot over the image's
-//! layer chain, mounted with overlayfs. The runtime will mount one per
-//! container; `image export` and the conformance tests mount one briefly.
+//! layer chain, mounted with overlayfs. `image export` and the tests mount one
+//! briefly; containers' roots are mounted by the runtime inside their namespace.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -346,37 +346,45 @@ fn open(cli: &Cli) -> Result<Mocker> {
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
-    let mocker = open(&cli)?;
     match &cli.command {
-        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => pull(&cli, &mocker, a),
-        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => containers::run(&mocker, &cli, a),
-        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => containers::create(&mocker, &cli, a),
-        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => containers::start(&mocker, a),
-        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => containers::ps(&mocker, a),
-        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => containers::stop(&mocker, a),
-        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => containers::kill(&mocker, a),
-        Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => containers::rm(&mocker, a),
-        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => containers::logs(&mocker, a),
-        Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => containers::exec(&mocker, a),
-        Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => containers::wait(&mocker, a),
-        Command::Export(a) | Command::Container(ContainerCommand::Export(a)) => containers::export(&mocker, a),
-        Command::Container(ContainerCommand::Inspect(a)) => containers::inspect_containers(&mocker, &a.containers),
-        Command::Container(ContainerCommand::Prune(a)) => containers::prune(&mocker, a),
-        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => output::images(&mocker, a),
-        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => rmi(&mocker, a),
-        Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => {
-            mocker::images::tag(&mocker, &a.source, &a.target)?;
-            Ok(0)
-        }
-        Command::Inspect(a) => containers::inspect(&mocker, &a.images),
-        Command::Image(ImageCommand::Inspect(a)) => output::inspect(&mocker, &a.images),
-        Command::Image(ImageCommand::Export(a)) => export(&mocker, a),
-        Command::System(SystemCommand::Df(a)) => output::df(&mocker, &a.format),
-        Command::System(SystemCommand::Check(a)) => output::check(&mocker, a.repair),
-        Command::System(SystemCommand::Info) => output::info(&mocker),
-        Command::System(SystemCommand::Prune(a)) => prune(&mocker, a),
+        // These touch only docker's config.json: a user who cannot reach the
+        // storage root may still log in.
         Command::Login(a) => login(&cli, a),
         Command::Logout(a) => logout(a),
+        _ => dispatch_stored(&cli, &open(&cli)?),
+    }
+}
+
+fn dispatch_stored(cli: &Cli, mocker: &Mocker) -> Result<i32> {
+    match &cli.command {
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => pull(cli, mocker, a),
+        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => containers::run(mocker, cli, a),
+        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => containers::create(mocker, cli, a),
+        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => containers::start(mocker, a),
+        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => containers::ps(mocker, a),
+        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => containers::stop(mocker, a),
+        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => containers::kill(mocker, a),
+        Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => containers::rm(mocker, a),
+        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => containers::logs(mocker, a),
+        Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => containers::exec(mocker, a),
+        Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => containers::wait(mocker, a),
+        Command::Export(a) | Command::Container(ContainerCommand::Export(a)) => containers::export(mocker, a),
+        Command::Container(ContainerCommand::Inspect(a)) => containers::inspect_containers(mocker, &a.containers),
+        Command::Container(ContainerCommand::Prune(a)) => containers::prune(mocker, a),
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => output::images(mocker, a),
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => rmi(mocker, a),
+        Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => {
+            mocker::images::tag(mocker, &a.source, &a.target)?;
+            Ok(0)
+        }
+        Command::Inspect(a) => containers::inspect(mocker, &a.images),
+        Command::Image(ImageCommand::Inspect(a)) => output::inspect(mocker, &a.images),
+        Command::Image(ImageCommand::Export(a)) => export(mocker, a),
+        Command::System(SystemCommand::Df(a)) => output::df(mocker, &a.format),
+        Command::System(SystemCommand::Check(a)) => output::check(mocker, a.repair),
+        Command::System(SystemCommand::Info) => output::info(mocker),
+        Command::System(SystemCommand::Prune(a)) => prune(mocker, a),
+        Command::Login(_) | Command::Logout(_) => unreachable!("dispatched without a storage root"),
     }
 }
 
@@ -392,7 +400,7 @@ fn pull(cli: &Cli, mocker: &Mocker, args: &PullArgs) -> Result<i32> {
     // Validate everything local before any network traffic.
     let reference = ImageRef::parse(&args.reference)?;
     let platform = args.platform.as_deref().map(Platform::parse).transpose()?;
-    let opts = PullOptions {
+    let mut opts = PullOptions {
         platform,
         max_concurrent_downloads: args.max_concurrent_downloads as usize,
         registry: RegistryOptions {
@@ -410,6 +418,7 @@ fn pull(cli: &Cli, mocker: &Mocker, args: &PullArgs) -> Result<i32> {
         };
         eprintln!("{from}");
     }
+    opts.registry.auth = mocker::auth::registry_auth(reference.registry())?;
     let pulled = runtime()?.block_on(async {
         tokio::select! {
             r = mocker::pull::pull(mocker, &reference, &opts, progress.as_ref()) => r,
@@ -452,6 +461,7 @@ fn pull_quietly(cli: &Cli, mocker: &Mocker, image: &str) -> Result<()> {
         max_concurrent_downloads: 3,
         registry: RegistryOptions {
             insecure_registries: cli.insecure_registries.clone(),
+            auth: mocker::auth::registry_auth(reference.registry())?,
             ..Default::default()
         },
         max_unpacked_bytes: mocker::unpack::Limits::default().max_unpacked_bytes,
@@ -592,7 +602,7 @@ fn login(cli: &Cli, args: &LoginArgs) -> Result<i32> {
         insecure_registries: cli.insecure_registries.clone(),
         ..Default::default()
     };
-    let path = runtime()?.block_on(mocker::auth::login(server, &username, &password, &opts))?;
+    let path = runtime()?.block_on(mocker::login::login(server, &username, &password, &opts))?;
     eprintln!("Credentials stored in {}", path.display());
     println!("Login Succeeded");
     Ok(0)

@@ -1,5 +1,6 @@
 //! The monitor: one small process per running container (podman's conmon).
-//! `start` runs it as `mocker __monitor` from a sealed memfd, in a session
+//! `start` runs it as `mocker __monitor` from our protected binary (a read-only
+//! bind mount of it, else a sealed memfd copy: `runtime::protected_self`), in a session
 //! of its own so the container outlives the command. It holds
 //! `monitor.lock` for as long as it lives, clones the container, copies its
 //! output to the log (and to the attached caller), serves published ports,
@@ -201,13 +202,9 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
     let saved = state.save(&state_path);
     let _ = waitpid(pid, None);
     drop(lock);
-    // The container's last process did not have to tear its mount
-    // namespace down (an RCU grace period) before we could see its exit:
-    // we held it, and let it go only now; removal waits for this.
+    // Namespace and veth teardown each wait an RCU grace period: done after the lock so waiters need not.
     drop(namespace);
     drop(teardown);
-    // After the lock: waiters go on while the kernel unregisters the veth
-    // (an RCU grace period); `rm` waits for it to be gone.
     if let Some(endpoint) = &config.endpoint {
         let _ = network::detach(endpoint);
     }

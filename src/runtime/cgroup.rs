@@ -195,14 +195,8 @@ impl ContainerCgroup {
     }
 }
 
-/// Begin, on a thread of its own, a move of this process into the cgroup it
-/// is already in: a no-op, but for the kernel's cgroup_threadgroup_rwsem.
-/// Its writers wait for an RCU grace period (15-20 ms here) unless another
-/// writer was in within the last one, and every start and exec moves a
-/// process into a container's cgroup. Begun as the command starts, that
-/// wait overlaps the command's own work, and the real move a few ms later
-/// shares it (measured: `run --rm` after an idle second, 44 -> 25 ms).
-/// Best effort: any failure just leaves the real move to wait.
+/// Begin, on a thread of its own, a no-op move of this process into its own cgroup (best effort).
+/// Why: the real move into the container's cgroup then shares its RCU grace-period wait.
 pub fn overlap_migration_wait() {
     std::thread::spawn(|| {
         if let Some(procs) = own_cgroup_procs() {
