@@ -14,7 +14,7 @@ use crate::registry::{Registry, RegistryOptions};
 pub async fn login(registry: &str, user: &str, password: &str, opts: &RegistryOptions) -> Result<PathBuf> {
     let probe = ImageRef::parse(&format!("{registry}/library/mocker-login-probe"))?;
     let opts = RegistryOptions {
-        auth: RegistryAuth::Basic(user.to_string(), password.to_string()),
+        auth: Some(RegistryAuth::Basic(user.to_string(), password.to_string())),
         ..opts.clone()
     };
     Registry::new(&probe, &opts)?.authenticate().await?;

@@ -24,9 +24,9 @@ pub struct RegistryOptions {
     pub connect_timeout: Duration,
     /// Longest silence tolerated on an open connection.
     pub read_timeout: Duration,
-    /// Credentials for the registry (the caller looks them up; `auth` reads
-    /// docker's config.json). Anonymous by default.
-    pub auth: RegistryAuth,
+    /// Credentials for the registry; None: the caller looks them up in
+    /// docker's config.json (`pull` does, with `auth`), else anonymous.
+    pub auth: Option<RegistryAuth>,
 }
 
 impl Default for RegistryOptions {
@@ -35,7 +35,7 @@ impl Default for RegistryOptions {
             insecure_registries: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
-            auth: RegistryAuth::Anonymous,
+            auth: None,
         }
     }
 }
@@ -70,7 +70,7 @@ impl Registry {
         };
         Ok(Registry {
             client: Client::new(config),
-            auth: opts.auth.clone(),
+            auth: opts.auth.clone().unwrap_or(RegistryAuth::Anonymous),
             reference: reference.clone(),
         })
     }

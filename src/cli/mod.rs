@@ -400,7 +400,7 @@ fn pull(cli: &Cli, mocker: &Mocker, args: &PullArgs) -> Result<i32> {
     // Validate everything local before any network traffic.
     let reference = ImageRef::parse(&args.reference)?;
     let platform = args.platform.as_deref().map(Platform::parse).transpose()?;
-    let mut opts = PullOptions {
+    let opts = PullOptions {
         platform,
         max_concurrent_downloads: args.max_concurrent_downloads as usize,
         registry: RegistryOptions {
@@ -418,7 +418,6 @@ fn pull(cli: &Cli, mocker: &Mocker, args: &PullArgs) -> Result<i32> {
         };
         eprintln!("{from}");
     }
-    opts.registry.auth = mocker::auth::registry_auth(reference.registry())?;
     let pulled = runtime()?.block_on(async {
         tokio::select! {
             r = mocker::pull::pull(mocker, &reference, &opts, progress.as_ref()) => r,
@@ -461,7 +460,6 @@ fn pull_quietly(cli: &Cli, mocker: &Mocker, image: &str) -> Result<()> {
         max_concurrent_downloads: 3,
         registry: RegistryOptions {
             insecure_registries: cli.insecure_registries.clone(),
-            auth: mocker::auth::registry_auth(reference.registry())?,
             ..Default::default()
         },
         max_unpacked_bytes: mocker::unpack::Limits::default().max_unpacked_bytes,
