@@ -299,95 +299,17 @@ pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>>
 /// `rmi` without the sweep: what it removed and the bytes it freed.
 fn remove_image(mocker: &Mocker, input: &str, force: bool) -> Result<(Vec<Removed>, u64)> {
     let (out, freed, trash) = mocker.index.session(|s| {
-        let refs = s.refs()?;
-        let (drop_refs, candidates): (Vec<String>, Vec<Digest>) = match resolve(s, input)? {
-            Target::Ref(key, manifest) => {
-                let others = refs.iter().filter(|(k, m)| **m == manifest && **k != key).count();
-                (vec![key], if others == 0 { vec![manifest] } else { vec![] })
-            }
-            Target::Images(manifests) => {
-                let keys: Vec<String> = refs
-                    .iter()
-                    .filter(|(_, m)| manifests.contains(m))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                // docker: names all in one repository go together; names in
-                // several repositories need -f.
-                let repositories: HashSet<&str> = keys.iter().map(|k| split_index_key(k).0).collect();
-                if repositories.len() > 1 && !force {
-                    let id = s
-                        .get_image(&manifests[0])?
-                        .map(|i| i.config_digest.short().to_string())
-                        .unwrap_or_else(|| input.to_string());
-                    return Err(Error::ImageReferencedMultiple { id });
-                }
-                (keys, manifests)
-            }
-        };
-        // docker: an image a container was created from is only untagged,
-        // and only with -f.
-        let containers = s.containers()?;
-        if let Some(user) = containers.values().find(|c| candidates.contains(&c.image_manifest)) {
-            if !force {
-                let image = s
-                    .get_image(&user.image_manifest)?
-                    .map(|i| i.config_digest.short().to_string())
-                    .unwrap_or_default();
-                return Err(Error::Runtime(format!(
-                    "conflict: unable to remove {input:?} (must force) - container {} is using its referenced image {image}",
-                    &user.id[..12]
-                )));
-            }
-        }
-        let candidates: Vec<Digest> = candidates
-            .into_iter()
-            .filter(|m| !containers.values().any(|c| &c.image_manifest == m))
-            .collect();
-        let mut out = Vec::new();
+        let (drop_refs, candidates) = removal_targets(s, input, force)?;
+        let candidates = unused_by_containers(s, input, force, candidates)?;
         let mut batch = Batch::default();
-        for key in &drop_refs {
-            batch.del_ref(key);
-            let (name, tag, digest) = split_index_key(key);
-            let shown = match (tag, digest) {
-                (Some(t), _) => format!("{}:{t}", familiar_name(name)),
-                (_, Some(d)) => format!("{}@{d}", familiar_name(name)),
-                _ => familiar_name(name).to_string(),
-            };
-            out.push(Removed::Untagged(shown));
-        }
+        let mut out = untag(&drop_refs, &mut batch);
         let images = s.images()?;
         let doomed: Vec<&ImageRecord> = candidates.iter().filter_map(|m| images.get(m.as_str())).collect();
         for image in &doomed {
             batch.del_image(&image.manifest_digest);
         }
-        let survivors: Vec<&ImageRecord> = images
-            .values()
-            .filter(|i| !candidates.contains(&i.manifest_digest))
-            .collect();
-        let mut keep_snapshots = referenced_snapshots(&mocker.index, s, survivors.iter().copied())?;
-        let mut keep = referenced_blobs(&mocker.index, s, survivors)?;
-        let mut garbage = Vec::new();
-        for image in &doomed {
-            for blob in image.blobs() {
-                if keep.insert(blob.clone()) {
-                    garbage.push(blob);
-                }
-            }
-        }
-        for blob in &garbage {
-            batch.del_layer(blob);
-        }
-        let mut deleted_snapshots = Vec::new();
-        for image in &doomed {
-            for chain_id in image.chain_ids.iter().rev() {
-                if keep_snapshots.insert(chain_id.clone()) {
-                    if let Some(snapshot) = s.get_snapshot(chain_id)? {
-                        batch.del_snapshot(chain_id);
-                        deleted_snapshots.push(snapshot);
-                    }
-                }
-            }
-        }
+        let survivors = images.values().filter(|i| !candidates.contains(&i.manifest_digest));
+        let (garbage, deleted_snapshots) = unshared_content(mocker, s, survivors, &doomed, &mut batch)?;
         // Index first, made durable: a crash before the unlinks leaves orphan
         // blobs and directories, which the next collection (or `system
         // check --repair`) removes; never an entry without its content.
@@ -410,12 +332,114 @@ fn remove_image(mocker: &Mocker, input: &str, force: bool) -> Result<(Vec<Remove
                 out.push(Removed::Deleted(image.config_digest.clone()));
             }
         }
-        let deleted_layers = deleted_snapshots.into_iter().map(|r| r.chain_id);
-        out.extend(deleted_layers.into_iter().map(Removed::Deleted));
+        out.extend(deleted_snapshots.into_iter().map(|r| Removed::Deleted(r.chain_id)));
         Ok((out, freed, trash))
     })?;
     let freed = freed + snapshot::delete_all(trash)?;
     Ok((out, freed))
+}
+
+/// The tags `rmi INPUT` drops and the images it may delete.
+fn removal_targets(s: &Session, input: &str, force: bool) -> Result<(Vec<String>, Vec<Digest>)> {
+    let refs = s.refs()?;
+    match resolve(s, input)? {
+        Target::Ref(key, manifest) => {
+            let others = refs.iter().filter(|(k, m)| **m == manifest && **k != key).count();
+            Ok((vec![key], if others == 0 { vec![manifest] } else { vec![] }))
+        }
+        Target::Images(manifests) => {
+            let keys: Vec<String> = refs
+                .iter()
+                .filter(|(_, m)| manifests.contains(m))
+                .map(|(k, _)| k.clone())
+                .collect();
+            // docker: names all in one repository go together; names in
+            // several repositories need -f.
+            let repositories: HashSet<&str> = keys.iter().map(|k| split_index_key(k).0).collect();
+            if repositories.len() > 1 && !force {
+                let id = s
+                    .get_image(&manifests[0])?
+                    .map(|i| i.config_digest.short().to_string())
+                    .unwrap_or_else(|| input.to_string());
+                return Err(Error::ImageReferencedMultiple { id });
+            }
+            Ok((keys, manifests))
+        }
+    }
+}
+
+/// docker: an image a container was created from is only untagged, and
+/// only with -f. Returns the candidates no container uses.
+fn unused_by_containers(s: &Session, input: &str, force: bool, candidates: Vec<Digest>) -> Result<Vec<Digest>> {
+    let containers = s.containers()?;
+    if let Some(user) = containers.values().find(|c| candidates.contains(&c.image_manifest)) {
+        if !force {
+            let image = s
+                .get_image(&user.image_manifest)?
+                .map(|i| i.config_digest.short().to_string())
+                .unwrap_or_default();
+            return Err(Error::Runtime(format!(
+                "conflict: unable to remove {input:?} (must force) - container {} is using its referenced image {image}",
+                &user.id[..12]
+            )));
+        }
+    }
+    Ok(candidates
+        .into_iter()
+        .filter(|m| !containers.values().any(|c| &c.image_manifest == m))
+        .collect())
+}
+
+/// Drop `keys` in `batch`; docker's "Untagged:" names for them.
+fn untag(keys: &[String], batch: &mut Batch) -> Vec<Removed> {
+    let mut out = Vec::new();
+    for key in keys {
+        batch.del_ref(key);
+        let (name, tag, digest) = split_index_key(key);
+        let shown = match (tag, digest) {
+            (Some(t), _) => format!("{}:{t}", familiar_name(name)),
+            (_, Some(d)) => format!("{}@{d}", familiar_name(name)),
+            _ => familiar_name(name).to_string(),
+        };
+        out.push(Removed::Untagged(shown));
+    }
+    out
+}
+
+/// The blobs and snapshots of `doomed` images that no survivor (nor live
+/// pull, nor container) uses, their records dropped in `batch`.
+fn unshared_content<'a>(
+    mocker: &Mocker,
+    s: &Session,
+    survivors: impl Iterator<Item = &'a ImageRecord> + Clone,
+    doomed: &[&ImageRecord],
+    batch: &mut Batch,
+) -> Result<(Vec<Digest>, Vec<SnapshotRecord>)> {
+    let mut keep_snapshots = referenced_snapshots(&mocker.index, s, survivors.clone())?;
+    let mut keep = referenced_blobs(&mocker.index, s, survivors)?;
+    let mut garbage = Vec::new();
+    for image in doomed {
+        for blob in image.blobs() {
+            if keep.insert(blob.clone()) {
+                garbage.push(blob);
+            }
+        }
+    }
+    for blob in &garbage {
+        batch.del_layer(blob);
+    }
+    let mut deleted = Vec::new();
+    for image in doomed {
+        for chain_id in image.chain_ids.iter().rev() {
+            if keep_snapshots.insert(chain_id.clone()) {
+                if let Some(snapshot) = s.get_snapshot(chain_id)? {
+                    batch.del_snapshot(chain_id);
+                    deleted.push(snapshot);
+                }
+            }
+        }
+    }
+    Ok((garbage, deleted))
 }
 
 /// Finish what killed collections and pulls left, as every collection
