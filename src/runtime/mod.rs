@@ -18,7 +18,7 @@ pub mod userns;
 pub mod users;
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
@@ -214,16 +214,21 @@ pub fn clone_container(
                 return init::EXIT_RUNTIME_FAILED as isize;
             }
         }
-        // Closed now, by their owners: `close_all_but` below closes them
+        // Given up now, by their owners: `close_all_but` below closes them
         // too, and dropping them after (when PID 1 fails to exec) would close
-        // whatever reused their numbers (debug builds abort on it).
+        // whatever reused their numbers (debug builds abort on it). One that
+        // already is 0, 1 or 2 is the standard fd now: forgotten, not closed.
         let Stdio {
             console,
             stdin,
             stdout,
             stderr,
         } = stdio;
-        drop((stdin, stdout, stderr));
+        for fd in [stdin, stdout, stderr] {
+            if fd.as_raw_fd() <= 2 {
+                let _ = fd.into_raw_fd();
+            }
+        }
         // The clone copied every fd of the monitor, `ready`'s write end
         // among them: holding it, PID 1 would never see the EOF that means
         // "give up", and the monitor would wait for it for ever.
