@@ -237,13 +237,7 @@ fn entry_error(path: &Path, reason: impl std::fmt::Display) -> Error {
 
 /// An untrusted path for a message: escaped, and cut if long.
 fn shown(path: &Path) -> String {
-    let name = path.display().to_string();
-    let cut = (0..=QUOTED_NAME.min(name.len()))
-        .rev()
-        .find(|i| name.is_char_boundary(*i))
-        .unwrap_or(0);
-    let ellipsis = if cut < name.len() { "…" } else { "" };
-    format!("{:?}{ellipsis}", &name[..cut])
+    tarstream::quoted_up_to(&path.display().to_string(), QUOTED_NAME)
 }
 
 struct Applier {

@@ -434,7 +434,12 @@ fn to_path(bytes: Vec<u8>, at: u64) -> Result<PathBuf, TarError> {
 
 /// An untrusted value for an error message: escaped, and cut if long.
 pub fn quoted(value: &str) -> String {
-    let cut = (0..=QUOTED.min(value.len()))
+    quoted_up_to(value, QUOTED)
+}
+
+/// `value` escaped, and cut after `max` bytes (at a character boundary).
+pub fn quoted_up_to(value: &str, max: usize) -> String {
+    let cut = (0..=max.min(value.len()))
         .rev()
         .find(|i| value.is_char_boundary(*i))
         .unwrap_or(0);
