@@ -38,11 +38,13 @@ fn invalid_reference_fails_before_any_network_call() {
 #[test]
 fn unreachable_registry_fails_quickly() {
     let root = Root::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A socket bound but never listening: connections to its port are
+    // refused, and no other process can take the port while it is held.
+    use nix::sys::socket::{bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let held = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    bind(held.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    let port = getsockname::<SockaddrIn>(held.as_raw_fd()).unwrap().port();
     let start = Instant::now();
     let err = root.fails(&["pull", "--connect-timeout", "3", &format!("127.0.0.1:{port}/busybox")]);
     assert!(start.elapsed() < Duration::from_secs(15));

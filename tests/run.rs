@@ -277,26 +277,26 @@ fn cgroup_limits_are_enforced_and_removed() {
     );
     assert!(err.contains("can't fork"), "{err}");
     // --cpus becomes a CFS quota while the container runs.
+    // It runs until told to stop, so the search below cannot miss it.
     let mut child = root
         .command()
-        .args(["run", "--rm", "--cpus", "0.5", &image("busybox"), "sleep", "2"])
+        .args(["run", "--rm", "--name", "cpu-quota", "--cpus", "0.5", &image("busybox")])
+        .args(["sh", "-c", "until [ -e /tmp/go ]; do sleep 1; done"])
         .spawn()
         .unwrap();
     // Other tests run containers at the same time: look for ours by its quota.
     let mut ours = None;
-    for _ in 0..40 {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    wait_until("a container cgroup with a 0.5 CPU quota", || {
         ours = container_cgroups().into_iter().find(|c| {
             let quota = std::fs::read_to_string(c.join("cpu.cfs_quota_us"))
                 .or_else(|_| std::fs::read_to_string(c.join("cpu.max")));
             quota.is_ok_and(|q| q.trim() == "50000" || q.trim().starts_with("50000 "))
         });
-        if ours.is_some() {
-            break;
-        }
-    }
+        ours.is_some()
+    });
+    root.ok(&["exec", "cpu-quota", "touch", "/tmp/go"]);
     assert!(child.wait().unwrap().success());
-    let ours = ours.expect("no container cgroup with a 0.5 CPU quota appeared");
+    let ours = ours.expect("found above");
     let id = ours.file_name().unwrap().to_owned();
     let left: Vec<_> = container_cgroups()
         .into_iter()
