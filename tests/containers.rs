@@ -106,7 +106,11 @@ fn lifecycle_create_start_stop_rm() {
     assert_eq!(doc["State"]["Running"], true);
     let pid = doc["State"]["Pid"].as_u64().unwrap();
     assert!(alive(pid));
-    wait_until("output in the log", || root.ok(&["logs", "app"]).contains("out"));
+    // Each stream is copied on its own: wait for both, not the first.
+    wait_until("both streams in the log", || {
+        let logs = root.run(&["logs", "app"]);
+        stdout(&logs).contains("out") && stderr(&logs).contains("err")
+    });
     let logs = root.run(&["logs", "app"]);
     assert_eq!((stdout(&logs).as_str(), stderr(&logs).as_str()), ("out\n", "err\n"));
     let stamped = root.ok(&["logs", "-t", "app"]);
@@ -667,7 +671,10 @@ fn bad_values_exit_125_with_one_line_naming_them() {
 
 #[test]
 fn kill_9_during_create_start_and_rm_leaves_a_consistent_state() {
+    use std::os::unix::process::ExitStatusExt;
     let root = pulled();
+    // Kills that hit a command still running (not one already done).
+    let mut landed = 0;
     for delay_ms in [2u64, 5, 10, 20, 40, 80, 160] {
         for args in [
             vec!["run", "-d", &toolbox() as &str, "sleep", "100"],
@@ -682,7 +689,7 @@ fn kill_9_during_create_start_and_rm_leaves_a_consistent_state() {
                 .unwrap();
             std::thread::sleep(Duration::from_millis(delay_ms));
             let _ = child.kill();
-            let _ = child.wait();
+            landed += usize::from(child.wait().unwrap().signal() == Some(9));
             // Every command works afterwards and rm -f cleans up everything.
             root.ok(&["ps", "-a"]);
         }
@@ -696,7 +703,7 @@ fn kill_9_during_create_start_and_rm_leaves_a_consistent_state() {
                 .unwrap();
             std::thread::sleep(Duration::from_millis(delay_ms / 2));
             let _ = rm.kill();
-            let _ = rm.wait();
+            landed += usize::from(rm.wait().unwrap().signal() == Some(9));
         }
         for id in root.containers() {
             root.ok(&["rm", "-f", &id]);
@@ -711,6 +718,10 @@ fn kill_9_during_create_start_and_rm_leaves_a_consistent_state() {
         );
         root.assert_healthy();
     }
+    assert!(
+        landed >= 5,
+        "only {landed} kills hit a running command: the sweep proved little"
+    );
 }
 
 #[test]
