@@ -16,6 +16,7 @@ pub mod index;
 pub mod login;
 pub mod manifest;
 pub mod mount;
+pub mod outfile;
 pub mod platform;
 pub mod pull;
 pub mod reference;

@@ -571,6 +571,24 @@ fn an_xattr_name_a_tar_cannot_hold_fails_the_export_by_name() {
 }
 
 #[test]
+fn export_to_a_device_writes_through_it() {
+    // `-o /dev/null` (the tests' own habit) once renamed a regular file over
+    // the host's /dev/null. A null device made here stands in for it.
+    use std::os::unix::fs::FileTypeExt;
+    let (root, fake) = (Root::new(), FakeRegistry::start());
+    let reference = pulled(&root, &fake);
+    let dir = tempfile::tempdir().unwrap();
+    let null = dir.path().join("null");
+    let dev = nix::sys::stat::makedev(1, 3);
+    nix::sys::stat::mknod(&null, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(0o666), dev)
+        .unwrap();
+    root.ok(&["image", "export", "-o", null.to_str().unwrap(), &reference]);
+    let meta = std::fs::symlink_metadata(&null).unwrap();
+    assert!(meta.file_type().is_char_device(), "{meta:?}");
+    assert_eq!(list(dir.path()), ["null"]);
+}
+
+#[test]
 fn host_views_do_not_open_devices() {
     // A layer's device node, seen through `image export`'s mount: nodev.
     let (root, fake) = (Root::new(), FakeRegistry::start());

@@ -529,25 +529,7 @@ pub(super) fn write_tar(
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         return Ok(write(&mut out)?);
     };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => std::path::Path::new("."),
-    };
-    // 0666 less the umask, as a file the shell or docker would create.
-    let temp = tempfile::Builder::new()
-        .prefix(".mocker-export-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)
-        .with_context(|| format!("creating {}", path.display()))?;
-    let mut out = std::io::BufWriter::new(temp);
-    write(&mut out)?;
-    let temp = out
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .with_context(|| format!("writing {}", path.display()))?;
-    temp.persist(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    Ok(())
+    Ok(mocker::outfile::write(path, write)?)
 }
 
 fn rmi(mocker: &Mocker, args: &RmiArgs) -> Result<i32> {
