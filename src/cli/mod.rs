@@ -418,14 +418,7 @@ fn pull(cli: &Cli, mocker: &Mocker, args: &PullArgs) -> Result<i32> {
         };
         eprintln!("{from}");
     }
-    let pulled = runtime()?.block_on(async {
-        tokio::select! {
-            r = mocker::pull::pull(mocker, &reference, &opts, progress.as_ref()) => r,
-            _ = interrupted() => Err(mocker::Error::Interrupted),
-        }
-    });
-    progress.finish();
-    let pulled = pulled?;
+    let pulled = pull_until_interrupted(mocker, &reference, &opts, progress.as_ref())?;
     let shown = mocker::reference::familiar_name(&reference.name()).to_string();
     let shown = match (reference.digest(), reference.tag()) {
         (Some(d), _) => format!("{shown}@{d}"),
@@ -442,6 +435,25 @@ fn pull(cli: &Cli, mocker: &Mocker, args: &PullArgs) -> Result<i32> {
     }
     println!("{}", reference.index_key());
     Ok(0)
+}
+
+/// The pull, on an async runtime of its own, abandoned on Ctrl-C (what it
+/// leaves is resumed by the next pull); the progress display is closed
+/// either way.
+fn pull_until_interrupted(
+    mocker: &Mocker,
+    reference: &ImageRef,
+    opts: &PullOptions,
+    progress: &dyn progress::Render,
+) -> Result<mocker::pull::Pulled> {
+    let pulled = runtime()?.block_on(async {
+        tokio::select! {
+            r = mocker::pull::pull(mocker, reference, opts, progress) => r,
+            _ = interrupted() => Err(mocker::Error::Interrupted),
+        }
+    });
+    progress.finish();
+    Ok(pulled?)
 }
 
 /// Resolves on Ctrl-C; never, if the handler cannot be installed.
@@ -465,14 +477,7 @@ fn pull_quietly(cli: &Cli, mocker: &Mocker, image: &str) -> Result<()> {
         max_unpacked_bytes: mocker::unpack::Limits::default().max_unpacked_bytes,
     };
     let progress = progress::for_terminal(false, std::io::stderr().is_terminal());
-    let pulled = runtime()?.block_on(async {
-        tokio::select! {
-            r = mocker::pull::pull(mocker, &reference, &opts, progress.as_ref()) => r,
-            _ = interrupted() => Err(mocker::Error::Interrupted),
-        }
-    });
-    progress.finish();
-    let pulled = pulled?;
+    let pulled = pull_until_interrupted(mocker, &reference, &opts, progress.as_ref())?;
     eprintln!("Digest: {}", pulled.image.repo_digest());
     Ok(())
 }
