@@ -123,38 +123,20 @@ fn render(parts: &[Part], row: &Map<String, Value>) -> String {
         .collect()
 }
 
-/// Align tab-separated cells as docker's tabwriter does (minimum width 10,
-/// padding 3); the last cell of a line is not padded.
+/// Align tab-separated cells as docker's tables do (Go's tabwriter with
+/// minimum width 10 and padding 3 — the crate's minimum excludes the
+/// padding — and the last cell of a line not padded);
+/// trailing blanks are dropped.
 pub fn align(lines: &[String]) -> String {
-    let rows: Vec<Vec<&str>> = lines
-        .iter()
-        .flat_map(|l| l.split('\n'))
-        .map(|l| l.split('\t').collect())
-        .collect();
-    let mut widths: Vec<usize> = Vec::new();
-    for row in &rows {
-        for (i, cell) in row.iter().enumerate().take(row.len().saturating_sub(1)) {
-            let width = (cell.chars().count() + 3).max(10);
-            match widths.get_mut(i) {
-                Some(w) => *w = (*w).max(width),
-                None => widths.push(width),
-            }
-        }
+    use std::io::Write;
+    let mut table = tabwriter::TabWriter::new(Vec::new()).minwidth(10 - 3).padding(3);
+    for line in lines {
+        // Writing to memory cannot fail.
+        let _ = writeln!(table, "{line}");
     }
-    let mut out = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}", width = widths[i]));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    let aligned = table.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&aligned)
+        .lines().map(|l| format!("{}\n", l.trim_end())).collect()
 }
 
 #[cfg(test)]
