@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::images::{referenced_blobs, referenced_snapshots};
+use crate::gc::{referenced_blobs, referenced_snapshots};
 use crate::index::{Batch, Contents, ImageRecord, Session};
 use crate::manifest::{self, Document, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
 use crate::pull::describe_image;

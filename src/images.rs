@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::index::{Batch, ImageRecord, Index, Session, SnapshotRecord};
+use crate::gc::{collect_unreferenced, referenced_blobs, referenced_snapshots, sweep};
+use crate::index::{Batch, ImageRecord, Session, SnapshotRecord};
+pub use crate::lookup::find;
+use crate::lookup::{resolve, Target};
 use crate::manifest::{MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
 use crate::reference::{familiar_name, split_index_key, ImageRef};
 use crate::snapshot;
@@ -24,14 +27,6 @@ pub struct ImageSummary {
     pub id: Digest,
     pub created: Option<String>,
     pub size: u64,
-}
-
-/// What `resolve` found for a user's argument.
-enum Target {
-    /// A stored reference (index key) and the image it names.
-    Ref(String, Digest),
-    /// Images selected by ID (config digest) or digest, with no name given.
-    Images(Vec<Digest>),
 }
 
 /// An image's size as docker reports it: the bytes of its unpacked layers;
@@ -190,67 +185,6 @@ fn summary(
     }
 }
 
-fn resolve(session: &Session, input: &str) -> Result<Target> {
-    if let Ok(reference) = ImageRef::parse(input) {
-        let key = reference.index_key();
-        if let Some(manifest) = session.get_ref(&key)? {
-            return Ok(Target::Ref(key, manifest));
-        }
-        // `name@digest` of an image pulled by tag: docker accepts its repo digest.
-        if let Some(digest) = reference.digest() {
-            let name = reference.name();
-            let refs = session.refs()?;
-            let images = session.images()?;
-            for (key, manifest) in &refs {
-                let Some(image) = images.get(manifest.as_str()) else {
-                    continue;
-                };
-                if split_index_key(key).0 == name && (image.repo_digest() == digest || &image.manifest_digest == digest)
-                {
-                    return Ok(Target::Images(vec![manifest.clone()]));
-                }
-            }
-        }
-    }
-    // An image ID (config digest) or a prefix of one, as docker allows.
-    let hex = input.strip_prefix("sha256:").unwrap_or(input);
-    if !hex.is_empty() && hex.len() <= 64 && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
-        let images = session.images()?;
-        let matches: Vec<&ImageRecord> = images
-            .values()
-            .filter(|i| i.config_digest.hex().starts_with(hex))
-            .collect();
-        let ids: HashSet<&Digest> = matches.iter().map(|i| &i.config_digest).collect();
-        match ids.len() {
-            0 => {}
-            1 => {
-                return Ok(Target::Images(
-                    matches.iter().map(|i| i.manifest_digest.clone()).collect(),
-                ))
-            }
-            _ => return Err(Error::AmbiguousImageId(input.to_string())),
-        }
-    }
-    Err(Error::NoSuchImage(input.to_string()))
-}
-
-/// The image record(s) an argument names.
-pub fn find(mocker: &Mocker, input: &str) -> Result<Vec<ImageRecord>> {
-    mocker.index.session(|s| find_in(s, input))
-}
-
-/// `find` inside the caller's session.
-pub fn find_in(s: &Session, input: &str) -> Result<Vec<ImageRecord>> {
-    let manifests = match resolve(s, input)? {
-        Target::Ref(_, m) => vec![m],
-        Target::Images(ms) => ms,
-    };
-    manifests
-        .iter()
-        .map(|m| s.get_image(m)?.ok_or_else(|| Error::NoSuchImage(input.to_string())))
-        .collect()
-}
-
 /// `tag SRC DST`: point DST at the image SRC names.
 pub fn tag(mocker: &Mocker, source: &str, target: &str) -> Result<()> {
     let target = ImageRef::parse(target)?;
@@ -282,7 +216,7 @@ pub enum Removed {
 /// `rmi INPUT`: untag; when an image loses its last name, delete it and every
 /// blob no other image (or running pull) uses. `force` lets an ID remove an
 /// image that has several names. Then whatever nothing uses (a killed
-/// collection's leftovers) and [`sweep`].
+/// collection's leftovers) and `gc::sweep`.
 pub fn remove(mocker: &Mocker, input: &str, force: bool) -> Result<Vec<Removed>> {
     let removed = remove_image(mocker, input, force);
     // Also when nothing was removed: the retry of a killed rmi finds its
@@ -442,94 +376,6 @@ fn unshared_content<'a>(
     Ok((garbage, deleted))
 }
 
-/// Finish what killed collections and pulls left, as every collection
-/// (`rmi`, `system prune`) does: drop dead pulls' leases (records and
-/// files), record or trash the snapshot directories no record names (see
-/// `Snapshotter::sweep_unrecorded`), delete `trash-*` and stale `tmp-*`
-/// directories. Returns the bytes freed.
-pub(crate) fn sweep(mocker: &Mocker) -> Result<u64> {
-    let trash = mocker.index.session(|s| {
-        mocker.index.drop_dead_leases(s)?;
-        let images = s.images()?;
-        let needed = referenced_snapshots(&mocker.index, s, images.values())?;
-        let unrecorded = mocker.snapshots.sweep_unrecorded(s, &needed)?;
-        s.flush()?;
-        Ok(unrecorded.trash)
-    })?;
-    Ok(snapshot::delete_all(trash)? + mocker.snapshots.sweep_partial_builds())
-}
-
-/// What [`collect_unreferenced`] deleted.
-#[derive(Debug, Default)]
-pub(crate) struct Collected {
-    pub blob_bytes: u64,
-    pub snapshots: Vec<SnapshotRecord>,
-    /// Bytes of file data freed by deleting `snapshots`.
-    pub snapshot_bytes: u64,
-}
-
-/// Delete those of `candidates` (blob digests or snapshot chain IDs) that no
-/// image, live pull or container uses — what a failed pull leaves behind —
-/// or, with `None`, every blob and snapshot nothing uses (`system prune`).
-pub(crate) fn collect_unreferenced(mocker: &Mocker, candidates: Option<&[Digest]>) -> Result<Collected> {
-    let (mut collected, trash) = mocker.index.session(|s| {
-        let candidates: Vec<Digest> = match candidates {
-            Some(c) => c.to_vec(),
-            None => {
-                let chains = s.snapshots()?.into_values().map(|r| r.chain_id);
-                mocker.store.list()?.0.into_iter().chain(chains).collect()
-            }
-        };
-        let images = s.images()?;
-        let keep_blobs = referenced_blobs(&mocker.index, s, images.values())?;
-        let keep_snapshots = referenced_snapshots(&mocker.index, s, images.values())?;
-        let mut batch = Batch::default();
-        let mut blobs = Vec::new();
-        let mut collected = Collected::default();
-        for digest in &candidates {
-            if !keep_blobs.contains(digest) && mocker.store.has(digest) {
-                batch.del_layer(digest);
-                blobs.push(digest);
-            }
-            if !keep_snapshots.contains(digest) {
-                if let Some(snapshot) = s.get_snapshot(digest)? {
-                    batch.del_snapshot(digest);
-                    collected.snapshots.push(snapshot);
-                }
-            }
-        }
-        s.apply(&batch)?;
-        s.flush()?;
-        for digest in blobs {
-            collected.blob_bytes += mocker.store.size(digest).unwrap_or(0);
-            mocker.store.delete(digest)?;
-        }
-        // Out of the numbered namespace before the session ends (see `remove`).
-        let mut trash = Vec::new();
-        for snapshot in &collected.snapshots {
-            trash.extend(mocker.snapshots.trash(snapshot.id)?);
-        }
-        Ok((collected, trash))
-    })?;
-    collected.snapshot_bytes = snapshot::delete_all(trash)?;
-    Ok(collected)
-}
-
-/// Blobs the given images need plus those leased by live pulls.
-pub(crate) fn referenced_blobs<'a>(
-    index: &Index,
-    session: &Session,
-    images: impl IntoIterator<Item = &'a ImageRecord>,
-) -> Result<HashSet<Digest>> {
-    let mut keep: HashSet<Digest> = images.into_iter().flat_map(|i| i.blobs()).collect();
-    for (id, lease) in session.leases()? {
-        if index.lease_is_live(&id) {
-            keep.extend(lease.digests.iter().cloned());
-        }
-    }
-    Ok(keep)
-}
-
 /// What `system prune` removed.
 #[derive(Debug, Default)]
 pub struct Pruned {
@@ -585,29 +431,6 @@ pub fn prune(mocker: &Mocker, all: bool) -> Result<Pruned> {
         }
     }
     Ok(pruned)
-}
-
-/// Snapshots the given images use, those leased by live pulls, and every
-/// ancestor of an active (container) snapshot.
-pub(crate) fn referenced_snapshots<'a>(
-    index: &Index,
-    session: &Session,
-    images: impl IntoIterator<Item = &'a ImageRecord>,
-) -> Result<HashSet<Digest>> {
-    let mut keep: HashSet<Digest> = images.into_iter().flat_map(|i| i.chain_ids.iter().cloned()).collect();
-    for (id, lease) in session.leases()? {
-        if index.lease_is_live(&id) {
-            keep.extend(lease.digests.iter().cloned());
-        }
-    }
-    for active in session.actives()?.values() {
-        let mut next = active.parent.clone();
-        while let Some(chain_id) = next {
-            next = session.get_snapshot(&chain_id)?.and_then(|r| r.parent);
-            keep.insert(chain_id);
-        }
-    }
-    Ok(keep)
 }
 
 /// docker-style `image inspect` document for one image.

@@ -151,7 +151,7 @@ pub async fn pull(
         // A broken image would fail the same way again: leave nothing of it.
         // After a network failure or interruption, keep what was fetched.
         if is_permanent(e) && !touched.is_empty() {
-            let _ = crate::images::collect_unreferenced(mocker, Some(&touched));
+            let _ = crate::gc::collect_unreferenced(mocker, Some(&touched));
         }
     }
     result

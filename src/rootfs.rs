@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, IoContext, Result};
-use crate::images;
 use crate::index::ImageRecord;
+use crate::lookup;
 use crate::mount;
 use crate::Mocker;
 
@@ -39,7 +39,7 @@ impl Drop for MountedRootfs {
 }
 
 pub(crate) fn image_of(mocker: &Mocker, input: &str) -> Result<ImageRecord> {
-    let mut found = images::find(mocker, input)?;
+    let mut found = lookup::find(mocker, input)?;
     match found.len() {
         1 => Ok(found.remove(0)),
         _ => Err(Error::AmbiguousImageId(input.to_string())),

@@ -49,7 +49,7 @@ impl Filter {
                 "exited" => filter.exit_codes.push(value.parse().map_err(|_| invalid(spec))?),
                 "ancestor" => {
                     // An image nobody has matches no container.
-                    let images = crate::images::find(mocker, value).unwrap_or_default();
+                    let images = crate::lookup::find(mocker, value).unwrap_or_default();
                     filter
                         .ancestors
                         .get_or_insert_with(Vec::new)

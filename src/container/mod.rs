@@ -228,7 +228,7 @@ fn claim(
 ) -> Result<Claimed> {
     let seed = hex::decode(id).unwrap_or_default();
     mocker.index.session(|s| {
-        let mut found = crate::images::find_in(s, &opts.image)?;
+        let mut found = crate::lookup::find_in(s, &opts.image)?;
         if found.len() != 1 {
             return Err(Error::AmbiguousImageId(opts.image.clone()));
         }

@@ -1,0 +1,123 @@
+//! Garbage collection: what the images, live pulls and containers
+//! reference, and deleting the rest — blobs, snapshots, and what killed
+//! pulls and collections left. Used by `rmi`, `system prune`, a failed pull
+//! and `system check`.
+
+use std::collections::HashSet;
+
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::index::{Batch, ImageRecord, Index, Session, SnapshotRecord};
+use crate::snapshot;
+use crate::Mocker;
+
+/// Finish what killed collections and pulls left, as every collection
+/// (`rmi`, `system prune`) does: drop dead pulls' leases (records and
+/// files), record or trash the snapshot directories no record names (see
+/// `Snapshotter::sweep_unrecorded`), delete `trash-*` and stale `tmp-*`
+/// directories. Returns the bytes freed.
+pub(crate) fn sweep(mocker: &Mocker) -> Result<u64> {
+    let trash = mocker.index.session(|s| {
+        mocker.index.drop_dead_leases(s)?;
+        let images = s.images()?;
+        let needed = referenced_snapshots(&mocker.index, s, images.values())?;
+        let unrecorded = mocker.snapshots.sweep_unrecorded(s, &needed)?;
+        s.flush()?;
+        Ok(unrecorded.trash)
+    })?;
+    Ok(snapshot::delete_all(trash)? + mocker.snapshots.sweep_partial_builds())
+}
+
+/// What [`collect_unreferenced`] deleted.
+#[derive(Debug, Default)]
+pub(crate) struct Collected {
+    pub blob_bytes: u64,
+    pub snapshots: Vec<SnapshotRecord>,
+    /// Bytes of file data freed by deleting `snapshots`.
+    pub snapshot_bytes: u64,
+}
+
+/// Delete those of `candidates` (blob digests or snapshot chain IDs) that no
+/// image, live pull or container uses — what a failed pull leaves behind —
+/// or, with `None`, every blob and snapshot nothing uses (`system prune`).
+pub(crate) fn collect_unreferenced(mocker: &Mocker, candidates: Option<&[Digest]>) -> Result<Collected> {
+    let (mut collected, trash) = mocker.index.session(|s| {
+        let candidates: Vec<Digest> = match candidates {
+            Some(c) => c.to_vec(),
+            None => {
+                let chains = s.snapshots()?.into_values().map(|r| r.chain_id);
+                mocker.store.list()?.0.into_iter().chain(chains).collect()
+            }
+        };
+        let images = s.images()?;
+        let keep_blobs = referenced_blobs(&mocker.index, s, images.values())?;
+        let keep_snapshots = referenced_snapshots(&mocker.index, s, images.values())?;
+        let mut batch = Batch::default();
+        let mut blobs = Vec::new();
+        let mut collected = Collected::default();
+        for digest in &candidates {
+            if !keep_blobs.contains(digest) && mocker.store.has(digest) {
+                batch.del_layer(digest);
+                blobs.push(digest);
+            }
+            if !keep_snapshots.contains(digest) {
+                if let Some(snapshot) = s.get_snapshot(digest)? {
+                    batch.del_snapshot(digest);
+                    collected.snapshots.push(snapshot);
+                }
+            }
+        }
+        s.apply(&batch)?;
+        s.flush()?;
+        for digest in blobs {
+            collected.blob_bytes += mocker.store.size(digest).unwrap_or(0);
+            mocker.store.delete(digest)?;
+        }
+        // Out of the numbered namespace before the session ends (see `images::remove`).
+        let mut trash = Vec::new();
+        for snapshot in &collected.snapshots {
+            trash.extend(mocker.snapshots.trash(snapshot.id)?);
+        }
+        Ok((collected, trash))
+    })?;
+    collected.snapshot_bytes = snapshot::delete_all(trash)?;
+    Ok(collected)
+}
+
+/// Blobs the given images need plus those leased by live pulls.
+pub(crate) fn referenced_blobs<'a>(
+    index: &Index,
+    session: &Session,
+    images: impl IntoIterator<Item = &'a ImageRecord>,
+) -> Result<HashSet<Digest>> {
+    let mut keep: HashSet<Digest> = images.into_iter().flat_map(|i| i.blobs()).collect();
+    for (id, lease) in session.leases()? {
+        if index.lease_is_live(&id) {
+            keep.extend(lease.digests.iter().cloned());
+        }
+    }
+    Ok(keep)
+}
+
+/// Snapshots the given images use, those leased by live pulls, and every
+/// ancestor of an active (container) snapshot.
+pub(crate) fn referenced_snapshots<'a>(
+    index: &Index,
+    session: &Session,
+    images: impl IntoIterator<Item = &'a ImageRecord>,
+) -> Result<HashSet<Digest>> {
+    let mut keep: HashSet<Digest> = images.into_iter().flat_map(|i| i.chain_ids.iter().cloned()).collect();
+    for (id, lease) in session.leases()? {
+        if index.lease_is_live(&id) {
+            keep.extend(lease.digests.iter().cloned());
+        }
+    }
+    for active in session.actives()?.values() {
+        let mut next = active.parent.clone();
+        while let Some(chain_id) = next {
+            next = session.get_snapshot(&chain_id)?.and_then(|r| r.parent);
+            keep.insert(chain_id);
+        }
+    }
+    Ok(keep)
+}
