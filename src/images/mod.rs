@@ -3,6 +3,7 @@
 //! `inspect`, `usage` (system df). Finding images is [`crate::lookup`]'s,
 //! garbage collection `gc`'s.
 
+mod error;
 mod inspect;
 mod list;
 mod prune;
@@ -10,6 +11,7 @@ mod remove;
 mod tag;
 mod usage;
 
+pub use error::ImageError;
 pub use inspect::{details, inspect, Descriptor, ImageInspect};
 pub use list::{image_size, list, Filter, ImageSummary};
 pub use prune::{prune, Pruned};

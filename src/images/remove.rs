@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use super::ImageError;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::gc::{collect_unreferenced, referenced_blobs, referenced_snapshots, sweep};
@@ -118,10 +119,12 @@ fn unused_by_containers(s: &Session, input: &str, force: bool, candidates: Vec<D
                 .get_image(&user.image_manifest)?
                 .map(|i| i.config_digest.short().to_string())
                 .unwrap_or_default();
-            return Err(Error::Runtime(format!(
-                "conflict: unable to remove {input:?} (must force) - container {} is using its referenced image {image}",
-                &user.id[..12]
-            )));
+            return Err(ImageError::UsedByContainer {
+                input: input.to_string(),
+                container: user.id.chars().take(12).collect(),
+                image,
+            }
+            .into());
         }
     }
     Ok(candidates
