@@ -1,9 +1,12 @@
 //! mocker: a small, daemonless container engine.
 //!
 //! Data flows one way: [`registry`] → [`store`] → [`unpack`] → [`snapshot`]
-//! → runtime → [`container`]. [`index`] records what the store's blobs mean. The modules at
-//! the top ([`pull`], [`login`], [`images`], [`check`]) compose the lower ones; no lower
-//! module imports a higher one. The CLI in `src/cli/` only parses and prints.
+//! → runtime → [`container`]. [`index`] records what the store's blobs mean;
+//! [`lookup`] finds images in it and `gc` collects what nothing references,
+//! both below their users. The modules at the top ([`pull`], [`login`],
+//! [`images`], [`check`]) compose the lower ones; no lower module imports a
+//! higher one (`tests/layering.rs` checks it). The CLI in `src/cli/` only
+//! parses and prints.
 
 pub mod auth;
 pub mod check;
