@@ -13,7 +13,10 @@ use crate::error::{Error, Result};
 pub fn write(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
     match std::fs::metadata(path) {
         Ok(meta) if !meta.is_file() => write_through(path, write),
-        Ok(_) => replace(&std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()), write),
+        Ok(_) => replace(
+            &std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+            write,
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => replace(path, write),
         Err(e) => Err(Error::io(format!("opening {}", path.display()), e)),
     }
@@ -26,7 +29,8 @@ fn write_through(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) 
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let mut out = BufWriter::new(file);
     write(&mut out)?;
-    out.flush().map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    out.flush()
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// A temporary file in the target's directory, renamed over it once whole.
@@ -70,7 +74,11 @@ mod tests {
         });
         assert!(failed.is_err());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file is left"
+        );
         write(&path, hello).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "hello");
     }

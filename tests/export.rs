@@ -580,8 +580,13 @@ fn export_to_a_device_writes_through_it() {
     let dir = tempfile::tempdir().unwrap();
     let null = dir.path().join("null");
     let dev = nix::sys::stat::makedev(1, 3);
-    nix::sys::stat::mknod(&null, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(0o666), dev)
-        .unwrap();
+    nix::sys::stat::mknod(
+        &null,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        dev,
+    )
+    .unwrap();
     root.ok(&["image", "export", "-o", null.to_str().unwrap(), &reference]);
     let meta = std::fs::symlink_metadata(&null).unwrap();
     assert!(meta.file_type().is_char_device(), "{meta:?}");

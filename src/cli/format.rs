@@ -136,7 +136,9 @@ pub fn align(lines: &[String]) -> String {
     }
     let aligned = table.into_inner().unwrap_or_default();
     String::from_utf8_lossy(&aligned)
-        .lines().map(|l| format!("{}\n", l.trim_end())).collect()
+        .lines()
+        .map(|l| format!("{}\n", l.trim_end()))
+        .collect()
 }
 
 #[cfg(test)]
