@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::gc::{referenced_blobs, referenced_snapshots};
 use crate::index::{Batch, Contents, ImageRecord, Session};
 use crate::manifest::{self, Document, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
-use crate::pull::describe_image;
+use crate::records::describe_image;
 use crate::snapshot::delete_all;
 use crate::Mocker;
 

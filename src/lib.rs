@@ -24,6 +24,7 @@ pub mod mount;
 pub mod outfile;
 pub mod platform;
 pub mod pull;
+pub mod records;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;

@@ -12,7 +12,7 @@ const RANKS: &[&[&str]] = &[
     &["error", "units"],
     &["digest", "platform", "safefs", "tarstream", "mount", "outfile"],
     &["reference", "manifest", "store", "index", "auth", "export"],
-    &["registry", "unpack", "snapshot"],
+    &["registry", "unpack", "snapshot", "records"],
     &["lookup", "gc"],
     &["rootfs", "runtime"],
     &["container"],
