@@ -32,6 +32,7 @@ pub mod runtime;
 pub mod safefs;
 pub mod snapshot;
 pub mod store;
+pub mod system;
 pub mod tarstream;
 pub mod units;
 pub mod unpack;

@@ -17,6 +17,7 @@ const RANKS: &[&[&str]] = &[
     &["rootfs", "runtime"],
     &["container"],
     &["images", "pull", "check", "login"],
+    &["system"],
 ];
 
 /// Items of the crate root (lib.rs) and the rank of what they are made of.

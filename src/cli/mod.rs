@@ -495,8 +495,10 @@ fn prune(mocker: &Mocker, args: &PruneArgs) -> Result<i32> {
             return Ok(0);
         }
     }
-    let pruned = mocker::images::prune(mocker, args.all)?;
-    let bridge_removed = mocker::container::remove_unused_bridge(mocker)?;
+    let mocker::system::SystemPruned {
+        images: pruned,
+        bridge_removed,
+    } = mocker::system::prune(mocker, args.all)?;
     if !pruned.removed.is_empty() {
         println!("Deleted Images:");
         for line in &pruned.removed {
