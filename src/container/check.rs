@@ -1,7 +1,11 @@
 //! Containers in `system check`: their directories against the index, and
 //! their restoration from `config.json` when the index was lost.
 
-use super::{dir_of, discard, load, snapshot_key, ContainerConfig, Status};
+use super::config::ContainerConfig;
+use super::lookup::load;
+use super::paths::{dir_of, snapshot_key};
+use super::remove::discard;
+use super::state::Status;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{Batch, ContainerRecord};
 use crate::runtime::network::{self, Claim, Claimant};

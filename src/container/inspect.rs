@@ -2,8 +2,11 @@
 
 use serde_json::{json, Value};
 
+use super::config::ContainerConfig;
+use super::lookup::Container;
+use super::paths::dir_of;
 use super::state::State;
-use super::{dir_of, Container, ContainerConfig, Status};
+use super::state::Status;
 use crate::Mocker;
 
 /// Go's zero time, which docker shows for a time that has not happened.

@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 
+use super::config::ContainerConfig;
 use super::logs::LogWriter;
 use super::state::{now, State, Status};
-use super::ContainerConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::runtime::{self, cgroup::ContainerCgroup, network, Network, Stdio};
 
@@ -259,7 +259,7 @@ fn auto_remove(dir: &Path, config: &ContainerConfig) -> Result<()> {
         .ok()
         .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
     let mocker = crate::Mocker::open(dir.parent().and_then(Path::parent).unwrap_or(Path::new("/")))?;
-    super::discard(&mocker, &config.id, Some(config))
+    super::remove::discard(&mocker, &config.id, Some(config))
 }
 
 /// `monitor.lock`, with our pid in it, for a container that is not being

@@ -1,0 +1,268 @@
+//! `create`: claim in the index, then materialize on disk.
+
+use super::address::{claim_address, release_address};
+use super::config::{ContainerConfig, CreateOptions};
+use super::etc_files::write_etc_files;
+use super::lookup::Container;
+use super::names;
+use super::paths::{dir_of, make_dir, snapshot_key};
+use super::remove::discard;
+use super::state::{self, State};
+use crate::error::{Error, IoContext, Result};
+use crate::index::{Batch, ContainerRecord};
+use crate::manifest::MAX_CONFIG_BYTES;
+use crate::runtime::cgroup;
+use crate::runtime::init::{InitSpec, Volume};
+use crate::runtime::network::{Bridge, Endpoint};
+use crate::runtime::userns::IdMapping;
+use crate::runtime::{self, Network};
+use crate::Mocker;
+
+/// Create a container from a local image (state "created").
+pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
+    let name = opts.name.as_deref().map(names::validate).transpose()?;
+    let id = runtime::new_id()?;
+    let bridge = match opts.network {
+        Network::Bridge => Some(Bridge::from_env()?),
+        _ => None,
+    };
+    let security = check_options(mocker, opts)?;
+    let claimed = claim(mocker, opts, &id, name.as_ref(), bridge.as_ref())?;
+    let record = claimed.record.clone();
+    match materialize(mocker, opts, claimed, bridge.as_ref(), security) {
+        Ok(config) => Ok(Container {
+            record,
+            config: Some(config),
+            state: State::default(),
+        }),
+        Err(e) => {
+            let _ = discard(mocker, &record.id, None);
+            Err(e)
+        }
+    }
+}
+
+/// What `create` claims in the index before it makes anything on disk.
+struct Claimed {
+    record: ContainerRecord,
+    image: crate::index::ImageRecord,
+    process: runtime::spec::ProcessSpec,
+    reserved: crate::snapshot::Reserved,
+}
+
+/// One session: the image, its config, the name, the address and the
+/// writable snapshot are found, checked and claimed together.
+fn claim(
+    mocker: &Mocker,
+    opts: &CreateOptions,
+    id: &str,
+    name: Option<&String>,
+    bridge: Option<&Bridge>,
+) -> Result<Claimed> {
+    let seed = hex::decode(id).unwrap_or_default();
+    mocker.index.session(|s| {
+        let mut found = crate::lookup::find_in(s, &opts.image)?;
+        if found.len() != 1 {
+            return Err(Error::AmbiguousImageId(opts.image.clone()));
+        }
+        let image = found.remove(0);
+        let process = image_process(mocker, &image, opts, id)?;
+        let name = claim_name(s, name, &seed)?;
+        let mut batch = Batch::default();
+        let reserved = mocker
+            .snapshots
+            .reserve(s, &snapshot_key(id), image.chain_ids.last(), &mut batch)?;
+        // Last before the commit: the address is claimed host-wide (other
+        // roots share the bridge), and released if the commit fails.
+        let address = match bridge {
+            Some(b) => Some((b.name.clone(), claim_address(mocker, s, b, id)?)),
+            None => None,
+        };
+        let record = ContainerRecord {
+            id: id.to_string(),
+            name,
+            image_manifest: image.manifest_digest.clone(),
+            created: state::now(),
+            address,
+        };
+        batch.put_container(&record);
+        if let Err(e) = s.apply(&batch) {
+            release_address(mocker, id, record.address.as_ref());
+            let _ = std::fs::remove_dir(dir_of(mocker, id));
+            return Err(e);
+        }
+        Ok(Claimed {
+            record,
+            image,
+            process,
+            reserved,
+        })
+    })
+}
+
+/// The container's directory, /etc files and writable snapshot, then its
+/// config.json — last: its presence is what makes the container complete.
+fn materialize(
+    mocker: &Mocker,
+    opts: &CreateOptions,
+    claimed: Claimed,
+    bridge: Option<&Bridge>,
+    security: crate::runtime::security::Security,
+) -> Result<ContainerConfig> {
+    let Claimed {
+        record,
+        image,
+        process,
+        reserved,
+    } = claimed;
+    let id = &record.id;
+    let dir = dir_of(mocker, id);
+    let endpoint = match (bridge, &record.address) {
+        (Some(b), Some((_, ip))) => Some(Endpoint::new(b.clone(), *ip, id)),
+        _ => None,
+    };
+    make_dir(mocker, id)?;
+    std::fs::create_dir_all(dir.join("rootfs")).ctx(|| format!("creating {}", dir.display()))?;
+    let files = write_etc_files(
+        &dir,
+        &process.hostname,
+        endpoint.as_ref().map(|e| e.address),
+        opts.network,
+    )?;
+    let overlay = mocker.snapshots.make_active(&snapshot_key(id), reserved)?;
+    if let Some(mapping) = &opts.userns {
+        give_to_container_root(mapping, &overlay, &files)?;
+    }
+    let init = InitSpec {
+        process,
+        overlay,
+        rootfs: dir.join("rootfs"),
+        privileged: opts.overrides.privileged,
+        security,
+        volumes: opts.volumes.clone(),
+        files,
+        read_only_root: opts.read_only,
+        host_network: opts.network == Network::Host,
+        init: opts.init,
+        tty: opts.tty,
+        userns: opts.userns,
+    };
+    let config = ContainerConfig {
+        id: id.clone(),
+        name: record.name.clone(),
+        image: opts.image.clone(),
+        image_id: image.config_digest.clone(),
+        image_manifest: image.manifest_digest.clone(),
+        created: record.created.clone(),
+        init,
+        network: opts.network,
+        endpoint,
+        ports: opts.ports.clone(),
+        limits: opts.limits.clone(),
+        auto_remove: opts.auto_remove,
+        log_rotation: opts.log_rotation,
+        open_stdin: opts.open_stdin,
+        cap_add: opts.overrides.cap_add.clone(),
+        cap_drop: opts.overrides.cap_drop.clone(),
+        snapshot_parent: image.chain_ids.last().cloned(),
+        security_opt: opts.security.shown.clone(),
+    };
+    config.save(&dir)?;
+    Ok(config)
+}
+
+/// Options that are wrong whatever the image: refused before anything is
+/// claimed. The seccomp filter the container gets.
+fn check_options(mocker: &Mocker, opts: &CreateOptions) -> Result<crate::runtime::security::Security> {
+    cgroup::validate(&opts.limits)?;
+    if !opts.ports.is_empty() && opts.network != Network::Bridge {
+        return Err(Error::Runtime(format!(
+            "publishing ports needs the bridge network, not --network {}",
+            opts.network.name()
+        )));
+    }
+    // As docker's: neither can be confined to the container's ids.
+    if opts.userns.is_some() && (opts.overrides.privileged || opts.network == Network::Host) {
+        let what = if opts.overrides.privileged {
+            "--privileged"
+        } else {
+            "--network host"
+        };
+        return Err(Error::Runtime(format!(
+            "{what} cannot be combined with --userns-remap: add --userns host"
+        )));
+    }
+    Ok(opts.security.apply(
+        &runtime::spec::capabilities(&opts.overrides)?,
+        opts.overrides.privileged,
+        &mocker.root.join("seccomp"),
+    )?)
+}
+
+/// The name asked for, if free, or a random one that is.
+fn claim_name(s: &crate::index::Session, name: Option<&String>, seed: &[u8]) -> Result<String> {
+    Ok(match name {
+        Some(n) => {
+            if let Some(holder) = s.container_named(n)? {
+                return Err(Error::Runtime(format!(
+                    "Conflict. The container name \"/{n}\" is already in use by container \"{holder}\". \
+                     You have to remove (or rename) that container to be able to reuse that name."
+                )));
+            }
+            n.clone()
+        }
+        None => {
+            let mut attempt = 0;
+            loop {
+                let candidate = names::random(seed, attempt);
+                if s.container_named(&candidate)?.is_none() {
+                    break candidate;
+                }
+                attempt += 1;
+            }
+        }
+    })
+}
+
+/// What the container runs: the image's config with the options applied.
+fn image_process(
+    mocker: &Mocker,
+    image: &crate::index::ImageRecord,
+    opts: &CreateOptions,
+    id: &str,
+) -> Result<runtime::spec::ProcessSpec> {
+    let image_config = mocker.store.read_small(&image.config_digest, MAX_CONFIG_BYTES)?;
+    let image_config: serde_json::Value =
+        serde_json::from_slice(&image_config).map_err(|e| Error::InvalidDocument {
+            what: format!("config {}", image.config_digest),
+            reason: e.to_string(),
+        })?;
+    let mut process = runtime::spec::process_spec(
+        image_config.get("config").unwrap_or(&serde_json::Value::Null),
+        &opts.overrides,
+        id,
+    )?;
+    if opts.tty {
+        with_term(&mut process.env);
+    }
+    Ok(process)
+}
+
+/// With a user namespace, the writable layer's root (what `/` is inside)
+/// and the container's /etc files belong to the container's root, as
+/// docker's userns-remap makes them; the image's layers stay root's.
+fn give_to_container_root(mapping: &IdMapping, overlay: &crate::mount::Overlay, files: &[Volume]) -> Result<()> {
+    let (uid, gid) = mapping.root();
+    let upper = overlay.base.join(&overlay.upper);
+    for path in std::iter::once(upper.as_path()).chain(files.iter().map(|f| f.source.as_path())) {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).ctx(|| format!("chown {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// docker's `TERM=xterm` for a process with a terminal, unless set.
+pub(super) fn with_term(env: &mut Vec<String>) {
+    if !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+}

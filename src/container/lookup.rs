@@ -1,0 +1,126 @@
+//! Finding containers and reading what their files say.
+
+use super::config::ContainerConfig;
+use super::host::{self, Host, Linux};
+use super::paths::dir_of;
+use super::state::{State, Status};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::index::ContainerRecord;
+use crate::Mocker;
+
+/// A container as the index, its config and its state describe it.
+#[derive(Clone, Debug)]
+pub struct Container {
+    pub record: ContainerRecord,
+    /// `None` when its creation was cut short.
+    pub config: Option<ContainerConfig>,
+    pub state: State,
+}
+
+impl Container {
+    pub fn short_id(&self) -> &str {
+        &self.record.id[..12]
+    }
+
+    pub(super) fn config(&self) -> Result<&ContainerConfig> {
+        self.config.as_ref().ok_or_else(|| {
+            Error::Runtime(format!(
+                "container {} was not fully created: remove it with `mocker rm`",
+                self.short_id()
+            ))
+        })
+    }
+}
+
+/// Find a container by full id, name or unique id prefix.
+pub fn find(mocker: &Mocker, query: &str) -> Result<ContainerRecord> {
+    let query = query.strip_prefix('/').unwrap_or(query);
+    mocker.index.session(|s| {
+        if let Some(record) = s.get_container(query)? {
+            return Ok(record);
+        }
+        if let Some(id) = s.container_named(query)? {
+            if let Some(record) = s.get_container(&id)? {
+                return Ok(record);
+            }
+        }
+        if query.is_empty() || !query.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::NoSuchContainer(query.to_string()));
+        }
+        let mut matches: Vec<ContainerRecord> = s
+            .containers()?
+            .into_values()
+            .filter(|r| r.id.starts_with(query))
+            .collect();
+        match matches.len() {
+            0 => Err(Error::NoSuchContainer(query.to_string())),
+            1 => Ok(matches.remove(0)),
+            _ => Err(Error::Runtime(format!(
+                "multiple containers found with provided prefix: {query}"
+            ))),
+        }
+    })
+}
+
+/// Read a container's config and state, correcting a state whose monitor
+/// died (its processes are killed and its cgroup removed).
+pub fn load(mocker: &Mocker, record: ContainerRecord) -> Result<Container> {
+    let dir = dir_of(mocker, &record.id);
+    let config = match ContainerConfig::load(&dir) {
+        Ok(c) => Some(c),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let state_path = dir.join("state.json");
+    let mut state = State::load(&state_path)?;
+    if config.is_none() {
+        state.status = Status::Dead;
+    } else {
+        state = host::settle(&Linux, &record.id, &dir, state)?;
+    }
+    Ok(Container { record, config, state })
+}
+
+/// The container's state as its files say, without an index session (for
+/// a caller that knows the id, e.g. after waiting for its monitor).
+pub fn state_of(mocker: &Mocker, id: &str) -> Result<State> {
+    let dir = dir_of(mocker, id);
+    host::settle(&Linux, id, &dir, State::load(&dir.join("state.json"))?)
+}
+
+/// Whether the container's monitor (and so the container) lives: a lock
+/// check, no index session.
+pub fn is_running(mocker: &Mocker, id: &str) -> bool {
+    Linux.monitor_alive(&dir_of(mocker, id))
+}
+
+/// Look a container up and load it.
+pub fn get(mocker: &Mocker, query: &str) -> Result<Container> {
+    load(mocker, find(mocker, query)?)
+}
+
+/// All containers (only running ones unless `all`), newest first.
+pub fn list(mocker: &Mocker, all: bool) -> Result<Vec<Container>> {
+    let records = mocker.index.session(|s| s.containers())?;
+    let mut out = Vec::new();
+    for record in records.into_values() {
+        let container = load(mocker, record)?;
+        if all || container.state.status == Status::Running {
+            out.push(container);
+        }
+    }
+    out.sort_by(|a, b| b.record.created.cmp(&a.record.created));
+    Ok(out)
+}
+
+/// Images that containers were created from (by manifest digest): `rmi`
+/// needs `-f` for these.
+pub fn users_of_image(mocker: &Mocker, manifest: &Digest) -> Result<Vec<ContainerRecord>> {
+    Ok(mocker
+        .index
+        .session(|s| s.containers())?
+        .into_values()
+        .filter(|r| &r.image_manifest == manifest)
+        .collect())
+}

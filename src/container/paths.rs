@@ -1,0 +1,23 @@
+//! Where a container's files are.
+
+use std::path::PathBuf;
+
+use crate::error::{IoContext, Result};
+use crate::Mocker;
+
+pub(super) fn dir_of(mocker: &Mocker, id: &str) -> PathBuf {
+    mocker.root.join("containers").join(id)
+}
+
+pub(super) fn snapshot_key(id: &str) -> String {
+    format!("container-{id}")
+}
+
+/// The container's directory (in `containers/`, private to root).
+pub(super) fn make_dir(mocker: &Mocker, id: &str) -> Result<()> {
+    let dir = dir_of(mocker, id);
+    std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+    let containers = mocker.root.join("containers");
+    std::fs::set_permissions(&containers, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .ctx(|| format!("chmod {}", containers.display()))
+}

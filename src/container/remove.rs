@@ -1,0 +1,157 @@
+//! `rm`: stopping what runs, then undoing everything `create` made.
+
+use std::path::Path;
+
+use super::address::release_address;
+use super::config::ContainerConfig;
+use super::host::{self, Host, Linux};
+use super::lookup::{get, Container};
+use super::monitor;
+use super::paths::{dir_of, snapshot_key};
+use super::state::Status;
+use crate::error::{Error, IoContext, Result};
+use crate::index::Batch;
+use crate::runtime::network;
+use crate::Mocker;
+
+/// Remove a container: its writable layer, cgroup, files and records
+/// (the records last, so an interrupted removal can be run again).
+pub fn remove(mocker: &Mocker, query: &str, force: bool) -> Result<String> {
+    remove_container(mocker, get(mocker, query)?, force)
+}
+
+/// `remove` of a container already loaded.
+pub fn remove_container(mocker: &Mocker, container: Container, force: bool) -> Result<String> {
+    let dir = dir_of(mocker, &container.record.id);
+    let refused = || {
+        Error::Runtime(format!(
+            "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+            container.record.name
+        ))
+    };
+    if container.state.status == Status::Running && !force {
+        return Err(refused());
+    }
+    if !claim_for_removal(&dir) {
+        if !force {
+            return Err(refused());
+        }
+        // Marked too: once it is stopped, no new start may begin.
+        let _ = std::fs::File::create(monitor::removing_path(&dir));
+        host::force_stop(&Linux, &dir)?;
+    }
+    discard(mocker, &container.record.id, container.config.as_ref())?;
+    Ok(container.record.id)
+}
+
+/// Whether no monitor lives for the container in `dir`; if none, it is
+/// marked as being removed. The mark is made while holding `monitor.lock`,
+/// so a monitor that starts later sees it and does not run the container
+/// (see `monitor::removing_path`): a removal never races a start into a
+/// container nobody stops, and a live monitor never sees a mark that a
+/// removal then takes back.
+pub(super) fn claim_for_removal(dir: &Path) -> bool {
+    // Created if missing, so a first start cannot slip in unlocked.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(monitor::lock_path(dir));
+    let lock = match file {
+        Ok(file) => match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Some(lock),
+            Err(_) => return false,
+        },
+        // A cut-short create without a directory: nothing can start it.
+        Err(_) => None,
+    };
+    let _ = std::fs::File::create(monitor::removing_path(dir));
+    drop(lock);
+    true
+}
+
+/// Undo everything `create` made for `record`; tolerant of what is missing.
+/// Order: cgroup and veth, the writable snapshot's directory out of the
+/// numbered namespace, the container's directory, the snapshot's files, and
+/// last one transaction dropping the snapshot and container records — so a
+/// kill at any point leaves a (dead) container that `rm` can finish.
+/// The record is read in that last transaction, so the caller needs none.
+pub(super) fn discard(mocker: &Mocker, id: &str, config: Option<&ContainerConfig>) -> Result<()> {
+    let dir = dir_of(mocker, id);
+    let key = snapshot_key(id);
+    Linux.clear_cgroup(id);
+    if let Some(endpoint) = config.and_then(|c| c.endpoint.as_ref()) {
+        network::detach(endpoint)?;
+    }
+    // Its mounts must be gone before their directories go. Bounded: the
+    // callers made sure no monitor runs it, so this is only the one that
+    // just ended letting go of its namespaces.
+    if !monitor::wait_for_lock_until(&monitor::teardown_lock_path(&dir), host::KILL_TIMEOUT) {
+        return Err(Error::Runtime(format!(
+            "container {id} is still held by its monitor (pid {}): run `mocker rm -f {}` again",
+            monitor::monitor_pid(&dir)
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            &id[..12.min(id.len())]
+        )));
+    }
+    // The snapshot id is in the config; without one, ask the index.
+    let snapshot_id = config.and_then(ContainerConfig::snapshot_id);
+    let trash = match snapshot_id {
+        Some(id) => Some(mocker.snapshots.discard_dir(id)?),
+        None => {
+            mocker.snapshots.remove_active(&key)?;
+            None
+        }
+    };
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).ctx(|| format!("removing {}", dir.display())),
+    }
+    if let Some(trash) = &trash {
+        crate::safefs::remove_tree(trash).ctx(|| format!("removing {}", trash.display()))?;
+    }
+    // The records go last: until then `rm` can find the container again
+    // (as dead) and finish, whatever point a kill stopped it at.
+    let record = mocker.index.session(|s| {
+        let mut batch = Batch::default();
+        let record = s.get_container(id)?;
+        if let Some(record) = &record {
+            batch.del_container(record);
+        }
+        if trash.is_some() {
+            batch.del_active(&key);
+        }
+        s.apply(&batch)?;
+        s.flush()?;
+        sweep_unfinished_creates(mocker, s)?;
+        Ok(record)
+    })?;
+    // After the records: a kill before this leaves a claim whose directory
+    // is gone, i.e. stale.
+    release_address(mocker, id, record.as_ref().and_then(|r| r.address.as_ref()));
+    // What an earlier, interrupted removal left.
+    mocker.snapshots.sweep_partial_builds();
+    Ok(())
+}
+
+/// Delete the directories of creates killed before their index commit (a
+/// create makes its directory first, for its host-wide address claim): no
+/// record and no `config.json`. Only a create holding an index session can
+/// have such a directory legitimately, so this runs inside one. A directory
+/// with a `config.json` but no record is a container `system check
+/// --repair` can restore: kept.
+pub(super) fn sweep_unfinished_creates(mocker: &Mocker, s: &crate::index::Session) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(mocker.root.join("containers")) else {
+        return Ok(());
+    };
+    let records = s.containers()?;
+    for entry in entries.flatten() {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if !records.contains_key(id.as_str()) && !entry.path().join("config.json").exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(())
+}

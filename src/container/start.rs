@@ -1,0 +1,93 @@
+//! `start`: a container handed to a new monitor.
+
+use std::io::Read;
+
+use super::lookup::{get, Container};
+use super::monitor::{self, Attach};
+use super::state::Status;
+use crate::error::{Error, Result};
+use crate::runtime;
+use crate::Mocker;
+
+/// A started container: its PID 1 (callers wait on the monitor's lock).
+pub struct Started {
+    pub pid: u32,
+    /// The monitor, when this call started it: it exits with the
+    /// container's code (see `wait_attached`).
+    pub monitor: Option<std::process::Child>,
+}
+
+/// Start a created or exited container under a new monitor.
+pub fn start(mocker: &Mocker, query: &str, attach: Attach) -> Result<Started> {
+    start_container(mocker, &get(mocker, query)?, attach)
+}
+
+/// `start` of a container already loaded.
+pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -> Result<Started> {
+    let config = container.config()?;
+    if container.state.status == Status::Running {
+        return Ok(Started {
+            pid: container.state.pid,
+            monitor: None,
+        });
+    }
+    let (status_read, status_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")))?;
+    let status_fd = std::os::fd::AsRawFd::as_raw_fd(&status_write);
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let root = mocker.root.display().to_string();
+    let env = [
+        ("PATH", path.as_str()),
+        (monitor::ROOT_ENV, root.as_str()),
+        (monitor::ID_ENV, config.id.as_str()),
+        (monitor::STATUS_FD_ENV, &status_fd.to_string()),
+        (
+            monitor::ATTACH_ENV,
+            match (attach.output, attach.stdin) {
+                (true, true) => "io",
+                (true, false) => "o",
+                _ => "",
+            },
+        ),
+    ];
+    // The monitor makes a session of its own first thing (see
+    // `monitor::main`).
+    let (mut command, _binary) = runtime::self_command(
+        &mocker.root.join("mounts"),
+        "__monitor",
+        &[&config.id],
+        &env,
+        std::os::fd::AsFd::as_fd(&status_write),
+    )?;
+    if !attach.output {
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+    }
+    if !attach.stdin {
+        command.stdin(std::process::Stdio::null());
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| Error::Runtime(format!("starting the container's monitor: {e}")))?;
+    drop(status_write);
+    let mut report = String::new();
+    let _ = std::fs::File::from(status_read).read_to_string(&mut report);
+    let report = report.trim_end();
+    if let Some(pid) = report.strip_prefix("ok ") {
+        return Ok(Started {
+            pid: pid.parse().unwrap_or(0),
+            monitor: Some(child),
+        });
+    }
+    let _ = child.wait();
+    match report.strip_prefix("error ").and_then(|r| r.split_once(' ')) {
+        Some((code, message)) => Err(Error::StartFailed {
+            code: code.parse().unwrap_or(runtime::init::EXIT_RUNTIME_FAILED),
+            message: message.to_string(),
+        }),
+        None => Err(Error::Runtime(
+            "the container's monitor exited before starting it".into(),
+        )),
+    }
+}
