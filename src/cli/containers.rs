@@ -262,8 +262,10 @@ fn create_options(args: &CreateArgs, userns_remap: Option<&str>) -> mocker::Resu
     };
     let mut env = Vec::new();
     for file in &args.env_file {
-        let contents = std::fs::read_to_string(file)
-            .map_err(|e| mocker::Error::Runtime(format!("open {}: {e}", file.display())))?;
+        let contents = std::fs::read_to_string(file).map_err(|source| mocker::Error::Io {
+            context: format!("open {}", file.display()),
+            source,
+        })?;
         env.extend(mocker::runtime::spec::parse_env_file(&contents)?);
     }
     env.extend(args.env.iter().cloned());
@@ -757,7 +759,7 @@ pub fn export(mocker: &Mocker, args: &ExportArgs) -> Result<i32> {
 /// docker inspect: containers first, then images, for each name.
 pub fn inspect(mocker: &Mocker, names: &[String]) -> Result<i32> {
     inspect_with(mocker, names, |name| match mocker::images::inspect(mocker, name) {
-        Err(mocker::Error::NoSuchImage(_)) => Err(mocker::Error::Runtime(format!("No such object: {name}"))),
+        Err(mocker::Error::NoSuchImage(_)) => Err(container::ContainerError::NoSuchObject { name: name.into() }.into()),
         other => other,
     })
 }

@@ -2,11 +2,12 @@
 //! their restoration from `config.json` when the index was lost.
 
 use super::config::ContainerConfig;
+use super::error::{short, ContainerError};
 use super::lookup::load;
 use super::paths::{dir_of, snapshot_key};
 use super::remove::discard;
 use super::state::Status;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::index::{Batch, ContainerRecord};
 use crate::runtime::network::{self, Claim, Claimant};
 use crate::Mocker;
@@ -40,11 +41,9 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckFindings> {
         let dir = dir_of(mocker, id);
         match ContainerConfig::load(&dir) {
             Ok(config) => {
-                found.problems.push(format!(
-                    "container {} ({}) is not in the index",
-                    &id[..12.min(id.len())],
-                    config.name
-                ));
+                found
+                    .problems
+                    .push(format!("container {} ({}) is not in the index", short(id), config.name));
                 if repair {
                     restore(mocker, &config)?;
                     found
@@ -168,7 +167,7 @@ fn check_claim(
         Claim::Held(holder) => found.problems.push(format!(
             "container {name}: its address {addr} on bridge {bridge} is held by container {} of the root {}: \
              remove one of them and create it again",
-            &holder.id[..12.min(holder.id.len())],
+            short(&holder.id),
             holder.root.display()
         )),
     }
@@ -177,9 +176,10 @@ fn check_claim(
 
 /// Put back the index records of a container from its `config.json`.
 fn restore(mocker: &Mocker, config: &ContainerConfig) -> Result<()> {
-    let snapshot_id = config
-        .snapshot_id()
-        .ok_or_else(|| Error::Runtime(format!("container {}: no writable snapshot in its config", config.name)))?;
+    let snapshot_id = config.snapshot_id().ok_or_else(|| ContainerError::NoWritableSnapshot {
+        id: config.id.clone(),
+        name: config.name.clone(),
+    })?;
     mocker.index.session(|s| {
         let mut name = config.name.clone();
         if s.container_named(&name)?.is_some() {

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::ContainerError;
 use super::logs;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
@@ -74,7 +75,10 @@ impl ContainerConfig {
 
     pub(super) fn save(&self, dir: &Path) -> Result<()> {
         let tmp = dir.join("config.json.tmp");
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Runtime(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(self).map_err(|source| ContainerError::Encode {
+            path: tmp.clone(),
+            source,
+        })?;
         std::fs::write(&tmp, bytes).ctx(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, dir.join("config.json")).ctx(|| format!("renaming {}", tmp.display()))
     }
@@ -113,8 +117,6 @@ pub fn userns_mode(mode: Option<&str>, remap: Option<&str>) -> Result<Option<IdM
     match (mode, remap) {
         (Some("host"), _) | (None, None) => Ok(None),
         (Some("") | None, Some(user)) => Ok(Some(IdMapping::for_user(user)?)),
-        (Some(other), _) => Err(Error::Runtime(format!(
-            "invalid --userns {other:?}: only \"host\" is supported (give --userns-remap USER to remap)"
-        ))),
+        (Some(other), _) => Err(ContainerError::InvalidUserns { mode: other.into() }.into()),
     }
 }

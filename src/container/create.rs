@@ -2,6 +2,7 @@
 
 use super::address::{claim_address, release_address};
 use super::config::{ContainerConfig, CreateOptions};
+use super::error::ContainerError;
 use super::etc_files::write_etc_files;
 use super::lookup::Container;
 use super::names;
@@ -176,21 +177,19 @@ fn materialize(
 fn check_options(mocker: &Mocker, opts: &CreateOptions) -> Result<crate::runtime::security::Security> {
     cgroup::validate(&opts.limits)?;
     if !opts.ports.is_empty() && opts.network != Network::Bridge {
-        return Err(Error::Runtime(format!(
-            "publishing ports needs the bridge network, not --network {}",
-            opts.network.name()
-        )));
+        return Err(ContainerError::PortsNeedBridge {
+            network: opts.network.name().to_string(),
+        }
+        .into());
     }
     // As docker's: neither can be confined to the container's ids.
     if opts.userns.is_some() && (opts.overrides.privileged || opts.network == Network::Host) {
-        let what = if opts.overrides.privileged {
+        let option = if opts.overrides.privileged {
             "--privileged"
         } else {
             "--network host"
         };
-        return Err(Error::Runtime(format!(
-            "{what} cannot be combined with --userns-remap: add --userns host"
-        )));
+        return Err(ContainerError::UsernsConflict { option }.into());
     }
     Ok(opts.security.apply(
         &runtime::spec::capabilities(&opts.overrides)?,
@@ -204,10 +203,11 @@ fn claim_name(s: &crate::index::Session, name: Option<&String>, seed: &[u8]) -> 
     Ok(match name {
         Some(n) => {
             if let Some(holder) = s.container_named(n)? {
-                return Err(Error::Runtime(format!(
-                    "Conflict. The container name \"/{n}\" is already in use by container \"{holder}\". \
-                     You have to remove (or rename) that container to be able to reuse that name."
-                )));
+                return Err(ContainerError::NameInUse {
+                    name: n.clone(),
+                    holder,
+                }
+                .into());
             }
             n.clone()
         }

@@ -1,9 +1,10 @@
 //! `exec`: a command joining a running container.
 
 use super::create::with_term;
+use super::error::ContainerError;
 use super::lookup::get;
 use super::state::Status;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::runtime::cgroup::ContainerCgroup;
 use crate::runtime::{self, Overrides};
 use crate::Mocker;
@@ -28,13 +29,13 @@ pub fn exec(mocker: &Mocker, query: &str, opts: &ExecOptions) -> Result<i32> {
     let container = get(mocker, query)?;
     let config = container.config()?;
     if container.state.status != Status::Running {
-        return Err(Error::Runtime(format!(
-            "container {} is not running",
-            container.record.id
-        )));
+        return Err(ContainerError::NotRunning {
+            id: container.record.id.clone(),
+        }
+        .into());
     }
     if opts.command.is_empty() {
-        return Err(Error::Runtime("exec needs a command".into()));
+        return Err(ContainerError::NoCommand.into());
     }
     let mut process = config.init.process.clone();
     process.args = opts.command.clone();
@@ -69,6 +70,9 @@ pub fn exec(mocker: &Mocker, query: &str, opts: &ExecOptions) -> Result<i32> {
     let cgroup = ContainerCgroup::load(&container.record.id);
     runtime::exec::run(&spec, &mocker.root.join("mounts"), opts.stdin, |pid| match &cgroup {
         Some(c) => c.add(pid),
-        None => Err(Error::Runtime("the container's cgroup is gone".into())),
+        None => Err(ContainerError::CgroupGone {
+            id: container.short_id().to_string(),
+        }
+        .into()),
     })
 }

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use super::error::ContainerError;
+use super::paths::short_id_of;
 use super::state::{State, Status};
 use crate::error::{Error, Result};
 use crate::runtime::cgroup::ContainerCgroup;
@@ -45,7 +47,14 @@ impl Host for Linux {
 
     /// Through a pidfd (see [`pid1`]); by pid where there are none.
     fn signal(&self, dir: &Path, pid: u32, signal: Signal) -> Result<()> {
-        let failed = |e: std::io::Error| Error::Runtime(format!("sending {signal} to the container: {e}"));
+        let failed = |source: std::io::Error| -> Error {
+            ContainerError::Signal {
+                id: short_id_of(dir),
+                signal,
+                source,
+            }
+            .into()
+        };
         match pid1(dir, pid) {
             Ok(Some(target)) => match target.signal(signal) {
                 Err(e) if e.raw_os_error() != Some(nix::libc::ESRCH) => Err(failed(e)),
@@ -142,11 +151,11 @@ pub fn terminate(host: &impl Host, dir: &Path, pid: u32, grace: Duration) -> Res
     if wait_for_monitor(host, dir, KILL_TIMEOUT) {
         Ok(())
     } else {
-        Err(Error::Runtime(format!(
-            "the container in {} did not stop {} s after SIGKILL",
-            dir.display(),
-            KILL_TIMEOUT.as_secs()
-        )))
+        Err(ContainerError::DidNotStop {
+            id: short_id_of(dir),
+            waited_secs: KILL_TIMEOUT.as_secs(),
+        }
+        .into())
     }
 }
 
@@ -171,10 +180,11 @@ pub fn force_stop(host: &impl Host, dir: &Path) -> Result<()> {
             host.kill_monitor(dir);
             return match wait_for_monitor(host, dir, KILL_TIMEOUT) {
                 true => Ok(()),
-                false => Err(Error::Runtime(format!(
-                    "the monitor of the container in {} survived SIGKILL",
-                    dir.display()
-                ))),
+                false => Err(ContainerError::MonitorSurvived {
+                    id: short_id_of(dir),
+                    waited_secs: KILL_TIMEOUT.as_secs(),
+                }
+                .into()),
             };
         }
         host.pause(Duration::from_millis(10));

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
+use super::error::ContainerError;
+use crate::error::{IoContext, Result};
 
 /// Lines longer than this are split, as docker does (16 KiB).
 const MAX_LINE: usize = 16 * 1024;
@@ -35,7 +36,10 @@ impl Rotation {
     pub fn from_log_opts(opts: &[String]) -> Result<Option<Rotation>> {
         let (mut max_size, mut max_files) = (None, None);
         for opt in opts {
-            let invalid = |why: &str| Error::Runtime(format!("invalid --log-opt {opt:?}: {why}"));
+            let invalid = |reason| ContainerError::InvalidLogOpt {
+                opt: opt.clone(),
+                reason,
+            };
             match opt.split_once('=') {
                 Some(("max-size", v)) => {
                     let size = crate::runtime::cgroup::parse_bytes(v).map_err(|_| invalid("not a size"))?;
@@ -54,12 +58,8 @@ impl Rotation {
                             .ok_or_else(|| invalid("must be a positive integer"))?,
                     )
                 }
-                Some((key, _)) => {
-                    return Err(Error::Runtime(format!(
-                        "unknown log opt '{key}' for json-file log driver"
-                    )))
-                }
-                None => return Err(invalid("expected KEY=VALUE")),
+                Some((key, _)) => return Err(ContainerError::UnknownLogOpt { key: key.into() }.into()),
+                None => return Err(invalid("expected KEY=VALUE").into()),
             }
         }
         match (max_size, max_files) {
@@ -67,7 +67,7 @@ impl Rotation {
                 max_size,
                 max_files: files.unwrap_or(1),
             })),
-            (None, Some(n)) if n > 1 => Err(Error::Runtime("max-file cannot be set without max-size".into())),
+            (None, Some(n)) if n > 1 => Err(ContainerError::MaxFileWithoutMaxSize.into()),
             (None, _) => Ok(None),
         }
     }

@@ -1,6 +1,7 @@
 //! Finding containers and reading what their files say.
 
 use super::config::ContainerConfig;
+use super::error::ContainerError;
 use super::host::{self, Host, Linux};
 use super::paths::dir_of;
 use super::state::{State, Status};
@@ -20,15 +21,15 @@ pub struct Container {
 
 impl Container {
     pub fn short_id(&self) -> &str {
-        &self.record.id[..12]
+        self.record.id.get(..12).unwrap_or(&self.record.id)
     }
 
     pub(super) fn config(&self) -> Result<&ContainerConfig> {
         self.config.as_ref().ok_or_else(|| {
-            Error::Runtime(format!(
-                "container {} was not fully created: remove it with `mocker rm`",
-                self.short_id()
-            ))
+            ContainerError::NotFullyCreated {
+                id: self.short_id().to_string(),
+            }
+            .into()
         })
     }
 }
@@ -56,9 +57,7 @@ pub fn find(mocker: &Mocker, query: &str) -> Result<ContainerRecord> {
         match matches.len() {
             0 => Err(Error::NoSuchContainer(query.to_string())),
             1 => Ok(matches.remove(0)),
-            _ => Err(Error::Runtime(format!(
-                "multiple containers found with provided prefix: {query}"
-            ))),
+            _ => Err(ContainerError::AmbiguousPrefix { prefix: query.into() }.into()),
         }
     })
 }

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 
 use super::config::ContainerConfig;
+use super::error::ContainerError;
 use super::logs::LogWriter;
+use super::paths::short_id_of;
 use super::state::{now, State, Status};
 use crate::error::{Error, IoContext, Result};
 use crate::runtime::{self, cgroup::ContainerCgroup, network, Network, Stdio};
@@ -157,7 +159,7 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
             state.error = message.clone();
             let _ = state.save(&state_path);
             report(&mut status, format!("error {code} {message}"));
-            return Err(Error::Runtime(message));
+            return Err(Error::StartFailed { code, message });
         }
     };
     state = State::running(
@@ -279,7 +281,7 @@ fn take_lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     let mut lock = loop {
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(lock) => break lock,
-            Err((_, _)) if tries == 20 => return Err(Error::Runtime("the container is already running".into())),
+            Err((_, _)) if tries == 20 => return Err(ContainerError::AlreadyRunning { id: short_id_of(dir) }.into()),
             Err((f, _)) => file = f,
         }
         tries += 1;
@@ -287,9 +289,7 @@ fn take_lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     };
     let _ = lock.set_len(0).and_then(|_| writeln!(lock, "{}", std::process::id()));
     if removing_path(dir).exists() {
-        return Err(Error::Runtime(
-            "the container is being removed: `mocker rm -f` finishes that".into(),
-        ));
+        return Err(ContainerError::BeingRemoved { id: short_id_of(dir) }.into());
     }
     Ok(lock)
 }
@@ -320,7 +320,7 @@ fn join_cgroup_and_network(
     let plugged = match plugging {
         Some(thread) => thread
             .join()
-            .unwrap_or_else(|_| Err(Error::Runtime("the network thread panicked".into()))),
+            .unwrap_or_else(|_| Err(ContainerError::NetworkThreadPanicked.into())),
         None => Ok(()),
     };
     joined.and(plugged)
@@ -330,7 +330,7 @@ fn join_cgroup_and_network(
 fn dup_fd(fd: i32) -> Result<OwnedFd> {
     // SAFETY: fd is one of ours and open.
     nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
-        .map_err(|e| Error::Runtime(format!("dup: {e}")))
+        .map_err(|source| ContainerError::Sys { what: "dup", source }.into())
 }
 
 /// The container's stdio, our ends to copy its output from, and our end of
@@ -346,7 +346,9 @@ fn wire_stdio(tty: bool, attach: Attach) -> Result<Wired> {
             .map(OwnedFd::from)
             .ctx(|| "opening /dev/null".into())
     };
-    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")));
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| ContainerError::Sys { what: "pipe", source })
+    };
     Ok(if tty {
         let (ours, theirs) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
@@ -354,7 +356,10 @@ fn wire_stdio(tty: bool, attach: Attach) -> Result<Wired> {
             None,
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )
-        .map_err(|e| Error::Runtime(format!("socketpair: {e}")))?;
+        .map_err(|source| ContainerError::Sys {
+            what: "socketpair",
+            source,
+        })?;
         // PID 1 sizes its terminal from its stdout before anything runs
         // (the caller's terminal, if attached), then replaces all three.
         let stdio = Stdio {

@@ -1,7 +1,8 @@
 //! Readable random names for containers created without `--name`, in
 //! docker's adjective_surname style, and docker's rule for valid names.
 
-use crate::error::{Error, Result};
+use super::error::ContainerError;
+use crate::error::Result;
 
 const ADJECTIVES: &[&str] = &[
     "agile", "bold", "brave", "calm", "clever", "cool", "crisp", "eager", "fervent", "gentle", "happy", "jolly",
@@ -38,9 +39,7 @@ pub fn validate(name: &str) -> Result<String> {
         && name.len() >= 2
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !valid {
-        return Err(Error::Runtime(format!(
-            "invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-        )));
+        return Err(ContainerError::InvalidName { name: name.into() }.into());
     }
     Ok(name.to_string())
 }

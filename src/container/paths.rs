@@ -1,12 +1,18 @@
 //! Where a container's files are.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
 use crate::Mocker;
 
 pub(super) fn dir_of(mocker: &Mocker, id: &str) -> PathBuf {
     mocker.root.join("containers").join(id)
+}
+
+/// The short id of the container whose directory is `dir`, for messages.
+pub(super) fn short_id_of(dir: &Path) -> String {
+    let name = dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    super::error::short(&name)
 }
 
 pub(super) fn snapshot_key(id: &str) -> String {

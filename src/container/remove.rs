@@ -4,6 +4,7 @@ use std::path::Path;
 
 use super::address::release_address;
 use super::config::ContainerConfig;
+use super::error::{short, ContainerError};
 use super::host::{self, Host, Linux};
 use super::lookup::{get, Container};
 use super::monitor;
@@ -24,10 +25,9 @@ pub fn remove(mocker: &Mocker, query: &str, force: bool) -> Result<String> {
 pub fn remove_container(mocker: &Mocker, container: Container, force: bool) -> Result<String> {
     let dir = dir_of(mocker, &container.record.id);
     let refused = || {
-        Error::Runtime(format!(
-            "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
-            container.record.name
-        ))
+        Error::from(ContainerError::RemoveRunning {
+            name: container.record.name.clone(),
+        })
     };
     if container.state.status == Status::Running && !force {
         return Err(refused());
@@ -87,13 +87,11 @@ pub(super) fn discard(mocker: &Mocker, id: &str, config: Option<&ContainerConfig
     // callers made sure no monitor runs it, so this is only the one that
     // just ended letting go of its namespaces.
     if !monitor::wait_for_lock_until(&monitor::teardown_lock_path(&dir), host::KILL_TIMEOUT) {
-        return Err(Error::Runtime(format!(
-            "container {id} is still held by its monitor (pid {}): run `mocker rm -f {}` again",
-            monitor::monitor_pid(&dir)
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "unknown".into()),
-            &id[..12.min(id.len())]
-        )));
+        return Err(ContainerError::StillHeld {
+            id: short(id),
+            monitor_pid: monitor::monitor_pid(&dir),
+        }
+        .into());
     }
     // The snapshot id is in the config; without one, ask the index.
     let snapshot_id = config.and_then(ContainerConfig::snapshot_id);

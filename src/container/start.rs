@@ -2,6 +2,7 @@
 
 use std::io::Read;
 
+use super::error::{short, ContainerError};
 use super::lookup::{get, Container};
 use super::monitor::{self, Attach};
 use super::state::Status;
@@ -32,7 +33,10 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
         });
     }
     let (status_read, status_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")))?;
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| ContainerError::Sys {
+            what: "creating the monitor's status pipe",
+            source,
+        })?;
     let status_fd = std::os::fd::AsRawFd::as_raw_fd(&status_write);
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
     let root = mocker.root.display().to_string();
@@ -67,9 +71,10 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
     if !attach.stdin {
         command.stdin(std::process::Stdio::null());
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| Error::Runtime(format!("starting the container's monitor: {e}")))?;
+    let mut child = command.spawn().map_err(|source| ContainerError::SpawnMonitor {
+        id: short(&config.id),
+        source,
+    })?;
     drop(status_write);
     let mut report = String::new();
     let _ = std::fs::File::from(status_read).read_to_string(&mut report);
@@ -86,8 +91,6 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
             code: code.parse().unwrap_or(runtime::init::EXIT_RUNTIME_FAILED),
             message: message.to_string(),
         }),
-        None => Err(Error::Runtime(
-            "the container's monitor exited before starting it".into(),
-        )),
+        None => Err(ContainerError::MonitorExited { id: short(&config.id) }.into()),
     }
 }

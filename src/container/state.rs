@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::ContainerError;
 use crate::error::{Error, IoContext, Result};
 use crate::runtime::network::PortMapping;
 
@@ -83,7 +84,10 @@ impl State {
     /// Replace the file atomically: readers see the old state or the new.
     pub fn save(&self, path: &Path) -> Result<()> {
         let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        let bytes = serde_json::to_vec(self).map_err(|e| Error::Runtime(e.to_string()))?;
+        let bytes = serde_json::to_vec(self).map_err(|source| ContainerError::Encode {
+            path: tmp.clone(),
+            source,
+        })?;
         std::fs::write(&tmp, bytes).ctx(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).ctx(|| format!("renaming {}", tmp.display()))
     }
