@@ -23,6 +23,7 @@ pub mod names;
 mod paths;
 mod prune;
 mod remove;
+mod report;
 mod start;
 pub mod state;
 mod stop;

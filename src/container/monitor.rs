@@ -19,13 +19,14 @@ use super::config::ContainerConfig;
 use super::error::ContainerError;
 use super::logs::LogWriter;
 use super::paths::short_id_of;
+use super::report::StartReport;
 use super::state::{now, State, Status};
 use crate::error::{Error, IoContext, Result};
 use crate::runtime::{self, cgroup::ContainerCgroup, network, Network, Stdio};
 
 pub const ROOT_ENV: &str = "_MOCKER_MONITOR_ROOT";
 pub const ID_ENV: &str = "_MOCKER_MONITOR_ID";
-/// The fd on which the monitor reports `ok <pid>` or `error <code> <message>`.
+/// The fd on which the monitor sends its start report (`report::StartReport`).
 pub const STATUS_FD_ENV: &str = "_MOCKER_STATUS_FD";
 /// Set when our stdin/stdout/stderr are the caller's (attached start).
 pub const ATTACH_ENV: &str = "_MOCKER_ATTACH";
@@ -130,9 +131,9 @@ pub fn main() -> i32 {
     monitor(&dir, attach, status).unwrap_or(runtime::init::EXIT_RUNTIME_FAILED)
 }
 
-fn report(status: &mut Option<std::fs::File>, line: String) {
-    if let Some(mut s) = status.take() {
-        let _ = s.write_all(line.as_bytes());
+fn report(status: &mut Option<std::fs::File>, report: StartReport) {
+    if let Some(s) = status.take() {
+        report.send(s);
     }
 }
 
@@ -143,7 +144,13 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
     let (lock, teardown, config, cgroup) = match prepare(dir) {
         Ok(s) => s,
         Err(e) => {
-            report(&mut status, format!("error 125 {e}"));
+            report(
+                &mut status,
+                StartReport::Failed {
+                    code: runtime::init::EXIT_RUNTIME_FAILED,
+                    message: e.to_string(),
+                },
+            );
             return Err(e);
         }
     };
@@ -158,7 +165,13 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
             state.exit_code = code;
             state.error = message.clone();
             let _ = state.save(&state_path);
-            report(&mut status, format!("error {code} {message}"));
+            report(
+                &mut status,
+                StartReport::Failed {
+                    code,
+                    message: message.clone(),
+                },
+            );
             return Err(Error::StartFailed { code, message });
         }
     };
@@ -171,10 +184,21 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = waitpid(pid, None);
         let _ = cgroup.remove();
-        report(&mut status, format!("error 125 {e}"));
+        report(
+            &mut status,
+            StartReport::Failed {
+                code: runtime::init::EXIT_RUNTIME_FAILED,
+                message: e.to_string(),
+            },
+        );
         return Err(e);
     }
-    report(&mut status, format!("ok {pid}\n"));
+    report(
+        &mut status,
+        StartReport::Started {
+            pid: pid.as_raw() as u32,
+        },
+    );
 
     if let Some(endpoint) = &config.endpoint {
         for port in published {

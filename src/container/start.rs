@@ -1,10 +1,9 @@
 //! `start`: a container handed to a new monitor.
 
-use std::io::Read;
-
 use super::error::{short, ContainerError};
 use super::lookup::{get, Container};
 use super::monitor::{self, Attach};
+use super::report::StartReport;
 use super::state::Status;
 use crate::error::{Error, Result};
 use crate::runtime;
@@ -76,21 +75,16 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
         source,
     })?;
     drop(status_write);
-    let mut report = String::new();
-    let _ = std::fs::File::from(status_read).read_to_string(&mut report);
-    let report = report.trim_end();
-    if let Some(pid) = report.strip_prefix("ok ") {
-        return Ok(Started {
-            pid: pid.parse().unwrap_or(0),
-            monitor: Some(child),
-        });
+    let report = StartReport::receive(std::fs::File::from(status_read), &short(&config.id));
+    if !matches!(report, Ok(StartReport::Started { .. })) {
+        // It exits once it has reported a failure: reaped here.
+        let _ = child.wait();
     }
-    let _ = child.wait();
-    match report.strip_prefix("error ").and_then(|r| r.split_once(' ')) {
-        Some((code, message)) => Err(Error::StartFailed {
-            code: code.parse().unwrap_or(runtime::init::EXIT_RUNTIME_FAILED),
-            message: message.to_string(),
+    match report? {
+        StartReport::Started { pid } => Ok(Started {
+            pid,
+            monitor: Some(child),
         }),
-        None => Err(ContainerError::MonitorExited { id: short(&config.id) }.into()),
+        StartReport::Failed { code, message } => Err(Error::StartFailed { code, message }),
     }
 }
