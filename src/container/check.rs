@@ -38,74 +38,71 @@ pub fn check(mocker: &Mocker, repair: bool) -> Result<CheckFindings> {
         Err(e) => return Err(e).ctx(|| "listing containers".into()),
     };
     for id in dirs.iter().filter(|d| !records.contains_key(d.as_str())) {
-        let dir = dir_of(mocker, id);
-        match ContainerConfig::load(&dir) {
-            Ok(config) => {
-                found
-                    .problems
-                    .push(format!("container {} ({}) is not in the index", short(id), config.name));
-                if repair {
-                    restore(mocker, &config)?;
-                    found
-                        .repaired
-                        .push(format!("restored container {} from its directory", config.name));
-                    if let Some(endpoint) = &config.endpoint {
-                        check_claim(
-                            mocker,
-                            id,
-                            &config.name,
-                            &endpoint.bridge.name,
-                            endpoint.address,
-                            true,
-                            &mut found,
-                        )?;
-                    }
-                }
-            }
-            Err(_) => {
-                found
-                    .problems
-                    .push(format!("directory of an unfinished container {id} is left"));
-                if repair {
-                    std::fs::remove_dir_all(&dir).ctx(|| format!("removing {}", dir.display()))?;
-                    found
-                        .repaired
-                        .push(format!("removed the unfinished container directory {id}"));
-                }
-            }
-        }
+        check_unrecorded(mocker, id, repair, &mut found)?;
     }
     for record in records.into_values() {
-        let container = load(mocker, record)?;
-        if let Some(stuck) = stuck_start(&dir_of(mocker, &container.record.id), &container) {
-            found.problems.push(stuck);
-        }
-        if let (Some((bridge, addr)), true) = (&container.record.address, container.state.status != Status::Dead) {
-            check_claim(
-                mocker,
-                &container.record.id,
-                &container.record.name,
-                bridge,
-                *addr,
-                repair,
-                &mut found,
-            )?;
-        }
-        if container.state.status == Status::Dead {
-            found.problems.push(format!(
-                "container {} ({}) was not fully created",
-                container.short_id(),
-                container.record.name
-            ));
-            if repair {
-                discard(mocker, &container.record.id, None)?;
-                found
-                    .repaired
-                    .push(format!("removed the unfinished container {}", container.record.name));
-            }
-        }
+        check_recorded(mocker, record, repair, &mut found)?;
     }
     Ok(found)
+}
+
+/// A directory without a record: restored when complete, else removed.
+fn check_unrecorded(mocker: &Mocker, id: &str, repair: bool, found: &mut CheckFindings) -> Result<()> {
+    let dir = dir_of(mocker, id);
+    let Ok(config) = ContainerConfig::load(&dir) else {
+        found
+            .problems
+            .push(format!("directory of an unfinished container {id} is left"));
+        if repair {
+            std::fs::remove_dir_all(&dir).ctx(|| format!("removing {}", dir.display()))?;
+            found
+                .repaired
+                .push(format!("removed the unfinished container directory {id}"));
+        }
+        return Ok(());
+    };
+    found
+        .problems
+        .push(format!("container {} ({}) is not in the index", short(id), config.name));
+    if repair {
+        restore(mocker, &config)?;
+        found
+            .repaired
+            .push(format!("restored container {} from its directory", config.name));
+        if let Some(endpoint) = &config.endpoint {
+            let address = (endpoint.bridge.name.as_str(), endpoint.address);
+            check_claim(mocker, id, &config.name, address, true, found)?;
+        }
+    }
+    Ok(())
+}
+
+/// A recorded container: a stuck start, its address claim, and whether it
+/// was ever completed (removed by `--repair` if not).
+fn check_recorded(mocker: &Mocker, record: ContainerRecord, repair: bool, found: &mut CheckFindings) -> Result<()> {
+    let container = load(mocker, record)?;
+    if let Some(stuck) = stuck_start(&dir_of(mocker, &container.record.id), &container) {
+        found.problems.push(stuck);
+    }
+    if container.state.status != Status::Dead {
+        if let Some((bridge, addr)) = &container.record.address {
+            let (id, name) = (&container.record.id, &container.record.name);
+            check_claim(mocker, id, name, (bridge, *addr), repair, found)?;
+        }
+        return Ok(());
+    }
+    found.problems.push(format!(
+        "container {} ({}) was not fully created",
+        container.short_id(),
+        container.record.name
+    ));
+    if repair {
+        discard(mocker, &container.record.id, None)?;
+        found
+            .repaired
+            .push(format!("removed the unfinished container {}", container.record.name));
+    }
+    Ok(())
 }
 
 /// A start that has not ended within [`START_TIMEOUT`]: its monitor lives
@@ -148,8 +145,7 @@ fn check_claim(
     mocker: &Mocker,
     id: &str,
     name: &str,
-    bridge: &str,
-    addr: std::net::Ipv4Addr,
+    (bridge, addr): (&str, std::net::Ipv4Addr),
     repair: bool,
     found: &mut CheckFindings,
 ) -> Result<()> {

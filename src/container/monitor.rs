@@ -1,11 +1,10 @@
 //! The monitor: one small process per running container (podman's conmon).
-//! `start` runs it as `mocker __monitor` from our protected binary (a read-only
-//! bind mount of it, else a sealed memfd copy: `runtime::protected_self`), in a session
-//! of its own so the container outlives the command. It holds
-//! `monitor.lock` for as long as it lives, clones the container, copies its
-//! output to the log (and to the attached caller), serves published ports,
-//! reaps it and records how it ended. The container dies with it
-//! (PDEATHSIG), so a lock nobody holds means nothing runs.
+//! `start` runs it as `mocker __monitor` (from `runtime::protected_self`)
+//! in a session of its own, so the container outlives the command. It
+//! holds `monitor.lock` while it lives, clones the container, copies its
+//! output to the log, serves published ports, and records how it ended.
+//! The container dies with it (PDEATHSIG): a lock nobody holds means
+//! nothing runs.
 //!
 //! Single-threaded until the container is cloned; threads after that.
 
@@ -131,105 +130,52 @@ pub fn main() -> i32 {
     monitor(&dir, attach, status).unwrap_or(runtime::init::EXIT_RUNTIME_FAILED)
 }
 
-fn report(status: &mut Option<std::fs::File>, report: StartReport) {
-    if let Some(s) = status.take() {
-        report.send(s);
-    }
-}
-
 /// Runs the container to its end; its exit code, once it has run (later
 /// failures are only reported: the code is what an attached caller needs).
 fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
-    let mut status = Some(status);
     let (lock, teardown, config, cgroup) = match prepare(dir) {
-        Ok(s) => s,
+        Ok(prepared) => prepared,
         Err(e) => {
-            report(
-                &mut status,
-                StartReport::Failed {
-                    code: runtime::init::EXIT_RUNTIME_FAILED,
-                    message: e.to_string(),
-                },
-            );
+            StartReport::Failed {
+                code: runtime::init::EXIT_RUNTIME_FAILED,
+                message: e.to_string(),
+            }
+            .send(status);
             return Err(e);
         }
     };
     let state_path = dir.join("state.json");
-    let mut state = State::load(&state_path).unwrap_or_default();
-    let started = start(dir, &config, &cgroup, attach);
-    let (pid, output, published, namespace) = match started {
-        Ok(s) => s,
+    let (running, state, cgroup) = match launch(dir, &config, cgroup, attach, &state_path) {
+        Ok(launched) => launched,
         Err((code, message)) => {
-            let _ = cgroup.remove();
-            state.status = Status::Created;
-            state.exit_code = code;
-            state.error = message.clone();
-            let _ = state.save(&state_path);
-            report(
-                &mut status,
-                StartReport::Failed {
-                    code,
-                    message: message.clone(),
-                },
-            );
+            StartReport::Failed {
+                code,
+                message: message.clone(),
+            }
+            .send(status);
             return Err(Error::StartFailed { code, message });
         }
     };
-    state = State::running(
-        pid.as_raw() as u32,
-        std::process::id(),
-        published.iter().map(|p| p.mapping().clone()).collect(),
-    );
-    if let Err(e) = state.save(&state_path) {
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = waitpid(pid, None);
-        let _ = cgroup.remove();
-        report(
-            &mut status,
-            StartReport::Failed {
-                code: runtime::init::EXIT_RUNTIME_FAILED,
-                message: e.to_string(),
-            },
-        );
-        return Err(e);
+    StartReport::Started {
+        pid: running.pid.as_raw() as u32,
     }
-    report(
-        &mut status,
-        StartReport::Started {
-            pid: pid.as_raw() as u32,
-        },
-    );
-
+    .send(status);
     if let Some(endpoint) = &config.endpoint {
-        for port in published {
+        for port in running.published {
             network::serve(port, endpoint.address);
         }
     }
-    // WNOWAIT: PID 1 stays a zombie, its pid its own, until the exit is
-    // recorded (see `host::Linux::signal`); reaped below.
-    let code = loop {
-        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-            Ok(WaitStatus::Exited(_, code)) => break code,
-            Ok(WaitStatus::Signaled(_, signal, _)) => break 128 + signal as i32,
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break runtime::init::EXIT_RUNTIME_FAILED,
-        }
-    };
+    let code = exit_code_of(running.pid);
     // The PID namespace is gone, so every writer of the output is too.
-    for copier in output {
+    for copier in running.copiers {
         let _ = copier.join();
     }
-    state.status = Status::Exited;
-    state.pid = 0;
-    state.exit_code = code;
-    state.finished_at = Some(now());
-    state.oom_killed = cgroup.oom_killed();
-    let _ = cgroup.remove();
-    let saved = state.save(&state_path);
-    let _ = waitpid(pid, None);
+    let saved = record_exit(state, &state_path, code, cgroup);
+    let _ = waitpid(running.pid, None);
     drop(lock);
-    // Namespace and veth teardown each wait an RCU grace period: done after the lock so waiters need not.
-    drop(namespace);
+    // Letting go of the namespaces waits for the kernel (an RCU grace
+    // period): after the lock, so that waiters need not.
+    drop(running.namespace);
     drop(teardown);
     if let Some(endpoint) = &config.endpoint {
         let _ = network::detach(endpoint);
@@ -243,6 +189,67 @@ fn monitor(dir: &Path, attach: Attach, status: std::fs::File) -> Result<i32> {
         eprintln!("Error: {e}");
     }
     Ok(code)
+}
+
+/// Start the container and record it running. A failure is docker's exit
+/// code and why; one of the start itself is recorded for `inspect`.
+fn launch(
+    dir: &Path,
+    config: &ContainerConfig,
+    cgroup: ContainerCgroup,
+    attach: Attach,
+    state_path: &Path,
+) -> std::result::Result<(Running, State, ContainerCgroup), Failed> {
+    let running = match start(dir, config, &cgroup, attach) {
+        Ok(running) => running,
+        Err((code, message)) => {
+            let _ = cgroup.remove();
+            let mut state = State::load(state_path).unwrap_or_default();
+            state.status = Status::Created;
+            state.exit_code = code;
+            state.error = message.clone();
+            let _ = state.save(state_path);
+            return Err((code, message));
+        }
+    };
+    let state = State::running(
+        running.pid.as_raw() as u32,
+        std::process::id(),
+        running.published.iter().map(|p| p.mapping().clone()).collect(),
+    );
+    if let Err(e) = state.save(state_path) {
+        let _ = nix::sys::signal::kill(running.pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(running.pid, None);
+        let _ = cgroup.remove();
+        return Err((runtime::init::EXIT_RUNTIME_FAILED, e.to_string()));
+    }
+    Ok((running, state, cgroup))
+}
+
+/// Wait for PID 1's exit; docker's exit code for it. WNOWAIT: it stays a
+/// zombie, its pid its own, until the exit is recorded (see
+/// `host::Linux::signal`).
+fn exit_code_of(pid: nix::unistd::Pid) -> i32 {
+    loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return runtime::init::EXIT_RUNTIME_FAILED,
+        }
+    }
+}
+
+/// Record how the container ended (OOM kills are read from its cgroup,
+/// which then goes).
+fn record_exit(mut state: State, state_path: &Path, code: i32, cgroup: ContainerCgroup) -> Result<()> {
+    state.status = Status::Exited;
+    state.pid = 0;
+    state.exit_code = code;
+    state.finished_at = Some(now());
+    state.oom_killed = cgroup.oom_killed();
+    let _ = cgroup.remove();
+    state.save(state_path)
 }
 
 type Prepared = (
@@ -407,47 +414,38 @@ fn wire_stdio(tty: bool, attach: Attach) -> Result<Wired> {
     })
 }
 
-type Started = (
-    nix::unistd::Pid,
-    Vec<std::thread::JoinHandle<()>>,
-    Vec<network::Published>,
-    Option<std::fs::File>,
-);
+/// A container that runs, and what the monitor holds for it.
+struct Running {
+    pid: nix::unistd::Pid,
+    /// Threads copying its output to the log.
+    copiers: Vec<std::thread::JoinHandle<()>>,
+    published: Vec<network::Published>,
+    /// Its mount namespace, held until the exit is recorded.
+    namespace: Option<std::fs::File>,
+}
+
+/// A start's failure: docker's exit code and why.
+type Failed = (i32, String);
+
+fn failed(e: impl Into<Error>) -> Failed {
+    (runtime::init::EXIT_RUNTIME_FAILED, e.into().to_string())
+}
+
 /// Bind ports, clone the container, wire its network and output, and let
-/// it exec. Errors carry docker's exit code.
+/// it exec.
 fn start(
     dir: &Path,
     config: &ContainerConfig,
     cgroup: &ContainerCgroup,
     attach: Attach,
-) -> std::result::Result<Started, (i32, String)> {
-    let failed = |e: Error| (runtime::init::EXIT_RUNTIME_FAILED, e.to_string());
-    let published = config
-        .ports
-        .iter()
-        .map(network::bind)
-        .collect::<Result<Vec<_>>>()
-        .map_err(failed)?;
-    if let Some(endpoint) = &config.endpoint {
-        // Under one hold of the lock: the address is (still, or again after
-        // a reboot emptied the claims) this container's, and the bridge
-        // exists and stays (a removal checks the claims under the lock).
-        let root = dir.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
-        network::lock()
-            .and_then(|lock| {
-                let claimant = network::Claimant::new(root, &config.id)?;
-                lock.reclaim(&endpoint.bridge.name, endpoint.address, &claimant)?;
-                network::ensure_bridge(&lock, &endpoint.bridge)
-            })
-            .map_err(failed)?;
-    }
+) -> std::result::Result<Running, Failed> {
+    let published = claim_network(dir, config).map_err(failed)?;
     let log = LogWriter::open(&dir.join("ctr.log"), config.log_rotation).map_err(failed)?;
     let (stdio, sources, console) = wire_stdio(config.init.tty, attach).map_err(failed)?;
     // Before the clone, while we are single-threaded.
     let userns = match &config.init.userns {
         Some(mapping) => Some(
-            runtime::userns::prepare(mapping, &config.init.overlay, config.network != Network::Host)
-                .map_err(|e| failed(e.into()))?,
+            runtime::userns::prepare(mapping, &config.init.overlay, config.network != Network::Host).map_err(failed)?,
         ),
         None => None,
     };
@@ -462,40 +460,75 @@ fn start(
         cloned.abandon();
         return Err(failed(e));
     }
-    let copy = |stream: &'static str, fd: OwnedFd| {
-        let tee = if attach.output {
-            dup_fd(if stream == "stderr" { 2 } else { 1 })
-                .ok()
-                .map(std::fs::File::from)
-        } else {
-            None
-        };
-        let log = log.clone();
-        let from = std::fs::File::from(fd);
-        std::thread::spawn(move || log.copy(stream, from, tee))
-    };
     // Pipes are copied before the release: a failing start writes to stderr.
-    let mut copiers: Vec<_> = sources.into_iter().map(|(stream, fd)| copy(stream, fd)).collect();
-    // Hold the mount namespace (see `monitor`).
+    let mut copiers: Vec<_> = sources
+        .into_iter()
+        .map(|(stream, fd)| copy_output(&log, attach, stream, fd))
+        .collect();
     let namespace = std::fs::File::open(format!("/proc/{}/ns/mnt", cloned.pid)).ok();
     let pid = cloned.release().map_err(|f| (f.code, f.message))?;
     if let Some(console) = console {
-        // The terminal arrived before the exec that release waited for.
-        let master = runtime::receive_console(&console).map_err(failed)?;
-        // The caller's window size, when it attached a terminal; the
-        // caller forwards its SIGWINCH to us.
-        if attach.output {
-            runtime::terminal::follow_size(1, &master);
-        }
-        if attach.stdin {
-            if let Ok(input) = dup_fd(master.as_raw_fd()) {
-                let mut input = std::fs::File::from(input);
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);
-                });
-            }
-        }
-        copiers.push(copy("stdout", master));
+        let master = follow_console(&console, attach).map_err(failed)?;
+        copiers.push(copy_output(&log, attach, "stdout", master));
     }
-    Ok((pid, copiers, published, namespace))
+    Ok(Running {
+        pid,
+        copiers,
+        published,
+        namespace,
+    })
+}
+
+/// The published ports, bound; and, under one hold of the network lock,
+/// the container's address (still, or again after a reboot emptied the
+/// claims, its own) and the bridge (which stays: a removal checks the
+/// claims under the lock).
+fn claim_network(dir: &Path, config: &ContainerConfig) -> Result<Vec<network::Published>> {
+    let published = config
+        .ports
+        .iter()
+        .map(network::bind)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if let Some(endpoint) = &config.endpoint {
+        let root = dir.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
+        let lock = network::lock()?;
+        let claimant = network::Claimant::new(root, &config.id)?;
+        lock.reclaim(&endpoint.bridge.name, endpoint.address, &claimant)?;
+        network::ensure_bridge(&lock, &endpoint.bridge)?;
+    }
+    Ok(published)
+}
+
+/// A thread copying one output stream `fd` of the container to its log
+/// (and to our own stdout or stderr when attached).
+fn copy_output(log: &LogWriter, attach: Attach, stream: &'static str, fd: OwnedFd) -> std::thread::JoinHandle<()> {
+    let tee = if attach.output {
+        dup_fd(if stream == "stderr" { 2 } else { 1 })
+            .ok()
+            .map(std::fs::File::from)
+    } else {
+        None
+    };
+    let log = log.clone();
+    let from = std::fs::File::from(fd);
+    std::thread::spawn(move || log.copy(stream, from, tee))
+}
+
+/// The container's terminal, which PID 1 sent on `console` before the exec
+/// that `release` waited for: sized like the caller's (who forwards its
+/// SIGWINCH to us) and fed our stdin when attached so.
+fn follow_console(console: &OwnedFd, attach: Attach) -> Result<OwnedFd> {
+    let master = runtime::receive_console(console)?;
+    if attach.output {
+        runtime::terminal::follow_size(1, &master);
+    }
+    if attach.stdin {
+        if let Ok(input) = dup_fd(master.as_raw_fd()) {
+            let mut input = std::fs::File::from(input);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);
+            });
+        }
+    }
+    Ok(master)
 }
