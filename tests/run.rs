@@ -294,6 +294,11 @@ fn cgroup_limits_are_enforced_and_removed() {
         });
         ours.is_some()
     });
+    // The cgroup exists a moment before the container is recorded running.
+    wait_until("cpu-quota to be running", || {
+        let out = root.ok(&["inspect", "cpu-quota"]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["State"]["Status"] == "running"
+    });
     root.ok(&["exec", "cpu-quota", "touch", "/tmp/go"]);
     assert!(child.wait().unwrap().success());
     let ours = ours.expect("found above");
