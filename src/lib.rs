@@ -28,6 +28,7 @@ pub mod records;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;
+pub mod run;
 pub mod runtime;
 pub mod safefs;
 pub mod snapshot;

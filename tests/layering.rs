@@ -16,7 +16,7 @@ const RANKS: &[&[&str]] = &[
     &["lookup", "gc"],
     &["rootfs", "runtime"],
     &["container"],
-    &["images", "pull", "check", "login"],
+    &["images", "pull", "check", "login", "run"],
     &["system"],
 ];
 

@@ -2,13 +2,13 @@
 //! inspect, exec, wait, export, prune. Parsing and printing only; the
 //! lifecycle is `mocker::container`.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use mocker::container::{self, Attach, Container, CreateOptions, Status};
+use mocker::container::{self, Attach, Attached, Container, CreateOptions, OnFailedStart, Status};
 use mocker::runtime::network::PortMapping;
 use mocker::Mocker;
 
@@ -310,17 +310,10 @@ fn create_options(args: &CreateArgs, userns_remap: Option<&str>) -> mocker::Resu
 
 /// Create, pulling the image first if it is not here (as docker run does).
 fn create_pulling(mocker: &Mocker, cli: &super::Cli, opts: &CreateOptions) -> Result<Container> {
-    match container::create(mocker, opts) {
-        // Neither a local image nor a name that could be pulled: say why
-        // the name is wrong (docker's "invalid reference format").
-        Err(mocker::Error::NoSuchImage(_)) => {
-            mocker::reference::ImageRef::parse(&opts.image)?;
-            eprintln!("Unable to find image '{}' locally", opts.image);
-            super::pull_quietly(cli, mocker, &opts.image)?;
-            Ok(container::create(mocker, opts)?)
-        }
-        other => Ok(other?),
-    }
+    Ok(mocker::run::create_pulling(mocker, opts, |reference| {
+        eprintln!("Unable to find image '{}' locally", opts.image);
+        super::pull_quietly(cli, mocker, reference)
+    })?)
 }
 
 pub fn create(mocker: &Mocker, cli: &super::Cli, args: &CreateArgs) -> Result<i32> {
@@ -339,101 +332,11 @@ pub fn create(mocker: &Mocker, cli: &super::Cli, args: &CreateArgs) -> Result<i3
     }
 }
 
-/// Puts the terminal in raw mode for `-t` and restores it on drop.
-struct RawTerminal(Option<nix::sys::termios::Termios>);
-
-impl RawTerminal {
-    fn enter(tty: bool) -> RawTerminal {
-        let stdin = std::io::stdin();
-        if !tty || !stdin.is_terminal() {
-            return RawTerminal(None);
-        }
-        let Ok(saved) = nix::sys::termios::tcgetattr(&stdin) else {
-            return RawTerminal(None);
-        };
-        let mut raw = saved.clone();
-        nix::sys::termios::cfmakeraw(&mut raw);
-        let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw);
-        RawTerminal(Some(saved))
-    }
-}
-
-impl Drop for RawTerminal {
-    fn drop(&mut self) {
-        if let Some(saved) = &self.0 {
-            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, saved);
-        }
-    }
-}
-
-/// Forward the signals a terminal or `kill` sends us to the container's
-/// PID 1 (docker's sig-proxy) while we wait for it: through a pidfd, so
-/// never to a process that gets its pid after it exits.
-fn proxy_signals(mocker: &Mocker, id: &str, pid: u32) {
-    use mocker::runtime::signals;
-    match container::pid1(mocker, id, pid) {
-        Ok(Some(target)) => signals::forward_to_process(target, &PROXIED),
-        // Already gone: nothing to forward to.
-        Ok(None) => {}
-        // No pidfds (before Linux 5.3): by pid.
-        Err(_) => signals::forward_to(pid as i32, &PROXIED),
-    }
-}
-
-/// docker's sig-proxy signals.
-const PROXIED: [nix::sys::signal::Signal; 6] = {
-    use nix::sys::signal::Signal::*;
-    [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2]
-};
-
-/// How an attached start ended.
-enum Attached {
-    /// It did not start (nothing of the image ran).
-    NotStarted(mocker::Error),
-    /// It ran; this is its exit code.
-    Exited(i32),
-    /// It ran, but its end could not be learnt.
-    Lost(mocker::Error),
-}
-
-/// Start attached: stream output until the container exits.
-fn start_attached(mocker: &Mocker, container: Container, stdin: bool, tty: bool) -> Attached {
-    let _raw = RawTerminal::enter(tty && stdin);
-    if !tty {
-        // Held from before the start: the container may be signalled as
-        // soon as it runs, before we know its PID 1.
-        mocker::runtime::signals::hold(&PROXIED);
-    }
-    let started = match container::start_container(mocker, &container, Attach { output: true, stdin }) {
-        Ok(started) => started,
-        Err(e) => return Attached::NotStarted(e),
-    };
-    if !tty {
-        proxy_signals(mocker, &container.record.id, started.pid);
-    } else if let Some(monitor) = &started.monitor {
-        // The monitor, in a session of its own, resizes the container's
-        // terminal when ours is (through a pidfd: we reap it before we
-        // exit); one resize now covers any made before the forwarding began.
-        use mocker::runtime::{pidfd::Pidfd, signals};
-        use nix::sys::signal::Signal::SIGWINCH;
-        if let Ok(target) = Pidfd::open(monitor.id()) {
-            signals::forward_to_process(target, &[SIGWINCH]);
-            // Our child, not yet reaped: its pid is still its own.
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor.id() as i32), SIGWINCH);
-        }
-    }
-    match container::wait_attached(mocker, container, started) {
-        Ok(code) => Attached::Exited(code),
-        Err(e) => Attached::Lost(e),
-    }
-}
-
-/// The exit code for an attached start that ended as `attached`; a start
-/// that failed is reported (and with `remove`, its container removed).
-fn attached_exit(mocker: &Mocker, id: &str, attached: Attached, remove: bool) -> i32 {
+/// The exit code for an attached start that ended as `attached`.
+fn attached_exit(attached: Attached) -> i32 {
     match attached {
         Attached::Exited(code) => code,
-        Attached::NotStarted(e) => start_failed(mocker, id, &e, remove),
+        Attached::NotStarted(e) => start_failed(&e),
         Attached::Lost(e) => {
             eprintln!("Error: {e}");
             EXIT_ENGINE_FAILED
@@ -458,27 +361,22 @@ pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
             return Ok(EXIT_ENGINE_FAILED);
         }
     };
-    let id = created.record.id.clone();
     if args.detach {
-        return match container::start_container(mocker, &created, Attach::default()) {
+        return match container::start_detached(mocker, &created, OnFailedStart::Remove) {
             Ok(_) => {
-                println!("{id}");
+                println!("{}", created.record.id);
                 Ok(0)
             }
-            Err(e) => Ok(start_failed(mocker, &id, &e, true)),
+            Err(e) => Ok(start_failed(&e)),
         };
     }
-    // A run whose start fails leaves nothing behind, not a created container.
-    let attached = start_attached(mocker, created, opts.open_stdin, opts.tty);
-    Ok(attached_exit(mocker, &id, attached, true))
+    let attached = container::start_attached(mocker, created, opts.open_stdin, opts.tty, OnFailedStart::Remove);
+    Ok(attached_exit(attached))
 }
 
 /// Report a failed start the way docker does; the exit code to leave with.
-fn start_failed(mocker: &Mocker, id: &str, e: &mocker::Error, remove: bool) -> i32 {
+fn start_failed(e: &mocker::Error) -> i32 {
     eprintln!("Error: {e}");
-    if remove {
-        let _ = container::remove(mocker, id, true);
-    }
     match e {
         mocker::Error::StartFailed { code, .. } => *code,
         _ => EXIT_ENGINE_FAILED,
@@ -493,9 +391,8 @@ pub fn start(mocker: &Mocker, args: &StartArgs) -> Result<i32> {
         }
         let c = container::get(mocker, &args.containers[0])?;
         let tty = c.config.as_ref().is_some_and(|c| c.init.tty);
-        let id = c.record.id.clone();
-        let attached = start_attached(mocker, c, args.interactive, tty);
-        return Ok(attached_exit(mocker, &id, attached, false));
+        let attached = container::start_attached(mocker, c, args.interactive, tty, OnFailedStart::Keep);
+        return Ok(attached_exit(attached));
     }
     each(&args.containers, |c| {
         container::start(mocker, c, Attach::default())?;
@@ -739,7 +636,7 @@ pub fn exec(mocker: &Mocker, args: &ExecArgs) -> Result<i32> {
         user: args.user.clone(),
         privileged: args.privileged,
     };
-    let _raw = RawTerminal::enter(args.tty && args.interactive);
+    let _raw = container::RawTerminal::enter(args.tty && args.interactive);
     match container::exec(mocker, &args.container, &opts) {
         Ok(code) => Ok(code),
         Err(e) => {

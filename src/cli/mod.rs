@@ -388,12 +388,15 @@ fn dispatch_stored(cli: &Cli, mocker: &Mocker) -> Result<i32> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+fn runtime() -> mocker::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("starting the async runtime")
+        .map_err(|e| mocker::Error::Io {
+            context: "starting the async runtime".into(),
+            source: e,
+        })
 }
 
 fn pull(cli: &Cli, mocker: &Mocker, args: &PullArgs) -> Result<i32> {
@@ -445,7 +448,7 @@ fn pull_until_interrupted(
     reference: &ImageRef,
     opts: &PullOptions,
     progress: &dyn progress::Render,
-) -> Result<mocker::pull::Pulled> {
+) -> mocker::Result<mocker::pull::Pulled> {
     let pulled = runtime()?.block_on(async {
         tokio::select! {
             r = mocker::pull::pull(mocker, reference, opts, progress) => r,
@@ -453,7 +456,7 @@ fn pull_until_interrupted(
         }
     });
     progress.finish();
-    Ok(pulled?)
+    pulled
 }
 
 /// Resolves on Ctrl-C; never, if the handler cannot be installed.
@@ -465,8 +468,7 @@ async fn interrupted() {
 
 /// `run`'s implicit pull of a missing image: docker's progress lines on
 /// stderr, nothing on stdout.
-fn pull_quietly(cli: &Cli, mocker: &Mocker, image: &str) -> Result<()> {
-    let reference = ImageRef::parse(image)?;
+fn pull_quietly(cli: &Cli, mocker: &Mocker, reference: &ImageRef) -> mocker::Result<()> {
     let opts = PullOptions {
         platform: None,
         max_concurrent_downloads: 3,
@@ -477,7 +479,7 @@ fn pull_quietly(cli: &Cli, mocker: &Mocker, image: &str) -> Result<()> {
         max_unpacked_bytes: mocker::unpack::Limits::default().max_unpacked_bytes,
     };
     let progress = progress::for_terminal(false, std::io::stderr().is_terminal());
-    let pulled = pull_until_interrupted(mocker, &reference, &opts, progress.as_ref())?;
+    let pulled = pull_until_interrupted(mocker, reference, &opts, progress.as_ref())?;
     eprintln!("Digest: {}", pulled.image.repo_digest());
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! the on-disk layout is in DESIGN.md.
 
 mod address;
+mod attach;
 mod bridge;
 mod check;
 mod config;
@@ -30,6 +31,7 @@ mod stop;
 mod usage;
 mod wait;
 
+pub use attach::{start_attached, start_detached, Attached, OnFailedStart, RawTerminal};
 pub use bridge::remove_unused_bridge;
 pub use check::{check, CheckFindings};
 pub use config::{userns_mode, ContainerConfig, CreateOptions};
