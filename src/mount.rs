@@ -125,3 +125,15 @@ pub fn unmount(target: &Path) -> Result<()> {
     nix::mount::umount2(target, MntFlags::empty())
         .map_err(|e| Error::io(format!("unmounting {}", target.display()), e.into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_the_kernel_would_truncate_is_refused_before_the_call() {
+        let data = "x".repeat(MOUNT_DATA_LIMIT);
+        let result = mount(None, "/nonexistent", None, MsFlags::empty(), Some(data.as_str()));
+        assert!(matches!(result, Err(MountError::DataTooLarge { len: MOUNT_DATA_LIMIT })));
+    }
+}

@@ -175,3 +175,42 @@ impl From<RuntimeError> for crate::Error {
         crate::Error::Module(Box::new(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As the CLI prints a chain: each source appended unless already said.
+    fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut line = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            if !line.contains(&s.to_string()) {
+                line = format!("{line}: {s}");
+            }
+            source = s.source();
+        }
+        line
+    }
+
+    #[test]
+    fn user_input_errors_can_be_matched_and_keep_their_messages() {
+        let e = crate::runtime::init::Volume::parse("/x:/proc").unwrap_err();
+        let crate::Error::Module(inner) = &e else {
+            panic!("{e:?}");
+        };
+        assert!(matches!(
+            inner.downcast_ref::<RuntimeError>(),
+            Some(RuntimeError::InvalidVolume { .. })
+        ));
+        assert!(e.to_string().starts_with("invalid volume \"/x:/proc\": "), "{e}");
+    }
+
+    #[test]
+    fn a_system_call_error_keeps_its_errno_and_says_it_once() {
+        let e: crate::Error = RuntimeError::sys("pipe")(Errno::EMFILE).into();
+        assert_eq!(one_line(&e), format!("pipe: {}", Errno::EMFILE));
+        let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<Errno>());
+        assert_eq!(source, Some(&Errno::EMFILE));
+    }
+}

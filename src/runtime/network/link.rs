@@ -222,7 +222,7 @@ pub fn detach(endpoint: &Endpoint) -> Result<()> {
     {
         return Ok(());
     }
-    let removed = with_netlink(async |handle| match link_index(&handle, &endpoint.host_veth).await? {
+    with_netlink(async |handle| match link_index(&handle, &endpoint.host_veth).await? {
         Some(index) => match handle.link().del(index).execute().await {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::ENODEV => Ok(()),
@@ -230,5 +230,5 @@ pub fn detach(endpoint: &Endpoint) -> Result<()> {
         },
         None => Ok(()),
     })?;
-    Ok(removed)
+    Ok(())
 }
