@@ -134,6 +134,9 @@ mod tests {
     fn data_the_kernel_would_truncate_is_refused_before_the_call() {
         let data = "x".repeat(MOUNT_DATA_LIMIT);
         let result = mount(None, "/nonexistent", None, MsFlags::empty(), Some(data.as_str()));
-        assert!(matches!(result, Err(MountError::DataTooLarge { len: MOUNT_DATA_LIMIT })));
+        assert!(matches!(
+            result,
+            Err(MountError::DataTooLarge { len: MOUNT_DATA_LIMIT })
+        ));
     }
 }

@@ -180,9 +180,7 @@ impl ContainerCgroup {
 
     /// Remove the (empty) cgroup.
     pub fn remove(self) -> Result<()> {
-        self.cgroup
-            .delete()
-            .map_err(cgroup_error("removing the cgroup"))?;
+        self.cgroup.delete().map_err(cgroup_error("removing the cgroup"))?;
         Ok(())
     }
 }

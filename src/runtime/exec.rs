@@ -134,7 +134,8 @@ fn run_command(spec: &ExecSpec, terminal: Option<(OwnedFd, OwnedFd)>) -> ! {
     }
     drop(terminal);
     // SAFETY: restoring a default disposition installs no handler.
-    let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
+    let _ =
+        unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
     let (errors_read, errors_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => {

@@ -641,8 +641,8 @@ fn bind_volume(root: &std::os::fd::OwnedFd, volume: &Volume, owner: Owner) -> st
         make_host_dirs(&volume.source, owner)
             .map_err(RuntimeError::io(format!("creating {}", volume.source.display())))?;
     }
-    let source = std::fs::File::open(&volume.source)
-        .map_err(RuntimeError::io(format!("volume {}", volume.source.display())))?;
+    let source =
+        std::fs::File::open(&volume.source).map_err(RuntimeError::io(format!("volume {}", volume.source.display())))?;
     let is_dir = source.metadata().map(|m| m.is_dir()).unwrap_or(false);
     let target = volume_target(root, rel, &volume.target, is_dir, owner)?;
     let from = format!("/proc/self/fd/{}", source.as_raw_fd());
@@ -673,7 +673,10 @@ fn bind_volume(root: &std::os::fd::OwnedFd, volume: &Volume, owner: Owner) -> st
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(RuntimeError::mount(format!("making volume {} read-only", volume.target)))?;
+        .map_err(RuntimeError::mount(format!(
+            "making volume {} read-only",
+            volume.target
+        )))?;
     }
     Ok(())
 }
@@ -692,11 +695,16 @@ fn volume_target(
         return Ok(mkdirs_in(root, rel, owner).map_err(in_root)?);
     }
     let parent = mkdirs_in(root, rel.parent().unwrap_or(Path::new("")), owner).map_err(in_root)?;
-    let name = rel.file_name().ok_or(RuntimeError::InvalidVolumeTarget(target.to_string()))?;
+    let name = rel
+        .file_name()
+        .ok_or(RuntimeError::InvalidVolumeTarget(target.to_string()))?;
     let file = nix::fcntl::openat(
         parent.as_fd(),
         Path::new(name),
-        nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::fcntl::OFlag::O_CREAT
+            | nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(0o644),
     )
     .map_err(fail(&format!("volume target {target}")))?;

@@ -22,7 +22,11 @@ async fn host_routes(handle: &rtnetlink::Handle) -> Result<Vec<(Subnet, Option<u
         .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
         .execute();
     let mut out = Vec::new();
-    while let Some(route) = routes.try_next().await.map_err(NetworkError::netlink("listing routes"))? {
+    while let Some(route) = routes
+        .try_next()
+        .await
+        .map_err(NetworkError::netlink("listing routes"))?
+    {
         let prefix = route.header.destination_prefix_length;
         let mut dest = None;
         let mut dev = None;
@@ -173,11 +177,12 @@ pub fn attach(netns: std::fs::File, endpoint: &Endpoint) -> Result<()> {
     // thread of our own (setns changes only the calling thread's).
     let endpoint = endpoint.clone();
     std::thread::spawn(move || -> Result<(), NetworkError> {
-        nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|source| NetworkError::Syscall {
+        nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
+            NetworkError::Syscall {
                 what: "entering the container's netns",
                 source,
-            })?;
+            }
+        })?;
         with_netlink(async |handle| {
             let index = link_index(&handle, "eth0")
                 .await?

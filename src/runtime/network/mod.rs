@@ -140,9 +140,7 @@ impl Endpoint {
 
 /// Run netlink requests on a current-thread runtime (the monitor is not
 /// async, and must start no threads before it clones the container).
-fn with_netlink<T>(
-    f: impl AsyncFnOnce(rtnetlink::Handle) -> Result<T, NetworkError>,
-) -> Result<T, NetworkError> {
+fn with_netlink<T>(f: impl AsyncFnOnce(rtnetlink::Handle) -> Result<T, NetworkError>) -> Result<T, NetworkError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
