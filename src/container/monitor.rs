@@ -520,7 +520,7 @@ fn copy_output(log: &LogWriter, attach: Attach, stream: &'static str, fd: OwnedF
 fn follow_console(console: &OwnedFd, attach: Attach) -> Result<OwnedFd> {
     let master = runtime::receive_console(console)?;
     if attach.output {
-        runtime::terminal::follow_size(1, &master);
+        runtime::terminal::follow_size(std::io::stdout(), &master);
     }
     if attach.stdin {
         if let Ok(input) = dup_fd(master.as_raw_fd()) {

@@ -7,7 +7,8 @@ use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::{Cgroup, MaxValue};
 use cgroups_rs::CgroupPid;
 
-use crate::error::{Error, Result};
+use super::RuntimeError;
+use crate::error::Result;
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
@@ -29,11 +30,7 @@ const CPU_PERIOD_US: u64 = 100_000;
 
 /// docker's sizes: a number with an optional b, k, m or g (powers of 1024).
 pub fn parse_bytes(input: &str) -> Result<i64> {
-    let invalid = || {
-        Error::Runtime(format!(
-            "invalid size {input:?}: use a number with an optional unit b, k, m or g"
-        ))
-    };
+    let invalid = || crate::Error::from(RuntimeError::InvalidSize(input.to_string()));
     let lower = input.trim().to_ascii_lowercase();
     let (number, unit) = match lower.find(|c: char| !c.is_ascii_digit() && c != '.') {
         Some(i) => lower.split_at(i),
@@ -58,33 +55,25 @@ pub fn parse_bytes(input: &str) -> Result<i64> {
 pub fn validate(limits: &Limits) -> Result<()> {
     if let Some(m) = limits.memory {
         if m < MIN_MEMORY {
-            return Err(Error::Runtime(format!(
-                "minimum memory limit allowed is 6MB (got {m} bytes)"
-            )));
+            return Err(RuntimeError::MemoryTooLow(m).into());
         }
     }
     if let (Some(swap), Some(m)) = (limits.memory_swap, limits.memory) {
         if swap != -1 && swap < m {
-            return Err(Error::Runtime(
-                "--memory-swap must be at least --memory (or -1 for unlimited swap)".into(),
-            ));
+            return Err(RuntimeError::SwapBelowMemory.into());
         }
     }
     if limits.memory_swap.is_some() && limits.memory.is_none() {
-        return Err(Error::Runtime("--memory-swap needs --memory".into()));
+        return Err(RuntimeError::SwapWithoutMemory.into());
     }
     if let Some(cpus) = limits.cpus {
         let available = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
         if !(cpus > 0.0 && cpus <= available) {
-            return Err(Error::Runtime(format!(
-                "--cpus must be more than 0 and at most {available} (got {cpus})"
-            )));
+            return Err(RuntimeError::InvalidCpus { cpus, available }.into());
         }
     }
     if limits.pids.is_some_and(|p| p == 0 || p < -1) {
-        return Err(Error::Runtime(
-            "--pids-limit must be positive (or -1 for unlimited)".into(),
-        ));
+        return Err(RuntimeError::InvalidPidsLimit.into());
     }
     Ok(())
 }
@@ -115,7 +104,6 @@ impl ContainerCgroup {
     /// default devices may be opened (any may be created with mknod).
     pub fn create(id: &str, limits: &Limits, privileged: bool) -> Result<Self> {
         validate(limits)?;
-        let fail = |e: cgroups_rs::fs::error::Error| Error::Runtime(format!("creating the cgroup: {e}"));
         let mut builder = CgroupBuilder::new(&format!("mocker/{id}"));
         // cgroup v2 has no devices files (it takes an eBPF program instead).
         if !privileged && !cgroups_rs::fs::hierarchies::is_cgroup2_unified_mode() {
@@ -152,7 +140,9 @@ impl ContainerCgroup {
             let max = if pids < 0 { MaxValue::Max } else { MaxValue::Value(pids) };
             builder = builder.pid().maximum_number_of_processes(max).done();
         }
-        let cgroup = builder.build(cgroups_rs::fs::hierarchies::auto()).map_err(fail)?;
+        let cgroup = builder
+            .build(cgroups_rs::fs::hierarchies::auto())
+            .map_err(cgroup_error("creating the cgroup"))?;
         Ok(ContainerCgroup { cgroup })
     }
 
@@ -176,7 +166,8 @@ impl ContainerCgroup {
     pub fn add(&self, pid: u32) -> Result<()> {
         self.cgroup
             .add_task_by_tgid(CgroupPid::from(pid as u64))
-            .map_err(|e| Error::Runtime(format!("joining the cgroup: {e}")))
+            .map_err(cgroup_error("joining the cgroup"))?;
+        Ok(())
     }
 
     /// Whether the kernel's OOM killer killed a process of this cgroup.
@@ -189,10 +180,13 @@ impl ContainerCgroup {
 
     /// Remove the (empty) cgroup.
     pub fn remove(self) -> Result<()> {
-        self.cgroup
-            .delete()
-            .map_err(|e| Error::Runtime(format!("removing the cgroup: {e}")))
+        self.cgroup.delete().map_err(cgroup_error("removing the cgroup"))?;
+        Ok(())
     }
+}
+
+fn cgroup_error(what: &'static str) -> impl FnOnce(cgroups_rs::fs::error::Error) -> RuntimeError {
+    move |error| RuntimeError::Cgroup { what, error }
 }
 
 /// Begin, on a thread of its own, a no-op move of this process into its own cgroup (best effort).

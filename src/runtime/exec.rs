@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::init::{exec_process, EXIT_RUNTIME_FAILED};
 use super::spec::ProcessSpec;
-use crate::error::{Error, Result};
+use super::RuntimeError;
+use crate::error::Result;
 
 const SPEC_ENV: &str = "_MOCKER_EXEC";
 const READY_FD_ENV: &str = "_MOCKER_READY_FD";
@@ -42,26 +43,22 @@ pub fn run(
     joined: impl FnOnce(u32) -> Result<()>,
 ) -> Result<i32> {
     let (ready_read, ready_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")))?;
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RuntimeError::sys("pipe"))?;
     let ready_fd = std::os::fd::AsRawFd::as_raw_fd(&ready_read);
-    let encoded = serde_json::to_string(spec).map_err(|e| Error::Runtime(e.to_string()))?;
+    let encoded = serde_json::to_string(spec).map_err(RuntimeError::EncodeExec)?;
     let env = [(SPEC_ENV, encoded.as_str()), (READY_FD_ENV, &ready_fd.to_string())];
     let (mut command, _binary) = super::self_command(scratch, "__exec", &[], &env, ready_read.as_fd())?;
     if !stdin {
         command.stdin(std::process::Stdio::null());
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| Error::Runtime(format!("starting exec: {e}")))?;
+    let mut child = command.spawn().map_err(RuntimeError::io("starting exec"))?;
     drop(ready_read);
     let setup = joined(child.id());
     if setup.is_ok() {
         let _ = nix::unistd::write(&ready_write, b"1");
     }
     drop(ready_write);
-    let status = child
-        .wait()
-        .map_err(|e| Error::Runtime(format!("waiting for exec: {e}")))?;
+    let status = child.wait().map_err(RuntimeError::io("waiting for exec"))?;
     setup?;
     use std::os::unix::process::ExitStatusExt;
     Ok(status
@@ -70,38 +67,25 @@ pub fn run(
         .unwrap_or(EXIT_RUNTIME_FAILED))
 }
 
-/// Entry point of `mocker __exec`.
+/// Entry point of `mocker __exec`: wait for the cgroup, join the
+/// container, fork the command and wait for it (relaying its terminal).
 pub fn main() -> i32 {
-    let spec: ExecSpec = match std::env::var(SPEC_ENV)
-        .map_err(|e| e.to_string())
-        .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
-    {
+    let spec = match read_spec() {
         Ok(spec) => spec,
-        Err(e) => {
-            eprintln!("mocker: __exec is internal to `mocker exec`: {e}");
+        Err(message) => {
+            eprintln!("mocker: {message}");
             return EXIT_RUNTIME_FAILED;
         }
     };
-    let Some(ready) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else {
-        return EXIT_RUNTIME_FAILED;
-    };
-    // SAFETY: the parent passed us this fd, open and ours alone.
-    let ready = unsafe { OwnedFd::from_raw_fd(ready) };
-    let mut byte = [0u8; 1];
-    if !matches!(nix::unistd::read(&ready, &mut byte), Ok(1)) {
-        eprintln!("mocker: exec was not set up (cgroup)");
-        return EXIT_RUNTIME_FAILED;
-    }
-    drop(ready);
     if let Err(e) = enter_namespaces(spec.pid) {
         eprintln!("mocker: {e}");
         return EXIT_RUNTIME_FAILED;
     }
     // Opened in the container's mount namespace: its own devpts.
-    let opened = spec
-        .tty
-        .then(|| super::terminal::open().inspect(|(master, _)| super::terminal::follow_size(1, master)));
-    let mut terminal = match opened.transpose() {
+    let opened = spec.tty.then(|| {
+        super::terminal::open().inspect(|(master, _)| super::terminal::follow_size(std::io::stdout(), master))
+    });
+    let terminal = match opened.transpose() {
         Ok(t) => t,
         Err(e) => {
             eprintln!("mocker: {e}");
@@ -110,51 +94,80 @@ pub fn main() -> i32 {
     };
     // SAFETY: this process is single-threaded (freshly exec'd).
     match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            if let Some((_, slave)) = &terminal {
-                if let Err(e) = super::terminal::make_controlling(slave) {
-                    eprintln!("mocker: {e}");
-                    std::process::exit(EXIT_RUNTIME_FAILED);
-                }
-            }
-            drop(terminal);
-            // SAFETY: restoring a default disposition installs no handler.
-            let _ = unsafe {
-                nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
-            };
-            let (errors_read, errors_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("mocker: pipe: {e}");
-                    std::process::exit(EXIT_RUNTIME_FAILED);
-                }
-            };
-            drop(errors_read);
-            let (code, e) = match exec_process(&spec.process, spec.privileged, &spec.security, false, &errors_write) {
-                Ok(never) => match never {},
-                Err(failure) => failure,
-            };
-            eprintln!("mocker: {e}");
-            std::process::exit(code);
-        }
-        Ok(ForkResult::Parent { child }) => loop {
-            if let Some((master, slave)) = terminal.take() {
-                drop(slave);
-                relay(master);
-            }
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => return code,
-                Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
-                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    eprintln!("mocker: waiting for the command: {e}");
-                    return EXIT_RUNTIME_FAILED;
-                }
-            }
-        },
+        Ok(ForkResult::Child) => run_command(&spec, terminal),
+        Ok(ForkResult::Parent { child }) => wait_for_command(child, terminal),
         Err(e) => {
             eprintln!("mocker: fork: {e}");
             EXIT_RUNTIME_FAILED
+        }
+    }
+}
+
+/// The spec from our environment, once the caller has put us in the
+/// container's cgroup (a byte on the ready pipe).
+fn read_spec() -> std::result::Result<ExecSpec, String> {
+    let spec: ExecSpec = std::env::var(SPEC_ENV)
+        .map_err(|e| e.to_string())
+        .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
+        .map_err(|e| format!("__exec is internal to `mocker exec`: {e}"))?;
+    let ready = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .ok_or_else(|| format!("__exec is internal to `mocker exec`: no {READY_FD_ENV}"))?;
+    // SAFETY: the parent passed us this fd, open and ours alone.
+    let ready = unsafe { OwnedFd::from_raw_fd(ready) };
+    let mut byte = [0u8; 1];
+    if !matches!(nix::unistd::read(&ready, &mut byte), Ok(1)) {
+        return Err("exec was not set up (cgroup)".into());
+    }
+    Ok(spec)
+}
+
+/// The forked child: take the terminal, then become the command as a
+/// start would. Never returns.
+fn run_command(spec: &ExecSpec, terminal: Option<(OwnedFd, OwnedFd)>) -> ! {
+    if let Some((_, slave)) = &terminal {
+        if let Err(e) = super::terminal::make_controlling(slave) {
+            eprintln!("mocker: {e}");
+            std::process::exit(EXIT_RUNTIME_FAILED);
+        }
+    }
+    drop(terminal);
+    // SAFETY: restoring a default disposition installs no handler.
+    let _ =
+        unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
+    let (errors_read, errors_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mocker: pipe: {e}");
+            std::process::exit(EXIT_RUNTIME_FAILED);
+        }
+    };
+    drop(errors_read);
+    let failure = match exec_process(&spec.process, spec.privileged, &spec.security, false, &errors_write) {
+        Ok(never) => match never {},
+        Err(failure) => failure,
+    };
+    eprintln!("mocker: {}", failure.error);
+    std::process::exit(failure.code);
+}
+
+/// The parent: relay the terminal (if any) until it closes, then reap the
+/// command; its exit code, or 128 + the signal that killed it.
+fn wait_for_command(child: nix::unistd::Pid, mut terminal: Option<(OwnedFd, OwnedFd)>) -> i32 {
+    loop {
+        if let Some((master, slave)) = terminal.take() {
+            drop(slave);
+            relay(master);
+        }
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                eprintln!("mocker: waiting for the command: {e}");
+                return EXIT_RUNTIME_FAILED;
+            }
         }
     }
 }
@@ -228,15 +241,13 @@ fn enter_namespaces(pid: u32) -> Result<()> {
         if std::fs::read_link(&path).ok() == own(kind) {
             continue;
         }
-        let file = std::fs::File::open(&path).map_err(|e| Error::Runtime(format!("opening {path}: {e}")))?;
+        let file = std::fs::File::open(&path).map_err(RuntimeError::io(format!("opening {path}")))?;
         opened.push((kind, flag, file));
     }
     for (kind, flag, file) in opened {
-        nix::sched::setns(file.as_fd(), flag)
-            .map_err(|e| Error::Runtime(format!("entering the {kind} namespace: {e}")))?;
+        nix::sched::setns(file.as_fd(), flag).map_err(RuntimeError::sys(format!("entering the {kind} namespace")))?;
         if flag == CloneFlags::CLONE_NEWUSER {
-            super::userns::become_root()
-                .map_err(|e| Error::Runtime(format!("becoming root in the user namespace: {e}")))?;
+            super::userns::become_root().map_err(RuntimeError::sys("becoming root in the user namespace"))?;
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Gid, Uid};
@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use super::security::Security;
 use super::spec::ProcessSpec;
+use super::RuntimeError;
 use crate::error::Error;
-use crate::mount::Overlay;
+use crate::mount::{mount, Overlay};
 use crate::safefs;
 
 /// docker's exit codes for failures before the command runs.
@@ -66,7 +67,13 @@ impl Volume {
     /// docker's `-v HOST:CONTAINER[:ro|rw]` (host paths only; named volumes
     /// are not supported).
     pub fn parse(input: &str) -> Result<Volume, Error> {
-        let invalid = |why: &str| Error::Runtime(format!("invalid volume {input:?}: {why}"));
+        let invalid = |reason: &'static str| -> Error {
+            RuntimeError::InvalidVolume {
+                input: input.to_string(),
+                reason,
+            }
+            .into()
+        };
         let parts: Vec<&str> = input.split(':').collect();
         let (source, target, mode) = match parts.as_slice() {
             [s, t] => (*s, *t, "rw"),
@@ -212,8 +219,13 @@ fn capability_set(names: &[String]) -> std::result::Result<caps::CapsHashSet, Fa
     names
         .iter()
         .map(|n| {
-            n.parse::<caps::Capability>()
-                .map_err(|e| (EXIT_RUNTIME_FAILED, Error::Runtime(format!("capability {n}: {e}"))))
+            n.parse::<caps::Capability>().map_err(|source| {
+                RuntimeError::BadCapability {
+                    name: n.clone(),
+                    source,
+                }
+                .into()
+            })
         })
         .collect()
 }
@@ -230,7 +242,7 @@ fn mask_paths() -> std::result::Result<(), Failure> {
         } else {
             mount(Some("/dev/null"), *path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
         };
-        result.map_err(|e| (EXIT_RUNTIME_FAILED, Error::Runtime(format!("masking {path}: {e}"))))?;
+        result.map_err(RuntimeError::mount(format!("masking {path}")))?;
     }
     for path in READONLY_PATHS {
         if std::fs::symlink_metadata(path).is_err() {
@@ -252,12 +264,7 @@ fn mask_paths() -> std::result::Result<(), Failure> {
                 None::<&str>,
             )
         })
-        .map_err(|e| {
-            (
-                EXIT_RUNTIME_FAILED,
-                Error::Runtime(format!("making {path} read-only: {e}")),
-            )
-        })?;
+        .map_err(RuntimeError::mount(format!("making {path} read-only")))?;
     }
     Ok(())
 }
@@ -283,7 +290,7 @@ pub fn container_main(
     // SAFETY: restoring a default disposition installs no handler.
     let _ =
         unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
-    let (code, error) = match start_container(spec, ready, &errors, console, userns.as_ref()) {
+    let Failure { code, error } = match start_container(spec, ready, &errors, console, userns.as_ref()) {
         Ok(never) => match never {},
         Err(failure) => failure,
     };
@@ -291,10 +298,25 @@ pub fn container_main(
     code
 }
 
-pub(crate) type Failure = (i32, Error);
+/// Why PID 1 (or an exec'd process) did not become the command: docker's
+/// exit code for it (125 unless said otherwise) and the reason.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub code: i32,
+    pub error: RuntimeError,
+}
 
-pub(crate) fn fail(context: &str) -> impl Fn(nix::errno::Errno) -> Failure + '_ {
-    move |e| (EXIT_RUNTIME_FAILED, Error::Runtime(format!("{context}: {e}")))
+impl<E: Into<RuntimeError>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            code: EXIT_RUNTIME_FAILED,
+            error: e.into(),
+        }
+    }
+}
+
+fn fail(context: &str) -> impl FnOnce(nix::errno::Errno) -> RuntimeError + '_ {
+    RuntimeError::sys(context)
 }
 
 /// As PID 1 of the new PID namespace: build the root filesystem, enter it,
@@ -310,6 +332,32 @@ fn start_container(
     if let Some(net) = userns.and_then(|u| u.net.as_ref()) {
         nix::sched::setns(net, nix::sched::CloneFlags::CLONE_NEWNET).map_err(fail("entering the network namespace"))?;
     }
+    let root = build_root(spec, userns)?;
+    enter_root(&root)?;
+    if !spec.privileged {
+        mask_paths()?;
+    }
+    if let Some(console) = console {
+        open_console(console)?;
+    }
+    wait_for_monitor(ready)?;
+    if !spec.host_network {
+        loopback_up().map_err(RuntimeError::io("bringing up loopback"))?;
+    }
+    nix::unistd::sethostname(&spec.process.hostname).map_err(fail("setting the hostname"))?;
+    // Last: every mount above needed the host's root.
+    if let Some(u) = userns {
+        super::userns::enter(u.user.as_fd()).map_err(fail("entering the user namespace"))?;
+    }
+    exec_process(&spec.process, spec.privileged, &spec.security, spec.init, errors)
+}
+
+/// The container's root filesystem at `spec.rootfs`, with the kernel's
+/// filesystems and the volumes mounted in it; opened.
+fn build_root(
+    spec: &InitSpec,
+    userns: Option<&super::userns::UsernsFds>,
+) -> std::result::Result<std::os::fd::OwnedFd, Failure> {
     // Nothing we mount may propagate back to the host.
     mount(
         None::<&str>,
@@ -318,13 +366,9 @@ fn start_container(
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(fail("making mounts private"))?;
-    std::env::set_current_dir(&spec.overlay.base).map_err(|e| {
-        (
-            EXIT_RUNTIME_FAILED,
-            Error::Runtime(format!("entering {}: {e}", spec.overlay.base.display())),
-        )
-    })?;
+    .map_err(RuntimeError::mount("making mounts private"))?;
+    std::env::set_current_dir(&spec.overlay.base)
+        .map_err(RuntimeError::io(format!("entering {}", spec.overlay.base.display())))?;
     let overlay = match userns {
         Some(u) if !u.lowers.is_empty() => u.overlay(&spec.overlay),
         _ => spec.overlay.clone(),
@@ -336,13 +380,8 @@ fn start_container(
         MsFlags::empty(),
         Some(overlay.options().as_str()),
     )
-    .map_err(fail("mounting the root filesystem"))?;
-    let root = safefs::open_root(&spec.rootfs).map_err(|e| {
-        (
-            EXIT_RUNTIME_FAILED,
-            Error::Runtime(format!("opening the root filesystem: {e}")),
-        )
-    })?;
+    .map_err(RuntimeError::mount("mounting the root filesystem"))?;
+    let root = safefs::open_root(&spec.rootfs).map_err(RuntimeError::io("opening the root filesystem"))?;
 
     mount_kernel_filesystems(&root, spec.userns.as_ref())?;
 
@@ -358,46 +397,30 @@ fn start_container(
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             None::<&str>,
         )
-        .map_err(fail("making the root filesystem read-only"))?;
+        .map_err(RuntimeError::mount("making the root filesystem read-only"))?;
     }
+    Ok(root)
+}
 
-    // pivot_root(".", ".") stacks the old root under the new one; detaching
-    // it leaves no path back to the host (never a plain chroot).
+/// Make `root` our root. pivot_root(".", ".") stacks the old root under
+/// the new one; detaching it leaves no path back to the host (never a
+/// plain chroot).
+fn enter_root(root: &std::os::fd::OwnedFd) -> std::result::Result<(), Failure> {
     nix::unistd::fchdir(root.as_fd()).map_err(fail("entering the root filesystem"))?;
     nix::unistd::pivot_root(".", ".").map_err(fail("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(fail("detaching the old root"))?;
     nix::unistd::chdir("/").map_err(fail("chdir /"))?;
+    Ok(())
+}
 
-    if !spec.privileged {
-        mask_paths()?;
-    }
-    if let Some(console) = console {
-        open_console(console)?;
-    }
+/// Wait for the monitor's byte on `ready` (we are in the cgroup and the
+/// network); EOF means it gave up.
+fn wait_for_monitor(ready: std::os::fd::OwnedFd) -> std::result::Result<(), Failure> {
     let mut byte = [0u8; 1];
     if !matches!(nix::unistd::read(&ready, &mut byte), Ok(1)) {
-        return Err((
-            EXIT_RUNTIME_FAILED,
-            Error::Runtime("the monitor gave up before the start".into()),
-        ));
+        return Err(RuntimeError::MonitorGaveUp.into());
     }
-    drop(ready);
-
-    if !spec.host_network {
-        loopback_up().map_err(|e| {
-            (
-                EXIT_RUNTIME_FAILED,
-                Error::Runtime(format!("bringing up loopback: {e}")),
-            )
-        })?;
-    }
-    let process = &spec.process;
-    nix::unistd::sethostname(&process.hostname).map_err(fail("setting the hostname"))?;
-    // Last: every mount above needed the host's root.
-    if let Some(u) = userns {
-        super::userns::enter(u.user.as_fd()).map_err(fail("entering the user namespace"))?;
-    }
-    exec_process(&spec.process, spec.privileged, &spec.security, spec.init, errors)
+    Ok(())
 }
 
 /// The part of a start that `exec` shares: enter the working directory,
@@ -419,7 +442,7 @@ pub(crate) fn exec_process(
         program => (None, program.as_ref()),
     };
     if let Some(program) = early {
-        program.load().map_err(|e| (EXIT_RUNTIME_FAILED, e.into()))?;
+        program.load()?;
     }
     enter_working_directory(&process.cwd)?;
     let user = become_user(process)?;
@@ -428,65 +451,79 @@ pub(crate) fn exec_process(
         nix::sys::prctl::set_no_new_privs().map_err(fail("no_new_privs"))?;
     }
     // Nothing of ours may reach the container's command (CVE-2024-21626).
-    // SAFETY: marks every fd from 3 up close-on-exec; no memory involved.
-    if unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            nix::libc::CLOSE_RANGE_CLOEXEC,
-        )
-    } != 0
-    {
-        return Err((
-            EXIT_RUNTIME_FAILED,
-            Error::Runtime(format!("close_range: {}", std::io::Error::last_os_error())),
-        ));
-    }
-
-    let program = resolve(&process.args[0], &process.env)?;
-    let cstr =
-        |s: &str| CString::new(s).map_err(|_| (EXIT_RUNTIME_FAILED, Error::Runtime(format!("NUL byte in {s:?}"))));
-    let args = process
-        .args
-        .iter()
-        .map(|a| cstr(a))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let mut env = process.env.clone();
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", user.home));
-    }
-    let env = env
-        .iter()
-        .map(|e| cstr(e))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let path = cstr(&program.to_string_lossy())?;
+    close_range_from_3(nix::libc::CLOSE_RANGE_CLOEXEC).map_err(RuntimeError::io("close_range"))?;
+    let argv = Argv::new(process, &user)?;
     // Last: from here on only fork, prctl, execve and the error report run.
     if let Some(program) = last {
-        program.load().map_err(|e| (EXIT_RUNTIME_FAILED, e.into()))?;
+        program.load()?;
     }
     if init {
         // SAFETY: PID 1 is single-threaded.
-        match unsafe { fork() }.map_err(fail("fork"))? {
-            ForkResult::Parent { child } => {
-                // Nothing of the monitor's (its lock, the error pipe) may
-                // stay open in a process that never execs.
-                // SAFETY: closes fds only; this process only reaps from here on.
-                unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-                let _ = errors;
-                std::process::exit(reap_as_init(child));
-            }
-            ForkResult::Child => {}
+        if let ForkResult::Parent { child } = unsafe { fork() }.map_err(fail("fork"))? {
+            // Nothing of the monitor's (its lock, the error pipe) may
+            // stay open in a process that never execs.
+            let _ = close_range_from_3(0);
+            let _ = errors;
+            std::process::exit(reap_as_init(child));
         }
     }
     // Credentials changed since the monitor set it: set it again.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-    let err = nix::unistd::execve(&path, &args, &env).unwrap_err();
-    let code = match err {
-        nix::errno::Errno::ENOENT => EXIT_NOT_FOUND,
-        _ => EXIT_CANNOT_INVOKE,
+    let err = match nix::unistd::execve(&argv.path, &argv.args, &argv.env) {
+        Ok(never) => match never {},
+        Err(err) => err,
     };
-    Err((code, Error::Runtime(format!("cannot run {:?}: {err}", process.args[0]))))
+    Err(Failure {
+        code: match err {
+            nix::errno::Errno::ENOENT => EXIT_NOT_FOUND,
+            _ => EXIT_CANNOT_INVOKE,
+        },
+        error: RuntimeError::CannotRun {
+            program: process.args[0].clone(),
+            source: err,
+        },
+    })
+}
+
+/// close_range(2) on every fd from 3 up, with `flags` (0: close them).
+fn close_range_from_3(flags: std::ffi::c_uint) -> std::io::Result<()> {
+    // SAFETY: close_range (no wrapper in nix or rustix) takes only numbers
+    // and touches no memory; the fds it closes are ours, not Rust-owned
+    // ones still in use (the caller execs or exits next).
+    if unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What execve takes: the program found on PATH, its arguments and its
+/// environment (with HOME from the user unless given), as C strings.
+struct Argv {
+    path: CString,
+    args: Vec<CString>,
+    env: Vec<CString>,
+}
+
+impl Argv {
+    fn new(process: &ProcessSpec, user: &super::users::User) -> std::result::Result<Argv, Failure> {
+        let program = resolve(&process.args[0], &process.env)?;
+        let cstr = |s: &str| CString::new(s).map_err(|_| RuntimeError::NulByte(s.to_string()));
+        let args = process
+            .args
+            .iter()
+            .map(|a| cstr(a))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut env = process.env.clone();
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={}", user.home));
+        }
+        let env = env
+            .iter()
+            .map(|e| cstr(e))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let path = cstr(&program.to_string_lossy())?;
+        Ok(Argv { path, args, env })
+    }
 }
 
 /// Enter (creating it if missing) the working directory, which must then
@@ -495,22 +532,14 @@ pub(crate) fn exec_process(
 fn enter_working_directory(cwd: &str) -> std::result::Result<(), Failure> {
     std::fs::create_dir_all(cwd)
         .and_then(|_| std::env::set_current_dir(cwd))
-        .map_err(|e| {
-            (
-                EXIT_RUNTIME_FAILED,
-                Error::Runtime(format!("working directory {}: {e}", cwd)),
-            )
+        .map_err(|source| RuntimeError::WorkingDirectory {
+            path: cwd.to_string(),
+            source,
         })?;
     match std::env::current_dir() {
-        Ok(cwd) if cwd.is_absolute() && cwd.exists() => {}
-        _ => {
-            return Err((
-                EXIT_RUNTIME_FAILED,
-                Error::Runtime("working directory is outside the container".into()),
-            ))
-        }
+        Ok(cwd) if cwd.is_absolute() && cwd.exists() => Ok(()),
+        _ => Err(RuntimeError::WorkingDirectoryOutside.into()),
     }
-    Ok(())
 }
 
 /// Become the process's user with its capabilities (bounded by what we
@@ -518,12 +547,7 @@ fn enter_working_directory(cwd: &str) -> std::result::Result<(), Failure> {
 fn become_user(process: &ProcessSpec) -> std::result::Result<super::users::User, Failure> {
     // What we may grant is bounded by what we hold (this host, for one,
     // lacks CAP_SYS_RESOURCE in its bounding set).
-    let held = caps::read(None, caps::CapSet::Permitted).map_err(|e| {
-        (
-            EXIT_RUNTIME_FAILED,
-            Error::Runtime(format!("reading capabilities: {e}")),
-        )
-    })?;
+    let held = caps::read(None, caps::CapSet::Permitted).map_err(caps_error("reading capabilities".into()))?;
     let keep: caps::CapsHashSet = capability_set(&process.capabilities)?
         .intersection(&held)
         .copied()
@@ -531,8 +555,7 @@ fn become_user(process: &ProcessSpec) -> std::result::Result<super::users::User,
     // Bounding set first, while we still hold CAP_SETPCAP.
     for cap in caps::all() {
         if !keep.contains(&cap) {
-            caps::drop(None, caps::CapSet::Bounding, cap)
-                .map_err(|e| (EXIT_RUNTIME_FAILED, Error::Runtime(format!("dropping {cap}: {e}"))))?;
+            caps::drop(None, caps::CapSet::Bounding, cap).map_err(caps_error(format!("dropping {cap}")))?;
         }
     }
     let user = resolve_user(&process.user)?;
@@ -540,11 +563,9 @@ fn become_user(process: &ProcessSpec) -> std::result::Result<super::users::User,
     nix::unistd::setgroups(&groups).map_err(fail("setgroups"))?;
     nix::unistd::setgid(Gid::from_raw(user.gid)).map_err(fail("setgid"))?;
     nix::unistd::setuid(Uid::from_raw(user.uid)).map_err(fail("setuid"))?;
-    let cap_error = |e: caps::errors::CapsError| {
-        (
-            EXIT_RUNTIME_FAILED,
-            Error::Runtime(format!("setting capabilities: {e}")),
-        )
+    let cap_error = |source| RuntimeError::Capabilities {
+        what: "setting capabilities".into(),
+        source,
     };
     if user.uid == 0 {
         caps::set(None, caps::CapSet::Effective, &keep).map_err(cap_error)?;
@@ -555,15 +576,18 @@ fn become_user(process: &ProcessSpec) -> std::result::Result<super::users::User,
     Ok(user)
 }
 
+fn caps_error(what: String) -> impl FnOnce(caps::errors::CapsError) -> RuntimeError {
+    move |source| RuntimeError::Capabilities { what, source }
+}
+
 /// `-t`: a terminal from the container's own devpts (so `tty` and
 /// /dev/pts/N make sense inside), made our controlling terminal and our
 /// stdin/stdout/stderr; its master end goes to the monitor over `console`.
 /// It gets the size of our stdout (the user's terminal, when attached)
 /// before the command can ask for it.
 fn open_console(console: std::os::fd::OwnedFd) -> std::result::Result<(), Failure> {
-    let failed = |e: Error| (EXIT_RUNTIME_FAILED, e);
-    let (master, slave) = super::terminal::open().map_err(failed)?;
-    super::terminal::copy_size(1, &master);
+    let (master, slave) = super::terminal::open()?;
+    super::terminal::copy_size(std::io::stdout(), &master);
     nix::sys::socket::sendmsg::<()>(
         console.as_raw_fd(),
         &[std::io::IoSlice::new(b"t")],
@@ -574,7 +598,7 @@ fn open_console(console: std::os::fd::OwnedFd) -> std::result::Result<(), Failur
     .map_err(fail("sending the terminal to the monitor"))?;
     drop(master);
     drop(console);
-    super::terminal::make_controlling(&slave).map_err(failed)
+    Ok(super::terminal::make_controlling(&slave)?)
 }
 
 /// The user from the container's own /etc/passwd and /etc/group (we are
@@ -582,7 +606,7 @@ fn open_console(console: std::os::fd::OwnedFd) -> std::result::Result<(), Failur
 fn resolve_user(spec: &str) -> std::result::Result<super::users::User, Failure> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    super::users::resolve(spec, &passwd, &group).map_err(|e| (EXIT_RUNTIME_FAILED, Error::Runtime(e)))
+    Ok(super::users::resolve(spec, &passwd, &group)?)
 }
 
 /// `--init`: as PID 1, forward signals to the command and reap every
@@ -611,35 +635,16 @@ fn reap_as_init(command: nix::unistd::Pid) -> i32 {
 /// inside the new root, resolved by fd so an image symlink cannot redirect
 /// it onto the host.
 fn bind_volume(root: &std::os::fd::OwnedFd, volume: &Volume, owner: Owner) -> std::result::Result<(), Failure> {
-    let failed = |what: String| (EXIT_RUNTIME_FAILED, Error::Runtime(what));
     let rel = Path::new(volume.target.trim_start_matches('/'));
     // docker creates a missing host directory (the container's root's).
     if !volume.source.exists() {
         make_host_dirs(&volume.source, owner)
-            .map_err(|e| failed(format!("creating {}: {e}", volume.source.display())))?;
+            .map_err(RuntimeError::io(format!("creating {}", volume.source.display())))?;
     }
     let source =
-        std::fs::File::open(&volume.source).map_err(|e| failed(format!("volume {}: {e}", volume.source.display())))?;
+        std::fs::File::open(&volume.source).map_err(RuntimeError::io(format!("volume {}", volume.source.display())))?;
     let is_dir = source.metadata().map(|m| m.is_dir()).unwrap_or(false);
-    let target = if is_dir {
-        mkdirs_in(root, rel, owner).map_err(|(c, e)| failed(format!("volume target {} ({c}): {e}", volume.target)))?
-    } else {
-        let parent = mkdirs_in(root, rel.parent().unwrap_or(Path::new("")), owner)
-            .map_err(|(c, e)| failed(format!("volume target {} ({c}): {e}", volume.target)))?;
-        let name = rel
-            .file_name()
-            .ok_or_else(|| failed(format!("volume target {}", volume.target)))?;
-        nix::fcntl::openat(
-            parent.as_fd(),
-            Path::new(name),
-            nix::fcntl::OFlag::O_CREAT
-                | nix::fcntl::OFlag::O_RDONLY
-                | nix::fcntl::OFlag::O_NOFOLLOW
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
-        )
-        .map_err(|e| failed(format!("volume target {}: {e}", volume.target)))?
-    };
+    let target = volume_target(root, rel, &volume.target, is_dir, owner)?;
     let from = format!("/proc/self/fd/{}", source.as_raw_fd());
     let onto = format!("/proc/self/fd/{}", target.as_raw_fd());
     mount(
@@ -649,7 +654,7 @@ fn bind_volume(root: &std::os::fd::OwnedFd, volume: &Volume, owner: Owner) -> st
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(|e| failed(format!("mounting volume {}: {e}", volume.target)))?;
+    .map_err(RuntimeError::mount(format!("mounting volume {}", volume.target)))?;
     if volume.read_only {
         // Reopen: the old fd still names the directory under the mount.
         let mounted = nix::fcntl::openat2(
@@ -659,7 +664,7 @@ fn bind_volume(root: &std::os::fd::OwnedFd, volume: &Volume, owner: Owner) -> st
                 .flags(nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC)
                 .resolve(nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS),
         )
-        .map_err(|e| failed(format!("volume target {}: {e}", volume.target)))?;
+        .map_err(fail(&format!("volume target {}", volume.target)))?;
         let onto = format!("/proc/self/fd/{}", mounted.as_raw_fd());
         mount(
             None::<&str>,
@@ -668,9 +673,42 @@ fn bind_volume(root: &std::os::fd::OwnedFd, volume: &Volume, owner: Owner) -> st
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(|e| failed(format!("making volume {} read-only: {e}", volume.target)))?;
+        .map_err(RuntimeError::mount(format!(
+            "making volume {} read-only",
+            volume.target
+        )))?;
     }
     Ok(())
+}
+
+/// The mount point of a volume at `rel` in the root (`target` as the user
+/// gave it): a directory, or an empty file for a file, made if missing.
+fn volume_target(
+    root: &std::os::fd::OwnedFd,
+    rel: &Path,
+    target: &str,
+    is_dir: bool,
+    owner: Owner,
+) -> std::result::Result<std::os::fd::OwnedFd, Failure> {
+    let in_root = |(c, e): (String, nix::errno::Errno)| RuntimeError::sys(format!("volume target {target} ({c})"))(e);
+    if is_dir {
+        return Ok(mkdirs_in(root, rel, owner).map_err(in_root)?);
+    }
+    let parent = mkdirs_in(root, rel.parent().unwrap_or(Path::new("")), owner).map_err(in_root)?;
+    let name = rel
+        .file_name()
+        .ok_or(RuntimeError::InvalidVolumeTarget(target.to_string()))?;
+    let file = nix::fcntl::openat(
+        parent.as_fd(),
+        Path::new(name),
+        nix::fcntl::OFlag::O_CREAT
+            | nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map_err(fail(&format!("volume target {target}")))?;
+    Ok(file)
 }
 
 /// The new network namespace starts with `lo` down; docker's containers
@@ -747,19 +785,12 @@ fn mount_in(
     data: Option<&str>,
     owner: Owner,
 ) -> std::result::Result<(), Failure> {
-    let target = mkdirs_in(root, Path::new(rel), owner).map_err(|(c, e)| {
-        (
-            EXIT_RUNTIME_FAILED,
-            Error::Runtime(format!("mount point /{rel} ({c}): {e}")),
-        )
-    })?;
+    let target = mkdirs_in(root, Path::new(rel), owner)
+        .map_err(|(c, e)| RuntimeError::sys(format!("mount point /{rel} ({c})"))(e))?;
     let via_fd = format!("/proc/self/fd/{}", target.as_raw_fd());
-    mount(Some(source), via_fd.as_str(), Some(fstype), flags, data).map_err(|e| {
-        (
-            EXIT_RUNTIME_FAILED,
-            Error::Runtime(format!("mounting {fstype} on /{rel}: {e}")),
-        )
-    })
+    mount(Some(source), via_fd.as_str(), Some(fstype), flags, data)
+        .map_err(RuntimeError::mount(format!("mounting {fstype} on /{rel}")))?;
+    Ok(())
 }
 
 /// The standard device nodes and links of a container's /dev.
@@ -823,10 +854,10 @@ fn resolve(program: &str, env: &[String]) -> std::result::Result<PathBuf, Failur
             return Ok(candidate);
         }
     }
-    Err((
-        EXIT_NOT_FOUND,
-        Error::Runtime(format!("{program:?}: executable file not found in $PATH")),
-    ))
+    Err(Failure {
+        code: EXIT_NOT_FOUND,
+        error: RuntimeError::NotInPath(program.to_string()),
+    })
 }
 
 #[cfg(test)]

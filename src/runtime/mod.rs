@@ -5,6 +5,7 @@
 //! monitor, logs — is in `container`.
 
 pub mod cgroup;
+pub mod error;
 pub mod exec;
 pub mod init;
 pub mod network;
@@ -25,8 +26,9 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 
+pub use error::RuntimeError;
 pub use spec::Overrides;
 
 /// `--network`: the bridge (docker's default), a private namespace with
@@ -46,9 +48,7 @@ impl Network {
             "bridge" | "default" => Ok(Network::Bridge),
             "none" => Ok(Network::None),
             "host" => Ok(Network::Host),
-            other => Err(Error::Runtime(format!(
-                "network {other} not found: use bridge, none or host"
-            ))),
+            other => Err(RuntimeError::UnknownNetwork(other.to_string()).into()),
         }
     }
 
@@ -86,7 +86,8 @@ pub fn protected_self(scratch: &std::path::Path) -> Result<OwnedFd> {
 }
 
 fn read_only_self(scratch: &std::path::Path) -> Result<OwnedFd> {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    use crate::mount::mount;
+    use nix::mount::{umount2, MntFlags, MsFlags};
     std::fs::create_dir_all(scratch).ctx(|| format!("creating {}", scratch.display()))?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -94,8 +95,7 @@ fn read_only_self(scratch: &std::path::Path) -> Result<OwnedFd> {
         .unwrap_or(0);
     let point = scratch.join(format!("exe-{}-{nanos}", std::process::id()));
     std::fs::File::create(&point).ctx(|| format!("creating {}", point.display()))?;
-    let opened = (|| {
-        let fail = |what: &'static str| move |e: nix::errno::Errno| Error::Runtime(format!("{what}: {e}"));
+    let opened = (|| -> Result<std::fs::File> {
         mount(
             Some("/proc/self/exe"),
             &point,
@@ -103,7 +103,7 @@ fn read_only_self(scratch: &std::path::Path) -> Result<OwnedFd> {
             MsFlags::MS_BIND,
             None::<&str>,
         )
-        .map_err(fail("binding our binary"))?;
+        .map_err(RuntimeError::mount("binding our binary"))?;
         let opened = mount(
             None::<&str>,
             &point,
@@ -111,7 +111,8 @@ fn read_only_self(scratch: &std::path::Path) -> Result<OwnedFd> {
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             None::<&str>,
         )
-        .map_err(fail("making it read-only"))
+        .map_err(RuntimeError::mount("making it read-only"))
+        .map_err(crate::Error::from)
         .and_then(|_| std::fs::File::open(&point).ctx(|| "opening our binary".into()));
         // The open file keeps the detached read-only mount alive.
         let _ = umount2(&point, MntFlags::MNT_DETACH);
@@ -122,7 +123,7 @@ fn read_only_self(scratch: &std::path::Path) -> Result<OwnedFd> {
     // Check what we rely on: the file's mount is read-only.
     match nix::sys::statvfs::fstatvfs(&file) {
         Ok(st) if st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) => Ok(file.into()),
-        _ => Err(Error::Runtime("the bound binary is not read-only".into())),
+        _ => Err(RuntimeError::SelfNotReadOnly.into()),
     }
 }
 
@@ -145,7 +146,7 @@ pub fn self_command(
 ) -> Result<(std::process::Command, OwnedFd)> {
     let binary = protected_self(scratch)?;
     nix::fcntl::fcntl(pass, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
-        .map_err(|e| Error::Runtime(format!("passing a pipe to {mode}: {e}")))?;
+        .map_err(RuntimeError::sys(format!("passing a pipe to {mode}")))?;
     // The kernel resolves the path before close-on-exec closes the fd.
     let mut command = std::process::Command::new(format!("/proc/self/fd/{}", binary.as_raw_fd()));
     command.arg(mode).args(args).env_clear().envs(env.iter().copied());
@@ -157,12 +158,12 @@ pub fn sealed_self() -> Result<std::os::fd::OwnedFd> {
     use nix::fcntl::{fcntl, FcntlArg, SealFlag};
     use nix::sys::memfd::{memfd_create, MFdFlags};
     let fd = memfd_create(c"mocker-init", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
-        .map_err(|e| Error::Runtime(format!("memfd_create: {e}")))?;
+        .map_err(RuntimeError::sys("memfd_create"))?;
     let mut copy = std::fs::File::from(fd);
     let mut exe = std::fs::File::open("/proc/self/exe").ctx(|| "opening our own binary".into())?;
     std::io::copy(&mut exe, &mut copy).ctx(|| "copying our own binary".into())?;
     let seals = SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE;
-    fcntl(&copy, FcntlArg::F_ADD_SEALS(seals)).map_err(|e| Error::Runtime(format!("sealing the init binary: {e}")))?;
+    fcntl(&copy, FcntlArg::F_ADD_SEALS(seals)).map_err(RuntimeError::sys("sealing the init binary"))?;
     Ok(copy.into())
 }
 
@@ -199,7 +200,7 @@ pub fn clone_container(
     if network != Network::Host && userns.as_ref().is_none_or(|u| u.net.is_none()) {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::Runtime(format!("pipe: {e}")));
+    let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(RuntimeError::sys("pipe"));
     let (ready_read, ready_write) = pipe()?;
     let (errors_read, errors_write) = pipe()?;
     let mut stack = vec![0u8; 256 * 1024];
@@ -208,11 +209,11 @@ pub fn clone_container(
         let Some((ready, errors, stdio, userns)) = child_fds.take() else {
             return init::EXIT_RUNTIME_FAILED as isize;
         };
-        for (fd, target) in [(&stdio.stdin, 0), (&stdio.stdout, 1), (&stdio.stderr, 2)] {
-            // SAFETY: dup2 onto the standard fds of this fresh child.
-            if unsafe { nix::libc::dup2(fd.as_raw_fd(), target) } < 0 {
-                return init::EXIT_RUNTIME_FAILED as isize;
-            }
+        let dup2 = nix::unistd::dup2_stdin(&stdio.stdin)
+            .and_then(|_| nix::unistd::dup2_stdout(&stdio.stdout))
+            .and_then(|_| nix::unistd::dup2_stderr(&stdio.stderr));
+        if dup2.is_err() {
+            return init::EXIT_RUNTIME_FAILED as isize;
         }
         // Given up now, by their owners: `close_all_but` below closes them
         // too, and dropping them after (when PID 1 fails to exec) would close
@@ -242,7 +243,7 @@ pub fn clone_container(
     // process, not sharing memory) may run arbitrary code; SIGCHLD makes it
     // an ordinary child for waitpid.
     let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(Signal::SIGCHLD as i32)) }
-        .map_err(|e| Error::Runtime(format!("creating the container's namespaces: {e}")))?;
+        .map_err(RuntimeError::sys("creating the container's namespaces"))?;
     Ok(Cloned {
         pid,
         ready: ready_write,
@@ -258,7 +259,8 @@ pub(crate) fn close_all_but(keep: &[std::os::fd::RawFd]) {
     let mut from = 3u32;
     for fd in keep.into_iter().chain([u32::MAX]) {
         if fd > from {
-            // SAFETY: closes fds of this single-threaded child only.
+            // SAFETY: close_range(2) (no wrapper in nix or rustix) takes
+            // only numbers; it closes fds of this single-threaded child.
             unsafe { nix::libc::syscall(nix::libc::SYS_close_range, from, fd - 1, 0u32) };
         }
         from = from.max(fd.saturating_add(1));
@@ -277,11 +279,8 @@ pub fn receive_console(socket: &OwnedFd) -> Result<OwnedFd> {
         Some(&mut space),
         MsgFlags::MSG_CMSG_CLOEXEC,
     )
-    .map_err(|e| Error::Runtime(format!("receiving the terminal: {e}")))?;
-    for cmsg in msg
-        .cmsgs()
-        .map_err(|e| Error::Runtime(format!("receiving the terminal: {e}")))?
-    {
+    .map_err(RuntimeError::sys("receiving the terminal"))?;
+    for cmsg in msg.cmsgs().map_err(RuntimeError::sys("receiving the terminal"))? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
             if let Some(fd) = fds.first() {
                 // SAFETY: the kernel just installed this fd for us.
@@ -289,7 +288,7 @@ pub fn receive_console(socket: &OwnedFd) -> Result<OwnedFd> {
             }
         }
     }
-    Err(Error::Runtime("the container sent no terminal".into()))
+    Err(RuntimeError::NoTerminal.into())
 }
 
 /// Why a container's command did not start.

@@ -5,11 +5,15 @@
 //! may already have threads that would otherwise take the signal and die.
 
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
-/// Where the handler sends what it receives: a pidfd, else a pid.
-static TARGET_PIDFD: AtomicI32 = AtomicI32::new(-1);
+use super::pidfd::Pidfd;
+
+/// Where the handler sends what it receives: a pidfd (kept for the rest of
+/// the process; `get` is one atomic load), else a pid.
+static TARGET_PIDFD: OnceLock<Pidfd> = OnceLock::new();
 static TARGET: AtomicI32 = AtomicI32::new(0);
 /// Signals received before there was a target (a bit per number).
 static PENDING: AtomicU64 = AtomicU64::new(0);
@@ -25,13 +29,15 @@ extern "C" fn forward(signal: nix::libc::c_int) {
 
 /// Send `signal` to the target, if there is one yet.
 fn send(signal: nix::libc::c_int) -> bool {
-    let pidfd = TARGET_PIDFD.load(Ordering::SeqCst);
+    let Ok(signal) = Signal::try_from(signal) else {
+        // Not one `handle` installs: nothing to forward.
+        return true;
+    };
     let pid = TARGET.load(Ordering::SeqCst);
-    if pidfd >= 0 {
-        super::pidfd::send_signal(pidfd, signal);
+    if let Some(pidfd) = TARGET_PIDFD.get() {
+        let _ = pidfd.signal(signal);
     } else if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { nix::libc::kill(pid, signal) };
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
     } else {
         return false;
     }
@@ -53,9 +59,9 @@ pub fn forward_to(pid: i32, signals: &[Signal]) {
 }
 
 /// As [`forward_to`], to the process `target` names (never to another
-/// that later gets its pid).
-pub fn forward_to_process(target: super::pidfd::Pidfd, signals: &[Signal]) {
-    TARGET_PIDFD.store(target.into_raw_fd(), Ordering::SeqCst);
+/// that later gets its pid). Once per process: a later target is ignored.
+pub fn forward_to_process(target: Pidfd, signals: &[Signal]) {
+    let _ = TARGET_PIDFD.set(target);
     handle(signals);
     deliver_pending();
 }

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use super::RuntimeError;
+use crate::error::Result;
 
 /// The process to start inside the container.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,7 +68,7 @@ pub fn capabilities(overrides: &Overrides) -> Result<Vec<String>> {
         if full == "ALL" || all.contains(&full) {
             Ok(full)
         } else {
-            Err(Error::Runtime(format!("unknown capability {name:?}")))
+            Err(RuntimeError::UnknownCapability(name.to_string()).into())
         }
     };
     let mut set: Vec<String> = if overrides.privileged {
@@ -99,17 +100,73 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 
 /// Combine an image config (`config` section of the image JSON) with overrides.
 pub fn process_spec(config: &serde_json::Value, overrides: &Overrides, container_id: &str) -> Result<ProcessSpec> {
-    let strings = |key: &str| -> Vec<String> {
-        config
-            .get(key)
-            .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
-            .unwrap_or_default()
-    };
+    let args = command(config, overrides)?;
+    let mut env = environment(config, &overrides.env)?;
+    let hostname = overrides
+        .hostname
+        .clone()
+        .unwrap_or_else(|| container_id.chars().take(12).collect());
+    // The kernel's limit: refused here rather than by every start.
+    if hostname.is_empty() || hostname.len() > MAX_HOSTNAME || hostname.contains(['\0', '/']) {
+        return Err(RuntimeError::InvalidHostname {
+            name: hostname,
+            max: MAX_HOSTNAME,
+        }
+        .into());
+    }
+    env.retain(|e| !e.starts_with("HOSTNAME="));
+    env.push(format!("HOSTNAME={hostname}"));
+    let cwd = overrides
+        .workdir
+        .clone()
+        .or_else(|| config_string(config, "WorkingDir"))
+        .unwrap_or_else(|| "/".to_string());
+    if !cwd.starts_with('/') {
+        return Err(RuntimeError::RelativeWorkdir(cwd).into());
+    }
+    let user = overrides
+        .user
+        .clone()
+        .or_else(|| config_string(config, "User"))
+        .unwrap_or_default();
+    if user.chars().any(|c| c.is_whitespace() || c == '/') || user.matches(':').count() > 1 {
+        return Err(RuntimeError::InvalidUser(user).into());
+    }
+    let capabilities = capabilities(overrides)?;
+    Ok(ProcessSpec {
+        args,
+        env,
+        cwd,
+        user,
+        hostname,
+        capabilities,
+    })
+}
+
+/// A non-empty string field of the image config.
+fn config_string(config: &serde_json::Value, key: &str) -> Option<String> {
+    config
+        .get(key)
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// A list-of-strings field of the image config (empty if absent).
+fn config_strings(config: &serde_json::Value, key: &str) -> Vec<String> {
+    config
+        .get(key)
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// Entrypoint + Cmd, as docker combines the image's with the overrides.
+fn command(config: &serde_json::Value, overrides: &Overrides) -> Result<Vec<String>> {
     let entrypoint = match &overrides.entrypoint {
         Some(e) if e.is_empty() => Vec::new(),
         Some(e) => vec![e.clone()],
-        None => strings("Entrypoint"),
+        None => config_strings(config, "Entrypoint"),
     };
     // docker: --entrypoint resets the image's Cmd too.
     let cmd = if !overrides.cmd.is_empty() {
@@ -117,21 +174,25 @@ pub fn process_spec(config: &serde_json::Value, overrides: &Overrides, container
     } else if overrides.entrypoint.is_some() {
         Vec::new()
     } else {
-        strings("Cmd")
+        config_strings(config, "Cmd")
     };
     let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
     if args.is_empty() {
-        return Err(Error::Runtime(
-            "no command specified: the image has no Entrypoint or Cmd".into(),
-        ));
+        return Err(RuntimeError::NoCommand.into());
     }
-    let mut env = strings("Env");
+    Ok(args)
+}
+
+/// The image's Env (with a default PATH) and then `-e` overrides: `KEY=VALUE`
+/// replaces KEY, a bare `KEY` takes our own value (or is dropped).
+fn environment(config: &serde_json::Value, overrides: &[String]) -> Result<Vec<String>> {
+    let mut env = config_strings(config, "Env");
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_string());
     }
-    for var in &overrides.env {
+    for var in overrides {
         if var.is_empty() || var.starts_with('=') {
-            return Err(Error::Runtime(format!("invalid environment variable: {var}")));
+            return Err(RuntimeError::InvalidEnv(var.clone()).into());
         }
         let assignment = match var.split_once('=') {
             Some(_) => var.clone(),
@@ -144,56 +205,7 @@ pub fn process_spec(config: &serde_json::Value, overrides: &Overrides, container
         env.retain(|e| e.split('=').next() != Some(key.as_str()));
         env.push(assignment);
     }
-    let hostname = overrides
-        .hostname
-        .clone()
-        .unwrap_or_else(|| container_id.chars().take(12).collect());
-    // The kernel's limit: refused here rather than by every start.
-    if hostname.is_empty() || hostname.len() > MAX_HOSTNAME || hostname.contains(['\0', '/']) {
-        return Err(Error::Runtime(format!(
-            "invalid hostname {hostname:?}: it must be 1 to {MAX_HOSTNAME} bytes, without / or NUL"
-        )));
-    }
-    env.retain(|e| !e.starts_with("HOSTNAME="));
-    env.push(format!("HOSTNAME={hostname}"));
-    let cwd = overrides
-        .workdir
-        .clone()
-        .or_else(|| {
-            config
-                .get("WorkingDir")
-                .and_then(|v| v.as_str())
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "/".to_string());
-    if !cwd.starts_with('/') {
-        return Err(Error::Runtime(format!(
-            "the working directory {cwd:?} is not an absolute path"
-        )));
-    }
-    let user = overrides.user.clone().or_else(|| {
-        config
-            .get("User")
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-    });
-    let user = user.unwrap_or_default();
-    if user.chars().any(|c| c.is_whitespace() || c == '/') || user.matches(':').count() > 1 {
-        return Err(Error::Runtime(format!(
-            "invalid user {user:?}: expected user[:group] (names or numbers)"
-        )));
-    }
-    let capabilities = capabilities(overrides)?;
-    Ok(ProcessSpec {
-        args,
-        env,
-        cwd,
-        user,
-        hostname,
-        capabilities,
-    })
+    Ok(env)
 }
 
 /// docker's `--env-file`: KEY=VALUE lines; `#` comments and blank lines
@@ -207,10 +219,11 @@ pub fn parse_env_file(contents: &str) -> Result<Vec<String>> {
         }
         let key = line.split('=').next().unwrap_or_default();
         if key.is_empty() || key.contains(char::is_whitespace) {
-            return Err(Error::Runtime(format!(
-                "env file line {}: variable {key:?} contains whitespaces or is empty",
-                n + 1
-            )));
+            return Err(RuntimeError::EnvFileLine {
+                line: n + 1,
+                key: key.to_string(),
+            }
+            .into());
         }
         out.push(line.to_string());
     }

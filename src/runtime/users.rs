@@ -3,6 +3,18 @@
 //! init reads the files after pivot_root, so an image symlink cannot point
 //! them at the host's.
 
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    NoSuchUser(String),
+    #[error("unable to find group {0}: no matching entries in group file")]
+    NoSuchGroup(String),
+    #[error("invalid {field} in passwd entry for {name}")]
+    BadPasswdEntry { name: String, field: &'static str },
+    #[error("invalid gid in group entry for {0}")]
+    BadGroupEntry(String),
+}
+
 /// Who the container's process runs as.
 #[derive(Clone, Debug, PartialEq)]
 pub struct User {
@@ -16,7 +28,7 @@ pub struct User {
 
 /// Resolve `spec` (empty: root) with the contents of /etc/passwd and
 /// /etc/group (empty when the image has none).
-pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<User, String> {
+pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<User, UserError> {
     let (user_part, group_part) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -30,10 +42,8 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<User, String> {
     let by_name = entries.iter().find(|f| f[0] == user_part);
     let (uid, mut gid, name, home) = match (by_name, user_part.parse::<u32>()) {
         (Some(f), _) => (
-            f[2].parse::<u32>()
-                .map_err(|_| format!("invalid uid in passwd entry for {}", f[0]))?,
-            f[3].parse::<u32>()
-                .map_err(|_| format!("invalid gid in passwd entry for {}", f[0]))?,
+            f[2].parse::<u32>().map_err(|_| bad_passwd(f[0], "uid"))?,
+            f[3].parse::<u32>().map_err(|_| bad_passwd(f[0], "gid"))?,
             Some(f[0]),
             f[5].to_string(),
         ),
@@ -41,11 +51,7 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<User, String> {
             Some(f) => (uid, f[3].parse::<u32>().unwrap_or(0), Some(f[0]), f[5].to_string()),
             None => (uid, 0, None, "/".to_string()),
         },
-        (None, Err(_)) => {
-            return Err(format!(
-                "unable to find user {user_part}: no matching entries in passwd file"
-            ))
-        }
+        (None, Err(_)) => return Err(UserError::NoSuchUser(user_part.to_string())),
     };
     let groups: Vec<Vec<&str>> = group
         .lines()
@@ -54,11 +60,9 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<User, String> {
         .collect();
     if let Some(g) = group_part.filter(|g| !g.is_empty()) {
         gid = match (groups.iter().find(|f| f[0] == g), g.parse::<u32>()) {
-            (Some(f), _) => f[2]
-                .parse()
-                .map_err(|_| format!("invalid gid in group entry for {}", f[0]))?,
+            (Some(f), _) => f[2].parse().map_err(|_| UserError::BadGroupEntry(f[0].to_string()))?,
             (None, Ok(gid)) => gid,
-            (None, Err(_)) => return Err(format!("unable to find group {g}: no matching entries in group file")),
+            (None, Err(_)) => return Err(UserError::NoSuchGroup(g.to_string())),
         };
     }
     let mut supplementary: Vec<u32> = match name {
@@ -78,6 +82,13 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<User, String> {
         groups: supplementary,
         home,
     })
+}
+
+fn bad_passwd(name: &str, field: &'static str) -> UserError {
+    UserError::BadPasswdEntry {
+        name: name.to_string(),
+        field,
+    }
 }
 
 #[cfg(test)]
@@ -109,9 +120,9 @@ mod tests {
 
     #[test]
     fn unknown_names_are_errors() {
-        let e = resolve("nobody", PASSWD, GROUP).unwrap_err();
+        let e = resolve("nobody", PASSWD, GROUP).unwrap_err().to_string();
         assert!(e.contains("unable to find user nobody"), "{e}");
-        let e = resolve("bob:wheel", PASSWD, GROUP).unwrap_err();
+        let e = resolve("bob:wheel", PASSWD, GROUP).unwrap_err().to_string();
         assert!(e.contains("unable to find group wheel"), "{e}");
         assert!(resolve("anyone", "", "").is_err());
         assert_eq!(resolve("0", "", "").unwrap().uid, 0);

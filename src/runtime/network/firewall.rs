@@ -3,16 +3,15 @@
 
 use std::process::Command;
 
-use super::Bridge;
-use crate::error::{Error, Result};
+use super::{Bridge, NetworkError};
 
 /// Run iptables with `verb` (`-C`, `-A`, `-D`) on `rule`; whether it succeeded.
-pub(super) fn iptables(verb: &str, rule: &[String]) -> Result<bool> {
+pub(super) fn iptables(verb: &str, rule: &[String]) -> Result<bool, NetworkError> {
     let output = Command::new("iptables")
         .args(["-w", "5"])
         .args(with_verb(rule, verb))
         .output()
-        .map_err(|e| Error::Runtime(format!("running iptables (is it installed?): {e}")))?;
+        .map_err(NetworkError::Iptables)?;
     Ok(output.status.success())
 }
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{link_index, netlink_error, with_netlink, Bridge};
-use crate::error::{Error, IoContext, Result};
+use super::{link_index, with_netlink, Bridge, NetworkError};
+use crate::error::{IoContext, Result};
 
 /// Host-wide state (tmpfs: it empties at reboot, as the bridges do).
 const RUN_DIR: &str = "/run/mocker";
@@ -87,7 +87,7 @@ pub fn lock() -> Result<NetworkLock> {
     let file = std::fs::File::create(dir.join("network.lock")).ctx(|| "opening /run/mocker/network.lock".into())?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map(NetworkLock)
-        .map_err(|(_, e)| Error::Runtime(format!("locking /run/mocker/network.lock: {e}")))
+        .map_err(|(_, e)| NetworkError::Lock(e).into())
 }
 
 pub(super) fn claims_dir(bridge: &str) -> PathBuf {
@@ -159,7 +159,7 @@ impl NetworkLock {
         let dir = claims_dir(bridge);
         std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
         let path = dir.join(addr.to_string());
-        let bytes = serde_json::to_vec(claimant).map_err(|e| Error::Runtime(e.to_string()))?;
+        let bytes = serde_json::to_vec(claimant).map_err(NetworkError::EncodeClaim)?;
         // O_EXCL: never over another's claim, whatever went wrong before.
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -189,10 +189,12 @@ impl NetworkLock {
         match self.claim_of(bridge, addr, claimant)? {
             Claim::Ours => Ok(()),
             Claim::Free => self.write_claim(bridge, addr, claimant),
-            Claim::Held(holder) => Err(Error::Runtime(format!(
-                "address {addr} on bridge {bridge} is held by {}: remove this container and create it again",
-                holder.describe()
-            ))),
+            Claim::Held(holder) => Err(NetworkError::AddressHeld {
+                addr,
+                bridge: bridge.to_string(),
+                holder: holder.describe(),
+            }
+            .into()),
         }
     }
 
@@ -220,7 +222,7 @@ fn live_neighbours(bridge: &str) -> Result<Vec<Ipv4Addr>> {
     if !Path::new("/sys/class/net").join(bridge).exists() {
         return Ok(Vec::new());
     }
-    with_netlink(async |handle| {
+    let neighbours = with_netlink(async |handle| {
         let Some(index) = link_index(&handle, bridge).await? else {
             return Ok(Vec::new());
         };
@@ -233,7 +235,7 @@ fn live_neighbours(bridge: &str) -> Result<Vec<Ipv4Addr>> {
         while let Some(n) = neighbours
             .try_next()
             .await
-            .map_err(netlink_error("listing neighbours"))?
+            .map_err(NetworkError::netlink("listing neighbours"))?
         {
             let live = matches!(
                 n.header.state,
@@ -249,5 +251,6 @@ fn live_neighbours(bridge: &str) -> Result<Vec<Ipv4Addr>> {
             }
         }
         Ok(out)
-    })
+    })?;
+    Ok(neighbours)
 }

@@ -11,18 +11,22 @@ use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::firewall::{iptables, rules};
 use super::ipam::{claims_dir, NetworkLock};
-use super::{link_index, netlink_error, with_netlink, Bridge, Endpoint, Subnet};
-use crate::error::{Error, IoContext, Result};
+use super::{link_index, with_netlink, Bridge, Endpoint, NetworkError, Subnet};
+use crate::error::{IoContext, Result};
 
 /// The host's IPv4 routes (destination, prefix, device index) outside `skip`.
-async fn host_routes(handle: &rtnetlink::Handle) -> Result<Vec<(Subnet, Option<u32>)>> {
+async fn host_routes(handle: &rtnetlink::Handle) -> Result<Vec<(Subnet, Option<u32>)>, NetworkError> {
     use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
     let mut routes = handle
         .route()
         .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
         .execute();
     let mut out = Vec::new();
-    while let Some(route) = routes.try_next().await.map_err(netlink_error("listing routes"))? {
+    while let Some(route) = routes
+        .try_next()
+        .await
+        .map_err(NetworkError::netlink("listing routes"))?
+    {
         let prefix = route.header.destination_prefix_length;
         let mut dest = None;
         let mut dev = None;
@@ -56,10 +60,10 @@ pub fn ensure_bridge(_lock: &NetworkLock, bridge: &Bridge) -> Result<()> {
         }
         for (route, _) in host_routes(&handle).await? {
             if route.overlaps(&bridge.subnet) {
-                return Err(Error::Runtime(format!(
-                    "bridge subnet {} conflicts with the host route to {route}: set MOCKER_BRIDGE_SUBNET to a free range",
-                    bridge.subnet
-                )));
+                return Err(NetworkError::SubnetConflict {
+                    subnet: bridge.subnet,
+                    route,
+                });
             }
         }
         handle
@@ -67,16 +71,16 @@ pub fn ensure_bridge(_lock: &NetworkLock, bridge: &Bridge) -> Result<()> {
             .add(LinkBridge::new(&bridge.name).build())
             .execute()
             .await
-            .map_err(netlink_error("creating the bridge"))?;
+            .map_err(NetworkError::netlink("creating the bridge"))?;
         let index = link_index(&handle, &bridge.name)
             .await?
-            .ok_or_else(|| Error::Runtime(format!("bridge {} vanished", bridge.name)))?;
+            .ok_or_else(|| NetworkError::Vanished(format!("bridge {}", bridge.name)))?;
         handle
             .address()
             .add(index, IpAddr::V4(bridge.subnet.gateway()), bridge.subnet.prefix)
             .execute()
             .await
-            .map_err(netlink_error("addressing the bridge"))?;
+            .map_err(NetworkError::netlink("addressing the bridge"))?;
         Ok(true)
     })?;
     if !created {
@@ -85,7 +89,7 @@ pub fn ensure_bridge(_lock: &NetworkLock, bridge: &Bridge) -> Result<()> {
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").ctx(|| "enabling IP forwarding".into())?;
     for rule in rules(bridge) {
         if !iptables("-C", &rule)? && !iptables("-A", &rule)? {
-            return Err(Error::Runtime(format!("iptables refused the rule {}", rule.join(" "))));
+            return Err(NetworkError::IptablesRefused(rule.join(" ")).into());
         }
     }
     Ok(())
@@ -118,7 +122,7 @@ pub fn remove_bridge_if_unused(lock: &NetworkLock, bridge: &Bridge) -> Result<bo
         match handle.link().del(index).execute().await {
             Ok(()) => Ok(true),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::ENODEV => Ok(false),
-            Err(e) => Err(Error::Runtime(format!("removing the bridge {}: {e}", bridge.name))),
+            Err(e) => Err(NetworkError::netlink(format!("removing the bridge {}", bridge.name))(e)),
         }
     })?;
     for rule in rules(bridge) {
@@ -147,16 +151,16 @@ pub fn attach(netns: std::fs::File, endpoint: &Endpoint) -> Result<()> {
     with_netlink(async |handle| {
         let bridge_index = link_index(&handle, &endpoint.bridge.name)
             .await?
-            .ok_or_else(|| Error::Runtime(format!("bridge {} does not exist", endpoint.bridge.name)))?;
+            .ok_or_else(|| NetworkError::NoBridge(endpoint.bridge.name.clone()))?;
         handle
             .link()
             .add(pair)
             .execute()
             .await
-            .map_err(netlink_error("creating the veth pair"))?;
+            .map_err(NetworkError::netlink("creating the veth pair"))?;
         let host_index = link_index(&handle, &endpoint.host_veth)
             .await?
-            .ok_or_else(|| Error::Runtime("the veth pair vanished".into()))?;
+            .ok_or_else(|| NetworkError::Vanished("the veth pair".into()))?;
         handle
             .link()
             .set(
@@ -167,30 +171,34 @@ pub fn attach(netns: std::fs::File, endpoint: &Endpoint) -> Result<()> {
             )
             .execute()
             .await
-            .map_err(netlink_error("plugging the veth into the bridge"))
+            .map_err(NetworkError::netlink("plugging the veth into the bridge"))
     })?;
     // The container's side is configured from inside its namespace, on a
     // thread of our own (setns changes only the calling thread's).
     let endpoint = endpoint.clone();
-    std::thread::spawn(move || -> Result<()> {
-        nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| Error::Runtime(format!("entering the container's netns: {e}")))?;
+    std::thread::spawn(move || -> Result<(), NetworkError> {
+        nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
+            NetworkError::Syscall {
+                what: "entering the container's netns",
+                source,
+            }
+        })?;
         with_netlink(async |handle| {
             let index = link_index(&handle, "eth0")
                 .await?
-                .ok_or_else(|| Error::Runtime("the container's veth vanished".into()))?;
+                .ok_or_else(|| NetworkError::Vanished("the container's veth".into()))?;
             handle
                 .address()
                 .add(index, IpAddr::V4(endpoint.address), endpoint.bridge.subnet.prefix)
                 .execute()
                 .await
-                .map_err(netlink_error("addressing eth0"))?;
+                .map_err(NetworkError::netlink("addressing eth0"))?;
             handle
                 .link()
                 .set(LinkUnspec::new_with_index(index).up().build())
                 .execute()
                 .await
-                .map_err(netlink_error("bringing eth0 up"))?;
+                .map_err(NetworkError::netlink("bringing eth0 up"))?;
             handle
                 .route()
                 .add(
@@ -200,11 +208,12 @@ pub fn attach(netns: std::fs::File, endpoint: &Endpoint) -> Result<()> {
                 )
                 .execute()
                 .await
-                .map_err(netlink_error("adding the default route"))
+                .map_err(NetworkError::netlink("adding the default route"))
         })
     })
     .join()
-    .map_err(|_| Error::Runtime("the netns thread panicked".into()))?
+    .map_err(|_| NetworkError::ThreadPanicked)??;
+    Ok(())
 }
 
 /// Delete the host end of the container's veth pair (tolerating another
@@ -222,8 +231,9 @@ pub fn detach(endpoint: &Endpoint) -> Result<()> {
         Some(index) => match handle.link().del(index).execute().await {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::ENODEV => Ok(()),
-            Err(e) => Err(Error::Runtime(format!("removing {}: {e}", endpoint.host_veth))),
+            Err(e) => Err(NetworkError::netlink(format!("removing {}", endpoint.host_veth))(e)),
         },
         None => Ok(()),
-    })
+    })?;
+    Ok(())
 }

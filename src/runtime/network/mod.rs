@@ -13,6 +13,7 @@
 //! `proxy` serves published ports; this file holds the types they share
 //! and the netlink runtime.
 
+mod error;
 mod firewall;
 mod ipam;
 mod link;
@@ -23,8 +24,9 @@ use std::net::Ipv4Addr;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
+pub use error::NetworkError;
 pub use ipam::{lock, Claim, Claimant, NetworkLock, CLAIMS_DIR};
 pub use link::{attach, detach, ensure_bridge, remove_bridge_if_unused};
 pub use proxy::{bind, serve, PortMapping, Published};
@@ -41,16 +43,19 @@ pub struct Subnet {
 
 impl Subnet {
     pub fn parse(input: &str) -> Result<Subnet> {
-        let invalid = |why: &str| Error::Runtime(format!("invalid subnet {input:?}: {why}"));
+        let invalid = |reason: &'static str| NetworkError::InvalidSubnet {
+            input: input.to_string(),
+            reason,
+        };
         let (addr, prefix) = input.split_once('/').ok_or_else(|| invalid("expected a.b.c.d/len"))?;
         let addr: Ipv4Addr = addr.parse().map_err(|_| invalid("bad address"))?;
         let prefix: u8 = prefix.parse().map_err(|_| invalid("bad prefix length"))?;
         if !(8..=30).contains(&prefix) {
-            return Err(invalid("the prefix length must be between 8 and 30"));
+            return Err(invalid("the prefix length must be between 8 and 30").into());
         }
         let subnet = Subnet { network: addr, prefix };
         if subnet.network_addr() != addr {
-            return Err(invalid("host bits are set"));
+            return Err(invalid("host bits are set").into());
         }
         Ok(subnet)
     }
@@ -85,7 +90,7 @@ impl Subnet {
         (first..broadcast)
             .map(Ipv4Addr::from)
             .find(|a| !used.contains(a))
-            .ok_or_else(|| Error::Runtime(format!("no free address left in {self}")))
+            .ok_or_else(|| NetworkError::NoFreeAddress(*self).into())
     }
 }
 
@@ -107,7 +112,7 @@ impl Bridge {
     pub fn from_env() -> Result<Bridge> {
         let name = std::env::var("MOCKER_BRIDGE").unwrap_or_else(|_| DEFAULT_BRIDGE.to_string());
         if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', ':']) || name == "." || name == ".." {
-            return Err(Error::Runtime(format!("invalid bridge name {name:?}")));
+            return Err(NetworkError::InvalidBridgeName(name).into());
         }
         let subnet = Subnet::parse(&std::env::var("MOCKER_BRIDGE_SUBNET").unwrap_or_else(|_| DEFAULT_SUBNET.into()))?;
         Ok(Bridge { name, subnet })
@@ -133,20 +138,21 @@ impl Endpoint {
     }
 }
 
-fn netlink_error(what: &str) -> impl Fn(rtnetlink::Error) -> Error + '_ {
-    move |e| Error::Runtime(format!("{what}: {e}"))
-}
-
 /// Run netlink requests on a current-thread runtime (the monitor is not
 /// async, and must start no threads before it clones the container).
-fn with_netlink<T>(f: impl AsyncFnOnce(rtnetlink::Handle) -> Result<T>) -> Result<T> {
+fn with_netlink<T>(f: impl AsyncFnOnce(rtnetlink::Handle) -> Result<T, NetworkError>) -> Result<T, NetworkError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
-        .map_err(|e| Error::Runtime(format!("starting netlink: {e}")))?;
+        .map_err(|source| NetworkError::Io {
+            what: "starting netlink",
+            source,
+        })?;
     runtime.block_on(async {
-        let (connection, handle, _) =
-            rtnetlink::new_connection().map_err(|e| Error::Runtime(format!("opening netlink: {e}")))?;
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(|source| NetworkError::Io {
+            what: "opening netlink",
+            source,
+        })?;
         let task = tokio::spawn(connection);
         let result = f(handle).await;
         task.abort();
@@ -154,14 +160,14 @@ fn with_netlink<T>(f: impl AsyncFnOnce(rtnetlink::Handle) -> Result<T>) -> Resul
     })
 }
 
-async fn link_index(handle: &rtnetlink::Handle, name: &str) -> Result<Option<u32>> {
+async fn link_index(handle: &rtnetlink::Handle, name: &str) -> Result<Option<u32>, NetworkError> {
     let mut links = handle.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
         Ok(Some(link)) => Ok(Some(link.header.index)),
         Ok(None) => Ok(None),
         // ENODEV: no such link.
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::ENODEV => Ok(None),
-        Err(e) => Err(Error::Runtime(format!("looking up {name}: {e}"))),
+        Err(e) => Err(NetworkError::netlink(format!("looking up {name}"))(e)),
     }
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use super::NetworkError;
+use crate::error::Result;
 
 /// `-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]` (or `CONTAINER_PORT`
 /// alone: any free host port).
@@ -22,7 +23,13 @@ pub struct PortMapping {
 
 impl PortMapping {
     pub fn parse(input: &str) -> Result<PortMapping> {
-        let invalid = |why: &str| Error::Runtime(format!("invalid port mapping {input:?}: {why}"));
+        let invalid = |reason: &str| -> crate::Error {
+            NetworkError::InvalidPortMapping {
+                input: input.to_string(),
+                reason: reason.to_string(),
+            }
+            .into()
+        };
         let (spec, protocol) = match input.rsplit_once('/') {
             Some((s, p @ ("tcp" | "udp"))) => (s, p),
             Some(_) => return Err(invalid("the protocol must be tcp or udp")),
@@ -85,17 +92,17 @@ impl Published {
 /// taken port fails the start). Returns it with the real host port.
 pub fn bind(mapping: &PortMapping) -> Result<Published> {
     let addr = SocketAddr::new(mapping.host_ip, mapping.host_port);
-    let taken = |e: std::io::Error| {
-        Error::Runtime(format!(
-            "Bind for {}:{} failed: {}",
-            mapping.host_ip,
-            mapping.host_port,
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                "port is already allocated".to_string()
-            } else {
-                e.to_string()
+    let (host_ip, host_port) = (mapping.host_ip, mapping.host_port);
+    let taken = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            NetworkError::PortAllocated { host_ip, host_port }
+        } else {
+            NetworkError::Bind {
+                host_ip,
+                host_port,
+                source,
             }
-        ))
+        }
     };
     let mut actual = mapping.clone();
     if mapping.protocol == "udp" {
