@@ -56,9 +56,6 @@ pub enum Error {
     #[error("layer {layer}: {reason}")]
     Layer { layer: String, reason: String },
 
-    #[error("{0}")]
-    Runtime(String),
-
     #[error("No such container: {0}")]
     NoSuchContainer(String),
 
