@@ -66,9 +66,10 @@ pub fn exec(mocker: &Mocker, query: &str, opts: &ExecOptions) -> Result<i32> {
         privileged,
         security: config.init.security.clone(),
         tty: opts.tty,
+        stdin: opts.stdin,
     };
     let cgroup = ContainerCgroup::load(&container.record.id);
-    runtime::exec::run(&spec, &mocker.root.join("mounts"), opts.stdin, |pid| match &cgroup {
+    runtime::exec::run(&spec, &mocker.root.join("mounts"), |pid| match &cgroup {
         Some(c) => c.add(pid),
         None => Err(ContainerError::CgroupGone {
             id: container.short_id().to_string(),

@@ -31,24 +31,22 @@ pub struct ExecSpec {
     /// `-t`: a terminal from the container's devpts, relayed to our stdio.
     #[serde(default)]
     pub tty: bool,
+    /// `-i`: our stdin is the command's; without it, it is never read.
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 /// Run `spec` in the container and return its exit code. `joined(pid)`
 /// puts the new process in the container's cgroup before it may go on.
-/// Our stdout and stderr (and stdin, if `stdin`) become the command's.
-pub fn run(
-    spec: &ExecSpec,
-    scratch: &std::path::Path,
-    stdin: bool,
-    joined: impl FnOnce(u32) -> Result<()>,
-) -> Result<i32> {
+/// Our stdout and stderr (and stdin, with `spec.stdin`) become the command's.
+pub fn run(spec: &ExecSpec, scratch: &std::path::Path, joined: impl FnOnce(u32) -> Result<()>) -> Result<i32> {
     let (ready_read, ready_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RuntimeError::sys("pipe"))?;
     let ready_fd = std::os::fd::AsRawFd::as_raw_fd(&ready_read);
     let encoded = serde_json::to_string(spec).map_err(RuntimeError::EncodeExec)?;
     let env = [(SPEC_ENV, encoded.as_str()), (READY_FD_ENV, &ready_fd.to_string())];
     let (mut command, _binary) = super::self_command(scratch, "__exec", &[], &env, ready_read.as_fd())?;
-    if !stdin {
+    if !spec.stdin {
         command.stdin(std::process::Stdio::null());
     }
     let mut child = command.spawn().map_err(RuntimeError::io("starting exec"))?;
@@ -95,7 +93,7 @@ pub fn main() -> i32 {
     // SAFETY: this process is single-threaded (freshly exec'd).
     match unsafe { fork() } {
         Ok(ForkResult::Child) => run_command(&spec, terminal),
-        Ok(ForkResult::Parent { child }) => wait_for_command(child, terminal),
+        Ok(ForkResult::Parent { child }) => wait_for_command(child, terminal, spec.stdin),
         Err(e) => {
             eprintln!("mocker: fork: {e}");
             EXIT_RUNTIME_FAILED
@@ -154,11 +152,11 @@ fn run_command(spec: &ExecSpec, terminal: Option<(OwnedFd, OwnedFd)>) -> ! {
 
 /// The parent: relay the terminal (if any) until it closes, then reap the
 /// command; its exit code, or 128 + the signal that killed it.
-fn wait_for_command(child: nix::unistd::Pid, mut terminal: Option<(OwnedFd, OwnedFd)>) -> i32 {
+fn wait_for_command(child: nix::unistd::Pid, mut terminal: Option<(OwnedFd, OwnedFd)>, stdin: bool) -> i32 {
     loop {
         if let Some((master, slave)) = terminal.take() {
             drop(slave);
-            relay(master);
+            relay(master, stdin);
         }
         match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, code)) => return code,
@@ -172,15 +170,16 @@ fn wait_for_command(child: nix::unistd::Pid, mut terminal: Option<(OwnedFd, Owne
     }
 }
 
-/// Copy our stdin to the terminal and the terminal to our stdout until the
-/// command's side closes. One thread with poll: having joined the
+/// Copy our stdin (only with `-i`: without it, docker's exec reads none) to
+/// the terminal and the terminal to our stdout until the command's side
+/// closes. One thread with poll: having joined the
 /// container's PID namespace, this process cannot start threads.
-fn relay(master: OwnedFd) {
+fn relay(master: OwnedFd, stdin_wanted: bool) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::io::Write;
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
-    let mut reading_stdin = true;
+    let mut reading_stdin = stdin_wanted;
     let mut buf = [0u8; 8192];
     loop {
         let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
