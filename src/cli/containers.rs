@@ -589,7 +589,6 @@ pub fn ps(mocker: &Mocker, args: &PsArgs) -> Result<i32> {
 }
 
 pub fn logs(mocker: &Mocker, args: &LogsArgs) -> Result<i32> {
-    let c = container::get(mocker, &args.container)?;
     let tail = match args.tail.as_str() {
         "all" => None,
         n => Some(
@@ -601,27 +600,20 @@ pub fn logs(mocker: &Mocker, args: &LogsArgs) -> Result<i32> {
         tail,
         follow: args.follow,
     };
-    let id = c.record.id.clone();
-    let path = mocker.root.join("containers").join(&id).join("ctr.log");
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr();
-    container::logs::read(
-        &path,
-        &opts,
-        || container::is_running(mocker, &id),
-        |entry| {
-            let out: &mut dyn Write = if entry.stream == "stderr" {
-                &mut stderr
-            } else {
-                &mut stdout
-            };
-            if args.timestamps {
-                write!(out, "{} ", entry.time)?;
-            }
-            out.write_all(entry.log.as_bytes())?;
-            out.flush()
-        },
-    )?;
+    container::logs::of_container(mocker, &args.container, &opts, |entry| {
+        let out: &mut dyn Write = if entry.stream == "stderr" {
+            &mut stderr
+        } else {
+            &mut stdout
+        };
+        if args.timestamps {
+            write!(out, "{} ", entry.time)?;
+        }
+        out.write_all(entry.log.as_bytes())?;
+        out.flush()
+    })?;
     Ok(0)
 }
 

@@ -36,7 +36,7 @@ pub fn inspect(mocker: &Mocker, container: &Container) -> Value {
         "ResolvConfPath": dir.join("resolv.conf"),
         "HostnamePath": dir.join("hostname"),
         "HostsPath": dir.join("hosts"),
-        "LogPath": dir.join("ctr.log"),
+        "LogPath": super::paths::log_path(&dir),
         "Name": format!("/{}", record.name),
         "RestartCount": 0,
         "Driver": "overlay",

@@ -200,6 +200,19 @@ pub struct ReadOptions {
     pub follow: bool,
 }
 
+/// `logs`: hand each entry of the container's log to `emit`; with `follow`,
+/// until it exits.
+pub fn of_container(
+    mocker: &crate::Mocker,
+    query: &str,
+    opts: &ReadOptions,
+    emit: impl FnMut(&Entry) -> std::io::Result<()>,
+) -> Result<()> {
+    let id = super::find(mocker, query)?.id;
+    let path = super::paths::log_path(&super::paths::dir_of(mocker, &id));
+    read(&path, opts, || super::is_running(mocker, &id), emit)
+}
+
 /// Hand each entry of the log at `path` (its rotated files first) to
 /// `emit`; with `follow`, keep reading until `running()` turns false and
 /// the log is drained, going on to the new file when the log is rotated.

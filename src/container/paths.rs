@@ -15,6 +15,11 @@ pub(super) fn short_id_of(dir: &Path) -> String {
     super::error::short(&name)
 }
 
+/// The container's output log (rotated files beside it, see `logs`).
+pub(super) fn log_path(dir: &Path) -> PathBuf {
+    dir.join("ctr.log")
+}
+
 pub(super) fn snapshot_key(id: &str) -> String {
     format!("container-{id}")
 }
