@@ -410,7 +410,7 @@ impl Index {
                 .path(&self.dir)
                 .flush_every_ms(None)
                 .cache_capacity(16 << 20);
-            match favoured_over_new_threads(|| config.open()) {
+            match crate::startup::ahead_of_sled_spinning_threads(|| config.open()) {
                 Ok(db) => return Ok(db),
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("could not acquire lock") && start.elapsed() < self.wait =>
@@ -429,37 +429,6 @@ impl Index {
                 Err(e) => return Err(Error::Index(format!("opening {}: {e}", self.dir.display()))),
             }
         }
-    }
-}
-
-/// Runs `f` at nice -20, its new threads reset to 0 (SCHED_RESET_ON_FORK), then restores the priority.
-/// Why: sled's new I/O threads busy-wait on a lazy static this thread initialises. Best effort.
-fn favoured_over_new_threads<T>(f: impl FnOnce() -> T) -> T {
-    use nix::libc;
-    // SAFETY: plain syscalls on the calling thread (who = 0), no memory
-    // shared with the kernel beyond the param struct on our stack.
-    unsafe {
-        let policy = libc::sched_getscheduler(0);
-        let nice = {
-            *libc::__errno_location() = 0;
-            libc::getpriority(libc::PRIO_PROCESS, 0)
-        };
-        let boosted = policy == libc::SCHED_OTHER
-            && *libc::__errno_location() == 0
-            && libc::sched_setscheduler(
-                0,
-                libc::SCHED_OTHER | libc::SCHED_RESET_ON_FORK,
-                &libc::sched_param { sched_priority: 0 },
-            ) == 0;
-        if boosted {
-            libc::setpriority(libc::PRIO_PROCESS, 0, -20);
-        }
-        let result = f();
-        if boosted {
-            libc::setpriority(libc::PRIO_PROCESS, 0, nice);
-            libc::sched_setscheduler(0, libc::SCHED_OTHER, &libc::sched_param { sched_priority: 0 });
-        }
-        result
     }
 }
 

@@ -32,6 +32,7 @@ pub mod run;
 pub mod runtime;
 pub mod safefs;
 pub mod snapshot;
+pub mod startup;
 pub mod store;
 pub mod system;
 pub mod tarstream;

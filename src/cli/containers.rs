@@ -346,7 +346,7 @@ fn attached_exit(attached: Attached) -> i32 {
 
 pub fn run(mocker: &Mocker, cli: &super::Cli, args: &RunArgs) -> Result<i32> {
     // The container joins its cgroup in a few ms: start the kernel's wait now.
-    mocker::runtime::cgroup::overlap_migration_wait();
+    mocker::startup::prepay_cgroup_move_grace_period();
     let opts = match create_options(&args.create, cli.userns_remap.as_deref()) {
         Ok(o) => o,
         Err(e) => {
@@ -384,7 +384,7 @@ fn start_failed(e: &mocker::Error) -> i32 {
 }
 
 pub fn start(mocker: &Mocker, args: &StartArgs) -> Result<i32> {
-    mocker::runtime::cgroup::overlap_migration_wait();
+    mocker::startup::prepay_cgroup_move_grace_period();
     if args.attach || args.interactive {
         if args.containers.len() > 1 {
             bail!("you cannot start and attach multiple containers at once");
@@ -618,7 +618,7 @@ pub fn logs(mocker: &Mocker, args: &LogsArgs) -> Result<i32> {
 }
 
 pub fn exec(mocker: &Mocker, args: &ExecArgs) -> Result<i32> {
-    mocker::runtime::cgroup::overlap_migration_wait();
+    mocker::startup::prepay_cgroup_move_grace_period();
     let opts = container::ExecOptions {
         stdin: args.interactive,
         tty: args.tty,

@@ -189,52 +189,9 @@ fn cgroup_error(what: &'static str) -> impl FnOnce(cgroups_rs::fs::error::Error)
     move |error| RuntimeError::Cgroup { what, error }
 }
 
-/// Begin, on a thread of its own, a no-op move of this process into its own cgroup (best effort).
-/// Why: the real move into the container's cgroup then shares its RCU grace-period wait.
-pub fn overlap_migration_wait() {
-    std::thread::spawn(|| {
-        if let Some(procs) = own_cgroup_procs() {
-            let _ = std::fs::write(procs, std::process::id().to_string());
-        }
-    });
-}
-
-/// The `cgroup.procs` of this process's cgroup: in the v1 pids hierarchy if
-/// there is one, else in the unified hierarchy.
-fn own_cgroup_procs() -> Option<std::path::PathBuf> {
-    let table = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path_of = |controllers: &str| {
-        table.lines().find_map(|line| {
-            let mut fields = line.splitn(3, ':');
-            let (_, names, path) = (fields.next()?, fields.next()?, fields.next()?);
-            (names == controllers).then(|| path.trim_start_matches('/').to_string())
-        })
-    };
-    let root = std::path::Path::new("/sys/fs/cgroup");
-    match (path_of("pids"), path_of("")) {
-        (Some(path), _) => Some(root.join("pids").join(path).join("cgroup.procs")),
-        (None, Some(path)) => Some(root.join(path).join("cgroup.procs")),
-        _ => None,
-    }
-    // Only one that lists us: under a cgroup namespace the path could name
-    // another cgroup, and the no-op would become a real move.
-    .filter(|p| {
-        let me = std::process::id().to_string();
-        std::fs::read_to_string(p).is_ok_and(|pids| pids.lines().any(|pid| pid == me))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn own_cgroup_is_found_and_holds_us() {
-        let procs = own_cgroup_procs().expect("this process's cgroup.procs");
-        let pids = std::fs::read_to_string(&procs).unwrap();
-        let me = std::process::id().to_string();
-        assert!(pids.lines().any(|p| p == me), "{} does not list {me}", procs.display());
-    }
 
     #[test]
     fn sizes_like_docker() {
