@@ -84,13 +84,13 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
-    #[error("index at {path} is busy: another mocker command held its lock for more than {waited_secs}s")]
+    #[error("index at {path} is busy: another mocker command held its lock for more than {waited_secs}s (retry once it ends; `fuser -v {path}.lock` names it)")]
     IndexBusy { path: PathBuf, waited_secs: u64 },
 
     #[error("index at {path} cannot be opened: {reason} (run `mocker system check --repair`)")]
     IndexUnreadable { path: PathBuf, reason: String },
 
-    #[error("index at {path} has schema version {found}, this mocker understands {expected}")]
+    #[error("index at {path} has schema version {found}, this mocker understands {expected} (use the mocker that wrote it, or another --root)")]
     IndexSchema {
         path: PathBuf,
         found: String,
