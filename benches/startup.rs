@@ -43,7 +43,11 @@ fn sled_first_open(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let status = Command::new(&exe).env(CHILD, mode).env("BENCH_DB", &path).status().unwrap();
+                    let status = Command::new(&exe)
+                        .env(CHILD, mode)
+                        .env("BENCH_DB", &path)
+                        .status()
+                        .unwrap();
                     assert!(status.success());
                 }
                 start.elapsed()
@@ -58,7 +62,10 @@ struct Target(PathBuf);
 
 impl Target {
     fn create() -> Option<Target> {
-        let path = PathBuf::from(format!("/sys/fs/cgroup/pids/mocker-bench-startup-{}", std::process::id()));
+        let path = PathBuf::from(format!(
+            "/sys/fs/cgroup/pids/mocker-bench-startup-{}",
+            std::process::id()
+        ));
         std::fs::create_dir(&path).ok().map(|_| Target(path))
     }
 

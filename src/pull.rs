@@ -601,61 +601,27 @@ async fn fetch_blob(
     };
     let mut waited = false;
     let mut retried_whole = false;
-    'attempt: loop {
-        let mut writer = match mocker.store.begin(digest, Some(size), what)? {
-            Begin::Exists => {
-                if !waited {
-                    report(LayerEvent::AlreadyExists);
-                } else {
-                    report(LayerEvent::DownloadComplete);
-                }
-                return Ok(false);
-            }
-            Begin::Busy => {
-                if !waited {
-                    report(LayerEvent::WaitingForOther);
-                    waited = true;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-            Begin::Writer(w) => w,
+    loop {
+        let Some(mut writer) = claim_blob(mocker, digest, size, what, &mut waited, &report).await? else {
+            return Ok(false);
         };
         let offset = writer.offset();
-        let mut done = offset;
-        if offset < size {
-            let blob = registry.blob(digest, size, media_type, offset).await?;
-            if blob.resumed {
-                report(LayerEvent::Resuming { from: offset });
-            } else if offset > 0 {
-                writer.reset()?;
-                done = 0;
+        let blob = BlobSource {
+            registry,
+            digest,
+            size,
+            media_type,
+            what,
+        };
+        let downloaded = download(&blob, &mut writer, &report).await;
+        // Resumed bytes may have been bad: one retry of the whole blob.
+        let retry = |e: &Error, retried: bool| offset > 0 && !retried && matches!(e, Error::SizeMismatch { .. });
+        match downloaded {
+            Err(e) if retry(&e, retried_whole) => {
+                retried_whole = true;
+                continue;
             }
-            let mut stream = blob.stream;
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(bytes) => {
-                        if let Err(e) = writer.write(&bytes) {
-                            if offset > 0 && !retried_whole && matches!(e, Error::SizeMismatch { .. }) {
-                                retried_whole = true;
-                                continue 'attempt;
-                            }
-                            return Err(e);
-                        }
-                        done += bytes.len() as u64;
-                        report(LayerEvent::Downloading { done, total: size });
-                    }
-                    // oci-client's own verification fails the stream at its
-                    // end; our commit below names both digests precisely.
-                    Err(_) if done == size => break,
-                    Err(e) => {
-                        return Err(Error::Registry {
-                            reference: what.to_string(),
-                            reason: format!("download interrupted: {e}"),
-                        })
-                    }
-                }
-            }
+            other => other?,
         }
         report(LayerEvent::Verifying);
         match writer.commit() {
@@ -663,11 +629,91 @@ async fn fetch_blob(
                 report(LayerEvent::DownloadComplete);
                 return Ok(true);
             }
-            // Resumed bytes may have been bad: one retry of the whole blob.
             Err(Error::DigestMismatch { .. } | Error::SizeMismatch { .. }) if offset > 0 && !retried_whole => {
                 retried_whole = true;
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The store's writer for `digest`, once no other pull writes it; `None`
+/// if the blob is (or, after waiting, became) complete.
+async fn claim_blob(
+    mocker: &Mocker,
+    digest: &Digest,
+    size: u64,
+    what: &str,
+    waited: &mut bool,
+    report: &impl Fn(LayerEvent),
+) -> Result<Option<Box<crate::store::Ingest>>> {
+    loop {
+        match mocker.store.begin(digest, Some(size), what)? {
+            Begin::Exists if *waited => report(LayerEvent::DownloadComplete),
+            Begin::Exists => report(LayerEvent::AlreadyExists),
+            Begin::Busy => {
+                if !*waited {
+                    report(LayerEvent::WaitingForOther);
+                    *waited = true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Begin::Writer(w) => return Ok(Some(w)),
+        }
+        return Ok(None);
+    }
+}
+
+/// Where a blob comes from.
+struct BlobSource<'a> {
+    registry: &'a Registry,
+    digest: &'a Digest,
+    size: u64,
+    media_type: &'a str,
+    what: &'a str,
+}
+
+/// Stream the rest of the blob into `writer` (from its offset, or from the
+/// start if the registry cannot resume).
+async fn download(
+    blob: &BlobSource<'_>,
+    writer: &mut Box<crate::store::Ingest>,
+    report: &impl Fn(LayerEvent),
+) -> Result<()> {
+    let offset = writer.offset();
+    if offset >= blob.size {
+        return Ok(());
+    }
+    let fetched = blob
+        .registry
+        .blob(blob.digest, blob.size, blob.media_type, offset)
+        .await?;
+    let mut done = offset;
+    if fetched.resumed {
+        report(LayerEvent::Resuming { from: offset });
+    } else if offset > 0 {
+        writer.reset()?;
+        done = 0;
+    }
+    let mut stream = fetched.stream;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                writer.write(&bytes)?;
+                done += bytes.len() as u64;
+                report(LayerEvent::Downloading { done, total: blob.size });
+            }
+            // oci-client's own verification fails the stream at its
+            // end; our commit names both digests precisely.
+            Err(_) if done == blob.size => break,
+            Err(e) => {
+                return Err(Error::Registry {
+                    reference: blob.what.to_string(),
+                    reason: format!("download interrupted: {e}"),
+                })
+            }
+        }
+    }
+    Ok(())
 }

@@ -10,7 +10,15 @@ use std::path::{Path, PathBuf};
 /// DESIGN.md's module table.
 const RANKS: &[&[&str]] = &[
     &["error", "units"],
-    &["digest", "platform", "safefs", "tarstream", "mount", "outfile", "startup"],
+    &[
+        "digest",
+        "platform",
+        "safefs",
+        "tarstream",
+        "mount",
+        "outfile",
+        "startup",
+    ],
     &["reference", "manifest", "store", "index", "auth", "export"],
     &["registry", "unpack", "snapshot", "records"],
     &["lookup", "gc"],
