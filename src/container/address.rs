@@ -1,8 +1,9 @@
 //! Host-wide address claims on the bridge for containers of this root.
 
+use super::host::Host;
 use super::paths::{dir_of, make_dir};
 use crate::error::Result;
-use crate::runtime::network::{self, Bridge};
+use crate::runtime::network::Bridge;
 use crate::Mocker;
 
 /// Claim a free address on `bridge` for container `id`, host-wide, under
@@ -12,6 +13,7 @@ use crate::Mocker;
 /// reboot), no live neighbour on the bridge. The container's directory is
 /// made first, as a claim without one is stale.
 pub(super) fn claim_address(
+    host: &dyn Host,
     mocker: &Mocker,
     s: &crate::index::Session,
     bridge: &Bridge,
@@ -19,8 +21,7 @@ pub(super) fn claim_address(
 ) -> Result<std::net::Ipv4Addr> {
     make_dir(mocker, id)?;
     let ours = s.addresses(&bridge.name)?;
-    let claimant = network::Claimant::new(&mocker.root, id)?;
-    let claimed = network::lock().and_then(|lock| lock.claim_free(bridge, &claimant, &ours));
+    let claimed = host.claim_address(&mocker.root, bridge, id, &ours);
     if claimed.is_err() {
         let _ = std::fs::remove_dir(dir_of(mocker, id));
     }
@@ -30,13 +31,16 @@ pub(super) fn claim_address(
 /// Drop container `id`'s host-wide claim of `address`. Best effort: a
 /// claim left behind is stale once the container's directory is gone, and
 /// the next allocation on that bridge reclaims it.
-pub(super) fn release_address(mocker: &Mocker, id: &str, address: Option<&(String, std::net::Ipv4Addr)>) {
+pub(super) fn release_address(
+    host: &dyn Host,
+    mocker: &Mocker,
+    id: &str,
+    address: Option<&(String, std::net::Ipv4Addr)>,
+) {
     let Some((bridge, addr)) = address else {
         return;
     };
-    let released = network::Claimant::new(&mocker.root, id)
-        .and_then(|claimant| network::lock()?.release(bridge, *addr, &claimant));
-    if let Err(e) = released {
+    if let Err(e) = host.release_address(&mocker.root, id, bridge, *addr) {
         eprintln!("warning: releasing {addr} on bridge {bridge}: {e}");
     }
 }

@@ -3,6 +3,7 @@
 
 use super::config::ContainerConfig;
 use super::error::{short, ContainerError};
+use super::host::{Host, Linux};
 use super::lookup::load;
 use super::paths::{dir_of, snapshot_key};
 use super::remove::discard;
@@ -97,7 +98,7 @@ fn check_recorded(mocker: &Mocker, record: ContainerRecord, repair: bool, found:
         container.record.name
     ));
     if repair {
-        discard(mocker, &container.record.id, None)?;
+        discard(&Linux, mocker, &container.record.id, None)?;
         found
             .repaired
             .push(format!("removed the unfinished container {}", container.record.name));
@@ -109,7 +110,7 @@ fn check_recorded(mocker: &Mocker, record: ContainerRecord, repair: bool, found:
 /// (since its lock file's mtime, when it wrote its pid there) but has not
 /// written the state since (a monitor tearing down has).
 fn stuck_start(dir: &std::path::Path, container: &super::Container) -> Option<String> {
-    use super::host::{Host, Linux, START_TIMEOUT};
+    use super::stop::START_TIMEOUT;
     if container.state.status == Status::Running || !Linux.monitor_alive(dir) {
         return None;
     }

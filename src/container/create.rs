@@ -4,6 +4,7 @@ use super::address::{claim_address, release_address};
 use super::config::{ContainerConfig, CreateOptions};
 use super::error::ContainerError;
 use super::etc_files::write_etc_files;
+use super::host::{Host, Linux};
 use super::lookup::Container;
 use super::names;
 use super::paths::{dir_of, make_dir, snapshot_key};
@@ -21,6 +22,12 @@ use crate::Mocker;
 
 /// Create a container from a local image (state "created").
 pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
+    create_on(&Linux, mocker, opts)
+}
+
+/// `create` on `host`: whatever fails after the claim is undone, records
+/// included, as `rm` would.
+pub(super) fn create_on(host: &dyn Host, mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
     let name = opts.name.as_deref().map(names::validate).transpose()?;
     let id = runtime::new_id()?;
     let bridge = match opts.network {
@@ -28,16 +35,16 @@ pub fn create(mocker: &Mocker, opts: &CreateOptions) -> Result<Container> {
         _ => None,
     };
     let security = check_options(mocker, opts)?;
-    let claimed = claim(mocker, opts, &id, name.as_ref(), bridge.as_ref())?;
+    let claimed = claim(host, mocker, opts, &id, name.as_ref(), bridge.as_ref())?;
     let record = claimed.record.clone();
-    match materialize(mocker, opts, claimed, bridge.as_ref(), security) {
+    match materialize(host, mocker, opts, claimed, bridge.as_ref(), security) {
         Ok(config) => Ok(Container {
             record,
             config: Some(config),
             state: State::default(),
         }),
         Err(e) => {
-            let _ = discard(mocker, &record.id, None);
+            let _ = discard(host, mocker, &record.id, None);
             Err(e)
         }
     }
@@ -54,6 +61,7 @@ struct Claimed {
 /// One session: the image, its config, the name, the address and the
 /// writable snapshot are found, checked and claimed together.
 fn claim(
+    host: &dyn Host,
     mocker: &Mocker,
     opts: &CreateOptions,
     id: &str,
@@ -76,7 +84,7 @@ fn claim(
         // Last before the commit: the address is claimed host-wide (other
         // roots share the bridge), and released if the commit fails.
         let address = match bridge {
-            Some(b) => Some((b.name.clone(), claim_address(mocker, s, b, id)?)),
+            Some(b) => Some((b.name.clone(), claim_address(host, mocker, s, b, id)?)),
             None => None,
         };
         let record = ContainerRecord {
@@ -88,7 +96,7 @@ fn claim(
         };
         batch.put_container(&record);
         if let Err(e) = s.apply(&batch) {
-            release_address(mocker, id, record.address.as_ref());
+            release_address(host, mocker, id, record.address.as_ref());
             let _ = std::fs::remove_dir(dir_of(mocker, id));
             return Err(e);
         }
@@ -104,6 +112,7 @@ fn claim(
 /// The container's directory, /etc files and writable snapshot, then its
 /// config.json — last: its presence is what makes the container complete.
 fn materialize(
+    host: &dyn Host,
     mocker: &Mocker,
     opts: &CreateOptions,
     claimed: Claimed,
@@ -132,7 +141,7 @@ fn materialize(
     )?;
     let overlay = mocker.snapshots.make_active(&snapshot_key(id), reserved)?;
     if let Some(mapping) = &opts.userns {
-        give_to_container_root(mapping, &overlay, &files)?;
+        give_to_container_root(host, mapping, &overlay, &files)?;
     }
     let init = InitSpec {
         process,
@@ -251,11 +260,16 @@ fn image_process(
 /// With a user namespace, the writable layer's root (what `/` is inside)
 /// and the container's /etc files belong to the container's root, as
 /// docker's userns-remap makes them; the image's layers stay root's.
-fn give_to_container_root(mapping: &IdMapping, overlay: &crate::mount::Overlay, files: &[Volume]) -> Result<()> {
+fn give_to_container_root(
+    host: &dyn Host,
+    mapping: &IdMapping,
+    overlay: &crate::mount::Overlay,
+    files: &[Volume],
+) -> Result<()> {
     let (uid, gid) = mapping.root();
     let upper = overlay.base.join(&overlay.upper);
     for path in std::iter::once(upper.as_path()).chain(files.iter().map(|f| f.source.as_path())) {
-        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).ctx(|| format!("chown {}", path.display()))?;
+        host.chown(path, uid, gid)?;
     }
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! Finding containers and reading what their files say.
 
+use std::path::Path;
+
 use super::config::ContainerConfig;
 use super::error::ContainerError;
-use super::host::{self, Host, Linux};
+use super::host::{Host, Linux};
 use super::paths::dir_of;
 use super::state::{State, Status};
 use crate::digest::Digest;
@@ -65,6 +67,10 @@ pub fn find(mocker: &Mocker, query: &str) -> Result<ContainerRecord> {
 /// Read a container's config and state, correcting a state whose monitor
 /// died (its processes are killed and its cgroup removed).
 pub fn load(mocker: &Mocker, record: ContainerRecord) -> Result<Container> {
+    load_on(&Linux, mocker, record)
+}
+
+pub(super) fn load_on(host: &dyn Host, mocker: &Mocker, record: ContainerRecord) -> Result<Container> {
     let dir = dir_of(mocker, &record.id);
     let config = match ContainerConfig::load(&dir) {
         Ok(c) => Some(c),
@@ -76,16 +82,30 @@ pub fn load(mocker: &Mocker, record: ContainerRecord) -> Result<Container> {
     if config.is_none() {
         state.status = Status::Dead;
     } else {
-        state = host::settle(&Linux, &record.id, &dir, state)?;
+        state = settle(host, &record.id, &dir, state)?;
     }
     Ok(Container { record, config, state })
+}
+
+/// The state as it really is: "running" with its monitor gone means the
+/// container died with it; whatever is left of it is killed and the
+/// correction saved.
+pub(super) fn settle(host: &dyn Host, id: &str, dir: &Path, state: State) -> Result<State> {
+    match state.settled(host.monitor_alive(dir), &super::state::now()) {
+        None => Ok(state),
+        Some(settled) => {
+            host.clear_cgroup(id);
+            settled.save(&dir.join("state.json"))?;
+            Ok(settled)
+        }
+    }
 }
 
 /// The container's state as its files say, without an index session (for
 /// a caller that knows the id, e.g. after waiting for its monitor).
 pub fn state_of(mocker: &Mocker, id: &str) -> Result<State> {
     let dir = dir_of(mocker, id);
-    host::settle(&Linux, id, &dir, State::load(&dir.join("state.json"))?)
+    settle(&Linux, id, &dir, State::load(&dir.join("state.json"))?)
 }
 
 /// Whether the container's monitor (and so the container) lives: a lock
@@ -96,7 +116,11 @@ pub fn is_running(mocker: &Mocker, id: &str) -> bool {
 
 /// Look a container up and load it.
 pub fn get(mocker: &Mocker, query: &str) -> Result<Container> {
-    load(mocker, find(mocker, query)?)
+    get_on(&Linux, mocker, query)
+}
+
+pub(super) fn get_on(host: &dyn Host, mocker: &Mocker, query: &str) -> Result<Container> {
+    load_on(host, mocker, find(mocker, query)?)
 }
 
 /// All containers (only running ones unless `all`), newest first.
@@ -122,4 +146,30 @@ pub fn users_of_image(mocker: &Mocker, manifest: &Digest) -> Result<Vec<Containe
         .into_values()
         .filter(|r| &r.image_manifest == manifest)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::fake::FakeHost;
+
+    #[test]
+    fn a_dead_monitor_settles_the_state_and_clears_the_cgroup() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = State {
+            status: Status::Running,
+            pid: 10,
+            monitor_pid: 9,
+            ..Default::default()
+        };
+        let host = FakeHost::with_monitor(1, None);
+        // Monitor alive: nothing changes, nothing is killed.
+        assert_eq!(settle(&host, "c1", dir.path(), running.clone()).unwrap(), running);
+        assert!(host.calls.borrow().is_empty());
+        // Monitor gone: exited 137, cgroup cleared, saved for everyone.
+        let settled = settle(&host, "c1", dir.path(), running).unwrap();
+        assert_eq!((settled.status, settled.exit_code), (Status::Exited, 137));
+        assert_eq!(host.calls_to("clear_cgroup"), ["clear_cgroup c1"]);
+        assert_eq!(State::load(&dir.path().join("state.json")).unwrap(), settled);
+    }
 }

@@ -13,6 +13,8 @@ mod error;
 mod etc_files;
 mod exec;
 mod export;
+#[cfg(test)]
+mod fake;
 mod filter;
 pub mod host;
 mod inspect;

@@ -292,7 +292,7 @@ fn auto_remove(dir: &Path, config: &ContainerConfig) -> Result<()> {
         .ok()
         .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
     let mocker = crate::Mocker::open(dir.parent().and_then(Path::parent).unwrap_or(Path::new("/")))?;
-    super::remove::discard(&mocker, &config.id, Some(config))
+    super::remove::discard(&super::host::Linux, &mocker, &config.id, Some(config))
 }
 
 /// `monitor.lock`, with our pid in it, for a container that is not being

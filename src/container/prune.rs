@@ -1,9 +1,10 @@
 //! `container prune`.
 
 use super::bridge::remove_unused_bridge;
+use super::host::{Host, Linux};
 use super::lookup::list;
 use super::paths::dir_of;
-use super::remove::{claim_for_removal, discard};
+use super::remove::discard;
 use super::state::Status;
 use crate::error::Result;
 use crate::Mocker;
@@ -17,11 +18,11 @@ pub fn prune(mocker: &Mocker) -> Result<Vec<String>> {
         if container.state.status == Status::Running {
             continue;
         }
-        if !claim_for_removal(&dir) {
+        if !Linux.claim_for_removal(&dir) {
             // Being started right now: not a stopped container.
             continue;
         }
-        discard(mocker, &container.record.id, container.config.as_ref())?;
+        discard(&Linux, mocker, &container.record.id, container.config.as_ref())?;
         removed.push(container.record.id);
     }
     remove_unused_bridge(mocker)?;

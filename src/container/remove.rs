@@ -5,24 +5,28 @@ use std::path::Path;
 use super::address::release_address;
 use super::config::ContainerConfig;
 use super::error::{short, ContainerError};
-use super::host::{self, Host, Linux};
-use super::lookup::{get, Container};
+use super::host::{Host, Linux};
+use super::lookup::{get_on, Container};
 use super::monitor;
 use super::paths::{dir_of, snapshot_key};
 use super::state::Status;
+use super::stop::{force_stop, KILL_TIMEOUT};
 use crate::error::{Error, IoContext, Result};
 use crate::index::Batch;
-use crate::runtime::network;
 use crate::Mocker;
 
 /// Remove a container: its writable layer, cgroup, files and records
 /// (the records last, so an interrupted removal can be run again).
 pub fn remove(mocker: &Mocker, query: &str, force: bool) -> Result<String> {
-    remove_container(mocker, get(mocker, query)?, force)
+    remove_container_on(&Linux, mocker, get_on(&Linux, mocker, query)?, force)
 }
 
 /// `remove` of a container already loaded.
 pub fn remove_container(mocker: &Mocker, container: Container, force: bool) -> Result<String> {
+    remove_container_on(&Linux, mocker, container, force)
+}
+
+pub(super) fn remove_container_on(host: &dyn Host, mocker: &Mocker, container: Container, force: bool) -> Result<String> {
     let dir = dir_of(mocker, &container.record.id);
     let refused = || {
         Error::from(ContainerError::RemoveRunning {
@@ -32,15 +36,15 @@ pub fn remove_container(mocker: &Mocker, container: Container, force: bool) -> R
     if container.state.status == Status::Running && !force {
         return Err(refused());
     }
-    if !claim_for_removal(&dir) {
+    if !host.claim_for_removal(&dir) {
         if !force {
             return Err(refused());
         }
         // Marked too: once it is stopped, no new start may begin.
         let _ = std::fs::File::create(monitor::removing_path(&dir));
-        host::force_stop(&Linux, &dir)?;
+        force_stop(host, &dir)?;
     }
-    discard(mocker, &container.record.id, container.config.as_ref())?;
+    discard(host, mocker, &container.record.id, container.config.as_ref())?;
     Ok(container.record.id)
 }
 
@@ -76,17 +80,17 @@ pub(super) fn claim_for_removal(dir: &Path) -> bool {
 /// last one transaction dropping the snapshot and container records — so a
 /// kill at any point leaves a (dead) container that `rm` can finish.
 /// The record is read in that last transaction, so the caller needs none.
-pub(super) fn discard(mocker: &Mocker, id: &str, config: Option<&ContainerConfig>) -> Result<()> {
+pub(super) fn discard(host: &dyn Host, mocker: &Mocker, id: &str, config: Option<&ContainerConfig>) -> Result<()> {
     let dir = dir_of(mocker, id);
     let key = snapshot_key(id);
-    Linux.clear_cgroup(id);
+    host.clear_cgroup(id);
     if let Some(endpoint) = config.and_then(|c| c.endpoint.as_ref()) {
-        network::detach(endpoint)?;
+        host.detach_network(endpoint)?;
     }
     // Its mounts must be gone before their directories go. Bounded: the
     // callers made sure no monitor runs it, so this is only the one that
     // just ended letting go of its namespaces.
-    if !monitor::wait_for_lock_until(&monitor::teardown_lock_path(&dir), host::KILL_TIMEOUT) {
+    if !host.wait_for_teardown(&dir, KILL_TIMEOUT) {
         return Err(ContainerError::StillHeld {
             id: short(id),
             monitor_pid: monitor::monitor_pid(&dir),
@@ -128,7 +132,7 @@ pub(super) fn discard(mocker: &Mocker, id: &str, config: Option<&ContainerConfig
     })?;
     // After the records: a kill before this leaves a claim whose directory
     // is gone, i.e. stale.
-    release_address(mocker, id, record.as_ref().and_then(|r| r.address.as_ref()));
+    release_address(host, mocker, id, record.as_ref().and_then(|r| r.address.as_ref()));
     // What an earlier, interrupted removal left.
     mocker.snapshots.sweep_partial_builds();
     Ok(())

@@ -1,7 +1,10 @@
 //! `start`: a container handed to a new monitor.
 
+use std::path::Path;
+
 use super::error::{short, ContainerError};
-use super::lookup::{get, Container};
+use super::host::{Host, Linux};
+use super::lookup::{get_on, Container};
 use super::monitor::{self, Attach};
 use super::report::StartReport;
 use super::state::Status;
@@ -19,11 +22,17 @@ pub struct Started {
 
 /// Start a created or exited container under a new monitor.
 pub fn start(mocker: &Mocker, query: &str, attach: Attach) -> Result<Started> {
-    start_container(mocker, &get(mocker, query)?, attach)
+    start_container(mocker, &get_on(&Linux, mocker, query)?, attach)
 }
 
 /// `start` of a container already loaded.
 pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -> Result<Started> {
+    start_on(&Linux, mocker, container, attach)
+}
+
+/// A running container is left as it is; any other gets a monitor, whose
+/// report says whether it runs. (The monitor records the outcome itself.)
+pub(super) fn start_on(host: &dyn Host, mocker: &Mocker, container: &Container, attach: Attach) -> Result<Started> {
     let config = container.config()?;
     if container.state.status == Status::Running {
         return Ok(Started {
@@ -31,6 +40,20 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
             monitor: None,
         });
     }
+    match host.spawn_monitor(&mocker.root, &config.id, attach)? {
+        (StartReport::Started { pid }, monitor) => Ok(Started { pid, monitor }),
+        (StartReport::Failed { code, message }, _) => Err(Error::StartFailed { code, message }),
+    }
+}
+
+/// Run `mocker __monitor` for container `id` of `root` and read its start
+/// report on a pipe; a monitor that reported no start has exited and is
+/// reaped here.
+pub(super) fn spawn_monitor(
+    root: &Path,
+    id: &str,
+    attach: Attach,
+) -> Result<(StartReport, Option<std::process::Child>)> {
     let (status_read, status_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| ContainerError::Sys {
             what: "creating the monitor's status pipe",
@@ -38,11 +61,11 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
         })?;
     let status_fd = std::os::fd::AsRawFd::as_raw_fd(&status_write);
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    let root = mocker.root.display().to_string();
+    let root_text = root.display().to_string();
     let env = [
         ("PATH", path.as_str()),
-        (monitor::ROOT_ENV, root.as_str()),
-        (monitor::ID_ENV, config.id.as_str()),
+        (monitor::ROOT_ENV, root_text.as_str()),
+        (monitor::ID_ENV, id),
         (monitor::STATUS_FD_ENV, &status_fd.to_string()),
         (
             monitor::ATTACH_ENV,
@@ -56,9 +79,9 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
     // The monitor makes a session of its own first thing (see
     // `monitor::main`).
     let (mut command, _binary) = runtime::self_command(
-        &mocker.root.join("mounts"),
+        &root.join("mounts"),
         "__monitor",
-        &[&config.id],
+        &[id],
         &env,
         std::os::fd::AsFd::as_fd(&status_write),
     )?;
@@ -70,21 +93,15 @@ pub fn start_container(mocker: &Mocker, container: &Container, attach: Attach) -
     if !attach.stdin {
         command.stdin(std::process::Stdio::null());
     }
-    let mut child = command.spawn().map_err(|source| ContainerError::SpawnMonitor {
-        id: short(&config.id),
-        source,
-    })?;
+    let mut child = command
+        .spawn()
+        .map_err(|source| ContainerError::SpawnMonitor { id: short(id), source })?;
     drop(status_write);
-    let report = StartReport::receive(std::fs::File::from(status_read), &short(&config.id));
-    if !matches!(report, Ok(StartReport::Started { .. })) {
-        // It exits once it has reported a failure: reaped here.
-        let _ = child.wait();
+    let report = StartReport::receive(std::fs::File::from(status_read), &short(id));
+    if matches!(report, Ok(StartReport::Started { .. })) {
+        return Ok((report?, Some(child)));
     }
-    match report? {
-        StartReport::Started { pid } => Ok(Started {
-            pid,
-            monitor: Some(child),
-        }),
-        StartReport::Failed { code, message } => Err(Error::StartFailed { code, message }),
-    }
+    // It exits once it has reported a failure: reaped here.
+    let _ = child.wait();
+    Ok((report?, None))
 }
