@@ -280,3 +280,78 @@ pub(super) fn with_term(env: &mut Vec<String>) {
         env.push("TERM=xterm".into());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::fake::{self, FakeHost};
+    use crate::runtime::userns::IdRange;
+
+    #[test]
+    fn a_create_records_the_container_then_makes_it_complete() {
+        let (_tmp, mocker) = fake::root_with_image();
+        let host = FakeHost::new();
+        let container = create_on(&host, &mocker, &fake::options(Network::Bridge)).unwrap();
+        let id = &container.record.id;
+        assert_eq!(host.effects(), ["claim_address"]);
+        let (bridge, addr) = container.record.address.clone().unwrap();
+        assert_eq!(*host.claimed.borrow(), [(bridge, addr)]);
+        let mut left = fake::leftovers(&mocker);
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                format!("active container-{id}"),
+                format!("dir {id}"),
+                format!("record {id}"),
+                "snapshot 1".to_string()
+            ]
+        );
+        let dir = dir_of(&mocker, id);
+        assert_eq!(ContainerConfig::load(&dir).unwrap().endpoint.unwrap().address, addr);
+        let hosts = std::fs::read_to_string(dir.join("hosts")).unwrap();
+        assert!(hosts.contains(&addr.to_string()), "{hosts}");
+    }
+
+    #[test]
+    fn a_failure_mid_create_undoes_what_was_done_and_leaves_no_record() {
+        let (_tmp, mocker) = fake::root_with_image();
+        let host = FakeHost::new();
+        host.fail("chown");
+        let range = IdRange {
+            host: 100000,
+            size: 65536,
+        };
+        let opts = CreateOptions {
+            name: Some("web".into()),
+            userns: Some(IdMapping { uid: range, gid: range }),
+            ..fake::options(Network::Bridge)
+        };
+        assert!(create_on(&host, &mocker, &opts).is_err());
+        // Claimed, failed after the snapshot was made, then undone as `rm`
+        // would: cgroup, snapshot, directory, records, address last.
+        assert_eq!(
+            host.effects(),
+            ["claim_address", "chown", "clear_cgroup", "wait_for_teardown", "release_address"]
+        );
+        assert!(host.claimed.borrow().is_empty());
+        assert_eq!(fake::leftovers(&mocker), Vec::<String>::new());
+        // The name is free again.
+        let host = FakeHost::new();
+        create_on(&host, &mocker, &CreateOptions { userns: None, ..opts }).unwrap();
+    }
+
+    #[test]
+    fn a_refused_address_leaves_nothing() {
+        let (_tmp, mocker) = fake::root_with_image();
+        let host = FakeHost::new();
+        host.fail("claim_address");
+        assert!(create_on(&host, &mocker, &fake::options(Network::Bridge)).is_err());
+        assert_eq!(host.effects(), ["claim_address"]);
+        assert_eq!(fake::leftovers(&mocker), Vec::<String>::new());
+        // Without a bridge there is no address to claim.
+        let host = FakeHost::new();
+        let container = create_on(&host, &mocker, &fake::options(Network::None)).unwrap();
+        assert!(host.calls.borrow().is_empty() && container.record.address.is_none());
+    }
+}

@@ -157,3 +157,87 @@ pub(super) fn sweep_unfinished_creates(mocker: &Mocker, s: &crate::index::Sessio
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::fake::{self, FakeHost};
+    use crate::container::lookup::get_on;
+    use crate::container::state::State;
+    use nix::sys::signal::Signal;
+
+    #[test]
+    fn rm_refuses_a_running_container_and_keeps_all_of_it() {
+        let (_tmp, mocker) = fake::root_with_image();
+        let creator = FakeHost::new();
+        let id = fake::create(&mocker, &creator).record.id;
+        fake::mark_running(&mocker, &id, 42);
+        let before = fake::leftovers(&mocker);
+        let host = FakeHost::with_monitor(u32::MAX, None);
+        let err = remove_container_on(&host, &mocker, get_on(&host, &mocker, &id).unwrap(), false).unwrap_err();
+        assert!(err.to_string().starts_with("cannot remove container"), "{err}");
+        assert!(host.calls.borrow().is_empty());
+        // Recorded as created, but its monitor is starting it: refused too.
+        std::fs::remove_file(dir_of(&mocker, &id).join("state.json")).unwrap();
+        let container = get_on(&host, &mocker, &id).unwrap();
+        assert!(remove_container_on(&host, &mocker, container, false).is_err());
+        assert_eq!(host.effects(), ["claim_for_removal"]);
+        assert_eq!(fake::leftovers(&mocker), before);
+        assert_eq!(creator.claimed.borrow().len(), 1);
+    }
+
+    #[test]
+    fn rm_force_stops_first_then_removes_everything_records_last() {
+        let (_tmp, mocker) = fake::root_with_image();
+        let id = fake::create(&mocker, &FakeHost::new()).record.id;
+        fake::mark_running(&mocker, &id, 42);
+        let host = FakeHost::with_monitor(u32::MAX, Some(Signal::SIGKILL));
+        let container = get_on(&host, &mocker, &id).unwrap();
+        host.states.borrow_mut().push(container.state.clone());
+        let address = container.record.address.clone().unwrap();
+        host.claimed.borrow_mut().push(address.clone());
+        assert_eq!(remove_container_on(&host, &mocker, container, true).unwrap(), id);
+        assert_eq!(
+            host.effects(),
+            [
+                "claim_for_removal",
+                "signal",
+                "clear_cgroup",
+                "detach_network",
+                "wait_for_teardown",
+                "release_address"
+            ]
+        );
+        assert_eq!(host.calls_to("signal"), ["signal 42 SIGKILL"]);
+        assert_eq!(host.calls_to("release_address"), [format!("release_address {id} {}", address.1)]);
+        assert!(host.claimed.borrow().is_empty());
+        assert_eq!(fake::leftovers(&mocker), Vec::<String>::new());
+    }
+
+    #[test]
+    fn rm_of_a_stopped_container_signals_nothing_and_a_held_one_is_kept_for_a_retry() {
+        let (_tmp, mocker) = fake::root_with_image();
+        let id = fake::create(&mocker, &FakeHost::new()).record.id;
+        let exited = State {
+            status: Status::Exited,
+            exit_code: 3,
+            ..Default::default()
+        };
+        exited.save(&dir_of(&mocker, &id).join("state.json")).unwrap();
+        // The monitor that just ended still holds the namespaces: the
+        // records stay, so `rm` finds the container again.
+        let host = FakeHost::new();
+        host.fail("wait_for_teardown");
+        let container = get_on(&host, &mocker, &id).unwrap();
+        let err = remove_container_on(&host, &mocker, container, false).unwrap_err();
+        assert!(err.to_string().contains("still held by its monitor"), "{err}");
+        assert!(fake::leftovers(&mocker).contains(&format!("record {id}")));
+        assert!(dir_of(&mocker, &id).join("config.json").exists());
+        // Once it has let go: removed, without a signal.
+        let host = FakeHost::new();
+        let container = get_on(&host, &mocker, &id).unwrap();
+        remove_container_on(&host, &mocker, container, false).unwrap();
+        assert!(host.sent.borrow().is_empty());
+        assert_eq!(fake::leftovers(&mocker), Vec::<String>::new());
+    }
+}

@@ -105,3 +105,54 @@ pub(super) fn spawn_monitor(
     let _ = child.wait();
     Ok((report?, None))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::fake::{self, FakeHost};
+    use crate::container::lookup::get_on;
+
+    #[test]
+    fn start_runs_a_monitor_and_says_what_it_reported() {
+        let (_tmp, mocker) = fake::root_with_image();
+        let container = fake::create(&mocker, &FakeHost::new());
+        let id = container.record.id.clone();
+        let host = FakeHost::new();
+        *host.report.borrow_mut() = Some(StartReport::Started { pid: 42 });
+        let started = start_on(&host, &mocker, &container, Attach::default()).unwrap();
+        assert_eq!((started.pid, host.calls_to("spawn_monitor")), (42, vec![format!("spawn_monitor {id}")]));
+        // A failed start is docker's code and the monitor's reason.
+        let host = FakeHost::new();
+        *host.report.borrow_mut() = Some(StartReport::Failed {
+            code: 127,
+            message: "exec: \"nope\": executable file not found in $PATH".into(),
+        });
+        match start_on(&host, &mocker, &container, Attach::default()) {
+            Err(Error::StartFailed { code: 127, message }) => assert!(message.contains("nope"), "{message}"),
+            other => panic!("{:?}", other.map(|s| s.pid)),
+        }
+        // A monitor that cannot be run: its error, nothing else.
+        let host = FakeHost::new();
+        host.fail("spawn_monitor");
+        assert!(start_on(&host, &mocker, &container, Attach::default()).is_err());
+        assert_eq!(host.effects(), ["spawn_monitor"]);
+    }
+
+    #[test]
+    fn a_running_container_gets_no_second_monitor_and_an_unfinished_one_none() {
+        let (_tmp, mocker) = fake::root_with_image();
+        let id = fake::create(&mocker, &FakeHost::new()).record.id;
+        fake::mark_running(&mocker, &id, 42);
+        let host = FakeHost::with_monitor(u32::MAX, None);
+        let container = get_on(&host, &mocker, &id).unwrap();
+        let started = start_on(&host, &mocker, &container, Attach::default()).unwrap();
+        assert_eq!(started.pid, 42);
+        assert!(host.calls_to("spawn_monitor").is_empty() && started.monitor.is_none());
+        // A create cut short (no config.json): refused, no monitor.
+        std::fs::remove_file(crate::container::paths::dir_of(&mocker, &id).join("config.json")).unwrap();
+        let container = get_on(&host, &mocker, &id).unwrap();
+        let err = start_on(&host, &mocker, &container, Attach::default()).err().unwrap();
+        assert!(err.to_string().contains("was not fully created"), "{err}");
+        assert!(host.calls_to("spawn_monitor").is_empty());
+    }
+}
