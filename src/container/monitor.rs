@@ -202,14 +202,10 @@ fn launch(
 ) -> std::result::Result<(Running, State, ContainerCgroup), Failed> {
     let running = match start(dir, config, &cgroup, attach) {
         Ok(running) => running,
-        Err((code, message)) => {
+        Err(failed) => {
             let _ = cgroup.remove();
-            let mut state = State::load(state_path).unwrap_or_default();
-            state.status = Status::Created;
-            state.exit_code = code;
-            state.error = message.clone();
-            let _ = state.save(state_path);
-            return Err((code, message));
+            record_failed_start(state_path, &failed);
+            return Err(failed);
         }
     };
     let state = State::running(
@@ -224,6 +220,16 @@ fn launch(
         return Err((runtime::init::EXIT_RUNTIME_FAILED, e.to_string()));
     }
     Ok((running, state, cgroup))
+}
+
+/// A failed start, as `inspect` shows it: created again, with docker's
+/// code and why; what the last run left (its finish, its OOM) is kept.
+fn record_failed_start(state_path: &Path, (code, message): &Failed) {
+    let mut state = State::load(state_path).unwrap_or_default();
+    state.status = Status::Created;
+    state.exit_code = *code;
+    state.error = message.clone();
+    let _ = state.save(state_path);
 }
 
 /// Wait for PID 1's exit; docker's exit code for it. WNOWAIT: it stays a
@@ -531,4 +537,28 @@ fn follow_console(console: &OwnedFd, attach: Attach) -> Result<OwnedFd> {
         }
     }
     Ok(master)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_start_is_recorded_as_created_with_its_code_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let last_run = State {
+            status: Status::Exited,
+            exit_code: 0,
+            finished_at: Some("2024-01-01T00:00:00Z".into()),
+            oom_killed: true,
+            ..Default::default()
+        };
+        last_run.save(&path).unwrap();
+        record_failed_start(&path, &(127, "exec: \"nope\": not found".into()));
+        let state = State::load(&path).unwrap();
+        assert_eq!((state.status, state.exit_code), (Status::Created, 127));
+        assert_eq!(state.error, "exec: \"nope\": not found");
+        assert_eq!((state.finished_at, state.oom_killed), (last_run.finished_at, true));
+    }
 }
