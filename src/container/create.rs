@@ -332,7 +332,13 @@ mod tests {
         // would: cgroup, snapshot, directory, records, address last.
         assert_eq!(
             host.effects(),
-            ["claim_address", "chown", "clear_cgroup", "wait_for_teardown", "release_address"]
+            [
+                "claim_address",
+                "chown",
+                "clear_cgroup",
+                "wait_for_teardown",
+                "release_address"
+            ]
         );
         assert!(host.claimed.borrow().is_empty());
         assert_eq!(fake::leftovers(&mocker), Vec::<String>::new());

@@ -167,13 +167,18 @@ impl Host for FakeHost {
     }
     fn spawn_monitor(&self, _: &Path, id: &str, _: Attach) -> Result<(StartReport, Option<std::process::Child>)> {
         self.effect("spawn_monitor", id)?;
-        let report = self.report.borrow_mut().take().expect("the test says what the monitor reports");
+        let report = self
+            .report
+            .borrow_mut()
+            .take()
+            .expect("the test says what the monitor reports");
         Ok((report, None))
     }
 }
 
 /// The config of the one image of [`root_with_image`]: no layers.
-const IMAGE_CONFIG: &[u8] = br#"{"architecture":"amd64","os":"linux","config":{"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+const IMAGE_CONFIG: &[u8] =
+    br#"{"architecture":"amd64","os":"linux","config":{"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
 
 /// The image ID of [`root_with_image`]'s image.
 pub fn image_id() -> String {
@@ -247,7 +252,11 @@ pub fn leftovers(mocker: &crate::Mocker) -> Vec<String> {
         })
         .unwrap();
     if let Ok(entries) = std::fs::read_dir(mocker.root.join("containers")) {
-        left.extend(entries.flatten().map(|e| format!("dir {}", e.file_name().to_string_lossy())));
+        left.extend(
+            entries
+                .flatten()
+                .map(|e| format!("dir {}", e.file_name().to_string_lossy())),
+        );
     }
     let snapshots = mocker.snapshots.numbered_dirs().unwrap();
     left.extend(snapshots.into_iter().map(|(id, _)| format!("snapshot {id}")));

@@ -51,8 +51,12 @@ pub trait Host {
     fn wait_for_teardown(&self, dir: &Path, timeout: Duration) -> bool;
     /// Run the monitor of container `id` of `root` and read its start
     /// report; the monitor when it reported a start (else it is reaped).
-    fn spawn_monitor(&self, root: &Path, id: &str, attach: Attach)
-        -> Result<(StartReport, Option<std::process::Child>)>;
+    fn spawn_monitor(
+        &self,
+        root: &Path,
+        id: &str,
+        attach: Attach,
+    ) -> Result<(StartReport, Option<std::process::Child>)>;
 }
 
 /// The real host.

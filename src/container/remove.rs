@@ -26,7 +26,12 @@ pub fn remove_container(mocker: &Mocker, container: Container, force: bool) -> R
     remove_container_on(&Linux, mocker, container, force)
 }
 
-pub(super) fn remove_container_on(host: &dyn Host, mocker: &Mocker, container: Container, force: bool) -> Result<String> {
+pub(super) fn remove_container_on(
+    host: &dyn Host,
+    mocker: &Mocker,
+    container: Container,
+    force: bool,
+) -> Result<String> {
     let dir = dir_of(mocker, &container.record.id);
     let refused = || {
         Error::from(ContainerError::RemoveRunning {
@@ -209,7 +214,10 @@ mod tests {
             ]
         );
         assert_eq!(host.calls_to("signal"), ["signal 42 SIGKILL"]);
-        assert_eq!(host.calls_to("release_address"), [format!("release_address {id} {}", address.1)]);
+        assert_eq!(
+            host.calls_to("release_address"),
+            [format!("release_address {id} {}", address.1)]
+        );
         assert!(host.claimed.borrow().is_empty());
         assert_eq!(fake::leftovers(&mocker), Vec::<String>::new());
     }

@@ -120,7 +120,10 @@ mod tests {
         let host = FakeHost::new();
         *host.report.borrow_mut() = Some(StartReport::Started { pid: 42 });
         let started = start_on(&host, &mocker, &container, Attach::default()).unwrap();
-        assert_eq!((started.pid, host.calls_to("spawn_monitor")), (42, vec![format!("spawn_monitor {id}")]));
+        assert_eq!(
+            (started.pid, host.calls_to("spawn_monitor")),
+            (42, vec![format!("spawn_monitor {id}")])
+        );
         // A failed start is docker's code and the monitor's reason.
         let host = FakeHost::new();
         *host.report.borrow_mut() = Some(StartReport::Failed {
