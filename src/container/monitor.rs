@@ -446,7 +446,7 @@ fn start(
     attach: Attach,
 ) -> std::result::Result<Running, Failed> {
     let published = claim_network(dir, config).map_err(failed)?;
-    let log = LogWriter::open(&super::paths::log_path(&dir), config.log_rotation).map_err(failed)?;
+    let log = LogWriter::open(&super::paths::log_path(dir), config.log_rotation).map_err(failed)?;
     let (stdio, sources, console) = wire_stdio(config.init.tty, attach).map_err(failed)?;
     // Before the clone, while we are single-threaded.
     let userns = match &config.init.userns {
