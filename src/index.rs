@@ -113,7 +113,8 @@ pub struct ContainerRecord {
     pub id: String,
     pub name: String,
     pub image_manifest: Digest,
-    pub created: String,
+    #[serde(with = "crate::timestamp::rfc3339")]
+    pub created: crate::timestamp::Timestamp,
     /// Its bridge and address, when it has one (`ip/<bridge>/<addr>`).
     pub address: Option<(String, std::net::Ipv4Addr)>,
 }

@@ -36,6 +36,7 @@ pub mod startup;
 pub mod store;
 pub mod system;
 pub mod tarstream;
+pub mod timestamp;
 pub mod units;
 pub mod unpack;
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Top-level modules by rank, lowest first; data flows upward. Mirrors
 /// DESIGN.md's module table.
 const RANKS: &[&[&str]] = &[
-    &["error", "units"],
+    &["error", "units", "timestamp"],
     &[
         "digest",
         "platform",

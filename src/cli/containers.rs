@@ -513,7 +513,7 @@ pub fn ps(mocker: &Mocker, args: &PsArgs) -> Result<i32> {
     if let Some(n) = last {
         containers.truncate(n);
     }
-    let now = chrono::Utc::now();
+    let now = mocker::timestamp::now();
     let id = |c: &Container| {
         if args.no_trunc {
             c.record.id.clone()
@@ -522,14 +522,7 @@ pub fn ps(mocker: &Mocker, args: &PsArgs) -> Result<i32> {
         }
     };
     let image = |c: &Container| c.config.as_ref().map(|c| c.image.clone()).unwrap_or_default();
-    let created = |c: &Container| {
-        chrono::DateTime::parse_from_rfc3339(&c.record.created)
-            .map(|t| {
-                let age = (now - t.with_timezone(&chrono::Utc)).to_std().unwrap_or(Duration::ZERO);
-                format!("{} ago", mocker::units::human_duration(age))
-            })
-            .unwrap_or_default()
-    };
+    let created = |c: &Container| super::output::ago(c.record.created, now);
     let mut out = std::io::stdout().lock();
     if args.quiet {
         for c in &containers {
@@ -546,7 +539,7 @@ pub fn ps(mocker: &Mocker, args: &PsArgs) -> Result<i32> {
                     "ID": id(c),
                     "Image": image(c),
                     "Command": command_column(c, args.no_trunc),
-                    "CreatedAt": c.record.created,
+                    "CreatedAt": mocker::timestamp::format(&c.record.created),
                     "RunningFor": created(c),
                     "Status": c.state.describe(now),
                     "State": c.state.status.as_str(),

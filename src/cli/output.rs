@@ -1,11 +1,10 @@
 //! Commands whose work is printing: tables and JSON in docker's shapes.
 
-use std::time::{Duration, SystemTime};
-
 use anyhow::Result;
 use serde_json::json;
 
 use mocker::images::ImageSummary;
+use mocker::timestamp::{age, Timestamp};
 use mocker::units::{human_duration, human_size};
 use mocker::Mocker;
 
@@ -19,24 +18,19 @@ pub(super) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     print!("{}", super::format::align(&lines));
 }
 
-fn created_since(created: Option<&str>) -> String {
-    let Some(ts) = created.and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()) else {
-        return "N/A".into();
-    };
-    let then = SystemTime::from(ts);
-    let age = SystemTime::now().duration_since(then).unwrap_or(Duration::ZERO);
-    format!("{} ago", human_duration(age))
+/// docker's CREATED column: "3 days ago".
+pub(super) fn ago(then: Timestamp, now: Timestamp) -> String {
+    format!("{} ago", human_duration(age(then, now)))
 }
 
-fn created_at(created: Option<&str>) -> String {
-    created
-        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-        .map(|t| {
-            t.with_timezone(&chrono::Utc)
-                .format("%Y-%m-%d %H:%M:%S %z UTC")
-                .to_string()
-        })
-        .unwrap_or_default()
+/// An image's CREATED: "N/A" when its config has no (valid) time.
+fn created_since(created: Option<Timestamp>, now: Timestamp) -> String {
+    created.map(|t| ago(t, now)).unwrap_or_else(|| "N/A".into())
+}
+
+/// docker's `CreatedAt` field: "2026-01-01 00:00:00 +0000 UTC".
+pub(super) fn created_at(t: Timestamp) -> String {
+    t.format("%Y-%m-%d %H:%M:%S %z UTC").to_string()
 }
 
 /// `images` template fields and their headers.
@@ -56,6 +50,7 @@ pub fn images(mocker: &Mocker, args: &super::ImagesArgs) -> Result<i32> {
     let filter = mocker::images::Filter::parse(&args.filter)?;
     let mut rows = mocker::images::list(mocker, args.repository.as_deref())?;
     rows.retain(|r| filter.matches(r));
+    let now = mocker::timestamp::now();
     let id = |r: &ImageSummary| {
         if args.no_trunc {
             r.id.to_string()
@@ -78,8 +73,8 @@ pub fn images(mocker: &Mocker, args: &super::ImagesArgs) -> Result<i32> {
                     "Tag": r.tag,
                     "Digest": r.digest,
                     "ID": id(r),
-                    "CreatedAt": created_at(r.created.as_deref()),
-                    "CreatedSince": created_since(r.created.as_deref()),
+                    "CreatedAt": r.created.map(created_at).unwrap_or_default(),
+                    "CreatedSince": created_since(r.created, now),
                     "Size": human_size(r.size),
                     "VirtualSize": human_size(r.size),
                 })
@@ -100,7 +95,7 @@ pub fn images(mocker: &Mocker, args: &super::ImagesArgs) -> Result<i32> {
             if args.digests {
                 row.push(r.digest.clone());
             }
-            row.extend([id(r), created_since(r.created.as_deref()), human_size(r.size)]);
+            row.extend([id(r), created_since(r.created, now), human_size(r.size)]);
             row
         })
         .collect();

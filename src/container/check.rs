@@ -187,7 +187,7 @@ fn restore(mocker: &Mocker, config: &ContainerConfig) -> Result<()> {
             id: config.id.clone(),
             name,
             image_manifest: config.image_manifest.clone(),
-            created: config.created.clone(),
+            created: config.created,
             address: config.endpoint.as_ref().map(|e| (e.bridge.name.clone(), e.address)),
         });
         if s.get_active(&snapshot_key(&config.id))?.is_none() {

@@ -25,7 +25,8 @@ pub struct ContainerConfig {
     pub image: String,
     pub image_id: Digest,
     pub image_manifest: Digest,
-    pub created: String,
+    #[serde(with = "crate::timestamp::rfc3339")]
+    pub created: crate::timestamp::Timestamp,
     pub init: InitSpec,
     pub network: Network,
     pub endpoint: Option<Endpoint>,

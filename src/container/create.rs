@@ -163,7 +163,7 @@ fn materialize(
         image: opts.image.clone(),
         image_id: image.config_digest.clone(),
         image_manifest: image.manifest_digest.clone(),
-        created: record.created.clone(),
+        created: record.created,
         init,
         network: opts.network,
         endpoint,

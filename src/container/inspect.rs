@@ -7,10 +7,8 @@ use super::lookup::Container;
 use super::paths::dir_of;
 use super::state::State;
 use super::state::Status;
+use crate::timestamp;
 use crate::Mocker;
-
-/// Go's zero time, which docker shows for a time that has not happened.
-const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// docker's `inspect` document for a container.
 pub fn inspect(mocker: &Mocker, container: &Container) -> Value {
@@ -20,7 +18,7 @@ pub fn inspect(mocker: &Mocker, container: &Container) -> Value {
         return json!({
             "Id": record.id,
             "Name": format!("/{}", record.name),
-            "Created": record.created,
+            "Created": timestamp::format(&record.created),
             "State": {"Status": "dead", "Dead": true},
         });
     };
@@ -28,7 +26,7 @@ pub fn inspect(mocker: &Mocker, container: &Container) -> Value {
     let dir = dir_of(mocker, &record.id);
     json!({
         "Id": record.id,
-        "Created": record.created,
+        "Created": timestamp::format(&record.created),
         "Path": process.args.first(),
         "Args": process.args.get(1..).unwrap_or_default(),
         "State": state_json(state),
@@ -68,8 +66,8 @@ fn state_json(state: &State) -> Value {
         "Pid": state.pid,
         "ExitCode": state.exit_code,
         "Error": state.error,
-        "StartedAt": state.started_at.clone().unwrap_or_else(|| ZERO_TIME.into()),
-        "FinishedAt": state.finished_at.clone().unwrap_or_else(|| ZERO_TIME.into()),
+        "StartedAt": timestamp::format_or_zero(state.started_at.as_ref()),
+        "FinishedAt": timestamp::format_or_zero(state.finished_at.as_ref()),
     })
 }
 

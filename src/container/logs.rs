@@ -120,7 +120,7 @@ impl LogWriter {
         let entry = Entry {
             log: String::from_utf8_lossy(text).into_owned(),
             stream: stream.to_string(),
-            time: super::state::now(),
+            time: crate::timestamp::format(&super::state::now()),
         };
         if let (Ok(mut line), Ok(mut current)) = (serde_json::to_vec(&entry), self.current.lock()) {
             line.push(b'\n');

@@ -133,7 +133,7 @@ pub fn list(mocker: &Mocker, all: bool) -> Result<Vec<Container>> {
             out.push(container);
         }
     }
-    out.sort_by(|a, b| b.record.created.cmp(&a.record.created));
+    out.sort_by_key(|c| std::cmp::Reverse(c.record.created));
     Ok(out)
 }
 

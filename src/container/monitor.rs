@@ -550,7 +550,7 @@ mod tests {
         let last_run = State {
             status: Status::Exited,
             exit_code: 0,
-            finished_at: Some("2024-01-01T00:00:00Z".into()),
+            finished_at: Some("2024-01-01T00:00:00Z".parse().unwrap()),
             oom_killed: true,
             ..Default::default()
         };

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use super::error::ContainerError;
 use crate::error::{Error, IoContext, Result};
 use crate::runtime::network::PortMapping;
+use crate::timestamp::{age, Timestamp};
+
+/// The time states and records are stamped with.
+pub use crate::timestamp::now;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,8 +44,10 @@ pub struct State {
     /// PID 1 of the container, as the host sees it (0 when not running).
     pub pid: u32,
     pub monitor_pid: u32,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
+    #[serde(default, with = "crate::timestamp::optional")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, with = "crate::timestamp::optional")]
+    pub finished_at: Option<Timestamp>,
     pub exit_code: i32,
     pub oom_killed: bool,
     /// Why the last start failed, or why the container stopped unwatched.
@@ -95,7 +101,7 @@ impl State {
     /// What the state must become now that its monitor is known to be gone
     /// (`None`: nothing to correct). A container cannot outlive its monitor
     /// (it is killed with it), so "running" without one means it ended.
-    pub fn settled(&self, monitor_alive: bool, now: &str) -> Option<State> {
+    pub fn settled(&self, monitor_alive: bool, now: &Timestamp) -> Option<State> {
         if self.status != Status::Running || monitor_alive {
             return None;
         }
@@ -103,7 +109,7 @@ impl State {
             status: Status::Exited,
             pid: 0,
             monitor_pid: 0,
-            finished_at: Some(now.to_string()),
+            finished_at: Some(*now),
             exit_code: EXIT_MONITOR_DIED,
             error: "the container's monitor process died".into(),
             ..self.clone()
@@ -111,13 +117,8 @@ impl State {
     }
 
     /// docker's STATUS column: "Up 3 seconds", "Exited (0) 2 minutes ago".
-    pub fn describe(&self, now: chrono::DateTime<chrono::Utc>) -> String {
-        let since = |t: &Option<String>| {
-            t.as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| (now - t.with_timezone(&chrono::Utc)).to_std().unwrap_or(Duration::ZERO))
-                .unwrap_or(Duration::ZERO)
-        };
+    pub fn describe(&self, now: Timestamp) -> String {
+        let since = |t: &Option<Timestamp>| t.map(|t| age(t, now)).unwrap_or(Duration::ZERO);
         match self.status {
             Status::Created => "Created".into(),
             Status::Dead => "Dead".into(),
@@ -131,14 +132,13 @@ impl State {
     }
 }
 
-/// Now, as docker writes times: RFC 3339 with nanoseconds, UTC.
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(t: &str) -> Timestamp {
+        t.parse().unwrap()
+    }
 
     #[test]
     fn a_running_state_without_a_monitor_settles_as_exited() {
@@ -146,11 +146,12 @@ mod tests {
             status: Status::Running,
             pid: 42,
             monitor_pid: 41,
-            started_at: Some("2026-01-01T00:00:00Z".into()),
+            started_at: Some(at("2026-01-01T00:00:00Z")),
             ..Default::default()
         };
-        assert_eq!(running.settled(true, "t"), None);
-        let settled = running.settled(false, "2026-01-01T00:01:00Z").unwrap();
+        let now = at("2026-01-01T00:01:00Z");
+        assert_eq!(running.settled(true, &now), None);
+        let settled = running.settled(false, &now).unwrap();
         assert_eq!(
             (settled.status, settled.pid, settled.exit_code),
             (Status::Exited, 0, 137)
@@ -163,29 +164,47 @@ mod tests {
                 status,
                 ..Default::default()
             };
-            assert_eq!(s.settled(false, "t"), None);
+            assert_eq!(s.settled(false, &now), None);
         }
     }
 
     #[test]
     fn status_reads_like_docker_ps() {
-        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:02:00Z")
-            .unwrap()
-            .with_timezone(&chrono::Utc);
+        let now = at("2026-01-01T00:02:00Z");
         let up = State {
             status: Status::Running,
-            started_at: Some("2026-01-01T00:01:57Z".into()),
+            started_at: Some(at("2026-01-01T00:01:57Z")),
             ..Default::default()
         };
         assert_eq!(up.describe(now), "Up 3 seconds");
         let exited = State {
             status: Status::Exited,
             exit_code: 3,
-            finished_at: Some("2026-01-01T00:00:00.5Z".into()),
+            finished_at: Some(at("2026-01-01T00:00:00.5Z")),
             ..Default::default()
         };
         assert_eq!(exited.describe(now), "Exited (3) About a minute ago");
         assert_eq!(State::default().describe(now), "Created");
+    }
+
+    #[test]
+    fn reads_state_files_of_earlier_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(
+            &path,
+            br#"{"status":"exited","pid":0,"monitor_pid":0,"started_at":"2026-12-05T12:00:00.123456789Z","finished_at":null,"exit_code":3,"oom_killed":false,"error":"","ports":[]}"#,
+        )
+        .unwrap();
+        let state = State::load(&path).unwrap();
+        assert_eq!(state.started_at, Some(at("2026-12-05T12:00:00.123456789Z")));
+        assert_eq!((state.finished_at, state.exit_code), (None, 3));
+        state.save(&path).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            written.contains(r#""started_at":"2026-12-05T12:00:00.123456789Z","finished_at":null"#),
+            "{written}"
+        );
     }
 
     #[test]

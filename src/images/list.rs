@@ -9,6 +9,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::index::{ImageRecord, SnapshotRecord};
 use crate::reference::{familiar_name, split_index_key, ImageRef};
+use crate::timestamp::Timestamp;
 use crate::Mocker;
 
 /// One row of `mocker images`.
@@ -19,7 +20,9 @@ pub struct ImageSummary {
     /// docker's repo digest (`<none>` when the image has no name).
     pub digest: String,
     pub id: Digest,
-    pub created: Option<String>,
+    /// The config's `created`, if the builder wrote one that parses.
+    #[serde(serialize_with = "crate::timestamp::optional::serialize")]
+    pub created: Option<Timestamp>,
     pub size: u64,
 }
 
@@ -73,15 +76,9 @@ pub fn list(mocker: &Mocker, filter: Option<&str>) -> Result<Vec<ImageSummary>> 
     if let Some(filter) = filter {
         rows.retain(|r| matches_filter(r, filter));
     }
-    let created = |r: &ImageSummary| {
-        r.created
-            .as_deref()
-            .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-            .map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX))
-    };
     rows.sort_by(|a, b| {
-        created(b)
-            .cmp(&created(a))
+        b.created
+            .cmp(&a.created)
             .then_with(|| a.repository.cmp(&b.repository))
             .then_with(|| a.tag.cmp(&b.tag))
     });
@@ -174,9 +171,15 @@ fn summary(
             image.repo_digest().to_string()
         },
         id: image.config_digest.clone(),
-        created: image.created.clone(),
+        created: image.created.as_deref().and_then(parse_created),
         size: image_size(snapshots, mocker, image),
     }
+}
+
+/// An image config's `created`: the builder's text, RFC 3339 in any
+/// offset (None if it is not).
+fn parse_created(text: &str) -> Option<Timestamp> {
+    chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.to_utc())
 }
 
 #[cfg(test)]
