@@ -661,7 +661,7 @@ fn inspect_with(
     otherwise: impl Fn(&str) -> mocker::Result<Vec<serde_json::Value>>,
 ) -> Result<i32> {
     super::output::print_inspected(names, |name| match container::get(mocker, name) {
-        Ok(c) => Ok(vec![container::inspect(mocker, &c)]),
+        Ok(c) => Ok(vec![container::inspect(mocker, &c)?]),
         Err(mocker::Error::NoSuchContainer(_)) => otherwise(name),
         Err(e) => Err(e),
     })
