@@ -505,6 +505,27 @@ fn ports_column(c: &Container) -> String {
 
 pub fn ps(mocker: &Mocker, args: &PsArgs) -> Result<i32> {
     let format = Format::parse(&args.format, PS_FIELDS)?;
+    let containers = ps_selection(mocker, args)?;
+    if args.quiet {
+        let mut out = std::io::stdout().lock();
+        for c in &containers {
+            writeln!(out, "{}", ps_id(c, args.no_trunc))?;
+        }
+        return Ok(0);
+    }
+    let now = mocker::timestamp::now();
+    let rows: Vec<PsRow> = containers.iter().map(|c| PsRow::of(c, args.no_trunc, now)).collect();
+    if matches!(format, Format::Table) {
+        print_ps_table(&rows);
+    } else {
+        let objects = rows.iter().map(serde_json::to_value).collect::<Result<Vec<_>, _>>()?;
+        format.print(&objects, PS_FIELDS)?;
+    }
+    Ok(0)
+}
+
+/// The containers `ps` lists, newest first.
+fn ps_selection(mocker: &Mocker, args: &PsArgs) -> Result<Vec<Container>> {
     let filter = container::Filter::parse(mocker, &args.filter)?;
     // docker: --last and --latest count every state, newest first.
     let last = if args.latest { Some(1) } else { args.last };
@@ -513,56 +534,61 @@ pub fn ps(mocker: &Mocker, args: &PsArgs) -> Result<i32> {
     if let Some(n) = last {
         containers.truncate(n);
     }
-    let now = mocker::timestamp::now();
-    let id = |c: &Container| {
-        if args.no_trunc {
-            c.record.id.clone()
-        } else {
-            c.short_id().to_string()
-        }
-    };
-    let image = |c: &Container| c.config.as_ref().map(|c| c.image.clone()).unwrap_or_default();
-    let created = |c: &Container| super::output::ago(c.record.created, now);
-    let mut out = std::io::stdout().lock();
-    if args.quiet {
-        for c in &containers {
-            writeln!(out, "{}", id(c))?;
-        }
-        return Ok(0);
+    Ok(containers)
+}
+
+fn ps_id(c: &Container, no_trunc: bool) -> String {
+    if no_trunc {
+        c.record.id.clone()
+    } else {
+        c.short_id().to_string()
     }
-    if !matches!(format, Format::Table) {
-        drop(out);
-        let rows: Vec<serde_json::Value> = containers
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "ID": id(c),
-                    "Image": image(c),
-                    "Command": command_column(c, args.no_trunc),
-                    "CreatedAt": mocker::timestamp::format(&c.record.created),
-                    "RunningFor": created(c),
-                    "Status": c.state.describe(now),
-                    "State": c.state.status.as_str(),
-                    "Ports": ports_column(c),
-                    "Names": c.record.name,
-                })
-            })
-            .collect();
-        format.print(&rows, PS_FIELDS)?;
-        return Ok(0);
+}
+
+/// One container as `ps --format` sees it (the fields of [`PS_FIELDS`]).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PsRow {
+    #[serde(rename = "ID")]
+    id: String,
+    image: String,
+    command: String,
+    created_at: String,
+    running_for: String,
+    status: String,
+    state: &'static str,
+    ports: String,
+    names: String,
+}
+
+impl PsRow {
+    fn of(c: &Container, no_trunc: bool, now: mocker::timestamp::Timestamp) -> PsRow {
+        PsRow {
+            id: ps_id(c, no_trunc),
+            image: c.config.as_ref().map(|c| c.image.clone()).unwrap_or_default(),
+            command: command_column(c, no_trunc),
+            created_at: mocker::timestamp::format(&c.record.created),
+            running_for: super::output::ago(c.record.created, now),
+            status: c.state.describe(now),
+            state: c.state.status.as_str(),
+            ports: ports_column(c),
+            names: c.record.name.clone(),
+        }
     }
-    drop(out);
-    let rows: Vec<Vec<String>> = containers
+}
+
+fn print_ps_table(rows: &[PsRow]) {
+    let rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|c| {
+        .map(|r| {
             vec![
-                id(c),
-                image(c),
-                command_column(c, args.no_trunc),
-                created(c),
-                c.state.describe(now),
-                ports_column(c),
-                c.record.name.clone(),
+                r.id.clone(),
+                r.image.clone(),
+                r.command.clone(),
+                r.running_for.clone(),
+                r.status.clone(),
+                r.ports.clone(),
+                r.names.clone(),
             ]
         })
         .collect();
@@ -578,7 +604,6 @@ pub fn ps(mocker: &Mocker, args: &PsArgs) -> Result<i32> {
         ],
         &rows,
     );
-    Ok(0)
 }
 
 pub fn logs(mocker: &Mocker, args: &LogsArgs) -> Result<i32> {
