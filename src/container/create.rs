@@ -241,16 +241,12 @@ fn image_process(
     id: &str,
 ) -> Result<runtime::spec::ProcessSpec> {
     let image_config = mocker.store.read_small(&image.config_digest, MAX_CONFIG_BYTES)?;
-    let image_config: serde_json::Value =
+    let image_config: oci_spec::image::ImageConfiguration =
         serde_json::from_slice(&image_config).map_err(|e| Error::InvalidDocument {
             what: format!("config {}", image.config_digest),
             reason: e.to_string(),
         })?;
-    let mut process = runtime::spec::process_spec(
-        image_config.get("config").unwrap_or(&serde_json::Value::Null),
-        &opts.overrides,
-        id,
-    )?;
+    let mut process = runtime::spec::process_spec(&image_config, &opts.overrides, id)?;
     if opts.tty {
         with_term(&mut process.env);
     }

@@ -1,6 +1,7 @@
 //! What a container runs: the image config's Entrypoint, Cmd, Env,
 //! WorkingDir and User, with docker's overrides applied. Pure logic.
 
+use oci_spec::image::{Config, ImageConfiguration};
 use serde::{Deserialize, Serialize};
 
 use super::RuntimeError;
@@ -98,8 +99,10 @@ const MAX_HOSTNAME: usize = 64;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Combine an image config (`config` section of the image JSON) with overrides.
-pub fn process_spec(config: &serde_json::Value, overrides: &Overrides, container_id: &str) -> Result<ProcessSpec> {
+/// Combine an image's config (its `config` section) with overrides.
+pub fn process_spec(image: &ImageConfiguration, overrides: &Overrides, container_id: &str) -> Result<ProcessSpec> {
+    let none = Config::default();
+    let config = image.config().as_ref().unwrap_or(&none);
     let args = command(config, overrides)?;
     let mut env = environment(config, &overrides.env)?;
     let hostname = overrides
@@ -119,7 +122,7 @@ pub fn process_spec(config: &serde_json::Value, overrides: &Overrides, container
     let cwd = overrides
         .workdir
         .clone()
-        .or_else(|| config_string(config, "WorkingDir"))
+        .or_else(|| non_empty(config.working_dir()))
         .unwrap_or_else(|| "/".to_string());
     if !cwd.starts_with('/') {
         return Err(RuntimeError::RelativeWorkdir(cwd).into());
@@ -127,7 +130,7 @@ pub fn process_spec(config: &serde_json::Value, overrides: &Overrides, container
     let user = overrides
         .user
         .clone()
-        .or_else(|| config_string(config, "User"))
+        .or_else(|| non_empty(config.user()))
         .unwrap_or_default();
     if user.chars().any(|c| c.is_whitespace() || c == '/') || user.matches(':').count() > 1 {
         return Err(RuntimeError::InvalidUser(user).into());
@@ -143,30 +146,17 @@ pub fn process_spec(config: &serde_json::Value, overrides: &Overrides, container
     })
 }
 
-/// A non-empty string field of the image config.
-fn config_string(config: &serde_json::Value, key: &str) -> Option<String> {
-    config
-        .get(key)
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-}
-
-/// A list-of-strings field of the image config (empty if absent).
-fn config_strings(config: &serde_json::Value, key: &str) -> Vec<String> {
-    config
-        .get(key)
-        .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
-        .unwrap_or_default()
+/// An image config's string, where "" means unset.
+fn non_empty(field: &Option<String>) -> Option<String> {
+    field.clone().filter(|s| !s.is_empty())
 }
 
 /// Entrypoint + Cmd, as docker combines the image's with the overrides.
-fn command(config: &serde_json::Value, overrides: &Overrides) -> Result<Vec<String>> {
+fn command(config: &Config, overrides: &Overrides) -> Result<Vec<String>> {
     let entrypoint = match &overrides.entrypoint {
         Some(e) if e.is_empty() => Vec::new(),
         Some(e) => vec![e.clone()],
-        None => config_strings(config, "Entrypoint"),
+        None => config.entrypoint().clone().unwrap_or_default(),
     };
     // docker: --entrypoint resets the image's Cmd too.
     let cmd = if !overrides.cmd.is_empty() {
@@ -174,7 +164,7 @@ fn command(config: &serde_json::Value, overrides: &Overrides) -> Result<Vec<Stri
     } else if overrides.entrypoint.is_some() {
         Vec::new()
     } else {
-        config_strings(config, "Cmd")
+        config.cmd().clone().unwrap_or_default()
     };
     let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
     if args.is_empty() {
@@ -185,8 +175,8 @@ fn command(config: &serde_json::Value, overrides: &Overrides) -> Result<Vec<Stri
 
 /// The image's Env (with a default PATH) and then `-e` overrides: `KEY=VALUE`
 /// replaces KEY, a bare `KEY` takes our own value (or is dropped).
-fn environment(config: &serde_json::Value, overrides: &[String]) -> Result<Vec<String>> {
-    let mut env = config_strings(config, "Env");
+fn environment(config: &Config, overrides: &[String]) -> Result<Vec<String>> {
+    let mut env = config.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_string());
     }
@@ -233,11 +223,24 @@ pub fn parse_env_file(contents: &str) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    /// An image config document whose `config` section is `config`.
+    fn image(config: Value) -> ImageConfiguration {
+        serde_json::from_value(json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "config": config,
+        }))
+        .unwrap()
+    }
 
     #[test]
     fn image_config_with_overrides() {
-        let config = json!({"Entrypoint": ["/bin/app"], "Cmd": ["--serve"], "Env": ["A=1", "PATH=/bin"], "WorkingDir": "/srv", "User": "10:20"});
+        let config = image(
+            json!({"Entrypoint": ["/bin/app"], "Cmd": ["--serve"], "Env": ["A=1", "PATH=/bin"], "WorkingDir": "/srv", "User": "10:20"}),
+        );
         let spec = process_spec(&config, &Overrides::default(), "0123456789abcdef").unwrap();
         assert_eq!(spec.args, vec!["/bin/app", "--serve"]);
         assert_eq!(
@@ -263,6 +266,43 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(process_spec(&config, &o, "id").unwrap().args, vec!["/bin/sh"]);
+    }
+
+    #[test]
+    fn image_config_as_builders_write_it() {
+        // Unset fields are null or "", unknown ones are ignored.
+        let doc = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},
+            "config":{"User":"app:staff","Env":["PATH=/usr/bin:/bin","LANG=C.UTF-8"],
+            "Entrypoint":["/docker-entrypoint.sh"],"Cmd":["nginx","-g","daemon off;"],
+            "WorkingDir":"/srv","Labels":null,"OnBuild":null,"Shell":["/bin/sh","-c"]}}"#;
+        let config: ImageConfiguration = serde_json::from_slice(doc).unwrap();
+        let o = Overrides {
+            env: vec!["LANG=en".into()],
+            ..Default::default()
+        };
+        let spec = process_spec(&config, &o, "0123456789abcdef").unwrap();
+        let expected = ProcessSpec {
+            args: ["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"]
+                .map(String::from)
+                .to_vec(),
+            env: ["PATH=/usr/bin:/bin", "LANG=en", "HOSTNAME=0123456789ab"]
+                .map(String::from)
+                .to_vec(),
+            cwd: "/srv".into(),
+            user: "app:staff".into(),
+            hostname: "0123456789ab".into(),
+            capabilities: capabilities(&Overrides::default()).unwrap(),
+        };
+        assert_eq!(spec, expected);
+
+        let unset = image(json!({"Cmd": ["sh"], "WorkingDir": "", "User": "", "Env": null}));
+        let spec = process_spec(&unset, &Overrides::default(), "id").unwrap();
+        assert_eq!((spec.cwd.as_str(), spec.user.as_str()), ("/", ""));
+        assert_eq!(spec.env, vec![DEFAULT_PATH.to_string(), "HOSTNAME=id".into()]);
+        let mut no_config = image(json!({}));
+        no_config.set_config(None);
+        let err = process_spec(&no_config, &Overrides::default(), "id").unwrap_err();
+        assert!(err.to_string().starts_with("no command specified"), "{err}");
     }
 
     #[test]
@@ -298,15 +338,15 @@ mod tests {
 
     #[test]
     fn defaults_and_errors() {
-        let spec = process_spec(&json!({"Cmd": ["sh"]}), &Overrides::default(), "id").unwrap();
+        let spec = process_spec(&image(json!({"Cmd": ["sh"]})), &Overrides::default(), "id").unwrap();
         assert!(spec.env[0].starts_with("PATH="));
         assert_eq!(spec.cwd, "/");
-        assert!(process_spec(&json!({}), &Overrides::default(), "id").is_err());
+        assert!(process_spec(&image(json!({})), &Overrides::default(), "id").is_err());
         let o = Overrides {
             user: Some("a:b:c".into()),
             ..Default::default()
         };
-        assert!(process_spec(&json!({"Cmd": ["sh"]}), &o, "id")
+        assert!(process_spec(&image(json!({"Cmd": ["sh"]})), &o, "id")
             .unwrap_err()
             .to_string()
             .contains("invalid user"));
@@ -317,13 +357,15 @@ mod tests {
             workdir: Some("rel".into()),
             ..Default::default()
         };
-        assert!(process_spec(&json!({"Cmd": ["sh"]}), &o, "id").is_err());
+        assert!(process_spec(&image(json!({"Cmd": ["sh"]})), &o, "id").is_err());
         for env in ["=x", ""] {
             let o = Overrides {
                 env: vec![env.into()],
                 ..Default::default()
             };
-            let err = process_spec(&json!({"Cmd": ["sh"]}), &o, "id").unwrap_err().to_string();
+            let err = process_spec(&image(json!({"Cmd": ["sh"]})), &o, "id")
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with("invalid environment variable"), "{err}");
         }
         for (hostname, ok) in [("h".repeat(64), true), ("h".repeat(65), false), (String::new(), false)] {
@@ -332,7 +374,7 @@ mod tests {
                 ..Default::default()
             };
             assert_eq!(
-                process_spec(&json!({"Cmd": ["sh"]}), &o, "id").is_ok(),
+                process_spec(&image(json!({"Cmd": ["sh"]})), &o, "id").is_ok(),
                 ok,
                 "{hostname}"
             );
