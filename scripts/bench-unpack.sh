@@ -1,20 +1,34 @@
 #!/usr/bin/env bash
-# Peer comparison for issue "layer unpack": pull (download + unpack) of a
-# few-hundred-MB image from a loopback registry, in one run on one machine:
-#   mocker pull                       (download + verify + unpack into snapshots)
-#   ctr images pull --plain-http      (containerd from Debian, own root, overlayfs)
-#   skopeo copy + umoci unpack        (download to an OCI layout, then unpack)
-#   gzip -dc | tar -x of the same layers (the floor: no download, no verification)
-# Each is run RUNS times (default 3) into a fresh root; wall seconds and the
-# median are printed. Usage: scripts/bench-unpack.sh [RUNS]
+# Peer comparison for the pull-speed issue, in one run on one machine: a
+# pull (download + verify + unpack) from a loopback registry into a fresh
+# root, for two shapes built by umoci from this machine's files:
+#   single  one big gzip layer (usr/bin, gcc, python3, docs)
+#   three   the same files in three layers
+# Tools, each RUNS times (default 3), alternating:
+#   mocker pull                        (wall seconds and peak RSS, GNU time)
+#   ctr images pull --plain-http       (containerd from Debian, own root)
+#   pigz -dc | tar -x                  (single only: the floor, the blob
+#                                       already on disk, nothing verified)
+# and the ratios the issue sets: mocker/ctr (<= 0.40 for both shapes),
+# mocker/floor (<= 1.25), peak RSS (<= 64 MiB).
+# Usage: scripts/bench-unpack.sh [RUNS]; MOCKER_BIN=path compares a given
+# binary instead of building this tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 
-command -v containerd >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd >/dev/null; }
+need=()
+for p in containerd pigz; do command -v "$p" >/dev/null || need+=("$p"); done
+if ((${#need[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 scripts/test-env.sh install
-cargo build --release --locked -q
-mocker=$PWD/target/release/mocker
+if [[ -z ${MOCKER_BIN:-} ]]; then
+    cargo build --release --locked -q
+    MOCKER_BIN=$PWD/target/release/mocker
+fi
+mocker=$MOCKER_BIN
 work=$(mktemp -d /tmp/mocker-bench.XXXXXX)
 cleanup() {
     [[ -f $work/containerd.pid ]] && kill "$(cat "$work/containerd.pid")" 2>/dev/null || true
@@ -22,7 +36,7 @@ cleanup() {
     for m in $(grep -o "$work[^ ]*" /proc/mounts | sort -r); do umount "$m" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-echo "building the benchmark image (takes a minute)..." >&2
+echo "building the benchmark images (takes a few minutes)..." >&2
 scripts/test-env.sh start-bench "$work" >/dev/null
 # shellcheck disable=SC1091
 source "$work/env"
@@ -31,40 +45,40 @@ source "$work/env"
 source scripts/containerd.sh
 start_containerd
 
-timed() { # timed NAME CMD... -> appends "NAME seconds"
+timed() { # timed NAME CMD... -> appends "NAME seconds peak_rss_kib"
     local name=$1
     shift
     sync
-    local start end
-    start=$(date +%s.%N)
-    "$@" >/dev/null 2>&1
-    end=$(date +%s.%N)
-    echo "$name $(echo "$end - $start" | bc)" >>"$work/results"
+    /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>&1
+    echo "$name $(cat "$work/time")" >>"$work/results"
 }
 
-layers=$(skopeo inspect --raw --tls-verify=false "docker://$MOCKER_BENCH_IMAGE" | python3 -c 'import json,sys; print(" ".join(l["digest"] for l in json.load(sys.stdin)["layers"]))')
+median() { # median NAME FIELD
+    awk -v t="$1" -v f="$2" '$1==t {print $f}' "$work/results" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+
+single_blob=$(skopeo inspect --raw --tls-verify=false "docker://$MOCKER_BENCH_SINGLE" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][0]["digest"])')
 : >"$work/results"
 for i in $(seq "$runs"); do
-    timed mocker "$mocker" --root "$work/mocker-$i" pull -q "$MOCKER_BENCH_IMAGE"
-    timed ctr "${ctr[@]}" -n "bench$i" images pull --plain-http "$MOCKER_BENCH_IMAGE"
-    timed skopeo+umoci sh -c "skopeo copy -q --src-tls-verify=false docker://$MOCKER_BENCH_IMAGE oci:$work/oci-$i:big && umoci unpack --image $work/oci-$i:big $work/bundle-$i"
-    mkdir -p "$work/floor-$i"
-    floor="cd $work/floor-$i"
-    for d in $layers; do
-        floor="$floor && gzip -dc $work/mocker-1/blobs/sha256/${d#sha256:} | tar -x"
+    for shape in single three; do
+        var=MOCKER_BENCH_${shape^^}
+        timed "mocker-$shape" "$mocker" --root "$work/mocker-$shape-$i" pull -q "${!var}"
+        timed "ctr-$shape" "${ctr[@]}" -n "bench-$shape-$i" images pull --plain-http "${!var}"
     done
-    timed "gzip|tar" sh -c "$floor"
+    mkdir -p "$work/floor-$i"
+    timed floor sh -c "pigz -dc $work/mocker-single-1/blobs/sha256/${single_blob#sha256:} | tar -x -C $work/floor-$i"
 done
 
-size=$(du -sb "$work/mocker-1/blobs" | cut -f1)
-unpacked=$(du -sb "$work/mocker-1/snapshots" | cut -f1)
-echo "image: $MOCKER_BENCH_IMAGE, $((size / 1000000)) MB compressed, $((unpacked / 1000000)) MB unpacked"
-printf '%-14s %s\n' tool "wall seconds per run"
-for tool in mocker ctr skopeo+umoci "gzip|tar"; do
-    all=$(awk -v t="$tool" '$1==t {print $2}' "$work/results" | tr '\n' ' ')
-    median=$(awk -v t="$tool" '$1==t {print $2}' "$work/results" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    printf '%-14s %s (median %s)\n' "$tool" "$all" "$median"
+size=$(du -sb "$work/mocker-single-1/blobs" | cut -f1)
+unpacked=$(du -sb "$work/mocker-single-1/snapshots" | cut -f1)
+echo "single: one layer, $((size / 1000000)) MB gzip, $((unpacked / 1000000)) MB unpacked; three: the same files in 3 layers"
+printf '%-14s %s\n' run "wall seconds (peak RSS KiB) per run"
+for name in mocker-single ctr-single floor mocker-three ctr-three; do
+    printf '%-14s %s (median %s s)\n' "$name" "$(awk -v t="$name" '$1==t {printf "%s (%s) ", $2, $3}' "$work/results")" "$(median "$name" 2)"
 done
-m=$(awk '$1=="mocker" {print $2}' "$work/results" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-c=$(awk '$1=="ctr" {print $2}' "$work/results" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-echo "mocker / ctr = $(echo "scale=2; $m / $c" | bc) (target: at most 0.70)"
+ratio() { echo "scale=2; $1 / $2" | bc; }
+echo "single: mocker / ctr   = $(ratio "$(median mocker-single 2)" "$(median ctr-single 2)") (target: at most 0.40)"
+echo "single: mocker / floor = $(ratio "$(median mocker-single 2)" "$(median floor 2)") (target: at most 1.25)"
+echo "three:  mocker / ctr   = $(ratio "$(median mocker-three 2)" "$(median ctr-three 2)") (target: at most 0.40)"
+echo "single: mocker peak RSS = $(($(median mocker-single 3) / 1024)) MiB (target: at most 64)"

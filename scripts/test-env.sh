@@ -438,9 +438,22 @@ start_bench() {
     add_layer big big 'head -c 64000000 /dev/urandom > blob.bin'
     umoci config --image "$layout:big" --os linux --architecture amd64
     push big "127.0.0.1:$port/big:latest"
+    # The pull-speed shapes: one big layer, and the same files in three.
+    umoci new --image "$layout:single"
+    add_layer single single 'mkdir -p usr/lib usr/share && cp -a /usr/bin usr/bin && cp -a /usr/lib/gcc /usr/lib/python3 usr/lib/ && cp -a /usr/share/doc usr/share/doc'
+    umoci config --image "$layout:single" --os linux --architecture amd64
+    push single "127.0.0.1:$port/single:latest"
+    umoci new --image "$layout:three"
+    add_layer three three 'mkdir -p usr && cp -a /usr/bin usr/bin'
+    add_layer three three 'mkdir -p usr/lib && cp -a /usr/lib/gcc /usr/lib/python3 usr/lib/'
+    add_layer three three 'mkdir -p usr/share && cp -a /usr/share/doc usr/share/doc'
+    umoci config --image "$layout:three" --os linux --architecture amd64
+    push three "127.0.0.1:$port/three:latest"
     cat >"$work/env" <<ENV
 export MOCKER_TEST_REGISTRY=127.0.0.1:$port
 export MOCKER_BENCH_IMAGE=127.0.0.1:$port/big:latest
+export MOCKER_BENCH_SINGLE=127.0.0.1:$port/single:latest
+export MOCKER_BENCH_THREE=127.0.0.1:$port/three:latest
 ENV
 }
 
