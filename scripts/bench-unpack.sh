@@ -34,6 +34,8 @@ cleanup() {
     [[ -f $work/containerd.pid ]] && kill "$(cat "$work/containerd.pid")" 2>/dev/null || true
     scripts/test-env.sh stop "$work"
     for m in $(grep -o "$work[^ ]*" /proc/mounts | sort -r); do umount "$m" 2>/dev/null || true; done
+    # Several GB: gone at the end, not left to fill the disk.
+    ionice -c3 rm -rf "$work"
 }
 trap cleanup EXIT
 echo "building the benchmark images (takes a few minutes)..." >&2
