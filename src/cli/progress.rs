@@ -202,7 +202,7 @@ fn window(finals: &[bool], committed: usize, view: usize) -> (usize, usize) {
     while finals.len() - committed > view && finals[committed] {
         committed += 1;
     }
-    (committed, finals.len().min(committed + view))
+    (committed, finals.len().min(committed.saturating_add(view)))
 }
 
 /// The bytes that go back over the `drawn` live rows above the cursor and
