@@ -4,6 +4,7 @@
 //! one index transaction. Nothing becomes visible before it is verified.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -63,6 +64,12 @@ pub enum LayerEvent {
     Verifying,
     DownloadComplete,
     Extracting,
+    /// Bytes of the compressed blob the decompressor has read so far, as
+    /// docker counts extraction; repeats while the layer unpacks.
+    Extracted {
+        done: u64,
+        total: u64,
+    },
     /// Unpacked into its snapshot (or found unpacked already).
     PullComplete,
 }
@@ -419,7 +426,7 @@ struct LayerPlan<'a> {
 impl LayerPlan<'_> {
     /// Phase 1: every layer fetched and unpacked into a private directory,
     /// in parallel. Returns each layer's stage and how many were transferred.
-    async fn stage(&self, max_downloads: usize) -> Result<(Vec<Staged>, usize)> {
+    async fn stage(&self, max_downloads: usize) -> Result<(Vec<(Staged, Fetched)>, usize)> {
         for (digest, size, _) in self.layers {
             self.progress.layer(digest, LayerEvent::Pending { size: *size });
         }
@@ -431,9 +438,15 @@ impl LayerPlan<'_> {
             download: tokio::sync::Semaphore::new(max_downloads.max(1)),
             unpack: tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
         };
-        let staged =
-            futures_util::future::try_join_all((0..self.layers.len()).map(|i| self.stage_one(i, &slots, &downloaded)))
-                .await;
+        let (slots, downloaded) = (&slots, &downloaded);
+        let staged = futures_util::future::try_join_all((0..self.layers.len()).map(|i| async move {
+            let fetched = self.fetch_one(i, slots).await?;
+            if fetched == Fetched::Transferred {
+                downloaded.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, Error>((self.unpack_one(i, slots).await?, fetched))
+        }))
+        .await;
         if let Err(e) = &staged {
             // Partial downloads are kept for resuming after an interruption,
             // but not when a retry would fail the same way. Best effort: report `e`.
@@ -446,27 +459,25 @@ impl LayerPlan<'_> {
         Ok((staged?, downloaded.load(Ordering::Relaxed) as usize))
     }
 
-    async fn stage_one(&self, i: usize, slots: &Slots, downloaded: &AtomicU64) -> Result<Staged> {
+    async fn fetch_one(&self, i: usize, slots: &Slots) -> Result<Fetched> {
         let (digest, size, media_type) = &self.layers[i];
-        let closed = |_| Error::Interrupted;
-        let fetched = {
-            let _slot = slots.download.acquire().await.map_err(closed)?;
-            let what = format!("layer {digest}");
-            fetch_blob(
-                self.mocker,
-                self.registry,
-                digest,
-                *size,
-                media_type,
-                &what,
-                Some(self.progress),
-            )
-            .await?
-        };
-        if fetched {
-            downloaded.fetch_add(1, Ordering::Relaxed);
-        }
-        let _slot = slots.unpack.acquire().await.map_err(closed)?;
+        let _slot = slots.download.acquire().await.map_err(|_| Error::Interrupted)?;
+        let what = format!("layer {digest}");
+        fetch_blob(
+            self.mocker,
+            self.registry,
+            digest,
+            *size,
+            media_type,
+            &what,
+            Some(self.progress),
+        )
+        .await
+    }
+
+    async fn unpack_one(&self, i: usize, slots: &Slots) -> Result<Staged> {
+        let (digest, size, media_type) = &self.layers[i];
+        let _slot = slots.unpack.acquire().await.map_err(|_| Error::Interrupted)?;
         // Unpack now, in parallel with other layers, into a private
         // directory; publishing waits for the parent (phase 2).
         let compression = manifest::layer_compression(media_type).unwrap_or(manifest::Compression::None);
@@ -477,23 +488,48 @@ impl LayerPlan<'_> {
             self.diff_ids[i].clone(),
             self.limit,
         );
-        if self.mocker.snapshots.get(&chain)?.is_none() {
-            self.progress.layer(digest, LayerEvent::Extracting);
+        if self.mocker.snapshots.get(&chain)?.is_some() {
+            return Ok(Staged::Done);
         }
-        blocking(digest, move || match m.snapshots.begin(&chain, false)? {
+        self.progress.layer(digest, LayerEvent::Extracting);
+        let read = Arc::new(AtomicU64::new(0));
+        let counter = read.clone();
+        let work = blocking(digest, move || match m.snapshots.begin(&chain, false)? {
             snapshot::Begin::Exists(_) => Ok(Staged::Done),
             snapshot::Begin::Busy => Ok(Staged::Deferred),
             snapshot::Begin::Building(building) => {
-                let unpacked = unpack_blob(&m, &d, compression, &building.fs_dir(), &diff, limit)?;
+                let unpacked = unpack_blob(&m, &d, compression, &building.fs_dir(), &diff, limit, Some(counter))?;
                 Ok(Staged::Built(building, unpacked))
             }
-        })
-        .await
+        });
+        self.report_extraction(digest, *size, &read, work).await
+    }
+
+    /// Await `work`, reporting every 100 ms how much of the blob it has read.
+    async fn report_extraction<T>(
+        &self,
+        digest: &Digest,
+        total: u64,
+        read: &AtomicU64,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tick.tick() => {
+                    let done = read.load(Ordering::Relaxed).min(total);
+                    self.progress.layer(digest, LayerEvent::Extracted { done, total });
+                }
+            }
+        }
     }
 
     /// Phase 2, base layer first: publish each snapshot once its parent is.
-    async fn publish(&self, staged: Vec<Staged>) -> Result<()> {
-        for (i, stage) in staged.into_iter().enumerate() {
+    async fn publish(&self, staged: Vec<(Staged, Fetched)>) -> Result<()> {
+        for (i, (stage, fetched)) in staged.into_iter().enumerate() {
             let (digest, _, media_type) = &self.layers[i];
             let parent = i.checked_sub(1).map(|p| self.chains[p].clone());
             let (m, chain, diff) = (self.mocker.clone(), self.chains[i].clone(), self.diff_ids[i].clone());
@@ -511,13 +547,15 @@ impl LayerPlan<'_> {
                 Staged::Deferred => Ok(m
                     .snapshots
                     .ensure(&chain, parent.as_ref(), &diff, |dir| {
-                        let u = unpack_blob(&m, &d, compression, dir, &diff, limit)?;
+                        let u = unpack_blob(&m, &d, compression, dir, &diff, limit, None)?;
                         Ok((u.file_bytes, u.implicit_dirs))
                     })?
                     .1),
             })
             .await?;
-            if built {
+            // A layer found whole keeps its "Already exists"; every other
+            // one ends complete, also when another pull made its snapshot.
+            if built || fetched != Fetched::AlreadyExisted {
                 self.progress.layer(digest, LayerEvent::PullComplete);
             }
         }
@@ -556,8 +594,12 @@ fn unpack_blob(
     dir: &std::path::Path,
     diff_id: &Digest,
     limit: u64,
+    read: Option<Arc<AtomicU64>>,
 ) -> Result<unpack::Unpacked> {
-    let blob = mocker.store.open_blob(digest)?;
+    let blob = Counted {
+        inner: mocker.store.open_blob(digest)?,
+        read,
+    };
     unpack::unpack_layer(
         blob,
         compression,
@@ -568,6 +610,22 @@ fn unpack_blob(
         },
         digest.as_str(),
     )
+}
+
+/// Counts the bytes read through it, for extraction progress.
+struct Counted<R> {
+    inner: R,
+    read: Option<Arc<AtomicU64>>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(read) = &self.read {
+            read.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
 }
 
 /// Free bytes on the filesystem of `path` (what unpacking may consume).
@@ -584,7 +642,16 @@ fn now_nanos() -> u128 {
         .unwrap_or(0)
 }
 
-/// Make sure one blob is in the store. Returns whether bytes were transferred.
+/// How a blob came to be in the store.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fetched {
+    AlreadyExisted,
+    /// Another pull downloaded it while we waited.
+    Waited,
+    Transferred,
+}
+
+/// Make sure one blob is in the store.
 async fn fetch_blob(
     mocker: &Mocker,
     registry: &Registry,
@@ -593,7 +660,7 @@ async fn fetch_blob(
     media_type: &str,
     what: &str,
     progress: Option<&dyn Progress>,
-) -> Result<bool> {
+) -> Result<Fetched> {
     let report = |e: LayerEvent| {
         if let Some(p) = progress {
             p.layer(digest, e)
@@ -603,7 +670,7 @@ async fn fetch_blob(
     let mut retried_whole = false;
     loop {
         let Some(mut writer) = claim_blob(mocker, digest, size, what, &mut waited, &report).await? else {
-            return Ok(false);
+            return Ok(if waited { Fetched::Waited } else { Fetched::AlreadyExisted });
         };
         let offset = writer.offset();
         let blob = BlobSource {
@@ -627,7 +694,7 @@ async fn fetch_blob(
         match writer.commit() {
             Ok(()) => {
                 report(LayerEvent::DownloadComplete);
-                return Ok(true);
+                return Ok(Fetched::Transferred);
             }
             Err(Error::DigestMismatch { .. } | Error::SizeMismatch { .. }) if offset > 0 && !retried_whole => {
                 retried_whole = true;

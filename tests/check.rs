@@ -39,7 +39,7 @@ fn corrupt_blob_is_found_repaired_and_restored_by_a_pull() {
     assert!(root.ok(&["images"]).contains("/multi"));
     let out = root.run(&["pull", &reference]);
     assert!(out.status.success());
-    assert_eq!(stderr(&out).matches("Download complete").count(), 1, "{}", stderr(&out));
+    assert_eq!(stdout(&out).matches("Download complete").count(), 1, "{}", stdout(&out));
     root.assert_blobs_verified();
     root.assert_healthy();
 }

@@ -105,7 +105,7 @@ fn rmi_collects_unshared_blobs_and_keeps_shared_ones() {
     root.assert_healthy();
     // b is still whole: a re-pull transfers nothing.
     let out = root.run(&["pull", &b]);
-    assert!(!stderr(&out).contains("Download complete"), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("Download complete"), "{}", stdout(&out));
 }
 
 #[test]

@@ -47,10 +47,11 @@ fn repull_downloads_nothing() {
     let before: Vec<(String, u64)> = root.blobs().iter().map(|b| (b.clone(), inode(b))).collect();
     let out = root.run(&["pull", &reference]);
     assert!(out.status.success());
-    let err = stderr(&out);
+    // docker prints the progress on stdout.
+    let progress = stdout(&out);
     let layers = registry_layers(&reference);
-    assert_eq!(err.matches("Already exists").count(), layers.len(), "{err}");
-    assert!(!err.contains("Download complete"), "{err}");
+    assert_eq!(progress.matches("Already exists").count(), layers.len(), "{progress}");
+    assert!(!progress.contains("Download complete"), "{progress}");
     assert!(
         stdout(&out).contains("Status: Image is up to date for"),
         "{}",
@@ -192,10 +193,10 @@ fn interrupted_download_resumes_with_a_range_request() {
     std::fs::write(root.path().join("ingest").join(hex_of(biggest)), &bytes[..half]).unwrap();
     let out = root.run(&["pull", &reference]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let err = stderr(&out);
+    let progress = stdout(&out);
     assert!(
-        err.contains(&format!("{}: Resuming download at byte {half}", &hex_of(biggest)[..12])),
-        "{err}"
+        progress.contains(&format!("{}: Resuming download at byte {half}", &hex_of(biggest)[..12])),
+        "{progress}"
     );
     root.assert_blobs_verified();
     assert!(root.ingest().is_empty());
@@ -256,7 +257,7 @@ fn ctrl_c_during_a_pull_leaves_nothing_visible_and_the_next_pull_completes() {
 
     let out = root.run(&["pull", &reference]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("Resuming download at byte"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Resuming download at byte"), "{}", stdout(&out));
     root.assert_blobs_verified();
     root.assert_healthy();
 }

@@ -413,13 +413,14 @@ fn pull(cli: &Cli, mocker: &Mocker, args: &PullArgs) -> Result<i32> {
         },
         max_unpacked_bytes: args.max_layer_size,
     };
-    let progress = progress::for_terminal(args.quiet, std::io::stderr().is_terminal());
+    // docker prints the whole pull on stdout.
+    let progress = progress::for_stream(args.quiet, progress::Stream::Stdout);
     if !args.quiet {
         let from = match reference.tag().filter(|_| reference.digest().is_none()) {
             Some(tag) => format!("{tag}: Pulling from {}", reference.repository()),
             None => format!("Pulling from {}", reference.repository()),
         };
-        eprintln!("{from}");
+        println!("{from}");
     }
     let pulled = pull_until_interrupted(mocker, &reference, &opts, progress.as_ref())?;
     let shown = mocker::reference::familiar_name(&reference.name()).to_string();
@@ -478,7 +479,7 @@ fn pull_quietly(cli: &Cli, mocker: &Mocker, reference: &ImageRef) -> mocker::Res
         },
         max_unpacked_bytes: mocker::unpack::Limits::default().max_unpacked_bytes,
     };
-    let progress = progress::for_terminal(false, std::io::stderr().is_terminal());
+    let progress = progress::for_stream(false, progress::Stream::Stderr);
     let pulled = pull_until_interrupted(mocker, reference, &opts, progress.as_ref())?;
     eprintln!("Digest: {}", pulled.image.repo_digest());
     Ok(())
