@@ -110,6 +110,153 @@ pub fn mkdir_all_in_tracking(
     Ok(current)
 }
 
+/// What an entry made in a directory inherits from it, beyond what the
+/// creating call asks for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Inherit {
+    /// The directory's group: a new entry gets it instead of ours when the
+    /// directory is setgid or the filesystem is mounted `grpid`.
+    pub gid: u32,
+    /// A new directory in it is setgid too.
+    pub setgid: bool,
+    /// A default ACL: a new entry's mode comes from it, not from the umask.
+    pub default_acl: bool,
+}
+
+impl Inherit {
+    /// Read from the directory itself.
+    pub fn of(dir: BorrowedFd) -> nix::Result<Inherit> {
+        let st = nix::sys::stat::fstat(dir)?;
+        // SAFETY: valid fd, NUL-terminated name, a null buffer of length 0
+        // (asks only whether the attribute exists).
+        let n = unsafe {
+            nix::libc::fgetxattr(
+                dir.as_raw_fd(),
+                c"system.posix_acl_default".as_ptr(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        // No attribute, or none possible here: no default ACL. Any other
+        // answer counts as one, which only costs a chmod later.
+        let default_acl = n >= 0 || !matches!(Errno::last(), Errno::ENODATA | Errno::EOPNOTSUPP);
+        Ok(Inherit {
+            gid: st.st_gid,
+            setgid: st.st_mode & nix::libc::S_ISGID != 0,
+            default_acl,
+        })
+    }
+}
+
+/// The most directories a `DirPath` keeps open.
+const MAX_OPEN_DIRS: usize = 64;
+
+/// A directory opened inside a root, and what entries made in it inherit.
+pub struct OpenDir {
+    pub fd: OwnedFd,
+    pub inherit: Inherit,
+}
+
+/// The directories along the path last resolved inside one root, kept
+/// open: a tar stream lists a directory's entries together, so most entries
+/// find their parent here instead of resolving it again (openat2, fstat and
+/// close per entry). A path resolves to the same directory for as long as
+/// none of its components is removed or replaced, so whoever removes or
+/// replaces anything under the root, or changes a directory's owner, mode
+/// or ACL, calls `clear` (or `keep`s the changed directory again).
+#[derive(Default)]
+pub struct DirPath {
+    /// Each path a strict ancestor of the next.
+    open: Vec<(std::path::PathBuf, std::rc::Rc<OpenDir>)>,
+}
+
+impl DirPath {
+    pub fn clear(&mut self) {
+        self.open.clear();
+    }
+
+    /// Drop what is not `rel` or an ancestor of it.
+    fn truncate_to(&mut self, rel: &Path) {
+        while self.open.last().is_some_and(|(path, _)| !rel.starts_with(path)) {
+            self.open.pop();
+        }
+    }
+
+    /// Keep directory `rel`, just made or changed, open (with what it
+    /// passes on) for the entries inside it that come next.
+    pub fn keep(&mut self, rel: &Path, dir: OpenDir) {
+        self.truncate_to(rel);
+        if let Some((top, _)) = self.open.last() {
+            if top == rel {
+                self.open.pop();
+            }
+        }
+        if self.open.len() < MAX_OPEN_DIRS
+            && self
+                .open
+                .last()
+                .is_some_and(|(top, _)| Some(top.as_path()) == rel.parent())
+        {
+            self.open.push((rel.to_path_buf(), std::rc::Rc::new(dir)));
+        }
+    }
+
+    /// Directory `rel` inside `root`, as `mkdir_all_in_tracking` opens it
+    /// (creating missing components, listed in `created`), but component by
+    /// component from the deepest one already open. A component that is
+    /// not a plain directory (a symlink) goes the long way: resolved inside
+    /// the root by `mkdir_all_in_tracking`.
+    pub fn open_or_make(
+        &mut self,
+        root: BorrowedFd,
+        rel: &Path,
+        created: &mut Vec<std::path::PathBuf>,
+    ) -> Result<std::rc::Rc<OpenDir>, (String, Errno)> {
+        let inspect = |fd: OwnedFd, path: &Path| match Inherit::of(fd.as_fd()) {
+            Ok(inherit) => Ok(std::rc::Rc::new(OpenDir { fd, inherit })),
+            Err(e) => Err((path.display().to_string(), e)),
+        };
+        self.truncate_to(rel);
+        if self.open.is_empty() {
+            let fd = open_dir_in(root, Path::new("")).map_err(|e| (".".to_string(), e))?;
+            self.open
+                .push((std::path::PathBuf::new(), inspect(fd, Path::new("."))?));
+        }
+        let mut prefix = self.open.last().map(|(p, _)| p.clone()).unwrap_or_default();
+        let Ok(rest) = rel.strip_prefix(&prefix).map(Path::to_path_buf) else {
+            return Err((rel.display().to_string(), Errno::EINVAL));
+        };
+        for component in rest.components() {
+            let Some((_, top)) = self.open.last() else { break };
+            let top = top.fd.as_fd();
+            prefix.push(component);
+            let name = Path::new(component.as_os_str());
+            let fd = match open_child_dir(top, name) {
+                Err(Errno::ENOENT) if mkdirat(top, name, Mode::from_bits_truncate(0o755)).is_ok() => {
+                    created.push(prefix.clone());
+                    open_child_dir(top, name)
+                }
+                other => other,
+            };
+            match fd {
+                // Bounded: a layer's deep tree must not take all our fds.
+                Ok(fd) if self.open.len() < MAX_OPEN_DIRS => {
+                    let dir = inspect(fd, &prefix)?;
+                    self.open.push((prefix.clone(), dir));
+                }
+                _ => {
+                    let fd = mkdir_all_in_tracking(root, rel, created)?;
+                    return inspect(fd, rel);
+                }
+            }
+        }
+        match self.open.last() {
+            Some((_, dir)) => Ok(dir.clone()),
+            None => Err((rel.display().to_string(), Errno::ENOENT)),
+        }
+    }
+}
+
 /// lstat of `name` in `dir`; None when it does not exist.
 pub fn lstat_at(dir: BorrowedFd, name: &Path) -> nix::Result<Option<FileStat>> {
     match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -267,12 +414,10 @@ pub fn set_xattr_at(dir: BorrowedFd, name: &Path, key: &str, value: &[u8]) -> io
 }
 
 /// Open directory `rel` inside `root`, its parents resolved inside the root
-/// and its last component not followed (`rel` empty: the root itself).
+/// and its last component not followed (`rel` empty: the root itself), in
+/// one openat2: O_NOFOLLOW applies to the last component only.
 pub fn open_dir_nofollow_in(root: BorrowedFd, rel: &Path) -> nix::Result<OwnedFd> {
-    match (rel.parent(), rel.file_name()) {
-        (Some(parent), Some(name)) => open_child_dir(open_dir_in(root, parent)?.as_fd(), Path::new(name)),
-        _ => open_dir_in(root, rel),
-    }
+    resolve(root, rel, DIR_FLAGS | OFlag::O_NOFOLLOW)
 }
 
 /// Open directory `name` in `dir`, not following it if it is a symlink.

@@ -161,6 +161,8 @@ pub fn unpack_layer(
         whited: HashSet::new(),
         opaque: HashSet::new(),
         buf: vec![0; COPY_BUFFER],
+        dirs: safefs::DirPath::default(),
+        creator: Creator::current(),
     };
     let mut reader = tarstream::Reader::new(&mut metered);
     while let Some(entry) = reader.next_entry().map_err(|e| match e {
@@ -256,6 +258,56 @@ struct Applier {
     opaque: HashSet<PathBuf>,
     /// One copy buffer for every file: fewer, larger writes than io::copy's.
     buf: Vec<u8>,
+    /// The parent directories of the entries being applied, kept open.
+    dirs: safefs::DirPath,
+    /// Who creates: an entry of our own uid and gid needs no chown.
+    creator: Creator,
+}
+
+/// What a created entry gets without being told: owner (our effective ids)
+/// and mode (what the creating call asks, less the umask). Entries that
+/// match need no chown or chmod after their creation.
+#[derive(Clone, Copy, Debug)]
+struct Creator {
+    uid: u32,
+    gid: u32,
+    /// The process umask; all bits when it cannot be read (always chmod).
+    umask: u32,
+}
+
+impl Creator {
+    fn current() -> Creator {
+        Creator {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            umask: read_umask().unwrap_or(0o7777),
+        }
+    }
+
+    /// Whether an entry created in `parent` is already `meta`'s owner: ours,
+    /// and the parent's group is ours too (a setgid parent or a `grpid`
+    /// mount gives a new entry the parent's group).
+    fn owns(&self, parent: &safefs::Inherit, meta: &Meta) -> bool {
+        let ours = (Some(Uid::from_raw(self.uid)), Some(Gid::from_raw(self.gid)));
+        meta.owner == ours && parent.gid == self.gid
+    }
+
+    /// Whether creating with `meta.mode & 0o777` in `parent` leaves exactly
+    /// `meta.mode`: no setuid/setgid/sticky bit, nothing the umask takes,
+    /// no default ACL deciding instead, and (for a directory) no setgid
+    /// inherited.
+    fn gives_mode(&self, parent: &safefs::Inherit, meta: &Meta, dir: bool) -> bool {
+        let mode = meta.mode.bits();
+        mode & !0o777 == 0 && mode & self.umask == 0 && !parent.default_acl && !(dir && parent.setgid)
+    }
+}
+
+/// The umask, read without changing it (umask(2) can only set it, and
+/// another thread may be creating files meanwhile).
+fn read_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let value = status.lines().find_map(|line| line.strip_prefix("Umask:"))?;
+    u32::from_str_radix(value.trim(), 8).ok()
 }
 
 impl Applier {
@@ -282,19 +334,50 @@ impl Applier {
             self.unwhite_parents(parent_rel, &path)?;
         }
         let mut created = Vec::new();
-        let parent = safefs::mkdir_all_in_tracking(self.root.as_fd(), parent_rel, &mut created).map_err(
-            |(component, errno)| entry_error(&path, format!("cannot make {component:?} a directory: {errno}")),
-        )?;
+        let parent = self
+            .dirs
+            .open_or_make(self.root.as_fd(), parent_rel, &mut created)
+            .map_err(|(component, errno)| {
+                entry_error(&path, format!("cannot make {component:?} a directory: {errno}"))
+            })?;
         self.note_created(created, &path)?;
-        let parent = parent.as_fd();
 
         if name_bytes == OPAQUE_MARKER.as_bytes() {
-            return self.make_opaque(parent, parent_rel, &path);
+            return self.make_opaque(parent.fd.as_fd(), parent_rel, &path);
         }
         if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-            return self.whiteout(parent, parent_rel, hidden, &path);
+            return self.whiteout(parent.fd.as_fd(), parent_rel, hidden, &path);
         }
-        self.place(entry, data, parent, &name, &path)
+        self.place(entry, data, &parent, &name, &path)
+    }
+
+    /// Run `make`, which creates `name` in `parent` and fails with EEXIST if
+    /// something is there: that is this layer's earlier entry of the same
+    /// name, which goes (with what it implied below it) before `make` runs
+    /// again. Creating first spares the lstat almost every entry would need.
+    fn replacing<T>(
+        &mut self,
+        parent: BorrowedFd,
+        name: &Path,
+        path: &Path,
+        make: impl Fn() -> nix::Result<T>,
+    ) -> nix::Result<T> {
+        match make() {
+            Err(Errno::EEXIST) => {
+                self.remove(parent, name, path)?;
+                make()
+            }
+            other => other,
+        }
+    }
+
+    /// Remove this layer's `name` in `parent`, and what it implied below it.
+    fn remove(&mut self, parent: BorrowedFd, name: &Path, path: &Path) -> nix::Result<()> {
+        // The open directories may run through what goes.
+        self.dirs.clear();
+        safefs::remove_at(parent, name)?;
+        remove_below(&mut self.implicit, path);
+        Ok(())
     }
 
     /// Make `name` in `parent` as `entry` says, replacing what this layer
@@ -303,25 +386,20 @@ impl Applier {
         &mut self,
         entry: &Entry,
         data: &mut impl Read,
-        parent: BorrowedFd,
+        parent: &safefs::OpenDir,
         name: &Path,
         path: &Path,
     ) -> Result<()> {
         if entry.kind != Kind::Dir {
             self.implicit.remove(path);
         }
-        let existing = safefs::lstat_at(parent, name).map_err(|e| entry_error(path, e))?;
-        let existing_is_dir = existing.as_ref().is_some_and(safefs::is_dir);
-        if existing.is_some() && (entry.kind != Kind::Dir || !existing_is_dir) {
-            safefs::remove_at(parent, name).map_err(|e| entry_error(path, e))?;
-            // What this layer implied below it went with it.
-            remove_below(&mut self.implicit, path);
-        }
         let meta = Meta::of(entry, path)?;
+        let chown = !self.creator.owns(&parent.inherit, &meta);
+        let fd = parent.fd.as_fd();
         match entry.kind {
             Kind::Dir => {
                 self.implicit.remove(path);
-                self.make_dir(parent, name, path, !existing_is_dir, &meta)
+                self.make_dir(parent, name, path, &meta)
             }
             Kind::File => self.write_file(entry, data, parent, name, path, &meta),
             Kind::Symlink => {
@@ -331,10 +409,11 @@ impl Applier {
                     .ok_or_else(|| entry_error(path, "symlink without a target"))?;
                 // Stored verbatim: an absolute target is resolved against the
                 // container's root when used, never against ours.
-                symlinkat(target.as_path(), parent, name).map_err(|e| entry_error(path, e))?;
-                set_meta_at(parent, name, path, &meta, false)
+                self.replacing(fd, name, path, || symlinkat(target.as_path(), fd, name))
+                    .map_err(|e| entry_error(path, e))?;
+                set_meta_at(fd, name, path, &meta, chown, false)
             }
-            Kind::HardLink => self.hard_link(entry, parent, name, path),
+            Kind::HardLink => self.hard_link(entry, fd, name, path),
             Kind::Char | Kind::Block | Kind::Fifo => {
                 let dev = makedev(entry.device.0, entry.device.1);
                 let (sflag, dev) = match entry.kind {
@@ -342,8 +421,9 @@ impl Applier {
                     Kind::Block => (SFlag::S_IFBLK, dev),
                     _ => (SFlag::S_IFIFO, 0),
                 };
-                mknodat(parent, name, sflag, Mode::empty(), dev).map_err(|e| entry_error(path, e))?;
-                set_meta_at(parent, name, path, &meta, true)
+                self.replacing(fd, name, path, || mknodat(fd, name, sflag, Mode::empty(), dev))
+                    .map_err(|e| entry_error(path, e))?;
+                set_meta_at(fd, name, path, &meta, chown, true)
             }
             Kind::Other(flag) => Err(entry_error(
                 path,
@@ -352,19 +432,48 @@ impl Applier {
         }
     }
 
-    fn make_dir(&mut self, parent: BorrowedFd, name: &Path, path: &Path, create: bool, meta: &Meta) -> Result<()> {
+    /// A directory entry: made, or over a directory already there only its
+    /// metadata changes. It stays open for the entries inside it.
+    fn make_dir(&mut self, parent: &safefs::OpenDir, name: &Path, path: &Path, meta: &Meta) -> Result<()> {
         let e = |err: Errno| entry_error(path, err);
-        if create {
-            nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o700)).map_err(e)?;
+        let at = parent.fd.as_fd();
+        let mkdir = || nix::sys::stat::mkdirat(at, name, Mode::from_bits_truncate(meta.mode.bits() & 0o777));
+        let created = match mkdir() {
+            Ok(()) => true,
+            Err(Errno::EEXIST) => match safefs::lstat_at(at, name).map_err(e)? {
+                Some(st) if safefs::is_dir(&st) => false,
+                _ => {
+                    self.replacing(at, name, path, mkdir).map_err(e)?;
+                    true
+                }
+            },
+            Err(err) => return Err(e(err)),
+        };
+        let fd = safefs::open_child_dir(at, name).map_err(e)?;
+        if !created || !self.creator.owns(&parent.inherit, meta) {
+            fchown(fd.as_fd(), meta.owner.0, meta.owner.1).map_err(e)?;
         }
-        let fd = safefs::open_child_dir(parent, name).map_err(e)?;
-        fchown(fd.as_fd(), meta.owner.0, meta.owner.1).map_err(e)?;
-        fchmod(fd.as_fd(), meta.mode).map_err(e)?;
+        if !created || !self.creator.gives_mode(&parent.inherit, meta, true) {
+            fchmod(fd.as_fd(), meta.mode).map_err(e)?;
+        }
         set_xattrs_fd(fd.as_fd(), meta, path)?;
         if self.whited.contains(path) {
             self.make_opaque(fd.as_fd(), path, path)?;
         }
         self.dir_times.insert(path.to_path_buf(), meta.mtime);
+        // What entries made in it inherit: known for one just made with
+        // this metadata, read back from one whose metadata changed.
+        let inherit = if created {
+            safefs::Inherit {
+                gid: meta.owner.1.map_or(self.creator.gid, Gid::as_raw),
+                setgid: meta.mode.contains(Mode::S_ISGID),
+                default_acl: parent.inherit.default_acl
+                    || meta.xattrs.iter().any(|(key, _)| key == "system.posix_acl_default"),
+            }
+        } else {
+            safefs::Inherit::of(fd.as_fd()).map_err(e)?
+        };
+        self.dirs.keep(path, safefs::OpenDir { fd, inherit });
         Ok(())
     }
 
@@ -372,19 +481,18 @@ impl Applier {
         &mut self,
         entry: &Entry,
         data: &mut impl Read,
-        parent: BorrowedFd,
+        parent: &safefs::OpenDir,
         name: &Path,
         path: &Path,
         meta: &Meta,
     ) -> Result<()> {
         let e = |err: Errno| entry_error(path, err);
-        let fd = openat(
-            parent,
-            name,
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(e)?;
+        let at = parent.fd.as_fd();
+        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let create_mode = Mode::from_bits_truncate(meta.mode.bits() & 0o777);
+        let fd = self
+            .replacing(at, name, path, || openat(at, name, flags, create_mode))
+            .map_err(e)?;
         let mut file = std::fs::File::from(fd);
         let written = match &entry.sparse {
             None => copy(data, &mut file, entry.size, &mut self.buf),
@@ -392,14 +500,18 @@ impl Applier {
         }
         .map_err(|err| write_error(path, err))?;
         self.file_bytes += written;
-        fchown(file.as_fd(), meta.owner.0, meta.owner.1).map_err(e)?;
-        // After chown, which clears setuid/setgid.
-        fchmod(file.as_fd(), meta.mode).map_err(e)?;
+        if !self.creator.owns(&parent.inherit, meta) {
+            fchown(file.as_fd(), meta.owner.0, meta.owner.1).map_err(e)?;
+        }
+        // After chown, which clears setuid/setgid (creation never sets them).
+        if !self.creator.gives_mode(&parent.inherit, meta, false) {
+            fchmod(file.as_fd(), meta.mode).map_err(e)?;
+        }
         set_xattrs_fd(file.as_fd(), meta, path)?;
         futimens(file.as_fd(), &meta.mtime, &meta.mtime).map_err(e)
     }
 
-    fn hard_link(&self, entry: &Entry, parent: BorrowedFd, name: &Path, path: &Path) -> Result<()> {
+    fn hard_link(&mut self, entry: &Entry, parent: BorrowedFd, name: &Path, path: &Path) -> Result<()> {
         let raw_target = entry
             .link
             .as_ref()
@@ -416,8 +528,10 @@ impl Applier {
             )
         })?;
         // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink.
-        linkat(target_dir.as_fd(), target_name, parent, name, AtFlags::empty())
-            .map_err(|err| entry_error(path, format!("hardlink to {}: {err}", shown(&target))))
+        self.replacing(parent, name, path, || {
+            linkat(target_dir.as_fd(), target_name, parent, name, AtFlags::empty())
+        })
+        .map_err(|err| entry_error(path, format!("hardlink to {}: {err}", shown(&target))))
     }
 
     /// The root entry (`./`): its owner, mode and xattrs become the snapshot
@@ -435,6 +549,8 @@ impl Applier {
         fchown(root, meta.owner.0, meta.owner.1).map_err(|e| entry_error(path, e))?;
         fchmod(root, meta.mode).map_err(|e| entry_error(path, e))?;
         set_xattrs_fd(root, &meta, path)?;
+        // What the root's entries inherit changed.
+        self.dirs.clear();
         self.dir_times.insert(PathBuf::new(), meta.mtime);
         self.implicit.remove(Path::new(""));
         Ok(())
@@ -473,7 +589,7 @@ impl Applier {
     /// An entry below a path this layer whited out (`.wh.d`, then `d/f`):
     /// the whiteout device must give way to a directory, which
     /// `note_created` makes opaque.
-    fn unwhite_parents(&self, parent_rel: &Path, path: &Path) -> Result<()> {
+    fn unwhite_parents(&mut self, parent_rel: &Path, path: &Path) -> Result<()> {
         // Every entry passes here: no syscall unless a parent was whited out.
         if !parent_rel.ancestors().any(|a| self.whited.contains(a)) {
             return Ok(());
@@ -495,6 +611,7 @@ impl Applier {
             };
             match safefs::lstat_at(dir.as_fd(), Path::new(name)).map_err(|e| entry_error(path, e))? {
                 Some(st) if is_whiteout_device(&st) => {
+                    self.dirs.clear();
                     safefs::remove_at(dir.as_fd(), Path::new(name)).map_err(|e| entry_error(path, e))?
                 }
                 _ => {}
@@ -539,14 +656,11 @@ impl Applier {
         let mut times: Vec<(&PathBuf, &TimeSpec)> = self.dir_times.iter().collect();
         times.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
         for (path, time) in times {
-            let Some(name) = path.file_name() else {
+            if path.file_name().is_none() {
                 futimens(self.root.as_fd(), time, time).map_err(|err| entry_error(Path::new("."), err))?;
                 continue;
-            };
-            let Ok(parent) = safefs::open_dir_in(self.root.as_fd(), path.parent().unwrap_or(Path::new(""))) else {
-                continue;
-            };
-            let Ok(dir) = safefs::open_child_dir(parent.as_fd(), Path::new(name)) else {
+            }
+            let Ok(dir) = safefs::open_dir_nofollow_in(self.root.as_fd(), path) else {
                 continue;
             };
             futimens(dir.as_fd(), time, time).map_err(|err| entry_error(path, err))?;
@@ -615,11 +729,13 @@ fn set_xattrs_fd(fd: BorrowedFd, meta: &Meta, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Owner, mode (devices and fifos only: a symlink has none), xattrs and
-/// mtime of `name`, never following it.
-fn set_meta_at(parent: BorrowedFd, name: &Path, path: &Path, meta: &Meta, node: bool) -> Result<()> {
+/// Owner (unless creation gave it), mode (devices and fifos only: a symlink
+/// has none), xattrs and mtime of `name`, never following it.
+fn set_meta_at(parent: BorrowedFd, name: &Path, path: &Path, meta: &Meta, chown: bool, node: bool) -> Result<()> {
     let e = |err: Errno| entry_error(path, err);
-    fchownat(parent, name, meta.owner.0, meta.owner.1, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(e)?;
+    if chown {
+        fchownat(parent, name, meta.owner.0, meta.owner.1, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(e)?;
+    }
     if node {
         // Older kernels refuse NoFollow for chmod; a node is no symlink.
         fchmodat(parent, name, meta.mode, FchmodatFlags::NoFollowSymlink)
@@ -691,5 +807,97 @@ mod tests {
             PathBuf::from("etc/passwd")
         );
         assert!(clean_path(Path::new("a/../../b")).is_err());
+    }
+
+    fn entry(
+        builder: &mut tar::Builder<Vec<u8>>,
+        kind: tar::EntryType,
+        path: &str,
+        mode: u32,
+        owner: (u64, u64),
+        data: &[u8],
+    ) {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_uid(owner.0);
+        header.set_gid(owner.1);
+        header.set_mtime(1_000_000);
+        if kind == tar::EntryType::Symlink {
+            header.set_link_name("file").unwrap();
+        }
+        builder.append_data(&mut header, path, data).unwrap();
+    }
+
+    fn unpack(tar: &[u8], target: &Path) {
+        let diff_id = Digest::of_bytes(tar);
+        unpack_layer(tar, Compression::None, target, &diff_id, Limits::default(), "test").unwrap();
+    }
+
+    /// Creation gives our owner and the asked mode only where nothing is
+    /// inherited: a setgid directory passes its group (and to directories
+    /// its setgid bit) on, so those entries are still chowned and chmodded.
+    #[test]
+    fn inherited_group_and_setgid_are_overridden() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            return; // chown needs root
+        }
+        let me = (0, 0);
+        let mut b = tar::Builder::new(Vec::new());
+        entry(&mut b, tar::EntryType::Directory, "shared/", 0o2775, (0, 4321), b"");
+        entry(&mut b, tar::EntryType::Regular, "shared/file", 0o644, me, b"x");
+        entry(&mut b, tar::EntryType::Directory, "shared/sub/", 0o755, me, b"");
+        entry(&mut b, tar::EntryType::Symlink, "shared/link", 0o777, me, b"");
+        entry(&mut b, tar::EntryType::Regular, "shared/implied/file", 0o600, me, b"y");
+        entry(&mut b, tar::EntryType::Regular, "plain", 0o4755, me, b"z");
+        let tar = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        unpack(&tar, dir.path());
+        let meta = |p: &str| std::fs::symlink_metadata(dir.path().join(p)).unwrap();
+        assert_eq!((meta("shared").gid(), meta("shared").mode() & 0o7777), (4321, 0o2775));
+        assert_eq!(
+            (meta("shared/file").gid(), meta("shared/file").mode() & 0o7777),
+            (0, 0o644)
+        );
+        assert_eq!(
+            (meta("shared/sub").gid(), meta("shared/sub").mode() & 0o7777),
+            (0, 0o755)
+        );
+        assert_eq!(meta("shared/link").gid(), 0);
+        assert_eq!(meta("shared/implied/file").gid(), 0);
+        assert_eq!(meta("plain").mode() & 0o7777, 0o4755);
+    }
+
+    /// Entries keep landing in the right directory when an earlier one of
+    /// the same name is replaced while its parent is held open.
+    #[test]
+    fn replacing_keeps_later_entries_in_place() {
+        let me = (
+            u64::from(nix::unistd::geteuid().as_raw()),
+            u64::from(nix::unistd::getegid().as_raw()),
+        );
+        let mut b = tar::Builder::new(Vec::new());
+        entry(&mut b, tar::EntryType::Directory, "a/", 0o755, me, b"");
+        entry(&mut b, tar::EntryType::Directory, "a/b/", 0o755, me, b"");
+        entry(&mut b, tar::EntryType::Regular, "a/b/f", 0o644, me, b"1");
+        // a/b becomes a file, then a directory again with new content.
+        entry(&mut b, tar::EntryType::Regular, "a/b", 0o644, me, b"2");
+        entry(&mut b, tar::EntryType::Directory, "a/b/", 0o700, me, b"");
+        entry(&mut b, tar::EntryType::Regular, "a/b/g", 0o600, me, b"3");
+        entry(&mut b, tar::EntryType::Regular, "a/h", 0o640, me, b"4");
+        let tar = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        unpack(&tar, dir.path());
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("g")]);
+        assert_eq!(std::fs::read(dir.path().join("a/h")).unwrap(), b"4");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!((mode("a/b"), mode("a/b/g"), mode("a/h")), (0o700, 0o600, 0o640));
     }
 }
