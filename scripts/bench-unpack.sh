@@ -12,7 +12,8 @@
 # and the ratios the issue sets: mocker/ctr (<= 0.40 for both shapes),
 # mocker/floor (<= 1.25), peak RSS (<= 64 MiB).
 # Usage: scripts/bench-unpack.sh [RUNS]; MOCKER_BIN=path compares a given
-# binary instead of building this tree.
+# binary instead of building this tree, and MOCKER_BASE=path adds an older
+# mocker to the same runs (before/after figures from one run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -67,6 +68,9 @@ for i in $(seq "$runs"); do
         var=MOCKER_BENCH_${shape^^}
         timed "mocker-$shape" "$mocker" --root "$work/mocker-$shape-$i" pull -q "${!var}"
         timed "ctr-$shape" "${ctr[@]}" -n "bench-$shape-$i" images pull --plain-http "${!var}"
+        if [[ -n ${MOCKER_BASE:-} ]]; then
+            timed "base-$shape" "$MOCKER_BASE" --root "$work/base-$shape-$i" pull -q "${!var}"
+        fi
     done
     mkdir -p "$work/floor-$i"
     timed floor sh -c "pigz -dc $work/mocker-single-1/blobs/sha256/${single_blob#sha256:} | tar -x -C $work/floor-$i"
@@ -76,7 +80,7 @@ size=$(du -sb "$work/mocker-single-1/blobs" | cut -f1)
 unpacked=$(du -sb "$work/mocker-single-1/snapshots" | cut -f1)
 echo "single: one layer, $((size / 1000000)) MB gzip, $((unpacked / 1000000)) MB unpacked; three: the same files in 3 layers"
 printf '%-14s %s\n' run "wall seconds (peak RSS KiB) per run"
-for name in mocker-single ctr-single floor mocker-three ctr-three; do
+for name in mocker-single ctr-single floor mocker-three ctr-three ${MOCKER_BASE:+base-single base-three}; do
     printf '%-14s %s (median %s s)\n' "$name" "$(awk -v t="$name" '$1==t {printf "%s (%s) ", $2, $3}' "$work/results")" "$(median "$name" 2)"
 done
 ratio() { echo "scale=2; $1 / $2" | bc; }

@@ -670,7 +670,11 @@ async fn fetch_blob(
     let mut retried_whole = false;
     loop {
         let Some(mut writer) = claim_blob(mocker, digest, size, what, &mut waited, &report).await? else {
-            return Ok(if waited { Fetched::Waited } else { Fetched::AlreadyExisted });
+            return Ok(if waited {
+                Fetched::Waited
+            } else {
+                Fetched::AlreadyExisted
+            });
         };
         let offset = writer.offset();
         let blob = BlobSource {

@@ -148,8 +148,10 @@ impl Inherit {
     }
 }
 
-/// The most directories a `DirPath` keeps open.
-const MAX_OPEN_DIRS: usize = 64;
+/// The most directories a `DirPath` keeps open: layers unpack in parallel
+/// (one per core), and 16 of them must stay well under a soft limit of
+/// 1024 fds. Deeper paths are opened the long way.
+const MAX_OPEN_DIRS: usize = 32;
 
 /// A directory opened inside a root, and what entries made in it inherit.
 pub struct OpenDir {

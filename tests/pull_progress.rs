@@ -161,12 +161,22 @@ fn a_pull_on_a_terminal_leaves_one_row_per_layer_at_80_and_200_columns() {
         let root = Root::new();
         let reference = image("multi:latest");
         let screen = pull_on_pty(&root, &reference, width, 40);
-        assert_display(&screen, &reference, &["Pull complete"], "Status: Downloaded newer image for");
+        assert_display(
+            &screen,
+            &reference,
+            &["Pull complete"],
+            "Status: Downloaded newer image for",
+        );
         if width == 80 {
             eprintln!("final screen at 80 columns:\n{}", screen.rows().join("\n"));
         }
         let again = pull_on_pty(&root, &reference, width, 40);
-        assert_display(&again, &reference, &["Already exists"], "Status: Image is up to date for");
+        assert_display(
+            &again,
+            &reference,
+            &["Already exists"],
+            "Status: Image is up to date for",
+        );
     }
 }
 
@@ -192,5 +202,10 @@ fn more_layers_than_the_screen_has_rows_still_end_one_final_row_each() {
     let root = Root::new();
     let reference = image("layers-60:latest");
     let screen = pull_on_pty(&root, &reference, 80, 24);
-    assert_display(&screen, &reference, &["Pull complete"], "Status: Downloaded newer image for");
+    assert_display(
+        &screen,
+        &reference,
+        &["Pull complete"],
+        "Status: Downloaded newer image for",
+    );
 }

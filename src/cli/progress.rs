@@ -259,9 +259,16 @@ impl Rows {
         let (width, height) = self.stream.size();
         let rows = &state.board.rows;
         let finals: Vec<bool> = rows.iter().map(|r| last || r.is_final()).collect();
-        let view = if last { usize::MAX } else { height.saturating_sub(1).max(1) };
+        let view = if last {
+            usize::MAX
+        } else {
+            height.saturating_sub(1).max(1)
+        };
         let (committed, end) = window(&finals, state.committed, view);
-        let lines: Vec<String> = rows[state.committed..end].iter().map(|r| format_row(r, width)).collect();
+        let lines: Vec<String> = rows[state.committed..end]
+            .iter()
+            .map(|r| format_row(r, width))
+            .collect();
         self.stream.write(&frame(&lines, state.drawn));
         state.drawn = end - committed;
         state.committed = committed;
@@ -322,7 +329,10 @@ mod tests {
         let at_80 = format_row(&downloading, 80);
         assert!(at_80.contains("[") && at_80.ends_with("12.3MB/45.6MB"), "{at_80}");
         assert_eq!(format_row(&downloading, 40), "0123456789ab: Downloading 12.3MB/45.6MB");
-        assert_eq!(format_row(&row("Pull complete", None), 80), "0123456789ab: Pull complete");
+        assert_eq!(
+            format_row(&row("Pull complete", None), 80),
+            "0123456789ab: Pull complete"
+        );
     }
 
     #[test]
