@@ -1,7 +1,7 @@
 //! docker's `inspect` document for a container: typed, in docker's field
 //! order (serde_json keeps struct order), one builder per part.
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::config::ContainerConfig;
@@ -199,29 +199,9 @@ pub struct Endpoint {
     pub bridge: String,
 }
 
-/// A JSON object with keys in insertion order; a repeated key keeps its
-/// first place and takes the last value (a `serde_json::Map`'s insert).
-#[derive(Clone, Debug, Default)]
-pub struct Keyed<V>(pub Vec<(String, V)>);
-
-impl<V> FromIterator<(String, V)> for Keyed<V> {
-    fn from_iter<I: IntoIterator<Item = (String, V)>>(iter: I) -> Self {
-        let mut entries: Vec<(String, V)> = Vec::new();
-        for (key, value) in iter {
-            match entries.iter_mut().find(|(k, _)| *k == key) {
-                Some(entry) => entry.1 = value,
-                None => entries.push((key, value)),
-            }
-        }
-        Keyed(entries)
-    }
-}
-
-impl<V: Serialize> Serialize for Keyed<V> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
-    }
-}
+/// docker's port and network maps: insertion order, a repeated key keeps
+/// its first place and takes the last value (as serde_json's `Map`).
+pub type Keyed<V> = indexmap::IndexMap<String, V>;
 
 /// [`details`] as a JSON value, which the CLI prints with images'.
 pub fn inspect(mocker: &Mocker, container: &Container) -> Result<Value> {
@@ -433,7 +413,7 @@ fn network_settings(config: &ContainerConfig, state: &State) -> NetworkSettings 
     NetworkSettings {
         address,
         ports,
-        networks: Keyed(vec![(config.network.name().to_string(), endpoint)]),
+        networks: Keyed::from([(config.network.name().to_string(), endpoint)]),
     }
 }
 
