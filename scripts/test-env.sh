@@ -449,11 +449,19 @@ start_bench() {
     add_layer three three 'mkdir -p usr/share && cp -a /usr/share/doc usr/share/doc'
     umoci config --image "$layout:three" --os linux --architecture amd64
     push three "127.0.0.1:$port/three:latest"
+    # Many small layers (a twentieth of usr/bin each): the per-layer cost.
+    umoci new --image "$layout:twenty"
+    for k in $(seq 0 19); do
+        add_layer twenty twenty "mkdir -p usr/bin && ls /usr/bin | awk 'NR % 20 == $k' | sed 's|^|/usr/bin/|' | xargs -d '\\n' cp -a -t usr/bin"
+    done
+    umoci config --image "$layout:twenty" --os linux --architecture amd64
+    push twenty "127.0.0.1:$port/twenty:latest"
     cat >"$work/env" <<ENV
 export MOCKER_TEST_REGISTRY=127.0.0.1:$port
 export MOCKER_BENCH_IMAGE=127.0.0.1:$port/big:latest
 export MOCKER_BENCH_SINGLE=127.0.0.1:$port/single:latest
 export MOCKER_BENCH_THREE=127.0.0.1:$port/three:latest
+export MOCKER_BENCH_TWENTY=127.0.0.1:$port/twenty:latest
 ENV
 }
 

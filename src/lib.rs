@@ -12,6 +12,7 @@ pub mod auth;
 pub mod check;
 pub mod container;
 pub mod digest;
+pub mod durable;
 pub mod error;
 pub mod export;
 pub(crate) mod gc;

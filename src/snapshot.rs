@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::digest::Digest;
+use crate::durable::{sync_dir, sync_filesystems, Synced};
 use crate::error::{Error, IoContext, Result};
 use crate::index::{ActiveRecord, Batch, Index, Session, SnapshotRecord};
 use crate::mount::Overlay;
@@ -59,6 +60,21 @@ impl Drop for Building {
             let _ = safefs::remove_tree(&self.tmp);
         }
     }
+}
+
+/// A layer unpacked into its building directory, ready to be sealed.
+pub struct Built {
+    pub building: Building,
+    pub diff_id: Digest,
+    /// Bytes of file data it holds.
+    pub size: u64,
+    /// Directories the layer implies but does not list.
+    pub implicit_dirs: Vec<PathBuf>,
+}
+
+/// Snapshots ready to publish once a sync has made them durable.
+pub struct Sealed {
+    builds: Vec<(Building, SnapshotRecord)>,
 }
 
 /// A snapshot directory renamed out of the numbered namespace, flocked until
@@ -122,11 +138,6 @@ fn chain_in(s: &crate::index::Session, top: &Digest) -> Result<Vec<SnapshotRecor
         out.push(record);
     }
     Ok(out)
-}
-
-fn sync_filesystem(path: &Path) -> Result<()> {
-    let dir = fs::File::open(path).ctx(|| format!("opening {}", path.display()))?;
-    nix::unistd::syncfs(&dir).map_err(|e| Error::io(format!("syncing {}", path.display()), e.into()))
 }
 
 /// Give each implied directory (the root too, for a layer without a `./`
@@ -490,50 +501,83 @@ impl Snapshotter {
         Ok(out)
     }
 
-    /// Publish a built snapshot. Its parent must be committed: directories
-    /// the layer only implied take their metadata from the parent chain, so
-    /// the merged view shows what applying the layers in order would.
+    /// Publish one built snapshot (seal, sync, publish). Its parent must be
+    /// committed.
     pub fn commit(
         &self,
-        mut building: Building,
+        building: Building,
         parent: Option<&Digest>,
         diff_id: &Digest,
         size: u64,
         implicit_dirs: &[PathBuf],
     ) -> Result<SnapshotRecord> {
-        if let Some(parent) = parent {
-            if !implicit_dirs.is_empty() {
-                let lowers: Vec<PathBuf> = self
-                    .chain(parent)?
-                    .iter()
-                    .map(|r| self.path_of(r.id).join("fs"))
-                    .collect();
-                inherit_dirs(&building.fs_dir(), &lowers, implicit_dirs)?;
-            }
-        }
-        let record = SnapshotRecord {
-            id: building.id,
-            chain_id: building.chain_id.clone(),
-            parent: parent.cloned(),
+        let built = Built {
+            building,
             diff_id: diff_id.clone(),
             size,
+            implicit_dirs: implicit_dirs.to_vec(),
         };
-        let meta = serde_json::to_vec(&record).map_err(|e| Error::Index(e.to_string()))?;
-        fs::write(building.tmp.join("meta.json"), meta)
-            .ctx(|| format!("writing {}/meta.json", building.tmp.display()))?;
-        // Durable before visible: after a power loss the index must never
-        // name a snapshot whose files did not reach the disk.
-        sync_filesystem(&building.tmp)?;
-        // Complete before visible: the rename publishes the directory, then
-        // the index records it. A crash between leaves an unreferenced
-        // directory that `system check --repair` removes.
-        let final_dir = self.path_of(building.id);
-        fs::rename(&building.tmp, &final_dir).ctx(|| format!("publishing snapshot {}", final_dir.display()))?;
-        building.committed = true;
+        let sealed = self.seal(parent, vec![built])?;
+        let synced = sync_filesystems(&[&self.dir])?;
+        let mut records = self.publish(sealed, &synced)?;
+        records
+            .pop()
+            .ok_or_else(|| Error::Index("sealed snapshot vanished".into()))
+    }
+
+    /// Ready `builds` for publishing: consecutive layers, base first, on top
+    /// of the committed `parent`. Directories a layer only implied take
+    /// their metadata from the layers below it (committed, or built in this
+    /// batch), so the merged view shows what applying the layers in order
+    /// would; each gets the `meta.json` that lets a crash's orphan be adopted.
+    pub fn seal(&self, parent: Option<&Digest>, builds: Vec<Built>) -> Result<Sealed> {
+        let mut lowers: Vec<PathBuf> = match parent {
+            Some(p) => self.chain(p)?.iter().map(|r| self.path_of(r.id).join("fs")).collect(),
+            None => Vec::new(),
+        };
+        let mut parent = parent.cloned();
+        let mut sealed = Vec::with_capacity(builds.len());
+        for built in builds {
+            let fs_dir = built.building.fs_dir();
+            if !lowers.is_empty() && !built.implicit_dirs.is_empty() {
+                inherit_dirs(&fs_dir, &lowers, &built.implicit_dirs)?;
+            }
+            let record = SnapshotRecord {
+                id: built.building.id,
+                chain_id: built.building.chain_id.clone(),
+                parent: parent.take(),
+                diff_id: built.diff_id,
+                size: built.size,
+            };
+            let meta = serde_json::to_vec(&record).map_err(|e| Error::Index(e.to_string()))?;
+            let tmp = &built.building.tmp;
+            fs::write(tmp.join("meta.json"), meta).ctx(|| format!("writing {}/meta.json", tmp.display()))?;
+            lowers.insert(0, fs_dir);
+            parent = Some(record.chain_id.clone());
+            sealed.push((built.building, record));
+        }
+        Ok(Sealed { builds: sealed })
+    }
+
+    /// Publish sealed snapshots. Durable before visible: `_synced` proves
+    /// their files reached the disk, so after a power loss the index never
+    /// names a snapshot whose files did not. Complete before visible: each
+    /// rename publishes a whole directory, then one index batch records
+    /// them all; a crash between leaves directories that the next `begin`
+    /// adopts (by their `meta.json`) or `system check --repair` removes.
+    pub fn publish(&self, sealed: Sealed, _synced: &Synced) -> Result<Vec<SnapshotRecord>> {
         let mut batch = Batch::default();
-        batch.put_snapshot(&record);
+        let mut records = Vec::with_capacity(sealed.builds.len());
+        for (mut building, record) in sealed.builds {
+            let final_dir = self.path_of(building.id);
+            fs::rename(&building.tmp, &final_dir).ctx(|| format!("publishing snapshot {}", final_dir.display()))?;
+            building.committed = true;
+            batch.put_snapshot(&record);
+            records.push(record);
+        }
+        sync_dir(&self.dir)?;
         self.index.session(|s| s.apply(&batch))?;
-        Ok(record)
+        Ok(records)
     }
 
     /// Make sure snapshot `chain_id` exists, building it with `build` (which

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::digest::{Digest, Hasher};
+use crate::durable::sync_dir;
 use crate::error::{Error, IoContext, Result};
 
 #[derive(Clone, Debug)]
@@ -319,6 +320,12 @@ impl Ingest {
         let _ = fs::remove_file(&self.path);
     }
 
+    /// A second, read-only handle on the bytes written so far: a streaming
+    /// unpack reads the blob through it while the download appends.
+    pub fn reader(&self) -> Result<File> {
+        File::open(&self.path).ctx(|| format!("opening {}", self.path.display()))
+    }
+
     /// Verify size and digest, fsync, and atomically publish the blob.
     pub fn commit(mut self) -> Result<()> {
         if let Some(size) = self.size {
@@ -347,13 +354,6 @@ impl Ingest {
         sync_dir(&self.blobs_dir)?;
         Ok(())
     }
-}
-
-/// fsync a directory so a rename or unlink inside it is durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .ctx(|| format!("syncing directory {}", dir.display()))
 }
 
 #[cfg(test)]

@@ -134,6 +134,7 @@ fn malformed_documents_are_rejected() {
             content_type: "application/json".into(),
             body: b"{}".to_vec(),
             trickle: None,
+            hold: None,
         },
     );
 

@@ -12,6 +12,7 @@ const RANKS: &[&[&str]] = &[
     &["error", "units", "timestamp"],
     &[
         "digest",
+        "durable",
         "platform",
         "safefs",
         "tarstream",

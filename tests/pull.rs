@@ -5,6 +5,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::fake_registry::{Gate, Route};
 use common::*;
 
 #[test]
@@ -272,4 +273,75 @@ fn anonymous_bearer_token_flow_like_docker_hub() {
     root.ok(&["pull", &format!("{}/library/tokened", fake.addr)]);
     assert!(root.blobs().contains(&hex_of(&layer_digest).to_string()));
     root.assert_blobs_verified();
+}
+
+/// Numbered (published) and `tmp-` (being built) snapshot directories.
+fn snapshot_dirs(root: &Root) -> (Vec<String>, Vec<String>) {
+    let names = list(&root.path().join("snapshots"));
+    let published = names.iter().filter(|n| n.parse::<u64>().is_ok()).cloned().collect();
+    let building = names.into_iter().filter(|n| n.starts_with("tmp-")).collect();
+    (published, building)
+}
+
+#[test]
+fn a_layer_unpacks_while_it_downloads_and_appears_only_once_verified() {
+    let (root, fake) = (Root::new(), FakeRegistry::start());
+    let filler = vec![7u8; 4 << 20];
+    let layer = tar_layer(&[("first", b"here early"), ("filler", &filler)]);
+    let digest = fake.image_with_layer("held", "latest", &layer, None);
+    // The registry sends 64 KiB (all of `first`), then waits.
+    let gate = Gate::default();
+    let mut route = Route::ok("application/octet-stream", layer.clone());
+    route.hold = Some((64 << 10, gate.clone()));
+    fake.route(&format!("/v2/held/blobs/{digest}"), route);
+    let reference = format!("{}/held:latest", fake.addr);
+    let mut pull = root.spawn_quiet(&["pull", "-q", &reference]);
+
+    let snapshots = root.path().join("snapshots");
+    wait_until("the first file unpacked before the blob is complete", || {
+        snapshot_dirs(&root)
+            .1
+            .iter()
+            .any(|d| snapshots.join(d).join("fs/first").exists())
+    });
+    // Unverified: neither the blob nor the snapshot is visible yet.
+    assert!(!root.blobs().contains(&hex_of(&digest).to_string()));
+    assert!(snapshot_dirs(&root).0.is_empty(), "{:?}", snapshot_dirs(&root));
+    gate.open();
+    assert!(pull.wait().unwrap().success());
+
+    let (published, building) = snapshot_dirs(&root);
+    assert_eq!((published.len(), building.len()), (1, 0), "{published:?} {building:?}");
+    let fs = snapshots.join(&published[0]).join("fs");
+    assert_eq!(std::fs::read(fs.join("first")).unwrap(), b"here early");
+    assert_eq!(std::fs::metadata(fs.join("filler")).unwrap().len(), filler.len() as u64);
+    root.assert_blobs_verified();
+    root.assert_healthy();
+}
+
+#[test]
+fn a_streamed_layer_whose_blob_digest_is_wrong_leaves_nothing() {
+    let (root, fake) = (Root::new(), FakeRegistry::start());
+    // The bytes served unpack cleanly to the declared diff_id, but they are
+    // not the blob the manifest names (same size, other digest): only the
+    // blob's digest check can catch it, after the unpack finished.
+    let layer = tar_layer(&[("payload", &vec![1u8; 1 << 20])]);
+    let diff_id = format!("sha256:{}", sha256_hex(&layer));
+    let mut named = layer.clone();
+    let last = named.len() - 1;
+    named[last] ^= 1;
+    let media = "application/vnd.oci.image.layer.v1.tar".to_string();
+    let digest = fake
+        .image_layers("liar", "latest", &[(named, diff_id, media)], None)
+        .remove(0);
+    fake.route(
+        &format!("/v2/liar/blobs/{digest}"),
+        Route::ok("application/octet-stream", layer),
+    );
+    let err = root.fails(&["pull", "-q", &format!("{}/liar:latest", fake.addr)]);
+    assert!(err.contains(&digest), "{err}");
+    assert_eq!(snapshot_dirs(&root), (vec![], vec![]));
+    assert!(!root.blobs().contains(&hex_of(&digest).to_string()));
+    assert!(root.ingest().is_empty(), "{:?}", root.ingest());
+    assert!(root.ok(&["images", "-q"]).trim().is_empty());
 }

@@ -15,6 +15,26 @@ pub struct Route {
     pub body: Vec<u8>,
     /// Pause between 64 KiB chunks of the body.
     pub trickle: Option<Duration>,
+    /// Send this many bytes of the body, then wait for the gate to open.
+    pub hold: Option<(usize, Gate)>,
+}
+
+/// Closed until `open`; a held body waits for it.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    pub fn open(&self) {
+        *self.0 .0.lock().expect("lock") = true;
+        self.0 .1.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut open = self.0 .0.lock().expect("lock");
+        while !*open {
+            open = self.0 .1.wait(open).expect("lock");
+        }
+    }
 }
 
 impl Route {
@@ -24,6 +44,7 @@ impl Route {
             content_type: content_type.into(),
             body: body.into(),
             trickle: None,
+            hold: None,
         }
     }
 }
@@ -251,6 +272,15 @@ fn serve(
     if method == "HEAD" {
         return Ok(());
     }
+    let body = match &route.hold {
+        Some((at, gate)) if *at < body.len() => {
+            out.write_all(&body[..*at])?;
+            out.flush()?;
+            gate.wait();
+            &body[*at..]
+        }
+        _ => body,
+    };
     match route.trickle {
         None => out.write_all(body),
         Some(pause) => {

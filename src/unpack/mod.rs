@@ -13,7 +13,7 @@
 //! leaves it (a directory becomes opaque), whatever the order of the entries.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::io::{self, BufRead, BufReader, Read, Seek, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -26,11 +26,13 @@ use nix::sys::stat::{
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
 
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::Compression;
 use crate::safefs;
 use crate::tarstream::{self, Entry, Kind, Sparse, TarError};
+
+mod decode;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
@@ -72,64 +74,10 @@ pub struct Unpacked {
     pub implicit_dirs: Vec<PathBuf>,
 }
 
-/// Pick the decompressor: magic bytes win over a media type that lies.
-pub fn decompressor<'a>(
-    mut input: BufReader<Box<dyn Read + 'a>>,
-    declared: Compression,
-) -> io::Result<Box<dyn Read + 'a>> {
-    let head = input.fill_buf()?;
-    let detected = if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || is_zstd_skippable(head) {
-        Compression::Zstd
-    } else if head.len() >= 4 {
-        Compression::None
-    } else {
-        declared
-    };
-    Ok(match detected {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
-        Compression::None => Box::new(input),
-    })
-}
-
-/// zstd's skippable frames (magic 0x184D2A50..=0x184D2A5F, little-endian)
-/// carry metadata (seekable and chunked zstd) and may open a layer; the
-/// decoder skips them wherever they are.
-fn is_zstd_skippable(head: &[u8]) -> bool {
-    head.get(..4)
-        .and_then(|m| <[u8; 4]>::try_from(m).ok())
-        .is_some_and(|m| u32::from_le_bytes(m) & 0xffff_fff0 == 0x184d_2a50)
-}
-
-/// Hashes and counts everything read through it; refuses to pass `limit`.
-struct Metered<R> {
-    inner: R,
-    hasher: Hasher,
-    bytes: u64,
-    limit: u64,
-}
-
-impl<R: Read> Read for Metered<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bytes += n as u64;
-        if self.bytes > self.limit {
-            return Err(io::Error::other(format!(
-                "unpacked size exceeds the limit of {} bytes",
-                self.limit
-            )));
-        }
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
 /// Unpack `blob` into the empty directory `target`. On error `target` is
 /// left for the caller to delete; nothing outside it is ever touched.
 pub fn unpack_layer(
-    blob: impl Read,
+    blob: impl Read + Send,
     compression: Compression,
     target: &Path,
     diff_id: &Digest,
@@ -140,16 +88,38 @@ pub fn unpack_layer(
         layer: layer.to_string(),
         reason,
     };
-    let input: Box<dyn Read> = Box::new(blob);
-    let reader = decompressor(BufReader::with_capacity(256 << 10, input), compression)
-        .map_err(|e| fail(format!("cannot decompress: {e}")))?;
-    let mut metered = Metered {
-        inner: reader,
-        hasher: Hasher::new(),
-        bytes: 0,
-        limit: limits.max_unpacked_bytes,
-    };
     let root = safefs::open_root(target).map_err(|e| fail(format!("opening {}: {e}", target.display())))?;
+    let (applied, tally) = std::thread::scope(|scope| {
+        let (stream, decoder) = decode::spawn(scope, blob, compression, limits.max_unpacked_bytes);
+        // Dropping the stream on an error stops the decoder before the join.
+        let applied = apply_stream(stream, root, limits, &fail);
+        (applied, decoder.join())
+    });
+    let applier = applied?;
+    let tally = tally.map_err(|_| fail("the decompressor panicked".into()))?;
+    if &tally.diff_id != diff_id {
+        return Err(fail(format!(
+            "uncompressed content hashes to {}, but the image config says its diff_id is {diff_id}",
+            tally.diff_id
+        )));
+    }
+    Ok(Unpacked {
+        diff_id: tally.diff_id,
+        tar_bytes: tally.bytes,
+        file_bytes: applier.file_bytes,
+        entries: applier.entries,
+        implicit_dirs: applier.implicit_dirs(),
+    })
+}
+
+/// Apply every entry of the tar `stream` under `root`, then read the stream
+/// to its end (the diff_id covers the padding after the end marker too).
+fn apply_stream(
+    mut stream: decode::Decoded,
+    root: OwnedFd,
+    limits: Limits,
+    fail: &impl Fn(String) -> Error,
+) -> Result<Applier> {
     let mut applier = Applier {
         root,
         dir_times: HashMap::new(),
@@ -164,7 +134,7 @@ pub fn unpack_layer(
         dirs: safefs::DirPath::default(),
         creator: Creator::current(),
     };
-    let mut reader = tarstream::Reader::new(&mut metered);
+    let mut reader = tarstream::Reader::new(&mut stream);
     while let Some(entry) = reader.next_entry().map_err(|e| match e {
         // A limit or a read error (the decompressor, the size meter)
         // says what it is; the rest is a malformed archive.
@@ -187,23 +157,10 @@ pub fn unpack_layer(
         })?;
         applier.entries += 1;
     }
-    let metered = reader.into_inner();
-    // The diff_id covers the whole stream, padding after the end marker too.
-    io::copy(metered, &mut io::sink()).map_err(|e| fail(format!("corrupt stream after the tar end: {e}")))?;
-    let actual = std::mem::take(&mut metered.hasher).finish();
-    if &actual != diff_id {
-        return Err(fail(format!(
-            "uncompressed content hashes to {actual}, but the image config says its diff_id is {diff_id}"
-        )));
-    }
+    io::copy(reader.into_inner(), &mut io::sink())
+        .map_err(|e| fail(format!("corrupt stream after the tar end: {e}")))?;
     applier.finish().map_err(|e| fail(e.to_string()))?;
-    Ok(Unpacked {
-        diff_id: actual,
-        tar_bytes: metered.bytes,
-        file_bytes: applier.file_bytes,
-        entries: applier.entries,
-        implicit_dirs: applier.implicit_dirs(),
-    })
+    Ok(applier)
 }
 
 /// A path inside the layer, checked: relative, no `..`. Absolute entries are

@@ -1,0 +1,164 @@
+//! The uncompressed stream of a layer blob, decoded on a thread of its own:
+//! decompression and the diff_id hash on one core, tar entries applied on
+//! the other, as `pigz -dc | tar -x` splits the work. A bounded queue of
+//! chunks joins them, so memory stays at a few chunks whatever the layer.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::{Scope, ScopedJoinHandle};
+
+use crate::digest::{Digest, Hasher};
+use crate::manifest::Compression;
+
+/// Bytes per chunk handed from the decoder to the applier.
+const CHUNK: usize = 256 << 10;
+/// Chunks in flight: enough to ride out a burst of small files on the
+/// applier's side, small enough to stay in cache.
+const QUEUE: usize = 8;
+
+/// Pick the decompressor: magic bytes win over a media type that lies.
+fn decompressor<'a>(
+    mut input: BufReader<Box<dyn Read + Send + 'a>>,
+    declared: Compression,
+) -> io::Result<Box<dyn Read + Send + 'a>> {
+    let head = input.fill_buf()?;
+    let detected = if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || is_zstd_skippable(head) {
+        Compression::Zstd
+    } else if head.len() >= 4 {
+        Compression::None
+    } else {
+        declared
+    };
+    Ok(match detected {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+        Compression::None => Box::new(input),
+    })
+}
+
+/// zstd's skippable frames (magic 0x184D2A50..=0x184D2A5F, little-endian)
+/// carry metadata (seekable and chunked zstd) and may open a layer; the
+/// decoder skips them wherever they are.
+fn is_zstd_skippable(head: &[u8]) -> bool {
+    head.get(..4)
+        .and_then(|m| <[u8; 4]>::try_from(m).ok())
+        .is_some_and(|m| u32::from_le_bytes(m) & 0xffff_fff0 == 0x184d_2a50)
+}
+
+/// What the decoder saw: the digest and length of the uncompressed stream.
+pub struct Tally {
+    pub diff_id: Digest,
+    pub bytes: u64,
+}
+
+/// Decode `blob` on a thread of `scope`. Read the stream from the returned
+/// [`Decoded`]; join the handle for the [`Tally`] once it is read to its
+/// end, or after dropping it (which stops the decoder at its next chunk).
+/// A stream longer than `limit` bytes fails.
+pub fn spawn<'scope, 'env>(
+    scope: &'scope Scope<'scope, 'env>,
+    blob: impl Read + Send + 'env,
+    declared: Compression,
+    limit: u64,
+) -> (Decoded, ScopedJoinHandle<'scope, Tally>) {
+    let (tx, rx) = sync_channel(QUEUE);
+    let handle = scope.spawn(move || {
+        let input: Box<dyn Read + Send> = Box::new(blob);
+        let mut tally = Metered {
+            hasher: Hasher::new(),
+            bytes: 0,
+            limit,
+        };
+        match decompressor(BufReader::with_capacity(CHUNK, input), declared) {
+            Ok(reader) => tally.pump(reader, &tx),
+            Err(e) => {
+                let _ = tx.send(Err(io::Error::new(e.kind(), format!("cannot decompress: {e}"))));
+            }
+        }
+        Tally {
+            diff_id: tally.hasher.finish(),
+            bytes: tally.bytes,
+        }
+    });
+    let decoded = Decoded {
+        rx,
+        chunk: Vec::new(),
+        at: 0,
+    };
+    (decoded, handle)
+}
+
+/// Hashes and counts the stream; refuses to pass `limit`.
+struct Metered {
+    hasher: Hasher,
+    bytes: u64,
+    limit: u64,
+}
+
+impl Metered {
+    /// Read `reader` to its end in chunks, hashing each before sending it;
+    /// stop at the first error (sent on) or when the reader hangs up.
+    fn pump(&mut self, mut reader: impl Read, tx: &SyncSender<io::Result<Vec<u8>>>) {
+        loop {
+            let chunk = match self.next_chunk(&mut reader) {
+                Ok(chunk) if chunk.is_empty() => return,
+                other => other,
+            };
+            let failed = chunk.is_err();
+            if tx.send(chunk).is_err() || failed {
+                return;
+            }
+        }
+    }
+
+    /// What one read gives, up to a chunk: a stream that arrives slowly
+    /// (a layer read while it downloads) flows on without waiting for more.
+    fn next_chunk(&mut self, reader: &mut impl Read) -> io::Result<Vec<u8>> {
+        let mut chunk = vec![0; CHUNK];
+        let filled = loop {
+            match reader.read(&mut chunk) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        };
+        chunk.truncate(filled);
+        self.bytes += filled as u64;
+        if self.bytes > self.limit {
+            return Err(io::Error::other(format!(
+                "unpacked size exceeds the limit of {} bytes",
+                self.limit
+            )));
+        }
+        self.hasher.update(&chunk);
+        Ok(chunk)
+    }
+}
+
+/// The applier's side of the queue: a plain reader of the stream.
+pub struct Decoded {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Decoded {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.chunk = chunk?;
+                    self.at = 0;
+                }
+                // The decoder is done: the end of the stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
