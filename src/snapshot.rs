@@ -121,6 +121,21 @@ fn try_lock(path: &Path) -> Result<Option<Flock<fs::File>>> {
     }
 }
 
+/// What the index says of a chain ID about to be built.
+enum Found {
+    Recorded(SnapshotRecord),
+    NewId(u64),
+}
+
+/// Ids of every snapshot, committed or active, the index records.
+fn recorded_in(s: &Session) -> Result<HashSet<u64>> {
+    Ok(s.snapshots()?
+        .values()
+        .map(|r| r.id)
+        .chain(s.actives()?.values().map(|a| a.id))
+        .collect())
+}
+
 /// The committed chain from `top` down, within an open session.
 fn chain_in(s: &crate::index::Session, top: &Digest) -> Result<Vec<SnapshotRecord>> {
     let mut out = Vec::new();
@@ -276,6 +291,12 @@ impl Snapshotter {
         self.index.session(|s| s.get_snapshot(chain_id))
     }
 
+    /// Which of `chain_ids` are committed, in one session.
+    pub fn committed(&self, chain_ids: &[Digest]) -> Result<Vec<bool>> {
+        self.index
+            .session(|s| chain_ids.iter().map(|c| Ok(s.get_snapshot(c)?.is_some())).collect())
+    }
+
     /// Start building snapshot `chain_id`, unless it exists or another
     /// process is building it (`wait` blocks for that process instead).
     pub fn begin(&self, chain_id: &Digest, wait: bool) -> Result<Begin> {
@@ -285,19 +306,28 @@ impl Snapshotter {
         let Some(lock) = self.lock_chain(chain_id, wait)? else {
             return Ok(Begin::Busy);
         };
-        if let Some(existing) = self.get(chain_id)? {
-            return Ok(Begin::Exists(existing));
-        }
-        // A crash between publishing a directory and recording it leaves a
-        // complete snapshot the index does not know: adopt it. We hold the
-        // chain's lock, so no other process is about to record it.
-        if let Some(orphan) = self.unrecorded()?.into_iter().find(|r| &r.chain_id == chain_id) {
-            let mut batch = Batch::default();
-            batch.put_snapshot(&orphan);
-            self.index.session(|s| s.apply(&batch))?;
-            return Ok(Begin::Exists(orphan));
-        }
-        let id = self.index.session(|s| s.next_id())?;
+        // One session under the chain's lock: recorded by now, or a crash
+        // between publishing a directory and recording it left a complete
+        // snapshot the index does not know (adopt it: no other process is
+        // about to record it), or a new id.
+        let numbered = self.numbered_dirs()?;
+        let found = self.index.session(|s| {
+            if let Some(existing) = s.get_snapshot(chain_id)? {
+                return Ok(Found::Recorded(existing));
+            }
+            let orphans = self.orphans(&numbered, &recorded_in(s)?);
+            if let Some(orphan) = orphans.into_iter().find(|r| &r.chain_id == chain_id) {
+                let mut batch = Batch::default();
+                batch.put_snapshot(&orphan);
+                s.apply(&batch)?;
+                return Ok(Found::Recorded(orphan));
+            }
+            Ok(Found::NewId(s.next_id()?))
+        })?;
+        let id = match found {
+            Found::Recorded(record) => return Ok(Begin::Exists(record)),
+            Found::NewId(id) => id,
+        };
         let tmp = self.dir.join(format!("tmp-{id}"));
         fs::create_dir(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
         // Locked before anything goes in, so a sweep never takes a live build.
@@ -315,34 +345,32 @@ impl Snapshotter {
         }))
     }
 
-    /// Ids of every snapshot, committed or active, the index records.
-    fn recorded_ids(&self) -> Result<std::collections::HashSet<u64>> {
-        let (snapshots, actives) = self.index.session(|s| Ok((s.snapshots()?, s.actives()?)))?;
-        Ok(snapshots
-            .values()
-            .map(|r| r.id)
-            .chain(actives.values().map(|a| a.id))
-            .collect())
-    }
-
     /// Committed snapshot directories (with their meta.json) that the index
     /// does not record.
     pub fn unrecorded(&self) -> Result<Vec<SnapshotRecord>> {
-        let known = self.recorded_ids()?;
+        let numbered = self.numbered_dirs()?;
+        let known = self.index.session(recorded_in)?;
+        Ok(self.orphans(&numbered, &known))
+    }
+
+    /// Of the `numbered` directories, those not `known` whose meta.json
+    /// describes them.
+    fn orphans(&self, numbered: &[(u64, PathBuf)], known: &HashSet<u64>) -> Vec<SnapshotRecord> {
         let mut out = Vec::new();
-        for (id, _) in self.numbered_dirs()? {
-            if known.contains(&id) {
+        for (id, dir) in numbered {
+            if known.contains(id) {
                 continue;
             }
-            if let Ok(bytes) = fs::read(self.path_of(id).join("meta.json")) {
-                if let Ok(record) = serde_json::from_slice::<SnapshotRecord>(&bytes) {
-                    if record.id == id {
-                        out.push(record);
-                    }
+            let Ok(bytes) = fs::read(dir.join("meta.json")) else {
+                continue;
+            };
+            if let Ok(record) = serde_json::from_slice::<SnapshotRecord>(&bytes) {
+                if record.id == *id {
+                    out.push(record);
                 }
             }
         }
-        Ok(out)
+        out
     }
 
     /// `snapshots/<id>` directories, by id.
@@ -736,7 +764,7 @@ impl Snapshotter {
     pub fn unrecorded_active_dirs(&self) -> Result<Vec<u64>> {
         // Listed first: an active snapshot's record precedes its directory.
         let dirs = self.numbered_dirs()?;
-        let known = self.recorded_ids()?;
+        let known = self.index.session(recorded_in)?;
         Ok(dirs
             .into_iter()
             .filter(|(id, path)| !known.contains(id) && !path.join("meta.json").exists())

@@ -78,7 +78,9 @@ impl LayerPlan<'_> {
             unpack: tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
         };
         let slots = &slots;
-        let staged = futures_util::future::try_join_all((0..self.layers.len()).map(|i| self.stage_one(i, slots))).await;
+        let committed = self.mocker.snapshots.committed(self.chains)?;
+        let stages = (0..self.layers.len()).map(|i| self.stage_one(i, !committed[i], slots));
+        let staged = futures_util::future::try_join_all(stages).await;
         if let Err(e) = &staged {
             // Partial downloads are kept for resuming after an interruption,
             // but not when a retry would fail the same way. Best effort: report `e`.
@@ -93,9 +95,10 @@ impl LayerPlan<'_> {
         Ok((staged, downloaded))
     }
 
-    /// Fetch layer `i` and unpack it: while it downloads if an unpack slot
-    /// is free now, else from the blob once it is complete.
-    async fn stage_one(&self, i: usize, slots: &Slots) -> Result<Stage> {
+    /// Fetch layer `i` and, if its snapshot is `wanted`, unpack it: while it
+    /// downloads if an unpack slot is free now, else from the blob once it
+    /// is complete.
+    async fn stage_one(&self, i: usize, wanted: bool, slots: &Slots) -> Result<Stage> {
         let (digest, size, media_type) = &self.layers[i];
         let what = format!("layer {digest}");
         let blob = BlobSource {
@@ -107,7 +110,6 @@ impl LayerPlan<'_> {
         };
         let report = |e: LayerEvent| self.progress.layer(digest, e);
         let download = slots.download.acquire().await.map_err(|_| Error::Interrupted)?;
-        let wanted = self.mocker.snapshots.get(&self.chains[i])?.is_none();
         let Some(_unpack_slot) = wanted.then(|| slots.unpack.try_acquire().ok()).flatten() else {
             let fetched = fetch_blob(self.mocker, &blob, &report, None).await?;
             drop(download);
