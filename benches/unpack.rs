@@ -1,16 +1,27 @@
-//! Layer extraction throughput (MB/s of uncompressed tar) for gzip, zstd and
-//! plain layers of real-looking content (this machine's Python standard
-//! library: many small text files and some binaries), and the cost of a
-//! second image whose base layer is already unpacked (dedup).
+//! The pull pipeline's stages, in MB/s of uncompressed tar, on real-looking
+//! content (this machine's Python standard library: many small text files
+//! and some binaries):
+//! - `decode`: decompression on the decoder thread plus the diff_id hash on
+//!   the reader's side, nothing written (the first half of an unpack);
+//! - `extract`: a whole unpack (decode + file creation) of gzip, zstd and
+//!   plain layers, from a blob in memory;
+//! - `extract/gzip_while_written`: the same gzip unpack reading the blob
+//!   through `pull::follow` while another thread writes it to a file in
+//!   64 KiB chunks, as a download does (streaming's own cost);
+//! - `dedup`: a second image whose base layer is already unpacked.
+//!
+//! The network and blob stages (digest, ingest) are in `benches/store.rs`.
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mocker::digest::Digest;
 use mocker::manifest::Compression;
-use mocker::unpack::{unpack_layer, Limits};
+use mocker::pull::follow::{Feed, Follower};
+use mocker::unpack::{decode, unpack_layer, Limits};
 
 /// A tar of a real directory tree, built in memory once.
 fn real_tar() -> Vec<u8> {
@@ -37,6 +48,71 @@ fn compress(tar: &[u8], c: Compression) -> Vec<u8> {
     }
 }
 
+fn decoding(c: &mut Criterion) {
+    let tar = real_tar();
+    let diff_id = Digest::of_bytes(&tar);
+    let mut group = c.benchmark_group("decode");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(tar.len() as u64));
+    for (name, kind) in [("gzip", Compression::Gzip), ("zstd", Compression::Zstd)] {
+        let blob = compress(&tar, kind);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                std::thread::scope(|scope| {
+                    let (mut stream, decoder) = decode::spawn(scope, &blob[..], kind, u64::MAX);
+                    std::io::copy(&mut stream, &mut std::io::sink()).expect("decode");
+                    assert_eq!(stream.digest(), diff_id);
+                    decoder.join().expect("decoder")
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Unpack `blob` into a new directory under `scratch`, timing only the
+/// unpack; `source` makes the reader (the blob itself, or a follower).
+fn timed_unpack<R: std::io::Read + Send>(
+    scratch: &Path,
+    name: &str,
+    n: u64,
+    kind: Compression,
+    diff_id: &Digest,
+    source: impl FnOnce() -> R,
+) -> Duration {
+    let target = scratch.join(format!("{name}-{n}"));
+    std::fs::create_dir(&target).expect("mkdir");
+    let start = Instant::now();
+    unpack_layer(source(), kind, &target, diff_id, Limits::default(), name).expect("unpack");
+    let took = start.elapsed();
+    // Cleanup and writeback stay outside the measurement, so each run
+    // starts from a quiet disk.
+    std::fs::remove_dir_all(&target).expect("cleanup");
+    nix::unistd::sync();
+    took
+}
+
+/// A follower of `blob` as a thread writes it into a file under `scratch`.
+fn written_meanwhile(scratch: &Path, blob: &Arc<Vec<u8>>, n: u64) -> (Follower, std::thread::JoinHandle<()>) {
+    let path = scratch.join(format!("blob-{n}"));
+    let mut file = std::fs::File::create(&path).expect("blob file");
+    let feed = Arc::new(Feed::default());
+    feed.attach(std::fs::File::open(&path).expect("reader"), 0);
+    let (writer_feed, blob) = (feed.clone(), blob.clone());
+    let writer = std::thread::spawn(move || {
+        let mut done = 0;
+        for chunk in blob.chunks(64 << 10) {
+            file.write_all(chunk).expect("write");
+            done += chunk.len() as u64;
+            writer_feed.advance(done);
+        }
+        writer_feed.finish(true);
+        drop(file);
+        std::fs::remove_file(path).expect("remove blob");
+    });
+    (Follower::new(feed), writer)
+}
+
 fn extraction(c: &mut Criterion) {
     let tar = real_tar();
     let diff_id = Digest::of_bytes(&tar);
@@ -53,23 +129,36 @@ fn extraction(c: &mut Criterion) {
         let mut n = 0u64;
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    n += 1;
-                    let target = scratch.path().join(format!("{name}-{n}"));
-                    std::fs::create_dir(&target).expect("mkdir");
-                    let start = Instant::now();
-                    unpack_layer(&blob[..], kind, &target, &diff_id, Limits::default(), name).expect("unpack");
-                    total += start.elapsed();
-                    // Cleanup and writeback stay outside the measurement, so
-                    // each run starts from a quiet disk.
-                    std::fs::remove_dir_all(&target).expect("cleanup");
-                    nix::unistd::sync();
-                }
-                total
+                (0..iters)
+                    .map(|_| {
+                        n += 1;
+                        timed_unpack(scratch.path(), name, n, kind, &diff_id, || &blob[..])
+                    })
+                    .sum()
             })
         });
     }
+    let blob = Arc::new(compress(&tar, Compression::Gzip));
+    let mut n = 0u64;
+    group.bench_function("gzip_while_written", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    n += 1;
+                    let mut writer = None;
+                    let took = timed_unpack(scratch.path(), "streamed", n, Compression::Gzip, &diff_id, || {
+                        let (follower, w) = written_meanwhile(scratch.path(), &blob, n);
+                        writer = Some(w);
+                        follower
+                    });
+                    if let Some(w) = writer {
+                        w.join().expect("writer");
+                    }
+                    took
+                })
+                .sum()
+        })
+    });
     group.finish();
 }
 
@@ -132,5 +221,5 @@ fn dedup(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, extraction, dedup);
+criterion_group!(benches, decoding, extraction, dedup);
 criterion_main!(benches);

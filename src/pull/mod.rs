@@ -4,7 +4,7 @@
 //! one index transaction. Nothing becomes visible before it is verified.
 
 mod fetch;
-mod follow;
+pub mod follow;
 mod layers;
 mod resolve;
 

@@ -32,7 +32,7 @@ use crate::manifest::Compression;
 use crate::safefs;
 use crate::tarstream::{self, Entry, Kind, Sparse, TarError};
 
-mod decode;
+pub mod decode;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
