@@ -67,7 +67,11 @@ timed() { # timed NAME CMD... -> appends "NAME seconds peak_rss_kib"
     echo 3 >/proc/sys/vm/drop_caches
     find "$registry_data" -name data -type f -exec cat {} + >/dev/null
     [[ -z ${warm:-} ]] || cat "$warm" >/dev/null
-    /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>&1
+    if ! /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>"$work/stderr"; then
+        echo "bench-unpack: $name failed: $*" >&2
+        cat "$work/stderr" >&2
+        exit 1
+    fi
     echo "$name $(cat "$work/time")" >>"$work/results"
 }
 
