@@ -15,7 +15,7 @@ cmd=${1:?usage: test-env.sh start|start-bench|stop WORKDIR, or install}
 work=${2:-}
 [[ $cmd == install || -n $work ]] || { echo "usage: test-env.sh $cmd WORKDIR" >&2; exit 2; }
 
-PACKAGES=(docker-registry skopeo umoci busybox-static apache2-utils curl python3 time attr bc gcc libc6-dev libseccomp-dev libcap2-bin)
+PACKAGES=(docker-registry skopeo umoci busybox-static apache2-utils curl python3 time attr bc gcc libc6-dev libseccomp-dev libcap2-bin strace)
 
 install_packages() {
     local missing=()

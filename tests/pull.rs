@@ -345,3 +345,30 @@ fn a_streamed_layer_whose_blob_digest_is_wrong_leaves_nothing() {
     assert!(root.ingest().is_empty(), "{:?}", root.ingest());
     assert!(root.ok(&["images", "-q"]).trim().is_empty());
 }
+
+#[test]
+fn a_pull_makes_its_snapshots_durable_with_one_syncfs() {
+    let root = Root::new();
+    let reference = image("multi");
+    assert!(
+        registry_layers(&reference).len() >= 2,
+        "the test needs a multi-layer image"
+    );
+    let trace = root.path().join("syncfs.trace");
+    let mocker = root.command();
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=syncfs", "-o"])
+        .arg(&trace)
+        .arg(mocker.get_program())
+        .args(mocker.get_args())
+        .envs(mocker.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .args(["pull", "-q", &reference])
+        .output()
+        .expect("strace (installed by scripts/test-env.sh)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let calls = std::fs::read_to_string(&trace).unwrap();
+    let syncs = calls.lines().filter(|l| l.contains("syncfs(")).count();
+    // Every layer's snapshot in one sync, not one sync each.
+    assert_eq!(syncs, 1, "{calls}");
+    root.assert_healthy();
+}
