@@ -1,33 +1,36 @@
-//! Durability in one step. A pull writes its blobs and snapshot trees
-//! without an fsync per file, then makes everything durable with one
-//! `syncfs` per filesystem before anything is renamed into view. The
-//! [`Synced`] token is the proof a publish step asks for, so no code path
-//! can publish bytes that were not synced first.
+//! Durability in one step. A pull writes its snapshot trees without an
+//! fsync per file, then makes them durable with one `syncfs` before any is
+//! renamed into view. `syncfs` reports a writeback error only to a file
+//! descriptor opened before the error (Linux 5.8+), and writeback starts
+//! while the files are still being written, so the descriptor is a
+//! [`Watch`] opened before the first write.
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 
-/// Everything written before [`sync_filesystems`] returned it is on disk.
-pub struct Synced {
-    _private: (),
+/// A descriptor on a filesystem, opened before the writes it will sync.
+#[derive(Debug)]
+pub struct Watch {
+    dir: File,
+    path: std::path::PathBuf,
 }
 
-/// One `syncfs` for each distinct filesystem holding one of `paths`.
-pub fn sync_filesystems(paths: &[&Path]) -> Result<Synced> {
-    let mut done = Vec::new();
-    for path in paths {
-        let dir = File::open(path).ctx(|| format!("opening {}", path.display()))?;
-        let dev = dir.metadata().ctx(|| format!("stat {}", path.display()))?.dev();
-        if done.contains(&dev) {
-            continue;
-        }
-        nix::unistd::syncfs(&dir).map_err(|e| Error::io(format!("syncing {}", path.display()), e.into()))?;
-        done.push(dev);
+impl Watch {
+    /// Start watching the filesystem that holds `dir`.
+    pub fn open(dir: &Path) -> Result<Watch> {
+        Ok(Watch {
+            dir: File::open(dir).ctx(|| format!("opening {}", dir.display()))?,
+            path: dir.to_path_buf(),
+        })
     }
-    Ok(Synced { _private: () })
+
+    /// Write everything dirty on the filesystem to disk; fails if any
+    /// writeback on it failed since the watch was opened.
+    pub fn sync(&self) -> Result<()> {
+        nix::unistd::syncfs(&self.dir).map_err(|e| Error::io(format!("syncing {}", self.path.display()), e.into()))
+    }
 }
 
 /// fsync a directory so a rename or unlink inside it is durable.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::digest::Digest;
-use crate::durable::{sync_dir, sync_filesystems, Synced};
+use crate::durable::{sync_dir, Watch};
 use crate::error::{Error, IoContext, Result};
 use crate::index::{ActiveRecord, Batch, Index, Session, SnapshotRecord};
 use crate::mount::Overlay;
@@ -42,6 +42,9 @@ pub struct Building {
     id: u64,
     tmp: PathBuf,
     chain_id: Digest,
+    /// Opened before anything is written, to sync (and see the writeback
+    /// errors of) what the build writes.
+    watch: Watch,
     _lock: Flock<fs::File>,
     /// Marks the directory as in use, for sweeps by other processes.
     _tmp_lock: Flock<fs::File>,
@@ -74,6 +77,22 @@ pub struct Built {
 
 /// Snapshots ready to publish once a sync has made them durable.
 pub struct Sealed {
+    builds: Vec<(Building, SnapshotRecord)>,
+}
+
+impl Sealed {
+    /// One `syncfs` for all of them, through the watch of the lowest id,
+    /// which was open before any of them was written (see `begin`).
+    pub fn sync(self) -> Result<Durable> {
+        if let Some((first, _)) = self.builds.iter().min_by_key(|(b, _)| b.id) {
+            first.watch.sync()?;
+        }
+        Ok(Durable { builds: self.builds })
+    }
+}
+
+/// Sealed snapshots whose files are on disk: what `publish` takes.
+pub struct Durable {
     builds: Vec<(Building, SnapshotRecord)>,
 }
 
@@ -310,6 +329,10 @@ impl Snapshotter {
         // between publishing a directory and recording it left a complete
         // snapshot the index does not know (adopt it: no other process is
         // about to record it), or a new id.
+        // Opened before the id is taken: a build with a higher id (taken
+        // later) writes nothing before this watch exists, so syncing
+        // through the lowest id's watch sees every build's errors.
+        let watch = Watch::open(&self.dir)?;
         let numbered = self.numbered_dirs()?;
         let found = self.index.session(|s| {
             if let Some(existing) = s.get_snapshot(chain_id)? {
@@ -339,6 +362,7 @@ impl Snapshotter {
             id,
             tmp,
             chain_id: chain_id.clone(),
+            watch,
             _lock: lock,
             _tmp_lock: tmp_lock,
             committed: false,
@@ -545,9 +569,8 @@ impl Snapshotter {
             size,
             implicit_dirs: implicit_dirs.to_vec(),
         };
-        let sealed = self.seal(parent, vec![built])?;
-        let synced = sync_filesystems(&[&self.dir])?;
-        let mut records = self.publish(sealed, &synced)?;
+        let durable = self.seal(parent, vec![built])?.sync()?;
+        let mut records = self.publish(durable)?;
         records
             .pop()
             .ok_or_else(|| Error::Index("sealed snapshot vanished".into()))
@@ -587,24 +610,32 @@ impl Snapshotter {
         Ok(Sealed { builds: sealed })
     }
 
-    /// Publish sealed snapshots. Durable before visible: `_synced` proves
-    /// their files reached the disk, so after a power loss the index never
-    /// names a snapshot whose files did not. Complete before visible: each
-    /// rename publishes a whole directory, then one index batch records
+    /// Publish synced snapshots. Durable before visible: their files
+    /// reached the disk before the renames, so after a power loss the index
+    /// never names a snapshot whose files did not. Complete before visible:
+    /// each rename publishes a whole directory, then one index batch records
     /// them all; a crash between leaves directories that the next `begin`
-    /// adopts (by their `meta.json`) or `system check --repair` removes.
-    pub fn publish(&self, sealed: Sealed, _synced: &Synced) -> Result<Vec<SnapshotRecord>> {
+    /// adopts (by their `meta.json`) or `system check --repair` removes. The
+    /// chain locks are held until the records are written, as sweeps and
+    /// `system check` expect of a live build.
+    pub fn publish(&self, durable: Durable) -> Result<Vec<SnapshotRecord>> {
         let mut batch = Batch::default();
-        let mut records = Vec::with_capacity(sealed.builds.len());
-        for (mut building, record) in sealed.builds {
+        let mut records = Vec::with_capacity(durable.builds.len());
+        let mut published = Vec::with_capacity(durable.builds.len());
+        for (mut building, record) in durable.builds {
             let final_dir = self.path_of(building.id);
             fs::rename(&building.tmp, &final_dir).ctx(|| format!("publishing snapshot {}", final_dir.display()))?;
             building.committed = true;
             batch.put_snapshot(&record);
             records.push(record);
+            published.push(building);
+        }
+        if records.is_empty() {
+            return Ok(records);
         }
         sync_dir(&self.dir)?;
         self.index.session(|s| s.apply(&batch))?;
+        drop(published);
         Ok(records)
     }
 

@@ -63,6 +63,7 @@ pub(super) async fn fetch_blob(
         match downloaded {
             Err(e) if retry(&e, retried_whole) => {
                 retried_whole = true;
+                restart(feed);
                 continue;
             }
             other => other?,
@@ -79,9 +80,18 @@ pub(super) async fn fetch_blob(
             }
             Err(Error::DigestMismatch { .. } | Error::SizeMismatch { .. }) if offset > 0 && !retried_whole => {
                 retried_whole = true;
+                restart(feed);
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The bytes a reader followed were deleted (they failed verification):
+/// whatever comes next, its work must be redone from the stored blob.
+fn restart(feed: Option<&Feed>) {
+    if let Some(feed) = feed {
+        feed.restart();
     }
 }
 
@@ -132,9 +142,7 @@ async fn download(
         report(LayerEvent::Resuming { from: offset });
     } else if offset > 0 {
         writer.reset()?;
-        if let Some(feed) = feed {
-            feed.restart();
-        }
+        restart(feed);
         done = 0;
     }
     let mut stream = fetched.stream;

@@ -22,7 +22,6 @@ use super::fetch::{fetch_blob, BlobSource, Fetched};
 use super::follow::{Feed, FinishOnDrop, Follower};
 use super::{is_permanent, LayerEvent, Progress};
 use crate::digest::Digest;
-use crate::durable::sync_filesystems;
 use crate::error::{Error, Result};
 use crate::manifest::{self, Compression};
 use crate::registry::Registry;
@@ -126,7 +125,7 @@ impl LayerPlan<'_> {
             });
         };
         let (snapshot, blob) = match self.begin(i).await? {
-            snapshot::Begin::Building(building) => self.stream(i, building, &blob, &report).await?,
+            snapshot::Begin::Building(building) => self.stream(i, building, &blob, &report, download).await?,
             snapshot::Begin::Exists(_) => (Staged::Done, fetch_blob(self.mocker, &blob, &report, None).await?),
             snapshot::Begin::Busy => (Staged::Deferred, fetch_blob(self.mocker, &blob, &report, None).await?),
         };
@@ -134,19 +133,22 @@ impl LayerPlan<'_> {
     }
 
     /// Unpack layer `i` into `building` as its blob downloads. The caller
-    /// holds an unpack slot.
+    /// holds an unpack slot; the download slot is released once the
+    /// download ends.
     async fn stream(
         &self,
         i: usize,
         building: Building,
         blob: &BlobSource<'_>,
         report: &impl Fn(LayerEvent),
+        download: tokio::sync::SemaphorePermit<'_>,
     ) -> Result<(Staged, Fetched)> {
         let feed = Arc::new(Feed::default());
         let finish = FinishOnDrop(feed.clone());
         let read = Arc::new(AtomicU64::new(0));
         let unpacking = self.spawn_unpack(i, building, Follower::new(feed.clone()), read.clone());
         let fetched = fetch_blob(self.mocker, blob, report, Some(&feed)).await;
+        drop(download);
         feed.finish(fetched.is_ok());
         if fetched.is_ok() {
             report(LayerEvent::Extracting);
@@ -280,9 +282,8 @@ impl LayerPlan<'_> {
         let m = self.mocker.clone();
         let builds = batch.into_iter().map(|(_, b)| b).collect();
         blocking(&self.layers[first].0, move || {
-            let sealed = m.snapshots.seal(parent.as_ref(), builds)?;
-            let synced = sync_filesystems(&[m.snapshots.dir()])?;
-            m.snapshots.publish(sealed, &synced)
+            let durable = m.snapshots.seal(parent.as_ref(), builds)?.sync()?;
+            m.snapshots.publish(durable)
         })
         .await?;
         for i in layers {

@@ -6,7 +6,7 @@
 //! A bounded queue of chunks joins them, so memory stays at a few chunks
 //! whatever the layer.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::{Scope, ScopedJoinHandle};
 
@@ -20,11 +20,23 @@ const CHUNK: usize = 256 << 10;
 const QUEUE: usize = 32;
 
 /// Pick the decompressor: magic bytes win over a media type that lies.
+/// The first four bytes decide, however the stream arrives (a download may
+/// deliver fewer at first).
 fn decompressor<'a>(
-    mut input: BufReader<Box<dyn Read + Send + 'a>>,
+    mut input: Box<dyn Read + Send + 'a>,
     declared: Compression,
 ) -> io::Result<Box<dyn Read + Send + 'a>> {
-    let head = input.fill_buf()?;
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match input.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let head = &head[..got];
     let detected = if head.starts_with(&[0x1f, 0x8b]) {
         Compression::Gzip
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || is_zstd_skippable(head) {
@@ -34,6 +46,7 @@ fn decompressor<'a>(
     } else {
         declared
     };
+    let input = BufReader::with_capacity(CHUNK, io::Cursor::new(head.to_vec()).chain(input));
     Ok(match detected {
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
@@ -64,7 +77,7 @@ pub fn spawn<'scope, 'env>(
     let handle = scope.spawn(move || {
         let input: Box<dyn Read + Send> = Box::new(blob);
         let mut tally = Metered { bytes: 0, limit };
-        match decompressor(BufReader::with_capacity(CHUNK, input), declared) {
+        match decompressor(input, declared) {
             Ok(reader) => tally.pump(reader, &tx),
             Err(e) => {
                 let _ = tx.send(Err(io::Error::new(e.kind(), format!("cannot decompress: {e}"))));
@@ -158,5 +171,46 @@ impl Read for Decoded {
         buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
         self.at += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A source that gives one byte per read, as a download may at first.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some((first, rest)) = self.0.split_first() else {
+                return Ok(0);
+            };
+            match buf.first_mut() {
+                Some(b) => *b = *first,
+                None => return Ok(0),
+            }
+            self.0 = rest;
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn magic_bytes_decide_however_slowly_they_arrive() {
+        let plain = b"the layer's tar stream".repeat(100);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&plain).unwrap();
+        let gz = gz.finish().unwrap();
+        // Declared uncompressed (a media type that lies): the magic wins.
+        let (out, digest, len) = std::thread::scope(|scope| {
+            let (mut stream, decoder) = spawn(scope, Trickle(&gz), Compression::None, u64::MAX);
+            let mut out = Vec::new();
+            stream.read_to_end(&mut out).unwrap();
+            (out, stream.digest(), decoder.join().unwrap())
+        });
+        assert_eq!(out, plain);
+        assert_eq!(digest, Digest::of_bytes(&plain));
+        assert_eq!(len, plain.len() as u64);
     }
 }
