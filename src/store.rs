@@ -209,6 +209,91 @@ impl ContentStore {
     }
 }
 
+impl ContentStore {
+    /// Start a blob whose digest is known only once it is written (a layer
+    /// mocker makes): see [`NewBlob`].
+    pub fn begin_new(&self, what: &str) -> Result<NewBlob> {
+        let file = tempfile::Builder::new()
+            .prefix(".new-")
+            .tempfile_in(&self.ingest)
+            .ctx(|| format!("creating a file in {}", self.ingest.display()))?;
+        Ok(NewBlob {
+            file,
+            hasher: Hasher::new(),
+            written: 0,
+            store: self.clone(),
+            what: what.to_string(),
+        })
+    }
+}
+
+/// A blob being written to a temporary file in `ingest/` (removed if it is
+/// dropped unpublished), hashed as it goes; [`NewBlob::seal`] gives its
+/// digest, and [`NewBlob::publish`] renames it into `blobs/` under that
+/// digest's ingest lock, as a verified download is.
+pub struct NewBlob {
+    file: tempfile::NamedTempFile,
+    hasher: Hasher,
+    written: u64,
+    store: ContentStore,
+    what: String,
+}
+
+impl Write for NewBlob {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl NewBlob {
+    /// Make what was written durable; its digest and size.
+    pub fn seal(&mut self) -> Result<(Digest, u64)> {
+        let path = self.file.path().to_path_buf();
+        self.file
+            .as_file()
+            .sync_all()
+            .map_err(|e| match e.raw_os_error() {
+                Some(nix::libc::ENOSPC) => Error::DiskFull { what: self.what.clone() },
+                _ => Error::io(format!("syncing {}", path.display()), e),
+            })?;
+        Ok((std::mem::take(&mut self.hasher).finish(), self.written))
+    }
+
+    /// Publish the sealed blob as `digest` (which the caller has leased).
+    pub fn publish(self, digest: &Digest) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match self.store.begin(digest, Some(self.written), &self.what)? {
+                Begin::Exists => return Ok(()),
+                Begin::Busy if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Begin::Busy => {
+                    return Err(Error::io(
+                        format!("writing {}", self.what),
+                        io::Error::new(io::ErrorKind::TimedOut, "another process holds its ingest lock"),
+                    ))
+                }
+                Begin::Writer(ingest) => {
+                    // Under the digest's lock: ours replaces the empty ingest file.
+                    self.file
+                        .persist(&ingest.blob_path)
+                        .map_err(|e| Error::io(format!("publishing blob {digest}"), e.error))?;
+                    let _ = fs::remove_file(&ingest.path);
+                    return sync_dir(&ingest.blobs_dir);
+                }
+            }
+        }
+    }
+}
+
 pub fn hash_reader(reader: &mut impl Read) -> io::Result<Digest> {
     let mut hasher = Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
