@@ -180,6 +180,14 @@ fn commit_makes_an_image_of_exactly_the_changes() {
     assert_eq!(std::fs::metadata(rootfs.join("opt/app/suid")).unwrap().mode() & 0o7777, 0o4755);
     let note = Command::new("getfattr").args(["--only-values", "-n", "user.note"]).arg(rootfs.join("new.txt")).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&note.stdout), "kept");
+
+    // A commit of a commit: the new layer goes over the committed one.
+    root.ok(&["run", "--name", "second", "--network", "none", "committed:v1", "rm", "/new.txt"]);
+    assert_eq!(root.ok(&["diff", "second"]), "D /new.txt\n");
+    root.ok(&["commit", "second", "committed:v2"]);
+    assert_eq!(layers(&root, "committed:v2").len(), new_layers.len() + 1);
+    let out = root.ok(&["run", "--rm", "--network", "none", "committed:v2", "sh", "-c", "ls /new.txt; cat /www/other"]);
+    assert_eq!(out, "fresh\n");
     root.assert_healthy();
 }
 
