@@ -13,7 +13,7 @@
 //! readdir and stat (overlayfs lists some whiteouts that lookups hide) is
 //! skipped, and a file's data is exactly the size its header announced.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -42,6 +42,22 @@ const RACE_RETRIES: usize = 3;
 /// Write `dir` and everything under it to `out`; `what` names the export
 /// in errors.
 pub fn write_tree(dir: &Path, what: &str, out: impl Write) -> Result<()> {
+    walk(dir, what, None, out)
+}
+
+/// Write an overlayfs upper directory as an OCI layer (image-spec
+/// "Representing Changes"): its whiteouts (0/0 character devices) as
+/// `.wh.NAME` files and its opaque directories followed by
+/// `.wh..wh..opq`, everything else as [`write_tree`] writes it. Paths in
+/// `skip` (relative, as `etc/hosts`) and what is below them are left out.
+/// An upper directory that needs a lower one to make sense (a redirected
+/// directory, a metacopy file) is refused: mocker mounts without those
+/// features, so one means a tree made by something else.
+pub fn write_layer(dir: &Path, what: &str, skip: &HashSet<Vec<u8>>, out: impl Write) -> Result<()> {
+    walk(dir, what, Some(skip), out)
+}
+
+fn walk(dir: &Path, what: &str, layer: Option<&HashSet<Vec<u8>>>, out: impl Write) -> Result<()> {
     let fail = |rel: &[u8], e: io::Error| {
         // The deepest part names the entry; a container's paths can be long.
         let tail = &rel[rel.len().saturating_sub(QUOTED_PATH)..];
@@ -51,6 +67,7 @@ pub fn write_tree(dir: &Path, what: &str, out: impl Write) -> Result<()> {
     };
     let root = safefs::open_root(dir).map_err(|e| fail(b".", e))?;
     let mut tar = TarWriter::new(out);
+    tar.layer = layer.is_some();
     tar.root(root.as_fd()).map_err(|e| fail(b".", e))?;
     let names = list_dir(root.as_fd()).map_err(|e| fail(b".", e.into()))?;
     // An explicit stack (open directory, its path, names still to write):
@@ -66,6 +83,9 @@ pub fn write_tree(dir: &Path, what: &str, out: impl Write) -> Result<()> {
             continue;
         };
         let rel = join(&frame.rel, &name);
+        if layer.is_some_and(|skip| skip.contains(&rel)) {
+            continue;
+        }
         let child = tar.entry(frame.fd.as_fd(), &name, &rel).map_err(|e| fail(&rel, e))?;
         if let Some(fd) = child {
             let names = list_dir(fd.as_fd()).map_err(|e| fail(&rel, e.into()))?;
@@ -95,6 +115,12 @@ fn list_dir(fd: BorrowedFd) -> nix::Result<Vec<OsString>> {
     Ok(names)
 }
 
+/// `rel` with `prefix` before its last component: `a/.wh.b` for `a/b`.
+fn with_prefix(rel: &[u8], prefix: &[u8]) -> Vec<u8> {
+    let cut = rel.iter().rposition(|b| *b == b'/').map_or(0, |i| i + 1);
+    [&rel[..cut], prefix, &rel[cut..]].concat()
+}
+
 fn join(parent: &[u8], name: &OsStr) -> Vec<u8> {
     let mut rel = parent.to_vec();
     if !rel.is_empty() {
@@ -111,6 +137,8 @@ enum Node {
     Symlink(OsString, FileStat),
     /// Character and block devices, fifos.
     Special(FileStat),
+    /// An overlayfs whiteout (a 0/0 character device), in a layer.
+    Whiteout(FileStat),
 }
 
 /// The xattrs of `name` in `dir`, or None if it is gone since it was found.
@@ -127,9 +155,9 @@ fn file_type(st: &FileStat) -> SFlag {
 
 /// What `name` is; None when it is gone, a whiteout or a socket. Entries
 /// that change type between the stat and the open are looked at again.
-fn inspect(dir: BorrowedFd, name: &OsStr) -> io::Result<Option<Node>> {
+fn inspect(dir: BorrowedFd, name: &OsStr, layer: bool) -> io::Result<Option<Node>> {
     for _ in 0..RACE_RETRIES {
-        match inspect_once(dir, name) {
+        match inspect_once(dir, name, layer) {
             Err(Errno::ENOENT) => return Ok(None),
             Err(Errno::ELOOP | Errno::ENOTDIR | Errno::EAGAIN) => continue,
             other => return Ok(other?),
@@ -138,7 +166,7 @@ fn inspect(dir: BorrowedFd, name: &OsStr) -> io::Result<Option<Node>> {
     Err(io::Error::other("it keeps changing type while being read"))
 }
 
-fn inspect_once(dir: BorrowedFd, name: &OsStr) -> nix::Result<Option<Node>> {
+fn inspect_once(dir: BorrowedFd, name: &OsStr, layer: bool) -> nix::Result<Option<Node>> {
     let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
     let open = |flags: OFlag| -> nix::Result<(OwnedFd, FileStat)> {
         let fd = openat(dir, name, flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
@@ -164,7 +192,9 @@ fn inspect_once(dir: BorrowedFd, name: &OsStr) -> nix::Result<Option<Node>> {
             readlinkat(dir, name).map_err(|e| if e == Errno::EINVAL { Errno::EAGAIN } else { e })?,
             st,
         ),
-        // overlayfs' whiteout form: hidden by the merged view, never content.
+        // overlayfs' whiteout form: hidden by the merged view, never
+        // content; in an upper directory, a deletion.
+        SFlag::S_IFCHR if st.st_rdev == 0 && layer => Node::Whiteout(st),
         SFlag::S_IFCHR if st.st_rdev == 0 => return Ok(None),
         SFlag::S_IFCHR | SFlag::S_IFBLK | SFlag::S_IFIFO => Node::Special(st),
         // Sockets (docker skips them too).
@@ -199,6 +229,9 @@ struct TarWriter<W> {
     out: W,
     /// First name written for each (dev, ino) that has more than one.
     links: HashMap<(u64, u64), Vec<u8>>,
+    /// Writing an overlayfs upper directory as a layer (whiteouts, opaque
+    /// directories).
+    layer: bool,
 }
 
 impl<W: Write> TarWriter<W> {
@@ -206,17 +239,20 @@ impl<W: Write> TarWriter<W> {
         TarWriter {
             out,
             links: HashMap::new(),
+            layer: false,
         }
     }
 
     /// Write the entry for `name` (at `rel`); a directory's fd is returned
     /// so that the walk descends into what was exported, not a replacement.
     fn entry(&mut self, dir: BorrowedFd, name: &OsStr, rel: &[u8]) -> io::Result<Option<OwnedFd>> {
-        let Some(node) = inspect(dir, name)? else {
+        let Some(node) = inspect(dir, name, self.layer)? else {
             return Ok(None);
         };
         let st = match &node {
             Node::Dir(_, st) | Node::File(_, st) | Node::Symlink(_, st) | Node::Special(st) => *st,
+            // overlayfs links whiteouts to one shared inode: never hard links.
+            Node::Whiteout(st) => return self.whiteout(rel, st).map(|()| None),
         };
         if !matches!(node, Node::Dir(..)) {
             if let Some(first) = self.earlier_name(&st, rel) {
@@ -230,13 +266,18 @@ impl<W: Write> TarWriter<W> {
             Node::Dir(fd, st) => {
                 let mut meta = Meta::new(&[rel, b"/"].concat(), EntryType::Directory, &st);
                 meta.xattrs = safefs::xattrs_fd(fd.as_fd())?;
+                self.refuse_lower_references(&meta.xattrs)?;
                 self.header(&meta)?;
+                if self.layer && safefs::is_opaque(fd.as_fd()) {
+                    self.opaque_marker(rel, &st)?;
+                }
                 return Ok(Some(fd));
             }
             Node::File(file, st) => {
                 let mut meta = Meta::new(rel, EntryType::Regular, &st);
                 meta.size = st.st_size as u64;
                 meta.xattrs = safefs::xattrs_fd(file.as_fd())?;
+                self.refuse_lower_references(&meta.xattrs)?;
                 self.header(&meta)?;
                 self.data(file, meta.size)?;
             }
@@ -249,6 +290,7 @@ impl<W: Write> TarWriter<W> {
                 meta.xattrs = xattrs;
                 self.header(&meta)?;
             }
+            Node::Whiteout(_) => {}
             Node::Special(st) => {
                 let kind = match file_type(&st) {
                     SFlag::S_IFCHR => EntryType::Char,
@@ -264,6 +306,35 @@ impl<W: Write> TarWriter<W> {
             }
         }
         Ok(None)
+    }
+
+    /// `.wh.NAME` for a whiteout at `rel`: an empty file, mode 0600, with
+    /// the whiteout's owner and time (as docker's overlay driver writes it).
+    fn whiteout(&mut self, rel: &[u8], st: &FileStat) -> io::Result<()> {
+        let mut st = *st;
+        st.st_mode = nix::libc::S_IFREG | 0o600;
+        self.header(&Meta::new(&with_prefix(rel, b".wh."), EntryType::Regular, &st))
+    }
+
+    /// `DIR/.wh..wh..opq` after an opaque directory's entry: an empty file
+    /// with the directory's permissions, owner and time.
+    fn opaque_marker(&mut self, rel: &[u8], dir: &FileStat) -> io::Result<()> {
+        let mut st = *dir;
+        st.st_mode = nix::libc::S_IFREG | (dir.st_mode & 0o777);
+        self.header(&Meta::new(&join(rel, OsStr::new(".wh..wh..opq")), EntryType::Regular, &st))
+    }
+
+    /// In a layer, an entry whose content is in a lower directory
+    /// (overlayfs' redirect_dir and metacopy) cannot be written alone.
+    fn refuse_lower_references(&self, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+        let lower = |key: &Vec<u8>| key == b"trusted.overlay.redirect" || key == b"trusted.overlay.metacopy";
+        match xattrs.iter().find(|(key, _)| self.layer && lower(key)) {
+            Some((key, _)) => Err(io::Error::other(format!(
+                "{} refers to a lower layer (overlayfs redirect_dir or metacopy)",
+                String::from_utf8_lossy(key)
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The root directory's own entry, `./`.
@@ -490,6 +561,12 @@ mod tests {
         tar.data(File::open(&path).unwrap(), 4).unwrap();
         assert_eq!(tar.out.len(), 512);
         assert_eq!(&tar.out[..5], b"0123\0");
+    }
+
+    #[test]
+    fn whiteout_names_prefix_the_last_component() {
+        assert_eq!(with_prefix(b"a/b/c", b".wh."), b"a/b/.wh.c");
+        assert_eq!(with_prefix(b"top", b".wh."), b".wh.top");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod check;
+pub mod commit;
 pub mod container;
 pub mod digest;
 pub mod durable;

@@ -65,6 +65,29 @@ impl Drop for Building {
     }
 }
 
+/// A snapshot being built in `tmp-<id>/fs` before its chain ID is known,
+/// flocked like a [`Building`]; deleted if dropped before
+/// [`Snapshotter::name`] makes it one.
+pub struct Scratch {
+    id: u64,
+    tmp: PathBuf,
+    lock: Option<Flock<fs::File>>,
+}
+
+impl Scratch {
+    pub fn fs_dir(&self) -> PathBuf {
+        self.tmp.join("fs")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.lock.is_some() {
+            let _ = safefs::remove_tree(&self.tmp);
+        }
+    }
+}
+
 /// A layer unpacked into its building directory, ready to be sealed.
 pub struct Built {
     pub building: Building,
@@ -351,18 +374,68 @@ impl Snapshotter {
             Found::Recorded(record) => return Ok(Begin::Exists(record)),
             Found::NewId(id) => id,
         };
-        let tmp = self.dir.join(format!("tmp-{id}"));
-        fs::create_dir(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
-        // Locked before anything goes in, so a sweep never takes a live build.
-        let tmp_lock = fs::File::open(&tmp)
-            .and_then(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| std::io::Error::from(e)))
-            .ctx(|| format!("locking {}", tmp.display()))?;
-        fs::create_dir(tmp.join("fs")).ctx(|| format!("creating {}/fs", tmp.display()))?;
+        let (tmp, tmp_lock) = self.make_tmp(id)?;
         Ok(Begin::Building(Building {
             id,
             tmp,
             chain_id: chain_id.clone(),
             watch,
+            _lock: lock,
+            _tmp_lock: tmp_lock,
+            committed: false,
+        }))
+    }
+
+    /// `tmp-<id>/fs`, its directory locked before anything goes in, so a
+    /// sweep never takes a live build.
+    fn make_tmp(&self, id: u64) -> Result<(PathBuf, Flock<fs::File>)> {
+        let tmp = self.dir.join(format!("tmp-{id}"));
+        fs::create_dir(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+        let tmp_lock = fs::File::open(&tmp)
+            .and_then(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| std::io::Error::from(e)))
+            .ctx(|| format!("locking {}", tmp.display()));
+        let made = tmp_lock.and_then(|lock| {
+            fs::create_dir(tmp.join("fs")).ctx(|| format!("creating {}/fs", tmp.display()))?;
+            Ok(lock)
+        });
+        match made {
+            Ok(lock) => Ok((tmp, lock)),
+            Err(e) => {
+                let _ = safefs::remove_tree(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Start building a snapshot whose chain ID is known only once it is
+    /// built (`commit` learns its layer's diff_id by writing it).
+    pub fn begin_scratch(&self) -> Result<Scratch> {
+        let id = self.index.session(|s| s.next_id())?;
+        let (tmp, lock) = self.make_tmp(id)?;
+        Ok(Scratch {
+            id,
+            tmp,
+            lock: Some(lock),
+        })
+    }
+
+    /// Give a built scratch snapshot its chain ID: a [`Building`] to commit,
+    /// or the snapshot that already has that chain (the scratch is deleted).
+    pub fn name(&self, mut scratch: Scratch, chain_id: &Digest) -> Result<Begin> {
+        let lock = self
+            .lock_chain(chain_id, true)?
+            .ok_or_else(|| Error::Index(format!("snapshot {chain_id} is locked")))?;
+        if let Some(existing) = self.get(chain_id)? {
+            return Ok(Begin::Exists(existing));
+        }
+        let tmp_lock = scratch
+            .lock
+            .take()
+            .ok_or_else(|| Error::Index("scratch snapshot already named".into()))?;
+        Ok(Begin::Building(Building {
+            id: scratch.id,
+            tmp: scratch.tmp.clone(),
+            chain_id: chain_id.clone(),
             _lock: lock,
             _tmp_lock: tmp_lock,
             committed: false,

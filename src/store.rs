@@ -209,6 +209,131 @@ impl ContentStore {
     }
 }
 
+impl ContentStore {
+    /// Start a blob whose digest is known only once it is written (a layer
+    /// mocker makes): see [`NewBlob`].
+    pub fn begin_new(&self, what: &str) -> Result<NewBlob> {
+        loop {
+            let file = tempfile::Builder::new()
+                .prefix(NEW_PREFIX)
+                .tempfile_in(&self.ingest)
+                .ctx(|| format!("creating a file in {}", self.ingest.display()))?;
+            // Held while we write: a sweep removes only the files of dead
+            // writers, under this lock.
+            let lock = File::open(file.path())
+                .and_then(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| io::Error::from(e)))
+                .ctx(|| format!("locking {}", file.path().display()))?;
+            // A sweep that took it between its creation and our lock: again.
+            let ours = lock.metadata().ctx(|| format!("stat {}", file.path().display()))?;
+            if !fs::metadata(file.path()).is_ok_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev()) {
+                continue;
+            }
+            return Ok(NewBlob {
+                file,
+                _lock: lock,
+                hasher: Hasher::new(),
+                written: 0,
+                store: self.clone(),
+                what: what.to_string(),
+            });
+        }
+    }
+}
+
+/// Names of [`NewBlob`]s' temporary files in `ingest/`.
+const NEW_PREFIX: &str = ".new-";
+
+impl ContentStore {
+    /// Remove what killed writers of new blobs left in `ingest/` (files no
+    /// live writer holds); the bytes freed.
+    pub fn sweep_new_blobs(&self) -> Result<u64> {
+        let mut freed = 0;
+        for (path, len) in self.list_ingest()? {
+            let ours = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(NEW_PREFIX));
+            let Some(file) = ours.then(|| File::open(&path).ok()).flatten() else {
+                continue;
+            };
+            if let Ok(_lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                match fs::remove_file(&path) {
+                    Ok(()) => freed += len,
+                    // Published (renamed into blobs/) meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).ctx(|| format!("removing {}", path.display())),
+                }
+            }
+        }
+        Ok(freed)
+    }
+}
+
+/// A blob being written to a temporary file in `ingest/` (removed if it is
+/// dropped unpublished), hashed as it goes; [`NewBlob::seal`] gives its
+/// digest, and [`NewBlob::publish`] renames it into `blobs/` under that
+/// digest's ingest lock, as a verified download is.
+pub struct NewBlob {
+    file: tempfile::NamedTempFile,
+    _lock: Flock<File>,
+    hasher: Hasher,
+    written: u64,
+    store: ContentStore,
+    what: String,
+}
+
+impl Write for NewBlob {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl NewBlob {
+    /// Make what was written durable; its digest and size.
+    pub fn seal(&mut self) -> Result<(Digest, u64)> {
+        let path = self.file.path().to_path_buf();
+        self.file
+            .as_file()
+            .sync_all()
+            .map_err(|e| match e.raw_os_error() {
+                Some(nix::libc::ENOSPC) => Error::DiskFull { what: self.what.clone() },
+                _ => Error::io(format!("syncing {}", path.display()), e),
+            })?;
+        Ok((std::mem::take(&mut self.hasher).finish(), self.written))
+    }
+
+    /// Publish the sealed blob as `digest` (which the caller has leased).
+    pub fn publish(self, digest: &Digest) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match self.store.begin(digest, Some(self.written), &self.what)? {
+                Begin::Exists => return Ok(()),
+                Begin::Busy if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Begin::Busy => {
+                    return Err(Error::io(
+                        format!("writing {}", self.what),
+                        io::Error::new(io::ErrorKind::TimedOut, "another process holds its ingest lock"),
+                    ))
+                }
+                Begin::Writer(ingest) => {
+                    // Under the digest's lock: ours replaces the empty ingest file.
+                    self.file
+                        .persist(&ingest.blob_path)
+                        .map_err(|e| Error::io(format!("publishing blob {digest}"), e.error))?;
+                    let _ = fs::remove_file(&ingest.path);
+                    return sync_dir(&ingest.blobs_dir);
+                }
+            }
+        }
+    }
+}
+
 pub fn hash_reader(reader: &mut impl Read) -> io::Result<Digest> {
     let mut hasher = Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -364,6 +489,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ContentStore::open(dir.path()).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn new_blobs_are_published_by_digest_and_dead_ones_swept() {
+        let (_dir, store) = store();
+        let mut blob = store.begin_new("test").unwrap();
+        blob.write_all(b"made here").unwrap();
+        // A live writer's file is left alone; a dead one's is removed.
+        std::fs::write(store.ingest.join(".new-dead"), b"left by a kill").unwrap();
+        assert_eq!(store.sweep_new_blobs().unwrap(), 14);
+        let (digest, size) = blob.seal().unwrap();
+        assert_eq!((digest.clone(), size), (Digest::of_bytes(b"made here"), 9));
+        blob.publish(&digest).unwrap();
+        assert_eq!(store.rehash(&digest).unwrap(), digest);
+        assert!(store.list_ingest().unwrap().is_empty());
     }
 
     #[test]

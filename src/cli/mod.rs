@@ -1,6 +1,7 @@
 //! Argument definitions and dispatch. Output conventions follow docker's CLI;
 //! errors are one line on stderr and a non-zero exit code.
 
+mod commit;
 mod containers;
 mod format;
 mod output;
@@ -76,6 +77,10 @@ enum Command {
     Wait(containers::ContainersArgs),
     /// Export a container's filesystem as a tar archive
     Export(containers::ExportArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(commit::DiffArgs),
+    /// Create a new image from a container's changes
+    Commit(commit::CommitArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -143,6 +148,10 @@ enum ContainerCommand {
     Wait(containers::ContainersArgs),
     /// Export a container's filesystem as a tar archive
     Export(containers::ExportArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(commit::DiffArgs),
+    /// Create a new image from a container's changes
+    Commit(commit::CommitArgs),
     /// Show low-level information on containers as JSON
     Inspect(containers::ContainersArgs),
     /// Remove all stopped containers
@@ -369,6 +378,8 @@ fn dispatch_stored(cli: &Cli, mocker: &Mocker) -> Result<i32> {
         Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => containers::exec(mocker, a),
         Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => containers::wait(mocker, a),
         Command::Export(a) | Command::Container(ContainerCommand::Export(a)) => containers::export(mocker, a),
+        Command::Diff(a) | Command::Container(ContainerCommand::Diff(a)) => commit::diff(mocker, a),
+        Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => commit::commit(mocker, a),
         Command::Container(ContainerCommand::Inspect(a)) => containers::inspect_containers(mocker, &a.containers),
         Command::Container(ContainerCommand::Prune(a)) => containers::prune(mocker, a),
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => output::images(mocker, a),

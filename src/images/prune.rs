@@ -52,6 +52,7 @@ pub fn prune(mocker: &Mocker, all: bool) -> Result<Pruned> {
         pruned.removed.push(Removed::Deleted(record.chain_id));
     }
     pruned.reclaimed += sweep(mocker)?;
+    pruned.reclaimed += mocker.store.sweep_new_blobs()?;
     for (path, len) in mocker.store.list_ingest()? {
         let Some(digest) = path
             .file_name()

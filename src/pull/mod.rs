@@ -99,16 +99,17 @@ pub struct Pulled {
 /// Holds the lease's lock while the pull runs and removes the lease record
 /// if the pull fails (a successful pull drops it in its commit). Drop cannot
 /// be async; the index session is short, so it runs inline.
-struct LeaseGuard<'a> {
+pub(crate) struct LeaseGuard<'a> {
     mocker: &'a Mocker,
-    id: String,
+    pub(crate) id: String,
     _lock: crate::index::LeaseLock,
-    committed: bool,
+    /// Set once a batch that deletes the lease record has been applied.
+    pub(crate) committed: bool,
 }
 
 impl<'a> LeaseGuard<'a> {
     /// Take a new lease on `digests`: its lock first, then its record.
-    fn hold(mocker: &'a Mocker, digests: &[Digest]) -> Result<Self> {
+    pub(crate) fn hold(mocker: &'a Mocker, digests: &[Digest]) -> Result<Self> {
         let id = format!("{}-{}", std::process::id(), now_nanos());
         let lock = mocker.index.hold_lease(&id)?;
         let guard = LeaseGuard {

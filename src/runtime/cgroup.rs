@@ -170,6 +170,40 @@ impl ContainerCgroup {
         Ok(())
     }
 
+    /// Freeze every process of the cgroup (docker's pause) and wait until
+    /// the kernel says they are (v1 freezes asynchronously).
+    pub fn freeze(&self) -> Result<()> {
+        use cgroups_rs::fs::freezer::FreezerController;
+        use cgroups_rs::FreezerState;
+        let freezer = self
+            .cgroup
+            .controller_of::<FreezerController>()
+            .ok_or(RuntimeError::NoFreezer)?;
+        freezer.freeze().map_err(cgroup_error("freezing the cgroup"))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match freezer.state().map_err(cgroup_error("reading the freezer state"))? {
+                FreezerState::Frozen => return Ok(()),
+                _ if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(1)),
+                _ => {
+                    let _ = freezer.thaw();
+                    return Err(RuntimeError::FreezeTimeout.into());
+                }
+            }
+        }
+    }
+
+    /// Let frozen processes run again.
+    pub fn thaw(&self) -> Result<()> {
+        use cgroups_rs::fs::freezer::FreezerController;
+        let freezer = self
+            .cgroup
+            .controller_of::<FreezerController>()
+            .ok_or(RuntimeError::NoFreezer)?;
+        freezer.thaw().map_err(cgroup_error("thawing the cgroup"))?;
+        Ok(())
+    }
+
     /// Whether the kernel's OOM killer killed a process of this cgroup.
     pub fn oom_killed(&self) -> bool {
         self.cgroup

@@ -122,6 +122,12 @@ pub enum RuntimeError {
         error: cgroups_rs::fs::error::Error,
     },
 
+    #[error("the container's cgroup has no freezer (pause it yourself, or commit with --pause=false)")]
+    NoFreezer,
+
+    #[error("the container's processes did not freeze within 10 s (commit with --pause=false to read it unpaused)")]
+    FreezeTimeout,
+
     #[error("{what}: {source}")]
     Mount {
         what: String,

@@ -94,6 +94,21 @@ pub fn spawn<'scope, 'env>(
     (decoded, handle)
 }
 
+/// A stream someone else produces uncompressed (a layer being written,
+/// see `commit`): chunks sent on the returned sender are read, and hashed,
+/// from the [`Decoded`]; dropping the sender ends the stream, and sending
+/// an error fails it.
+pub fn channel() -> (SyncSender<io::Result<Vec<u8>>>, Decoded) {
+    let (tx, rx) = sync_channel(QUEUE);
+    let decoded = Decoded {
+        rx,
+        chunk: Vec::new(),
+        at: 0,
+        hasher: Hasher::new(),
+    };
+    (tx, decoded)
+}
+
 /// Counts the stream; refuses to pass `limit`.
 struct Metered {
     bytes: u64,

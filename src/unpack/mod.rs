@@ -114,6 +114,26 @@ pub fn unpack_layer(
     })
 }
 
+/// Apply an uncompressed tar `stream` (see [`decode::channel`]) to the
+/// empty directory `target`; its diff_id is what the stream hashed to.
+/// The layer is one mocker wrote itself, but it is checked as any other.
+pub fn apply_tar(stream: decode::Decoded, target: &Path, limits: Limits, layer: &str) -> Result<Unpacked> {
+    let fail = |reason: String| Error::Layer {
+        layer: layer.to_string(),
+        reason,
+    };
+    let root = safefs::open_root(target).map_err(|e| fail(format!("opening {}: {e}", target.display())))?;
+    let (applier, diff_id) = apply_stream(stream, root, limits, &fail)?;
+    Ok(Unpacked {
+        diff_id,
+        // Counted by whoever produced the stream.
+        tar_bytes: 0,
+        file_bytes: applier.file_bytes,
+        entries: applier.entries,
+        implicit_dirs: applier.implicit_dirs(),
+    })
+}
+
 /// Apply every entry of the tar `stream` under `root`, then read the stream
 /// to its end (the diff_id covers the padding after the end marker too).
 /// Returns the applier and the stream's digest.

@@ -1,0 +1,296 @@
+//! `commit CONTAINER [REPO[:TAG]]`: a container's writable layer as a new
+//! image over its own. One pass writes the layer blob and builds the new
+//! snapshot (`layer`); the config is the parent's with `-c` changes
+//! (`changes`), the layer's diff_id and a history entry; the manifest is
+//! OCI. Blobs and the snapshot are leased until one index batch records
+//! the image (and its name), so a concurrent `rmi` cannot take them.
+
+mod changes;
+mod layer;
+
+use serde_json::{json, Value};
+
+use crate::container::{self, Writable};
+use crate::digest::{chain_ids, Digest};
+use crate::error::{Error, Result};
+use crate::index::{Batch, ImageRecord};
+use crate::manifest::{self, Document};
+use crate::pull::LeaseGuard;
+use crate::reference::ImageRef;
+use crate::runtime::cgroup::ContainerCgroup;
+use crate::snapshot::Begin;
+use crate::Mocker;
+
+pub use changes::Instruction;
+
+/// The new layer's compression.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct CommitOptions {
+    /// `-m`: the history entry's comment.
+    pub message: Option<String>,
+    /// `-a`: the config's and the history entry's author.
+    pub author: Option<String>,
+    /// `-c`: Dockerfile instructions.
+    pub changes: Vec<String>,
+    /// `--pause` (docker's default): freeze a running container meanwhile.
+    pub pause: bool,
+    pub compression: Compression,
+}
+
+impl Default for CommitOptions {
+    fn default() -> Self {
+        CommitOptions {
+            message: None,
+            author: None,
+            changes: Vec::new(),
+            pause: true,
+            compression: Compression::Gzip,
+        }
+    }
+}
+
+/// Errors of `commit` that no lower module reports.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("invalid change {change:?}: {reason}")]
+    BadChange { change: String, reason: String },
+    #[error("a commit's name cannot contain a digest: {0}")]
+    DigestName(String),
+    #[error("the image container {container} was created from is gone (no {manifest})")]
+    ImageGone { container: String, manifest: Digest },
+}
+
+impl From<CommitError> for Error {
+    fn from(e: CommitError) -> Self {
+        Error::Module(Box::new(e))
+    }
+}
+
+/// Commit `container` as a new image, named `reference` if given; returns
+/// the image ID (its config digest).
+pub fn commit(mocker: &Mocker, container: &str, reference: Option<&str>, opts: &CommitOptions) -> Result<Digest> {
+    // Everything the user typed is checked before anything is written.
+    let changes = opts
+        .changes
+        .iter()
+        .map(|c| changes::parse(c))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let reference = reference.map(ImageRef::parse).transpose()?;
+    if let Some(r) = reference.as_ref().filter(|r| r.digest().is_some()) {
+        return Err(CommitError::DigestName(r.to_string()).into());
+    }
+    let w = container::writable(mocker, container)?;
+    let parent = mocker
+        .index
+        .session(|s| s.get_image(&w.image_manifest))?
+        .ok_or_else(|| CommitError::ImageGone {
+            container: container.to_string(),
+            manifest: w.image_manifest.clone(),
+        })?;
+    let scratch = mocker.snapshots.begin_scratch()?;
+    let layer = {
+        let _paused = Paused::pause(&w, opts.pause)?;
+        layer::write(mocker, &w, opts.compression, &scratch)?
+    };
+    let new = documents(mocker, &parent, &w, &layer, &changes, opts)?;
+    let diff_id = layer.unpacked.diff_id.clone();
+    let chain_id = chain_ids(&new.image.diff_ids)
+        .pop()
+        .ok_or_else(|| Error::Index("a committed image without layers".into()))?;
+    let mut lease = LeaseGuard::hold(
+        mocker,
+        &[
+            layer.digest.clone(),
+            new.image.config_digest.clone(),
+            new.image.manifest_digest.clone(),
+            chain_id.clone(),
+        ],
+    )?;
+    layer.blob.publish(&layer.digest)?;
+    mocker.store.write_bytes(&new.image.config_digest, &new.config, "config")?;
+    mocker.store.write_bytes(&new.image.manifest_digest, &new.manifest, "manifest")?;
+    match mocker.snapshots.name(scratch, &chain_id)? {
+        Begin::Building(building) => {
+            let size = layer.unpacked.file_bytes;
+            let implied = &layer.unpacked.implicit_dirs;
+            mocker
+                .snapshots
+                .commit(building, parent.chain_ids.last(), &diff_id, size, implied)?;
+        }
+        Begin::Exists(_) | Begin::Busy => {}
+    }
+    let mut batch = Batch::default();
+    for record in new.layers {
+        batch.put_layer(&record);
+    }
+    batch.put_image(&new.image).del_lease(&lease.id);
+    if let Some(r) = &reference {
+        batch.put_ref(&r.index_key(), &new.image.manifest_digest);
+    }
+    mocker.index.session(|s| s.apply(&batch))?;
+    lease.committed = true;
+    Ok(new.image.config_digest)
+}
+
+/// A running container's cgroup, frozen until dropped.
+struct Paused(Option<ContainerCgroup>);
+
+impl Paused {
+    fn pause(w: &Writable, pause: bool) -> Result<Paused> {
+        if !(pause && w.running) {
+            return Ok(Paused(None));
+        }
+        // No cgroup: it ended meanwhile, and nothing writes to its layer.
+        let Some(cgroup) = ContainerCgroup::load(&w.id) else {
+            return Ok(Paused(None));
+        };
+        cgroup.freeze()?;
+        Ok(Paused(Some(cgroup)))
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Some(cgroup) = &self.0 {
+            let _ = cgroup.thaw();
+        }
+    }
+}
+
+/// The new image's documents and the records describing them.
+struct NewImage {
+    config: Vec<u8>,
+    manifest: Vec<u8>,
+    image: ImageRecord,
+    layers: Vec<crate::index::LayerRecord>,
+}
+
+/// Config and manifest of the new image: the parent's, plus the layer.
+fn documents(
+    mocker: &Mocker,
+    parent: &ImageRecord,
+    w: &Writable,
+    layer: &layer::Layer,
+    changes: &[Instruction],
+    opts: &CommitOptions,
+) -> Result<NewImage> {
+    let invalid = |what: &str, e: serde_json::Error| Error::InvalidDocument {
+        what: what.to_string(),
+        reason: e.to_string(),
+    };
+    let parent_config = mocker.store.read_small(&parent.config_digest, manifest::MAX_CONFIG_BYTES)?;
+    let mut config: Value = serde_json::from_slice(&parent_config).map_err(|e| invalid("parent config", e))?;
+    let object = config.as_object_mut().ok_or_else(|| Error::InvalidDocument {
+        what: "parent config".into(),
+        reason: "not a JSON object".into(),
+    })?;
+    changes::apply(object, changes);
+    let created = crate::timestamp::format(&crate::timestamp::now());
+    object.insert("created".into(), json!(created));
+    match &opts.author {
+        Some(author) => object.insert("author".into(), json!(author)),
+        None => object.remove("author"),
+    };
+    let mut entry = json!({"created": created, "created_by": w.command.join(" ")});
+    if let Some(author) = &opts.author {
+        entry["author"] = json!(author);
+    }
+    if let Some(message) = &opts.message {
+        entry["comment"] = json!(message);
+    }
+    push(object, "history", entry);
+    let rootfs = object.entry("rootfs").or_insert_with(|| json!({"type": "layers"}));
+    if let Some(rootfs) = rootfs.as_object_mut() {
+        push(rootfs, "diff_ids", json!(layer.unpacked.diff_id));
+    }
+    let config = serde_json::to_vec(&config).map_err(|e| invalid("new config", e))?;
+    let manifest = manifest_for(mocker, parent, &config, layer)?;
+    let manifest_digest = Digest::of_bytes(&manifest);
+    let Document::Manifest(parsed) = manifest::parse_document(&manifest, "new manifest")? else {
+        return Err(Error::Index("the new manifest parsed as an index".into()));
+    };
+    let parsed_config = manifest::parse_config(&config, parsed.layers().len(), "new config")?;
+    let (image, layers) =
+        crate::records::describe_image(&manifest_digest, manifest.len() as u64, &parsed, None, &parsed_config)?;
+    Ok(NewImage {
+        config,
+        manifest,
+        image,
+        layers,
+    })
+}
+
+/// Append `value` to the array `key` of `object` (made if missing).
+fn push(object: &mut serde_json::Map<String, Value>, key: &str, value: Value) {
+    let slot = object.entry(key.to_string()).or_insert_with(|| json!([]));
+    if !slot.is_array() {
+        *slot = json!([]);
+    }
+    if let Some(array) = slot.as_array_mut() {
+        array.push(value);
+    }
+}
+
+/// An OCI manifest: the parent's layers (docker media types given their
+/// OCI names), the new one, the new config.
+fn manifest_for(mocker: &Mocker, parent: &ImageRecord, config: &[u8], layer: &layer::Layer) -> Result<Vec<u8>> {
+    let bytes = mocker
+        .store
+        .read_small(&parent.manifest_digest, manifest::MAX_MANIFEST_BYTES)?;
+    let Document::Manifest(parent_manifest) = manifest::parse_document(&bytes, "parent manifest")? else {
+        return Err(Error::Index("the parent manifest is an index".into()));
+    };
+    let mut layers = Vec::new();
+    for descriptor in parent_manifest.layers() {
+        let mut value = serde_json::to_value(descriptor).map_err(|e| Error::InvalidDocument {
+            what: "parent manifest".into(),
+            reason: e.to_string(),
+        })?;
+        let oci = match descriptor.media_type().to_string().as_str() {
+            "application/vnd.docker.image.rootfs.diff.tar.gzip" => Some("application/vnd.oci.image.layer.v1.tar+gzip"),
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+                Some("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
+            }
+            _ => None,
+        };
+        if let Some(media_type) = oci {
+            value["mediaType"] = json!(media_type);
+        }
+        layers.push(value);
+    }
+    layers.push(json!({
+        "mediaType": layer.media_type,
+        "digest": layer.digest,
+        "size": layer.size,
+    }));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": manifest::OCI_MANIFEST,
+        "config": {
+            "mediaType": manifest::OCI_CONFIG,
+            "digest": Digest::of_bytes(config),
+            "size": config.len(),
+        },
+        "layers": layers,
+    });
+    serde_json::to_vec(&manifest).map_err(|e| Error::InvalidDocument {
+        what: "new manifest".into(),
+        reason: e.to_string(),
+    })
+}
