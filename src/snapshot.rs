@@ -72,6 +72,7 @@ pub struct Scratch {
     id: u64,
     tmp: PathBuf,
     lock: Option<Flock<fs::File>>,
+    watch: Option<Watch>,
 }
 
 impl Scratch {
@@ -410,12 +411,15 @@ impl Snapshotter {
     /// Start building a snapshot whose chain ID is known only once it is
     /// built (`commit` learns its layer's diff_id by writing it).
     pub fn begin_scratch(&self) -> Result<Scratch> {
+        // Before the id, as in `begin`.
+        let watch = Watch::open(&self.dir)?;
         let id = self.index.session(|s| s.next_id())?;
         let (tmp, lock) = self.make_tmp(id)?;
         Ok(Scratch {
             id,
             tmp,
             lock: Some(lock),
+            watch: Some(watch),
         })
     }
 
@@ -428,14 +432,14 @@ impl Snapshotter {
         if let Some(existing) = self.get(chain_id)? {
             return Ok(Begin::Exists(existing));
         }
-        let tmp_lock = scratch
-            .lock
-            .take()
-            .ok_or_else(|| Error::Index("scratch snapshot already named".into()))?;
+        let (Some(tmp_lock), Some(watch)) = (scratch.lock.take(), scratch.watch.take()) else {
+            return Err(Error::Index("scratch snapshot already named".into()));
+        };
         Ok(Begin::Building(Building {
             id: scratch.id,
             tmp: scratch.tmp.clone(),
             chain_id: chain_id.clone(),
+            watch,
             _lock: lock,
             _tmp_lock: tmp_lock,
             committed: false,
