@@ -26,6 +26,7 @@ pub mod mount;
 pub mod outfile;
 pub mod platform;
 pub mod pull;
+pub mod push;
 pub mod records;
 pub mod reference;
 pub mod registry;

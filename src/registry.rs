@@ -1,6 +1,7 @@
-//! The registry side of a pull, over oci-client: credentials (handed in by the
-//! caller), plain-HTTP policy, capped manifest fetches, resumable blob streams,
-//! and the mapping of oci-client's errors onto ours. Knows nothing of the
+//! The registry side of a pull and a push, over oci-client: credentials
+//! (handed in by the caller), plain-HTTP policy, capped manifest fetches,
+//! resumable blob streams, blob checks, mounts and uploads, and the mapping
+//! of oci-client's errors onto ours. Knows nothing of the
 //! store, the index or docker's config.json.
 
 use std::time::Duration;
@@ -150,6 +151,72 @@ impl Registry {
         }
     }
 
+    /// Take credentials (and, from a token service, tokens) for the
+    /// requests of a push: HEAD checks are pull requests, uploads and
+    /// mounts push requests, and oci-client keeps credentials per kind.
+    pub async fn authenticate_push(&self) -> Result<()> {
+        let wire = self.reference.wire();
+        self.client
+            .store_auth_if_needed(wire.resolve_registry(), &self.auth)
+            .await;
+        for operation in [oci_client::RegistryOperation::Pull, oci_client::RegistryOperation::Push] {
+            self.client
+                .auth(wire, &self.auth, operation)
+                .await
+                .map_err(|e| self.map_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the repository has the blob (a HEAD request).
+    pub async fn has_blob(&self, digest: &Digest) -> Result<bool> {
+        self.client
+            .blob_exists(self.reference.wire(), digest.as_str())
+            .await
+            .map_err(|e| self.map_error(e))
+    }
+
+    /// Ask the registry to mount the blob from another repository of it
+    /// (no bytes move). False when it would not (it lacks the blob there,
+    /// or the credentials cannot read that repository).
+    pub async fn mount_blob(&self, digest: &Digest, from_repository: &str) -> bool {
+        let wire = self.reference.wire();
+        let source = Reference::with_tag(
+            wire.registry().to_string(),
+            from_repository.to_string(),
+            "latest".into(),
+        );
+        self.client.mount_blob(wire, &source, digest.as_str()).await.is_ok()
+    }
+
+    /// Upload a blob: POST, then PATCH requests of at most 4 MiB (the
+    /// chunks `stream` yields), then the PUT naming its digest, which the
+    /// registry checks.
+    pub async fn push_blob(
+        &self,
+        digest: &Digest,
+        stream: impl futures_util::Stream<Item = std::result::Result<bytes::Bytes, OciDistributionError>> + Send + 'static,
+    ) -> Result<()> {
+        self.client
+            .push_blob_stream(self.reference.wire(), stream, digest.as_str(), None)
+            .await
+            .map_err(|e| self.map_error(e))?;
+        Ok(())
+    }
+
+    /// PUT the manifest's exact bytes under the reference's tag.
+    pub async fn push_manifest(&self, bytes: bytes::Bytes, media_type: &str) -> Result<()> {
+        let content_type = media_type.parse().map_err(|_| Error::InvalidDocument {
+            what: format!("manifest of {}", self.reference),
+            reason: format!("media type {media_type:?} is not a valid header value"),
+        })?;
+        self.client
+            .push_manifest_raw(self.reference.wire(), bytes, content_type)
+            .await
+            .map_err(|e| self.map_error(e))?;
+        Ok(())
+    }
+
     pub fn map_error(&self, e: OciDistributionError) -> Error {
         let reference = self.reference.to_string();
         let registry = self.reference.registry().to_string();
@@ -159,7 +226,11 @@ impl Registry {
         };
         match e {
             OciDistributionError::RequestError(e) => {
-                if e.is_connect() || e.is_timeout() {
+                let status = e.status().map(|s| s.as_u16());
+                if matches!(status, Some(401 | 403)) {
+                    // A HEAD answered without a body: no error envelope.
+                    Error::Unauthorized { reference, registry }
+                } else if e.is_connect() || e.is_timeout() {
                     Error::Unreachable {
                         registry,
                         reason: error_chain(&e),

@@ -6,6 +6,7 @@ mod containers;
 mod format;
 mod output;
 mod progress;
+mod push;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -55,6 +56,8 @@ pub(crate) struct Cli {
 enum Command {
     /// Download an image from a registry
     Pull(PullArgs),
+    /// Upload an image to a registry
+    Push(push::PushArgs),
     /// Create and run a new container from an image
     Run(Box<containers::RunArgs>),
     /// Create a new container
@@ -108,6 +111,8 @@ enum Command {
 enum ImageCommand {
     /// Download an image from a registry
     Pull(PullArgs),
+    /// Upload an image to a registry
+    Push(push::PushArgs),
     /// List images
     #[command(visible_alias = "list")]
     Ls(ImagesArgs),
@@ -367,6 +372,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
 fn dispatch_stored(cli: &Cli, mocker: &Mocker) -> Result<i32> {
     match &cli.command {
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => pull(cli, mocker, a),
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => push::push(mocker, &cli.insecure_registries, a),
         Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => containers::run(mocker, cli, a),
         Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => containers::create(mocker, cli, a),
         Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => containers::start(mocker, a),
@@ -399,7 +405,7 @@ fn dispatch_stored(cli: &Cli, mocker: &Mocker) -> Result<i32> {
     }
 }
 
-fn runtime() -> mocker::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> mocker::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -472,7 +478,7 @@ fn pull_until_interrupted(
 }
 
 /// Resolves on Ctrl-C; never, if the handler cannot be installed.
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
     }
