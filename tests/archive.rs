@@ -239,13 +239,16 @@ fn members(path: &Path) -> Members {
 
 fn write_members(path: &Path, members: &Members) {
     let mut out = tar::Builder::new(std::fs::File::create(path).unwrap());
-    for (name, kind, _, data) in members {
+    for (name, kind, link, data) in members {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(*kind);
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
         // Raw names: the builder itself refuses `..`.
         h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        if let Some(link) = link {
+            h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
         h.set_cksum();
         out.append(&h, data.as_slice()).unwrap();
     }
@@ -310,4 +313,60 @@ fn bad_archives_fail_in_one_line_and_leave_nothing() {
         assert!(err.contains(expected), "{what}: {err}");
         assert_nothing_left(&root);
     }
+}
+
+#[test]
+fn old_layout_layer_tars_are_read_through_their_links() {
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("skopeo.tar");
+    let source = format!("docker://{}", image("toolbox"));
+    skopeo(&[
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &source,
+        &format!("docker-archive:{}:old/toolbox:v1", archive.display()),
+    ]);
+    // skopeo writes `<id>/layer.tar` as links to `../<diff_id>.tar`: name
+    // those in manifest.json, as docker's old layout does.
+    let mut m = members(&archive);
+    let links: Vec<(String, String)> = m
+        .iter()
+        .filter(|e| e.1 == tar::EntryType::Symlink)
+        .map(|e| (e.2.clone().unwrap().trim_start_matches("../").to_string(), e.0.clone()))
+        .collect();
+    assert!(!links.is_empty(), "no <id>/layer.tar links in skopeo's archive");
+    let manifest = m.iter_mut().find(|e| e.0 == "manifest.json").unwrap();
+    let mut doc: serde_json::Value = serde_json::from_slice(&manifest.3).unwrap();
+    for layer in doc[0]["Layers"].as_array_mut().unwrap() {
+        let (_, link) = links
+            .iter()
+            .find(|(target, _)| layer == target.as_str())
+            .expect("a link per layer");
+        *layer = serde_json::Value::from(link.clone());
+    }
+    manifest.3 = serde_json::to_vec(&doc).unwrap();
+    let old = work.path().join("old.tar");
+    write_members(&old, &m);
+
+    let root = Root::new();
+    assert_eq!(
+        root.ok(&["load", "-i", old.to_str().unwrap()]),
+        "Loaded image: old/toolbox:v1\n"
+    );
+    assert_eq!(
+        root.ok(&["run", "--rm", "old/toolbox:v1", "cat", "/www/index.html"]),
+        "hello-from-container\n"
+    );
+    root.assert_healthy();
+
+    // A link that leaves the archive is refused.
+    let first = m.iter_mut().find(|e| e.1 == tar::EntryType::Symlink).unwrap();
+    first.2 = Some("../../../etc/passwd".into());
+    let escaping = work.path().join("escaping.tar");
+    write_members(&escaping, &m);
+    let fresh = Root::new();
+    let err = fresh.fails(&["load", "-i", escaping.to_str().unwrap()]);
+    assert!(err.contains("unsafe path"), "{err}");
+    assert_nothing_left(&fresh);
 }
