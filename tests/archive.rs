@@ -370,3 +370,30 @@ fn old_layout_layer_tars_are_read_through_their_links() {
     assert!(err.contains("unsafe path"), "{err}");
     assert_nothing_left(&fresh);
 }
+
+#[test]
+fn one_archive_holds_several_images_and_their_shared_layer_once() {
+    let root = Root::new();
+    let (busybox, toolbox) = (image("busybox"), image("toolbox"));
+    root.ok(&["pull", "-q", &busybox]);
+    root.ok(&["pull", "-q", &toolbox]);
+    let work = tempfile::tempdir().unwrap();
+    let saved = work.path().join("both.tar");
+    root.ok(&["image", "save", "-o", saved.to_str().unwrap(), &busybox, &toolbox]);
+    // toolbox is busybox plus a layer: the base layer's blob goes out once.
+    let names: Vec<String> = members(&saved).into_iter().map(|m| m.0).collect();
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+
+    let fresh = Root::new();
+    let out = fresh.ok(&["load", "-i", saved.to_str().unwrap()]);
+    assert_eq!(
+        out,
+        format!("Loaded image: {busybox}:latest\nLoaded image: {toolbox}:latest\n")
+    );
+    assert_eq!(ids(&fresh, &busybox), ids(&root, &busybox));
+    assert_eq!(ids(&fresh, &toolbox), ids(&root, &toolbox));
+    fresh.assert_healthy();
+}
