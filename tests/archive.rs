@@ -397,3 +397,75 @@ fn one_archive_holds_several_images_and_their_shared_layer_once() {
     assert_eq!(ids(&fresh, &toolbox), ids(&root, &toolbox));
     fresh.assert_healthy();
 }
+
+/// Run mocker with `input` on stdin; (status ok, stdout, stderr).
+fn with_stdin(root: &Root, args: &[&str], input: &[u8]) -> (bool, String, String) {
+    let mut child = root
+        .command()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn import_makes_a_one_layer_image() {
+    let source = Root::new();
+    source.ok(&["pull", "-q", &image("busybox")]);
+    let rootfs = source
+        .command()
+        .args(["image", "export", &image("busybox")])
+        .output()
+        .unwrap();
+    assert!(rootfs.status.success());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&rootfs.stdout).unwrap();
+    let gz = gz.finish().unwrap();
+
+    let root = Root::new();
+    let (ok, out, err) = with_stdin(
+        &root,
+        &[
+            "import",
+            "-c",
+            "CMD [\"/bin/sh\", \"-c\", \"echo imported $A\"]",
+            "-c",
+            "ENV A=1",
+            "-",
+            "imported:v1",
+        ],
+        &gz,
+    );
+    assert!(ok, "{err}");
+    let id = out.trim();
+    assert_eq!(root.ok(&["images", "-q", "--no-trunc", "imported:v1"]).trim(), id);
+    assert_eq!(root.ok(&["run", "--rm", "imported:v1"]), "imported 1\n");
+    let history = root.ok(&["history", "--format", "{{.Comment}}", "imported:v1"]);
+    assert_eq!(history, "Imported from -\n");
+    root.assert_healthy();
+
+    // A tarball with a `..` path: refused, nothing kept.
+    let mut bad = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.as_old_mut().name[..9].copy_from_slice(b"../escape");
+    h.set_cksum();
+    bad.append(&h, &b"x"[..]).unwrap();
+    let bad = bad.into_inner().unwrap();
+    let fresh = Root::new();
+    let (ok, _, err) = with_stdin(&fresh, &["import", "-", "bad:v1"], &bad);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_nothing_left(&fresh);
+}

@@ -2,9 +2,11 @@
 //! move them: `save` writes both docker's `manifest.json` layout and an OCI
 //! image layout in one tar (what docker 25+ writes); `load` reads either
 //! (and the old `<id>/layer.tar` layout), verifying everything as a pull
-//! does. See DESIGN.md, "Save and load".
+//! does; `import` makes a one-layer image of a root filesystem tarball. See
+//! DESIGN.md, "Save and load".
 
 mod error;
+mod import;
 mod layout;
 mod load;
 mod members;
@@ -12,5 +14,6 @@ mod plan;
 mod save;
 
 pub use error::ArchiveError;
+pub use import::{import, ImportOptions};
 pub use load::{load, Loaded};
 pub use save::save;

@@ -1,4 +1,4 @@
-//! `history`, `save` and `load`: images in and out of archives.
+//! `history`, `save`, `load` and `import`: images in and out of archives.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -49,6 +49,21 @@ pub(super) struct LoadArgs {
     /// Suppress progress output (mocker shows none)
     #[arg(short, long)]
     quiet: bool,
+}
+
+#[derive(Args)]
+pub(super) struct ImportArgs {
+    /// A tar archive of a root filesystem (gzip or zstd allowed), or - for stdin
+    file: String,
+    /// Name the image REPOSITORY[:TAG]
+    reference: Option<String>,
+    /// Apply a Dockerfile instruction to the image (CMD, ENTRYPOINT, ENV,
+    /// EXPOSE, LABEL, STOPSIGNAL, USER, WORKDIR)
+    #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+    changes: Vec<String>,
+    /// Commit message for the imported image
+    #[arg(short, long)]
+    message: Option<String>,
 }
 
 /// `history` template fields and their headers.
@@ -159,6 +174,28 @@ pub(super) fn load(mocker: &Mocker, args: &LoadArgs) -> Result<i32> {
             mocker::archive::Loaded::Id(id) => println!("Loaded image ID: {id}"),
         }
     }
+    Ok(0)
+}
+
+pub(super) fn import(mocker: &Mocker, args: &ImportArgs) -> Result<i32> {
+    let reference = args
+        .reference
+        .as_deref()
+        .map(mocker::reference::ImageRef::parse)
+        .transpose()?;
+    let opts = mocker::archive::ImportOptions {
+        source: &args.file,
+        reference,
+        changes: &args.changes,
+        message: args.message.as_deref(),
+    };
+    let id = if args.file == "-" {
+        mocker::archive::import(mocker, std::io::stdin().lock(), &opts)?
+    } else {
+        let file = std::fs::File::open(&args.file).map_err(|e| anyhow::anyhow!("opening {}: {e}", args.file))?;
+        mocker::archive::import(mocker, file, &opts)?
+    };
+    println!("{id}");
     Ok(0)
 }
 

@@ -110,6 +110,8 @@ enum Command {
     Save(archive::SaveArgs),
     /// Load images from a tar archive
     Load(archive::LoadArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(archive::ImportArgs),
     /// Log out from a registry
     Logout(LogoutArgs),
 }
@@ -138,6 +140,8 @@ enum ImageCommand {
     Save(archive::SaveArgs),
     /// Load images from a tar archive
     Load(archive::LoadArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(archive::ImportArgs),
 }
 
 #[derive(Subcommand)]
@@ -413,6 +417,7 @@ fn dispatch_stored(cli: &Cli, mocker: &Mocker) -> Result<i32> {
         Command::History(a) | Command::Image(ImageCommand::History(a)) => archive::history(mocker, a),
         Command::Save(a) | Command::Image(ImageCommand::Save(a)) => archive::save(mocker, a),
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => archive::load(mocker, a),
+        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => archive::import(mocker, a),
         Command::System(SystemCommand::Df(a)) => output::df(mocker, &a.format),
         Command::System(SystemCommand::Check(a)) => output::check(mocker, a.repair),
         Command::System(SystemCommand::Info) => output::info(mocker),
