@@ -8,6 +8,7 @@
 //! higher one (`tests/layering.rs` checks it). The CLI in `src/cli/` only
 //! parses and prints.
 
+pub mod archive;
 pub mod auth;
 pub mod check;
 pub mod commit;

@@ -25,7 +25,7 @@ const RANKS: &[&[&str]] = &[
     &["lookup", "gc"],
     &["rootfs", "runtime"],
     &["container"],
-    &["images", "pull", "push", "check", "login", "run", "commit"],
+    &["images", "pull", "push", "check", "login", "run", "commit", "archive"],
     &["system"],
 ];
 

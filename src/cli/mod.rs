@@ -1,6 +1,7 @@
 //! Argument definitions and dispatch. Output conventions follow docker's CLI;
 //! errors are one line on stderr and a non-zero exit code.
 
+mod archive;
 mod commit;
 mod containers;
 mod format;
@@ -103,6 +104,14 @@ enum Command {
     System(SystemCommand),
     /// Log in to a registry (stores credentials in docker's config.json)
     Login(LoginArgs),
+    /// Show the history of an image
+    History(archive::HistoryArgs),
+    /// Save one or more images to a tar archive
+    Save(archive::SaveArgs),
+    /// Load images from a tar archive
+    Load(archive::LoadArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(archive::ImportArgs),
     /// Log out from a registry
     Logout(LogoutArgs),
 }
@@ -125,6 +134,14 @@ enum ImageCommand {
     Inspect(InspectArgs),
     /// Write an image's root filesystem (all layers merged) as a tar archive
     Export(ExportArgs),
+    /// Show the history of an image
+    History(archive::HistoryArgs),
+    /// Save one or more images to a tar archive
+    Save(archive::SaveArgs),
+    /// Load images from a tar archive
+    Load(archive::LoadArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(archive::ImportArgs),
 }
 
 #[derive(Subcommand)]
@@ -397,6 +414,10 @@ fn dispatch_stored(cli: &Cli, mocker: &Mocker) -> Result<i32> {
         Command::Inspect(a) => containers::inspect(mocker, &a.images),
         Command::Image(ImageCommand::Inspect(a)) => output::inspect(mocker, &a.images),
         Command::Image(ImageCommand::Export(a)) => export(mocker, a),
+        Command::History(a) | Command::Image(ImageCommand::History(a)) => archive::history(mocker, a),
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => archive::save(mocker, a),
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => archive::load(mocker, a),
+        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => archive::import(mocker, a),
         Command::System(SystemCommand::Df(a)) => output::df(mocker, &a.format),
         Command::System(SystemCommand::Check(a)) => output::check(mocker, a.repair),
         Command::System(SystemCommand::Info) => output::info(mocker),

@@ -22,6 +22,8 @@ use crate::snapshot::Begin;
 use crate::Mocker;
 
 pub use changes::Instruction;
+/// `-c` parsing and applying, which `import` shares.
+pub(crate) use changes::{apply as apply_changes, parse as parse_change};
 
 /// The new layer's compression.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

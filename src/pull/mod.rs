@@ -123,7 +123,7 @@ impl<'a> LeaseGuard<'a> {
     }
 
     /// Make the lease cover exactly `digests`.
-    fn record(&self, digests: &[Digest]) -> Result<()> {
+    pub(crate) fn record(&self, digests: &[Digest]) -> Result<()> {
         let mut batch = Batch::default();
         batch.put_lease(
             &self.id,

@@ -1,0 +1,146 @@
+//! `import`: a root filesystem tarball as a one-layer image, as docker's;
+//! `-c` as `commit` takes it.
+//! The (decompressed) tar is spooled under the root while it is hashed,
+//! stored as the layer blob (uncompressed: its digest is its diff_id),
+//! unpacked like any layer, and recorded with a config made for it.
+
+use std::io::Read;
+
+use oci_spec::image::ImageManifest;
+use serde_json::{json, Value};
+
+use super::error::io;
+use super::load::{record, unpack};
+use super::members::{copy_hashed, decompressed, ingest};
+use super::plan::Planned;
+use crate::commit::Instruction;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::{self, Compression};
+use crate::platform::Platform;
+use crate::pull::LeaseGuard;
+use crate::reference::ImageRef;
+use crate::Mocker;
+
+/// What `import` makes of its input.
+pub struct ImportOptions<'a> {
+    /// Where the tarball came from (`-` for stdin), for the history's comment.
+    pub source: &'a str,
+    pub reference: Option<ImageRef>,
+    /// `-c` instructions.
+    pub changes: &'a [String],
+    /// `-m`: the history's comment instead of "Imported from SOURCE".
+    pub message: Option<&'a str>,
+}
+
+/// Import `input` (a tar, possibly gzip- or zstd-compressed); the new image ID.
+pub fn import(mocker: &Mocker, input: impl Read, opts: &ImportOptions) -> Result<Digest> {
+    // Every change is checked before anything is written.
+    let changes = opts
+        .changes
+        .iter()
+        .map(|c| crate::commit::parse_change(c))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut touched = Vec::new();
+    let result = import_leased(mocker, input, opts, &changes, &mut touched);
+    if !touched.is_empty() {
+        let _ = crate::gc::collect_unreferenced(mocker, Some(&touched));
+    }
+    result
+}
+
+fn import_leased(
+    mocker: &Mocker,
+    input: impl Read,
+    opts: &ImportOptions,
+    changes: &[Instruction],
+    touched: &mut Vec<Digest>,
+) -> Result<Digest> {
+    let mut lease = LeaseGuard::hold(mocker, &[])?;
+    let mut on_commit = |d: &Digest| {
+        touched.push(d.clone());
+        lease.record(&touched[..])
+    };
+    let spool = tempfile::Builder::new()
+        .prefix("tmp-load-")
+        .tempfile_in(&mocker.root)
+        .map_err(io("creating a spool file"))?;
+    let mut file = spool.as_file();
+    let (layer, size) = copy_hashed(&mut decompressed(input)?, &mut |chunk| {
+        std::io::Write::write_all(&mut file, chunk)
+    })
+    .map_err(io(format!("reading {}", opts.source)))?;
+    on_commit(&layer)?;
+    ingest(
+        &mocker.store,
+        &layer,
+        size,
+        &mut spool.reopen().map_err(io("reading the spool file"))?,
+    )?;
+    drop(spool);
+
+    let config_bytes = config(opts, changes, &layer)?;
+    let config_digest = Digest::of_bytes(&config_bytes);
+    on_commit(&config_digest)?;
+    mocker.store.write_bytes(&config_digest, &config_bytes, "config")?;
+    let manifest_bytes = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": manifest::OCI_MANIFEST,
+        "config": {"mediaType": manifest::OCI_CONFIG, "digest": config_digest, "size": config_bytes.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": size}],
+    }))
+    .map_err(|e| invalid(e.to_string()))?;
+    let manifest_digest = Digest::of_bytes(&manifest_bytes);
+    on_commit(&manifest_digest)?;
+    mocker
+        .store
+        .write_bytes(&manifest_digest, &manifest_bytes, "manifest")?;
+    let chain = crate::digest::chain_ids(std::slice::from_ref(&layer));
+    on_commit(&chain[0])?;
+    let planned = Planned {
+        manifest_digest,
+        manifest_size: manifest_bytes.len() as u64,
+        manifest: serde_json::from_slice::<ImageManifest>(&manifest_bytes).map_err(|e| invalid(e.to_string()))?,
+        index_digest: None,
+        config: manifest::parse_config(&config_bytes, 1, "imported config")?,
+        layers: vec![(layer, Compression::None)],
+        names: opts.reference.iter().cloned().collect(),
+    };
+    unpack(mocker, &planned)?;
+    record(mocker, std::slice::from_ref(&planned), &lease.id)?;
+    lease.committed = true;
+    Ok(config_digest)
+}
+
+fn invalid(reason: String) -> Error {
+    Error::InvalidDocument {
+        what: "imported image".into(),
+        reason,
+    }
+}
+
+/// The config of the imported image: the host's platform, the changes, one
+/// history step.
+fn config(opts: &ImportOptions, changes: &[Instruction], layer: &Digest) -> Result<Vec<u8>> {
+    let host = Platform::host();
+    let now = crate::timestamp::format(&crate::timestamp::now());
+    let comment = match opts.message {
+        Some(m) => m.to_string(),
+        None => format!("Imported from {}", opts.source),
+    };
+    let mut doc = json!({
+        "architecture": host.arch,
+        "os": host.os,
+        "created": now,
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer]},
+        "history": [{"created": now, "comment": comment}],
+    });
+    if let Some(v) = host.variant {
+        doc["variant"] = Value::from(v);
+    }
+    if let Some(map) = doc.as_object_mut() {
+        crate::commit::apply_changes(map, changes);
+    }
+    serde_json::to_vec(&doc).map_err(|e| invalid(e.to_string()))
+}
