@@ -321,7 +321,11 @@ impl<W: Write> TarWriter<W> {
     fn opaque_marker(&mut self, rel: &[u8], dir: &FileStat) -> io::Result<()> {
         let mut st = *dir;
         st.st_mode = nix::libc::S_IFREG | (dir.st_mode & 0o777);
-        self.header(&Meta::new(&join(rel, OsStr::new(".wh..wh..opq")), EntryType::Regular, &st))
+        self.header(&Meta::new(
+            &join(rel, OsStr::new(".wh..wh..opq")),
+            EntryType::Regular,
+            &st,
+        ))
     }
 
     /// In a layer, an entry whose content is in a lower directory

@@ -249,7 +249,10 @@ impl ContentStore {
     pub fn sweep_new_blobs(&self) -> Result<u64> {
         let mut freed = 0;
         for (path, len) in self.list_ingest()? {
-            let ours = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(NEW_PREFIX));
+            let ours = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(NEW_PREFIX));
             let Some(file) = ours.then(|| File::open(&path).ok()).flatten() else {
                 continue;
             };
@@ -296,13 +299,12 @@ impl NewBlob {
     /// Make what was written durable; its digest and size.
     pub fn seal(&mut self) -> Result<(Digest, u64)> {
         let path = self.file.path().to_path_buf();
-        self.file
-            .as_file()
-            .sync_all()
-            .map_err(|e| match e.raw_os_error() {
-                Some(nix::libc::ENOSPC) => Error::DiskFull { what: self.what.clone() },
-                _ => Error::io(format!("syncing {}", path.display()), e),
-            })?;
+        self.file.as_file().sync_all().map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ENOSPC) => Error::DiskFull {
+                what: self.what.clone(),
+            },
+            _ => Error::io(format!("syncing {}", path.display()), e),
+        })?;
         Ok((std::mem::take(&mut self.hasher).finish(), self.written))
     }
 

@@ -66,7 +66,10 @@ same-inode
 
 fn upper_dir(root: &Root, container: &str) -> String {
     let inspect = json(root.ok(&["inspect", container]).as_bytes());
-    inspect[0]["GraphDriver"]["Data"]["UpperDir"].as_str().unwrap().to_string()
+    inspect[0]["GraphDriver"]["Data"]["UpperDir"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// The committed image's layers (compressed blobs), base first.
@@ -86,7 +89,10 @@ fn entries(blob: &[u8]) -> BTreeMap<String, (char, u32, String, Vec<String>)> {
     if blob.starts_with(&[0x1f, 0x8b]) {
         flate2::read::GzDecoder::new(blob).read_to_end(&mut raw).unwrap();
     } else {
-        zstd::stream::read::Decoder::new(blob).unwrap().read_to_end(&mut raw).unwrap();
+        zstd::stream::read::Decoder::new(blob)
+            .unwrap()
+            .read_to_end(&mut raw)
+            .unwrap();
     }
     let mut out = BTreeMap::new();
     let mut archive = tar::Archive::new(raw.as_slice());
@@ -98,7 +104,11 @@ fn entries(blob: &[u8]) -> BTreeMap<String, (char, u32, String, Vec<String>)> {
         };
         let header = entry.header();
         let kind = header.entry_type().as_byte() as char;
-        let link = entry.link_name().unwrap().map(|l| l.display().to_string()).unwrap_or_default();
+        let link = entry
+            .link_name()
+            .unwrap()
+            .map(|l| l.display().to_string())
+            .unwrap_or_default();
         let mode = header.mode().unwrap();
         out.insert(entry.path().unwrap().display().to_string(), (kind, mode, link, keys));
     }
@@ -114,7 +124,17 @@ fn commit_makes_an_image_of_exactly_the_changes() {
     let root = Root::new();
     let toolbox = image("toolbox");
     root.ok(&["pull", "-q", &toolbox]);
-    root.ok(&["run", "--name", "ctr", "--network", "none", &toolbox, "sh", "-c", CHANGES]);
+    root.ok(&[
+        "run",
+        "--name",
+        "ctr",
+        "--network",
+        "none",
+        &toolbox,
+        "sh",
+        "-c",
+        CHANGES,
+    ]);
     assert_eq!(root.ok(&["diff", "ctr"]), DIFF);
     assert_eq!(root.ok(&["container", "diff", "ctr"]), DIFF);
     // An xattr, set from the host on the writable layer.
@@ -127,8 +147,17 @@ fn commit_makes_an_image_of_exactly_the_changes() {
     assert!(set.success());
 
     let id = root.ok(&[
-        "commit", "-m", "the message", "-a", "someone", "-c", r#"CMD ["cat", "/new.txt"]"#, "-c", "ENV FOO=bar",
-        "ctr", "committed:v1",
+        "commit",
+        "-m",
+        "the message",
+        "-a",
+        "someone",
+        "-c",
+        r#"CMD ["cat", "/new.txt"]"#,
+        "-c",
+        "ENV FOO=bar",
+        "ctr",
+        "committed:v1",
     ]);
     let id = id.trim();
     assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
@@ -140,7 +169,10 @@ fn commit_makes_an_image_of_exactly_the_changes() {
     assert!(env.contains(&serde_json::json!("FOO=bar")) && env.contains(&serde_json::json!("GREETING=hello")));
     let history = inspect[0]["ImageConfig"]["history"].as_array().unwrap();
     let last = history.last().unwrap();
-    assert_eq!((&last["comment"], &last["author"]), (&serde_json::json!("the message"), &serde_json::json!("someone")));
+    assert_eq!(
+        (&last["comment"], &last["author"]),
+        (&serde_json::json!("the message"), &serde_json::json!("someone"))
+    );
 
     // The new image runs at once, from its own snapshot.
     assert_eq!(root.ok(&["run", "--rm", "--network", "none", "committed:v1"]), "new\n");
@@ -152,17 +184,32 @@ fn commit_makes_an_image_of_exactly_the_changes() {
     let new_layers = layers(&root, "committed:v1");
     assert_eq!(new_layers[..new_layers.len() - 1], old_layers[..]);
     let layer = entries(&blob(&root, new_layers.last().unwrap()));
-    for whiteout in ["etc/.wh.group", "home/.wh.bob", "www/.wh..wh..opq", "bin/wc/.wh..wh..opq"] {
+    for whiteout in [
+        "etc/.wh.group",
+        "home/.wh.bob",
+        "www/.wh..wh..opq",
+        "bin/wc/.wh..wh..opq",
+    ] {
         assert_eq!(layer.get(whiteout).map(|e| e.0), Some('0'), "{whiteout} in {layer:?}");
     }
     assert_eq!(layer["opt/app/hard"].0, '1', "a hard link");
     assert_eq!(layer["opt/app/hard"].2, "opt/app/f");
     assert_eq!(layer["opt/app/suid"].1, 0o4755);
-    assert!(layer["new.txt"].3.contains(&"SCHILY.xattr.user.note".to_string()), "{:?}", layer["new.txt"]);
+    assert!(
+        layer["new.txt"].3.contains(&"SCHILY.xattr.user.note".to_string()),
+        "{:?}",
+        layer["new.txt"]
+    );
     for (name, entry) in &layer {
-        assert!(!entry.3.iter().any(|k| k.contains("trusted.overlay")), "{name}: {entry:?}");
+        assert!(
+            !entry.3.iter().any(|k| k.contains("trusted.overlay")),
+            "{name}: {entry:?}"
+        );
         for runtime in ["proc", "sys", "dev", "etc/hosts", "etc/hostname", "etc/resolv.conf"] {
-            assert!(!name.trim_end_matches('/').eq(runtime), "runtime mount point {name} in the layer");
+            assert!(
+                !name.trim_end_matches('/').eq(runtime),
+                "runtime mount point {name} in the layer"
+            );
         }
         assert!(!name.starts_with("www/index.html"), "{name}");
     }
@@ -173,20 +220,51 @@ fn commit_makes_an_image_of_exactly_the_changes() {
     assert!(!rootfs.join("etc/group").exists() && !rootfs.join("home/bob").exists());
     assert!(!rootfs.join("www/index.html").exists());
     assert_eq!(std::fs::read_to_string(rootfs.join("www/other")).unwrap(), "fresh\n");
-    assert_eq!(std::fs::read_to_string(rootfs.join("bin/wc/inside")).unwrap(), "inside\n");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("bin/wc/inside")).unwrap(),
+        "inside\n"
+    );
     use std::os::unix::fs::MetadataExt;
     let (f, hard) = (rootfs.join("opt/app/f"), rootfs.join("opt/app/hard"));
-    assert_eq!(std::fs::metadata(&f).unwrap().ino(), std::fs::metadata(&hard).unwrap().ino());
-    assert_eq!(std::fs::metadata(rootfs.join("opt/app/suid")).unwrap().mode() & 0o7777, 0o4755);
-    let note = Command::new("getfattr").args(["--only-values", "-n", "user.note"]).arg(rootfs.join("new.txt")).output().unwrap();
+    assert_eq!(
+        std::fs::metadata(&f).unwrap().ino(),
+        std::fs::metadata(&hard).unwrap().ino()
+    );
+    assert_eq!(
+        std::fs::metadata(rootfs.join("opt/app/suid")).unwrap().mode() & 0o7777,
+        0o4755
+    );
+    let note = Command::new("getfattr")
+        .args(["--only-values", "-n", "user.note"])
+        .arg(rootfs.join("new.txt"))
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&note.stdout), "kept");
 
     // A commit of a commit: the new layer goes over the committed one.
-    root.ok(&["run", "--name", "second", "--network", "none", "committed:v1", "rm", "/new.txt"]);
+    root.ok(&[
+        "run",
+        "--name",
+        "second",
+        "--network",
+        "none",
+        "committed:v1",
+        "rm",
+        "/new.txt",
+    ]);
     assert_eq!(root.ok(&["diff", "second"]), "D /new.txt\n");
     root.ok(&["commit", "second", "committed:v2"]);
     assert_eq!(layers(&root, "committed:v2").len(), new_layers.len() + 1);
-    let out = root.ok(&["run", "--rm", "--network", "none", "committed:v2", "sh", "-c", "ls /new.txt; cat /www/other"]);
+    let out = root.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "committed:v2",
+        "sh",
+        "-c",
+        "ls /new.txt; cat /www/other",
+    ]);
     assert_eq!(out, "fresh\n");
     root.assert_healthy();
 }
@@ -201,7 +279,10 @@ fn umoci_unpack(root: &Root, image: &str) -> tempfile::TempDir {
     std::fs::create_dir_all(&blobs).unwrap();
     let manifest_bytes = blob(root, &manifest);
     let parsed = json(&manifest_bytes);
-    let mut digests = vec![manifest.clone(), parsed["config"]["digest"].as_str().unwrap().to_string()];
+    let mut digests = vec![
+        manifest.clone(),
+        parsed["config"]["digest"].as_str().unwrap().to_string(),
+    ];
     digests.extend(layers(root, image));
     for digest in &digests {
         std::fs::write(blobs.join(hex_of(digest)), blob(root, digest)).unwrap();
@@ -226,7 +307,14 @@ fn a_running_container_is_committed_paused_and_goes_on() {
     let toolbox = image("toolbox");
     root.ok(&["pull", "-q", &toolbox]);
     let id = root.ok(&[
-        "run", "-d", "--network", "none", &toolbox, "sh", "-c", "echo live > /live.txt; exec sleep 1000",
+        "run",
+        "-d",
+        "--network",
+        "none",
+        &toolbox,
+        "sh",
+        "-c",
+        "echo live > /live.txt; exec sleep 1000",
     ]);
     let id = id.trim();
     wait_until("the file", || root.ok(&["diff", id]).contains("A /live.txt"));
@@ -236,7 +324,10 @@ fn a_running_container_is_committed_paused_and_goes_on() {
     let layer = blob(&root, layers(&root, "live:v1").last().unwrap());
     assert!(layer.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "a zstd layer");
     assert!(entries(&layer).contains_key("live.txt"));
-    assert_eq!(root.ok(&["run", "--rm", "--network", "none", "live:v1", "cat", "/live.txt"]), "live\n");
+    assert_eq!(
+        root.ok(&["run", "--rm", "--network", "none", "live:v1", "cat", "/live.txt"]),
+        "live\n"
+    );
 }
 
 #[test]
@@ -245,12 +336,20 @@ fn a_bad_change_leaves_nothing() {
     let busybox = image("busybox");
     root.ok(&["pull", "-q", &busybox]);
     root.ok(&["create", "--name", "ctr", "--network", "none", &busybox]);
-    let (blobs, snapshots, images) = (root.blobs(), list(&root.path().join("snapshots")), root.ok(&["images", "-q"]));
+    let (blobs, snapshots, images) = (
+        root.blobs(),
+        list(&root.path().join("snapshots")),
+        root.ok(&["images", "-q"]),
+    );
     for bad in ["FROM busybox", "EXPOSE http", "STOPSIGNAL NOPE", "ENV A"] {
         let error = root.fails(&["commit", "-c", bad, "ctr", "bad:v1"]);
         assert!(error.contains(bad.split(' ').next().unwrap()), "{error}");
     }
-    root.fails(&["commit", "ctr", "bad@sha256:0000000000000000000000000000000000000000000000000000000000000000"]);
+    root.fails(&[
+        "commit",
+        "ctr",
+        "bad@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    ]);
     assert_eq!(root.blobs(), blobs);
     assert_eq!(list(&root.path().join("snapshots")), snapshots);
     assert_eq!(root.ok(&["images", "-q"]), images);

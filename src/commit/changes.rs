@@ -37,15 +37,20 @@ pub fn parse(change: &str) -> Result<Instruction, CommitError> {
         "ENTRYPOINT" => Instruction::Entrypoint(command(rest)),
         "ENV" => Instruction::Env(pairs(rest, true).map_err(bad)?),
         "LABEL" => Instruction::Label(pairs(rest, false).map_err(bad)?),
-        "EXPOSE" => Instruction::Expose(words(rest).map_err(&bad)?.iter().map(|p| port(p)).collect::<Result<_, _>>().map_err(bad)?),
+        "EXPOSE" => Instruction::Expose(
+            words(rest)
+                .map_err(&bad)?
+                .iter()
+                .map(|p| port(p))
+                .collect::<Result<_, _>>()
+                .map_err(bad)?,
+        ),
         "STOPSIGNAL" => Instruction::StopSignal(signal(rest).map_err(bad)?),
         "USER" => Instruction::User(rest.to_string()),
         "WORKDIR" => Instruction::Workdir(rest.to_string()),
-        _ => {
-            return Err(bad(format!(
-                "unknown instruction {word} (commit takes CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, WORKDIR)"
-            )))
-        }
+        _ => return Err(bad(format!(
+            "unknown instruction {word} (commit takes CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, WORKDIR)"
+        ))),
     })
 }
 
@@ -128,8 +133,15 @@ fn signal(rest: &str) -> Result<String, String> {
         }
     }
     let upper = rest.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    let realtime = name.strip_prefix("SIGRTMIN").or_else(|| name.strip_prefix("SIGRTMAX")).is_some();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    let realtime = name
+        .strip_prefix("SIGRTMIN")
+        .or_else(|| name.strip_prefix("SIGRTMAX"))
+        .is_some();
     if realtime || name.parse::<nix::sys::signal::Signal>().is_ok() {
         return Ok(rest.to_string());
     }
@@ -202,7 +214,10 @@ fn set_env(config: &mut Map<String, Value>, vars: &[(String, String)]) {
         .unwrap_or_default();
     for (key, value) in vars {
         let line = format!("{key}={value}");
-        match env.iter_mut().find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key.as_str()) {
+        match env
+            .iter_mut()
+            .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key.as_str())
+        {
             Some(existing) => *existing = line,
             None => env.push(line),
         }
@@ -216,7 +231,10 @@ mod tests {
 
     #[test]
     fn instructions_parse_as_dockerfile_lines() {
-        assert_eq!(parse(r#"CMD ["echo", "hi"]"#).unwrap(), Instruction::Cmd(vec!["echo".into(), "hi".into()]));
+        assert_eq!(
+            parse(r#"CMD ["echo", "hi"]"#).unwrap(),
+            Instruction::Cmd(vec!["echo".into(), "hi".into()])
+        );
         assert_eq!(
             parse("cmd echo hi").unwrap(),
             Instruction::Cmd(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()])
@@ -225,10 +243,27 @@ mod tests {
             parse(r#"ENV A=1 B="two words""#).unwrap(),
             Instruction::Env(vec![("A".into(), "1".into()), ("B".into(), "two words".into())])
         );
-        assert_eq!(parse("ENV A one two").unwrap(), Instruction::Env(vec![("A".into(), "one two".into())]));
-        assert_eq!(parse("EXPOSE 80 53/udp").unwrap(), Instruction::Expose(vec!["80/tcp".into(), "53/udp".into()]));
-        assert_eq!(parse("STOPSIGNAL SIGINT").unwrap(), Instruction::StopSignal("SIGINT".into()));
-        for bad in ["FROM busybox", "CMD", "EXPOSE http", "STOPSIGNAL NOPE", "LABEL novalue", "ENV A", "LABEL a=\"x"] {
+        assert_eq!(
+            parse("ENV A one two").unwrap(),
+            Instruction::Env(vec![("A".into(), "one two".into())])
+        );
+        assert_eq!(
+            parse("EXPOSE 80 53/udp").unwrap(),
+            Instruction::Expose(vec!["80/tcp".into(), "53/udp".into()])
+        );
+        assert_eq!(
+            parse("STOPSIGNAL SIGINT").unwrap(),
+            Instruction::StopSignal("SIGINT".into())
+        );
+        for bad in [
+            "FROM busybox",
+            "CMD",
+            "EXPOSE http",
+            "STOPSIGNAL NOPE",
+            "LABEL novalue",
+            "ENV A",
+            "LABEL a=\"x",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

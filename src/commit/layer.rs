@@ -83,9 +83,12 @@ fn produce(
         }
         return Err(e);
     }
-    tee.send_pending().map_err(|e| Error::io(format!("writing {what}"), e))?;
+    tee.send_pending()
+        .map_err(|e| Error::io(format!("writing {what}"), e))?;
     drop(tee.tx.take());
-    tee.encoder.finish().map_err(|e| Error::io(format!("compressing {what}"), e))
+    tee.encoder
+        .finish()
+        .map_err(|e| Error::io(format!("compressing {what}"), e))
 }
 
 /// gzip or zstd over the new blob.

@@ -125,8 +125,12 @@ pub fn commit(mocker: &Mocker, container: &str, reference: Option<&str>, opts: &
         ],
     )?;
     layer.blob.publish(&layer.digest)?;
-    mocker.store.write_bytes(&new.image.config_digest, &new.config, "config")?;
-    mocker.store.write_bytes(&new.image.manifest_digest, &new.manifest, "manifest")?;
+    mocker
+        .store
+        .write_bytes(&new.image.config_digest, &new.config, "config")?;
+    mocker
+        .store
+        .write_bytes(&new.image.manifest_digest, &new.manifest, "manifest")?;
     match mocker.snapshots.name(scratch, &chain_id)? {
         Begin::Building(building) => {
             let size = layer.unpacked.file_bytes;
@@ -196,7 +200,9 @@ fn documents(
         what: what.to_string(),
         reason: e.to_string(),
     };
-    let parent_config = mocker.store.read_small(&parent.config_digest, manifest::MAX_CONFIG_BYTES)?;
+    let parent_config = mocker
+        .store
+        .read_small(&parent.config_digest, manifest::MAX_CONFIG_BYTES)?;
     let mut config: Value = serde_json::from_slice(&parent_config).map_err(|e| invalid("parent config", e))?;
     let object = config.as_object_mut().ok_or_else(|| Error::InvalidDocument {
         what: "parent config".into(),

@@ -57,7 +57,9 @@ pub fn writable(mocker: &Mocker, query: &str) -> Result<Writable> {
     if config.init.userns.is_some() {
         return Err(Error::Io {
             context: format!("container {}", container.short_id()),
-            source: std::io::Error::other("its writable layer is owned by remapped ids (--userns-remap): not supported"),
+            source: std::io::Error::other(
+                "its writable layer is owned by remapped ids (--userns-remap): not supported",
+            ),
         });
     }
     let overlay = &config.init.overlay;
