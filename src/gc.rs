@@ -16,6 +16,50 @@ use crate::Mocker;
 /// files), record or trash the snapshot directories no record names (see
 /// `Snapshotter::sweep_unrecorded`), delete `trash-*` and stale `tmp-*`
 /// directories. Returns the bytes freed.
+/// Name prefix of the scratch space `load` and `import` spool archive
+/// members into, under the root.
+const SPOOL_PREFIX: &str = "tmp-load-";
+
+/// A spool directory under the root, flocked while its owner lives, so a
+/// sweep removes only what a killed `load` or `import` left.
+pub(crate) struct Spool {
+    dir: tempfile::TempDir,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Spool {
+    pub(crate) fn new(root: &std::path::Path) -> std::io::Result<Spool> {
+        let dir = tempfile::Builder::new().prefix(SPOOL_PREFIX).tempdir_in(root)?;
+        let lock = std::fs::File::open(dir.path()).and_then(|f| {
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                .map_err(|(_, e)| std::io::Error::from(e))
+        })?;
+        Ok(Spool { dir, _lock: lock })
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+/// Remove the spools no live process holds; the bytes freed.
+fn sweep_spools(root: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(root) else { return 0 };
+    let mut freed = 0;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(SPOOL_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = std::fs::File::open(&path) else { continue };
+        // Held: a live load. Taken: ours to delete (the lock goes with it).
+        if let Ok(_lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            freed += crate::safefs::remove_tree_measured(&path).unwrap_or(0);
+        }
+    }
+    freed
+}
+
 pub(crate) fn sweep(mocker: &Mocker) -> Result<u64> {
     let trash = mocker.index.session(|s| {
         mocker.index.drop_dead_leases(s)?;
@@ -25,7 +69,7 @@ pub(crate) fn sweep(mocker: &Mocker) -> Result<u64> {
         s.flush()?;
         Ok(unrecorded.trash)
     })?;
-    Ok(snapshot::delete_all(trash)? + mocker.snapshots.sweep_partial_builds())
+    Ok(snapshot::delete_all(trash)? + mocker.snapshots.sweep_partial_builds() + sweep_spools(&mocker.root))
 }
 
 /// What [`collect_unreferenced`] deleted.
@@ -120,4 +164,22 @@ pub(crate) fn referenced_snapshots<'a>(
         }
     }
     Ok(keep)
+}
+
+#[cfg(test)]
+mod spool_tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_removes_dead_spools_and_keeps_live_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let live = Spool::new(root.path()).unwrap();
+        std::fs::write(live.path().join("layer.tar"), b"in use").unwrap();
+        let dead = root.path().join(format!("{SPOOL_PREFIX}killed"));
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join("layer.tar"), b"left by a kill").unwrap();
+        assert_eq!(sweep_spools(root.path()), 14);
+        assert!(!dead.exists());
+        assert!(live.path().join("layer.tar").exists());
+    }
 }

@@ -61,21 +61,20 @@ fn import_leased(
         touched.push(d.clone());
         lease.record(&touched[..])
     };
-    let spool = tempfile::Builder::new()
-        .prefix("tmp-load-")
-        .tempfile_in(&mocker.root)
-        .map_err(io("creating a spool file"))?;
-    let mut file = spool.as_file();
+    let spool = crate::gc::Spool::new(&mocker.root).map_err(io("creating a spool directory"))?;
+    let spooled = spool.path().join("layer.tar");
+    let mut file = std::fs::File::create(&spooled).map_err(io("creating the spool file"))?;
     let (layer, size) = copy_hashed(&mut decompressed(input)?, &mut |chunk| {
         std::io::Write::write_all(&mut file, chunk)
     })
     .map_err(io(format!("reading {}", opts.source)))?;
+    drop(file);
     on_commit(&layer)?;
     ingest(
         &mocker.store,
         &layer,
         size,
-        &mut spool.reopen().map_err(io("reading the spool file"))?,
+        &mut std::fs::File::open(&spooled).map_err(io("reading the spool file"))?,
     )?;
     drop(spool);
 

@@ -38,8 +38,9 @@ pub enum Member {
 /// The archive's members by normalised path.
 pub struct Members {
     map: HashMap<String, Member>,
-    /// Removed with the load, whatever its outcome.
-    spool: tempfile::TempDir,
+    /// Removed with the load, whatever its outcome (or by the next sweep
+    /// after a kill).
+    spool: crate::gc::Spool,
 }
 
 impl Members {
@@ -51,9 +52,7 @@ impl Members {
         spool_in: &Path,
         on_commit: &mut dyn FnMut(&Digest) -> Result<()>,
     ) -> Result<Members> {
-        let spool = tempfile::Builder::new()
-            .prefix("tmp-load-")
-            .tempdir_in(spool_in)
+        let spool = crate::gc::Spool::new(spool_in)
             .map_err(io(format!("creating a spool directory in {}", spool_in.display())))?;
         let mut members = Members {
             map: HashMap::new(),

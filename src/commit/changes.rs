@@ -48,9 +48,11 @@ pub fn parse(change: &str) -> Result<Instruction, CommitError> {
         "STOPSIGNAL" => Instruction::StopSignal(signal(rest).map_err(bad)?),
         "USER" => Instruction::User(rest.to_string()),
         "WORKDIR" => Instruction::Workdir(rest.to_string()),
-        _ => return Err(bad(format!(
+        _ => {
+            return Err(bad(format!(
             "unknown instruction {word} (commit takes CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, WORKDIR)"
-        ))),
+        )))
+        }
     })
 }
 
