@@ -31,23 +31,6 @@ fn ids(root: &Root, name: &str) -> (String, String) {
     )
 }
 
-fn assert_nothing_left(root: &Root) {
-    let snapshots: Vec<String> = list(&root.path().join("snapshots"))
-        .into_iter()
-        .filter(|n| n != "locks" && n != "empty")
-        .collect();
-    assert!(snapshots.is_empty(), "snapshots left behind: {snapshots:?}");
-    assert!(root.blobs().is_empty(), "blobs left behind: {:?}", root.blobs());
-    assert!(root.ingest().is_empty(), "ingest left behind: {:?}", root.ingest());
-    let spools: Vec<String> = list(root.path())
-        .into_iter()
-        .filter(|n| n.starts_with("tmp-load-"))
-        .collect();
-    assert!(spools.is_empty(), "spool left behind: {spools:?}");
-    assert!(root.ok(&["images", "-q"]).trim().is_empty());
-    root.assert_healthy();
-}
-
 #[test]
 fn history_shows_the_config_steps_newest_first() {
     let root = Root::new();
@@ -311,7 +294,7 @@ fn bad_archives_fail_in_one_line_and_leave_nothing() {
         let root = Root::new();
         let err = root.fails(&["load", "-i", path.to_str().unwrap()]);
         assert!(err.contains(expected), "{what}: {err}");
-        assert_nothing_left(&root);
+        root.assert_nothing_left();
     }
 }
 
@@ -368,7 +351,7 @@ fn old_layout_layer_tars_are_read_through_their_links() {
     let fresh = Root::new();
     let err = fresh.fails(&["load", "-i", escaping.to_str().unwrap()]);
     assert!(err.contains("unsafe path"), "{err}");
-    assert_nothing_left(&fresh);
+    fresh.assert_nothing_left();
 }
 
 #[test]
@@ -467,5 +450,5 @@ fn import_makes_a_one_layer_image() {
     let (ok, _, err) = with_stdin(&fresh, &["import", "-", "bad:v1"], &bad);
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert_nothing_left(&fresh);
+    fresh.assert_nothing_left();
 }

@@ -17,18 +17,6 @@ fn zstd_compress(bytes: &[u8]) -> Vec<u8> {
     zstd::stream::encode_all(bytes, 1).unwrap()
 }
 
-fn assert_nothing_left(root: &Root) {
-    let snapshots: Vec<String> = list(&root.path().join("snapshots"))
-        .into_iter()
-        .filter(|n| n != "locks" && n != "empty")
-        .collect();
-    assert!(snapshots.is_empty(), "snapshots left behind: {snapshots:?}");
-    assert!(root.blobs().is_empty(), "blobs left behind: {:?}", root.blobs());
-    assert!(root.ingest().is_empty(), "ingest left behind: {:?}", root.ingest());
-    assert!(root.ok(&["images", "-q"]).trim().is_empty());
-    root.assert_healthy();
-}
-
 const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
@@ -97,7 +85,7 @@ fn broken_layers_are_refused_cleanly() {
             "{repo}: error does not name layer {digest}: {err}"
         );
         assert!(err.contains(expected), "{repo}: {err}");
-        assert_nothing_left(&root);
+        root.assert_nothing_left();
     }
 }
 
@@ -119,7 +107,7 @@ fn decompression_bomb_is_bounded() {
     let root = Root::new();
     let err = root.fails(&["pull", "--max-layer-size", "1000000", &format!("{}/bomb", fake.addr)]);
     assert!(err.contains(&digest) && err.contains("exceeds the limit"), "{err}");
-    assert_nothing_left(&root);
+    root.assert_nothing_left();
     // Within the limit it unpacks.
     root.ok(&["pull", "-q", &format!("{}/bomb", fake.addr)]);
 }

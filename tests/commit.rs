@@ -292,12 +292,7 @@ fn umoci_unpack(root: &Root, image: &str) -> tempfile::TempDir {
         "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest, "size": manifest_bytes.len(),
         "annotations": {"org.opencontainers.image.ref.name": "t"}}]});
     std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
-    let out = Command::new("umoci")
-        .args(["unpack", "--image", &format!("{}:t", layout.display())])
-        .arg(work.path().join("b"))
-        .output()
-        .expect("umoci");
-    assert!(out.status.success(), "umoci unpack: {}", stderr(&out));
+    umoci_unpack_layout(&layout, "t", &work.path().join("b"));
     work
 }
 

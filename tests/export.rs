@@ -518,12 +518,7 @@ fn umoci_unpack(layer: &[u8]) -> tempfile::TempDir {
         r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest_digest}","size":{manifest_size},"annotations":{{"org.opencontainers.image.ref.name":"t"}}}}]}}"#
     );
     std::fs::write(layout.join("index.json"), index).unwrap();
-    let out = Command::new("umoci")
-        .args(["unpack", "--image", &format!("{}:t", layout.display())])
-        .arg(work.path().join("b"))
-        .output()
-        .expect("umoci");
-    assert!(out.status.success(), "umoci unpack: {}", stderr(&out));
+    umoci_unpack_layout(&layout, "t", &work.path().join("b"));
     work
 }
 

@@ -7,24 +7,6 @@ use std::process::Stdio;
 
 use common::*;
 
-fn login(root: &Root, server: &str, password: &str) -> std::process::Output {
-    let mut child = root
-        .command()
-        .args(["login", "-u", &env("MOCKER_TEST_AUTH_USER"), "--password-stdin", server])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn login_pull_logout() {
     let root = Root::new();
@@ -32,13 +14,17 @@ fn login_pull_logout() {
     let private = format!("{server}/private/busybox");
     let config = root.docker_config.path().join("config.json");
 
-    let out = login(&root, &server, "wrong-password");
+    let out = root.login(&server, &env("MOCKER_TEST_AUTH_USER"), "wrong-password");
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unauthorized"), "{}", stderr(&out));
     let written = std::fs::read_to_string(&config).unwrap_or_default();
     assert!(!written.contains(&server), "bad credentials were kept: {written}");
 
-    let out = login(&root, &server, &env("MOCKER_TEST_AUTH_PASSWORD"));
+    let out = root.login(
+        &server,
+        &env("MOCKER_TEST_AUTH_USER"),
+        &env("MOCKER_TEST_AUTH_PASSWORD"),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Login Succeeded"));
     let cfg = json(&std::fs::read(&config).unwrap());

@@ -2,9 +2,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::Stdio;
-
 use common::*;
 
 /// A repository name no other test or run uses.
@@ -84,21 +81,7 @@ fn push_to_an_authenticated_registry_needs_login() {
     assert!(err.contains("unauthorized"), "{err}");
 
     let (user, password) = (env("MOCKER_TEST_AUTH_USER"), env("MOCKER_TEST_AUTH_PASSWORD"));
-    let mut login = root
-        .command()
-        .args(["login", "-u", &user, "--password-stdin", &server])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    login
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    assert!(login.wait_with_output().unwrap().status.success());
+    assert!(root.login(&server, &user, &password).status.success());
     // Another registry: every layer is uploaded.
     let out = root.ok(&["push", &target]);
     for layer in registry_layers(&image("busybox")) {
@@ -109,20 +92,7 @@ fn push_to_an_authenticated_registry_needs_login() {
 
     // A fresh root (logged in too) pulls what was pushed, whole.
     let other = Root::new();
-    let mut login = other
-        .command()
-        .args(["login", "-u", &user, "--password-stdin", &server])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    login
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    assert!(login.wait_with_output().unwrap().status.success());
+    assert!(other.login(&server, &user, &password).status.success());
     other.ok(&["pull", "-q", &target]);
     other.ok(&["image", "export", "-o", "/dev/null", &target]);
     other.assert_healthy();

@@ -145,6 +145,43 @@ impl Root {
         last
     }
 
+    /// Nothing of a failed pull, load or import is left: no snapshot, blob,
+    /// ingest file, spool or image, and the store checks clean.
+    pub fn assert_nothing_left(&self) {
+        let snapshots: Vec<String> = list(&self.path().join("snapshots"))
+            .into_iter()
+            .filter(|n| n != "locks" && n != "empty")
+            .collect();
+        assert!(snapshots.is_empty(), "snapshots left behind: {snapshots:?}");
+        assert!(self.blobs().is_empty(), "blobs left behind: {:?}", self.blobs());
+        assert!(self.ingest().is_empty(), "ingest left behind: {:?}", self.ingest());
+        let spools: Vec<String> = list(self.path())
+            .into_iter()
+            .filter(|n| n.starts_with("tmp-load-"))
+            .collect();
+        assert!(spools.is_empty(), "spool left behind: {spools:?}");
+        assert!(self.ok(&["images", "-q"]).trim().is_empty());
+        self.assert_healthy();
+    }
+
+    /// `mocker login -u USER --password-stdin SERVER` with `password`.
+    pub fn login(&self, server: &str, user: &str, password: &str) -> Output {
+        let mut child = self
+            .command()
+            .args(["login", "-u", user, "--password-stdin", server])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running mocker login");
+        std::io::Write::write_all(
+            &mut child.stdin.take().expect("stdin"),
+            format!("{password}\n").as_bytes(),
+        )
+        .expect("writing the password");
+        child.wait_with_output().expect("mocker login")
+    }
+
     pub fn blobs(&self) -> Vec<String> {
         list(&self.path().join("blobs/sha256"))
     }
@@ -197,6 +234,17 @@ pub fn list(dir: &Path) -> Vec<String> {
     };
     names.sort();
     names
+}
+
+/// `umoci unpack` of `layout:tag` into the bundle `dest` (an independent
+/// reading of an image mocker wrote).
+pub fn umoci_unpack_layout(layout: &Path, tag: &str, dest: &Path) {
+    let out = Command::new("umoci")
+        .args(["unpack", "--image", &format!("{}:{tag}", layout.display())])
+        .arg(dest)
+        .output()
+        .expect("umoci");
+    assert!(out.status.success(), "umoci unpack: {}", stderr(&out));
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
