@@ -326,6 +326,14 @@ impl Snapshotter {
         &self.dir
     }
 
+    /// Free bytes on the snapshots' filesystem: what one unpack may
+    /// consume at most (a decompression bomb stops there).
+    pub fn free_bytes(&self) -> u64 {
+        nix::sys::statvfs::statvfs(&self.dir)
+            .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
+            .unwrap_or(u64::MAX)
+    }
+
     pub fn path_of(&self, id: u64) -> PathBuf {
         self.dir.join(id.to_string())
     }

@@ -280,6 +280,14 @@ fn bad_archives_fail_in_one_line_and_leave_nothing() {
         doc[0]["Layers"][1] = base;
         e.3 = serde_json::to_vec(&doc).unwrap();
     });
+    // A name pinned to a digest would make `name@digest` run these bytes.
+    let pinned = build(&|m| {
+        m.retain(|e| e.0 != "index.json");
+        let e = m.iter_mut().find(|e| e.0 == "manifest.json").unwrap();
+        let mut doc: serde_json::Value = serde_json::from_slice(&e.3).unwrap();
+        doc[0]["RepoTags"] = serde_json::json!([format!("alpine@sha256:{}", "a".repeat(64))]);
+        e.3 = serde_json::to_vec(&doc).unwrap();
+    });
     let whole = std::fs::read(&good).unwrap();
     let truncated = whole[..whole.len() / 2].to_vec();
     cases.push(("missing blob", missing, "missing from the archive"));
@@ -287,6 +295,7 @@ fn bad_archives_fail_in_one_line_and_leave_nothing() {
     cases.push(("`..` path", escape, "unsafe path \"../evil\""));
     cases.push(("layer named twice", twice, "twice"));
     cases.push(("truncated file", truncated, "ends inside"));
+    cases.push(("digest-pinned name", pinned, "by tag, not by digest"));
 
     for (what, bytes, expected) in cases {
         let path = work.path().join("case.tar");

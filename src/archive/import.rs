@@ -35,6 +35,13 @@ pub struct ImportOptions<'a> {
 
 /// Import `input` (a tar, possibly gzip- or zstd-compressed); the new image ID.
 pub fn import(mocker: &Mocker, input: impl Read, opts: &ImportOptions) -> Result<Digest> {
+    if let Some(r) = opts.reference.as_ref().filter(|r| r.digest().is_some()) {
+        return Err(super::error::ArchiveError::Invalid {
+            what: format!("image name {r}"),
+            reason: "an imported image is named by tag, not by digest".into(),
+        }
+        .into());
+    }
     // Every change is checked before anything is written.
     let changes = opts
         .changes

@@ -76,7 +76,10 @@ pub(super) fn unpack(mocker: &Mocker, image: &Planned) -> Result<()> {
     for ((chain, diff_id), (blob, compression)) in chains.iter().zip(&diff_ids).zip(&image.layers) {
         mocker.snapshots.ensure(chain, parent.as_ref(), diff_id, |dir| {
             let data = BufReader::with_capacity(1 << 20, mocker.store.open_blob(blob)?);
-            let unpacked = unpack_layer(data, *compression, dir, diff_id, Limits::default(), blob.as_str())?;
+            let limits = Limits {
+                max_unpacked_bytes: mocker.snapshots.free_bytes(),
+            };
+            let unpacked = unpack_layer(data, *compression, dir, diff_id, limits, blob.as_str())?;
             Ok((unpacked.file_bytes, unpacked.implicit_dirs))
         })?;
         parent = Some(chain.clone());

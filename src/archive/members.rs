@@ -36,8 +36,15 @@ pub enum Member {
 }
 
 /// The archive's members by normalised path.
+/// Bound on all the documents (indexes, manifests, configs) an archive's
+/// load holds in memory at once: each is capped on its own, their number
+/// is not.
+const MAX_DOCUMENTS: u64 = 64 << 20;
+
 pub struct Members {
     map: HashMap<String, Member>,
+    /// Bytes of the documents held in memory, bounded by `MAX_DOCUMENTS`.
+    documents: u64,
     /// Removed with the load, whatever its outcome (or by the next sweep
     /// after a kill).
     spool: crate::gc::Spool,
@@ -56,6 +63,7 @@ impl Members {
             .map_err(io(format!("creating a spool directory in {}", spool_in.display())))?;
         let mut members = Members {
             map: HashMap::new(),
+            documents: 0,
             spool,
         };
         let mut reader = Reader::new(input);
@@ -96,10 +104,9 @@ impl Members {
                 what: format!("blob name {path:?}"),
                 reason: "not a sha256 digest".into(),
             })?;
-            // Leased before it is committed, so no collection takes it meanwhile.
-            if !store.has(&digest) {
-                on_commit(&digest)?;
-            }
+            // Leased before the store is asked, so no collection takes it
+            // (new or already there) while the load runs.
+            on_commit(&digest)?;
             ingest(store, &digest, size, data)?;
             return Ok(Member::Blob(digest));
         }
@@ -109,6 +116,14 @@ impl Members {
                     what: format!("{path:?} in the archive"),
                     size,
                     limit: MAX_CONFIG_BYTES,
+                });
+            }
+            self.documents += size;
+            if self.documents > MAX_DOCUMENTS {
+                return Err(Error::TooLarge {
+                    what: "the JSON documents of the archive".into(),
+                    size: self.documents,
+                    limit: MAX_DOCUMENTS,
                 });
             }
             let mut bytes = Vec::with_capacity(size as usize);

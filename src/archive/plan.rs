@@ -82,6 +82,21 @@ fn oci_images(store: &ContentStore, members: &Members) -> Result<Vec<Planned>> {
         .collect()
 }
 
+/// A name an archive gives its image: a tag only. A digest names bytes
+/// the archive cannot vouch for (it would pin `name@digest` to other
+/// content), and docker refuses it too.
+fn tag_name(name: &str) -> Result<ImageRef> {
+    let reference = ImageRef::parse(name)?;
+    if reference.digest().is_some() {
+        return Err(ArchiveError::Invalid {
+            what: format!("image name {name:?}"),
+            reason: "an archive names its images by tag, not by digest".into(),
+        }
+        .into());
+    }
+    Ok(reference)
+}
+
 /// The name an index entry carries: docker's full-name annotation, else an
 /// OCI ref name that is a full reference (skopeo's are often a bare tag,
 /// which names no repository).
@@ -90,10 +105,10 @@ fn oci_names(desc: &Descriptor) -> Result<Vec<ImageRef>> {
         return Ok(Vec::new());
     };
     if let Some(name) = annotations.get(IMAGE_NAME) {
-        return Ok(vec![ImageRef::parse(name)?]);
+        return Ok(vec![tag_name(name)?]);
     }
     match annotations.get(REF_NAME) {
-        Some(name) if name.contains(['/', ':', '@']) => Ok(vec![ImageRef::parse(name)?]),
+        Some(name) if name.contains(['/', ':', '@']) => Ok(vec![tag_name(name)?]),
         _ => Ok(Vec::new()),
     }
 }
@@ -247,7 +262,7 @@ fn docker_image(store: &ContentStore, members: &Members, entry: &DockerEntry, on
         .repo_tags
         .iter()
         .flatten()
-        .map(|t| ImageRef::parse(t))
+        .map(|t| tag_name(t))
         .collect::<Result<_>>()?;
     Ok(Planned {
         manifest_digest,
@@ -260,30 +275,29 @@ fn docker_image(store: &ContentStore, members: &Members, entry: &DockerEntry, on
     })
 }
 
-/// Store a document this load made or read, telling `on_commit` if it is new.
+/// Store a document this load made or read, leased first (also when the
+/// store has it already, so no collection takes it meanwhile).
 fn store_new(store: &ContentStore, digest: &Digest, bytes: &[u8], on_commit: OnCommit) -> Result<()> {
-    if !store.has(digest) {
-        on_commit(digest)?;
-        store.write_bytes(digest, bytes, &format!("blob {digest}"))?;
-    }
-    Ok(())
+    on_commit(digest)?;
+    store.write_bytes(digest, bytes, &format!("blob {digest}"))
 }
 
 /// A docker-archive layer in the store (from the spool if it was not a
 /// blob already): its digest and size.
 fn layer_blob(store: &ContentStore, members: &Members, path: &str, on_commit: OnCommit) -> Result<(Digest, u64)> {
     match members.get(path, "layer")? {
-        Member::Blob(d) => Ok((d.clone(), store.size(d).unwrap_or(0))),
+        Member::Blob(d) => {
+            on_commit(d)?;
+            Ok((d.clone(), store.size(d).unwrap_or(0)))
+        }
         Member::Spooled {
             path: file,
             digest,
             size,
         } => {
             let mut data = std::fs::File::open(file).map_err(|e| Error::io(format!("reading spooled {path:?}"), e))?;
-            // Leased before it is committed, so no collection takes it meanwhile.
-            if !store.has(digest) {
-                on_commit(digest)?;
-            }
+            // Leased before the store is asked, as every blob of a load.
+            on_commit(digest)?;
             ingest(store, digest, *size, &mut data)?;
             Ok((digest.clone(), *size))
         }

@@ -35,8 +35,11 @@ pub fn write(mocker: &Mocker, w: &Writable, compression: Compression, scratch: &
     let target = scratch.fs_dir();
     let (tx, stream) = unpack::decode::channel();
     let what = format!("the layer of container {}", &w.id[..w.id.len().min(12)]);
+    let limits = unpack::Limits {
+        max_unpacked_bytes: mocker.snapshots.free_bytes(),
+    };
     let (produced, applied) = std::thread::scope(|scope| {
-        let applier = scope.spawn(|| unpack::apply_tar(stream, &target, unpack::Limits::default(), &what));
+        let applier = scope.spawn(|| unpack::apply_tar(stream, &target, limits, &what));
         let produced = produce(mocker, w, compression, tx, &what);
         (produced, applier.join())
     });

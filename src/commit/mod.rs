@@ -8,6 +8,7 @@
 mod changes;
 mod layer;
 
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use serde_json::{json, Value};
 
 use crate::container::{self, Writable};
@@ -111,19 +112,45 @@ pub fn commit(mocker: &Mocker, container: &str, reference: Option<&str>, opts: &
         layer::write(mocker, &w, opts.compression, &scratch)?
     };
     let new = documents(mocker, &parent, &w, &layer, &changes, opts)?;
-    let diff_id = layer.unpacked.diff_id.clone();
     let chain_id = chain_ids(&new.image.diff_ids)
         .pop()
         .ok_or_else(|| Error::Index("a committed image without layers".into()))?;
-    let mut lease = LeaseGuard::hold(
+    let made = [
+        layer.digest.clone(),
+        new.image.config_digest.clone(),
+        new.image.manifest_digest.clone(),
+        chain_id.clone(),
+    ];
+    let recorded = record(
         mocker,
-        &[
-            layer.digest.clone(),
-            new.image.config_digest.clone(),
-            new.image.manifest_digest.clone(),
-            chain_id.clone(),
-        ],
-    )?;
+        (layer, scratch),
+        &new,
+        &parent,
+        &chain_id,
+        &made,
+        reference.as_ref(),
+    );
+    if recorded.is_err() {
+        // As after a failed pull: what this commit made and nothing uses goes.
+        let _ = crate::gc::collect_unreferenced(mocker, Some(&made));
+    }
+    recorded?;
+    Ok(new.image.config_digest)
+}
+
+/// Publish the layer, the documents and the snapshot under a lease on
+/// `made`, then record the image (and its name) in one index batch.
+fn record(
+    mocker: &Mocker,
+    (layer, scratch): (layer::Layer, crate::snapshot::Scratch),
+    new: &NewImage,
+    parent: &ImageRecord,
+    chain_id: &Digest,
+    made: &[Digest],
+    reference: Option<&ImageRef>,
+) -> Result<()> {
+    let diff_id = layer.unpacked.diff_id.clone();
+    let mut lease = LeaseGuard::hold(mocker, made)?;
     layer.blob.publish(&layer.digest)?;
     mocker
         .store
@@ -131,7 +158,7 @@ pub fn commit(mocker: &Mocker, container: &str, reference: Option<&str>, opts: &
     mocker
         .store
         .write_bytes(&new.image.manifest_digest, &new.manifest, "manifest")?;
-    match mocker.snapshots.name(scratch, &chain_id)? {
+    match mocker.snapshots.name(scratch, chain_id)? {
         Begin::Building(building) => {
             let size = layer.unpacked.file_bytes;
             let implied = &layer.unpacked.implicit_dirs;
@@ -142,20 +169,25 @@ pub fn commit(mocker: &Mocker, container: &str, reference: Option<&str>, opts: &
         Begin::Exists(_) | Begin::Busy => {}
     }
     let mut batch = Batch::default();
-    for record in new.layers {
-        batch.put_layer(&record);
+    for record in &new.layers {
+        batch.put_layer(record);
     }
     batch.put_image(&new.image).del_lease(&lease.id);
-    if let Some(r) = &reference {
+    if let Some(r) = reference {
         batch.put_ref(&r.index_key(), &new.image.manifest_digest);
     }
     mocker.index.session(|s| s.apply(&batch))?;
     lease.committed = true;
-    Ok(new.image.config_digest)
+    Ok(())
 }
 
-/// A running container's cgroup, frozen until dropped.
-struct Paused(Option<ContainerCgroup>);
+/// A running container's cgroup, frozen until dropped. While it is frozen
+/// the signals that would end this process (Ctrl-C, a terminal hang-up, a
+/// plain kill) are ignored, so the thaw always runs: nothing else thaws a
+/// container, and its tasks cannot even be killed while frozen.
+struct Paused(Option<(ContainerCgroup, Vec<(Signal, SigAction)>)>);
+
+const SPARED_BY: [Signal; 4] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
 
 impl Paused {
     fn pause(w: &Writable, pause: bool) -> Result<Paused> {
@@ -166,15 +198,29 @@ impl Paused {
         let Some(cgroup) = ContainerCgroup::load(&w.id) else {
             return Ok(Paused(None));
         };
-        cgroup.freeze()?;
-        Ok(Paused(Some(cgroup)))
+        let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+        // SAFETY: installs the ignore disposition (no handler code runs);
+        // the previous actions are restored on drop.
+        let previous = SPARED_BY
+            .iter()
+            .filter_map(|&sig| unsafe { sigaction(sig, &ignore) }.ok().map(|old| (sig, old)))
+            .collect();
+        let paused = Paused(Some((cgroup, previous)));
+        if let Some((cgroup, _)) = &paused.0 {
+            cgroup.freeze()?;
+        }
+        Ok(paused)
     }
 }
 
 impl Drop for Paused {
     fn drop(&mut self) {
-        if let Some(cgroup) = &self.0 {
+        if let Some((cgroup, previous)) = &self.0 {
             let _ = cgroup.thaw();
+            for (sig, action) in previous {
+                // SAFETY: puts back the action this process had before.
+                let _ = unsafe { sigaction(*sig, action) };
+            }
         }
     }
 }

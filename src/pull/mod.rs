@@ -235,7 +235,7 @@ async fn pull_leased(
         layers: &layers,
         chains: &chains,
         diff_ids: &diff_ids,
-        limit: opts.max_unpacked_bytes.min(free_bytes(mocker.snapshots.dir())),
+        limit: opts.max_unpacked_bytes.min(mocker.snapshots.free_bytes()),
     };
     let (staged, downloaded) = plan.stage(opts.max_concurrent_downloads).await?;
     plan.publish(staged).await?;
@@ -280,13 +280,6 @@ fn record_image(
         Ok(previous.as_ref() != Some(&resolved.digest))
     })?;
     Ok((image, updated))
-}
-
-/// Free bytes on the filesystem of `path` (what unpacking may consume).
-fn free_bytes(path: &std::path::Path) -> u64 {
-    nix::sys::statvfs::statvfs(path)
-        .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
-        .unwrap_or(u64::MAX)
 }
 
 fn now_nanos() -> u128 {
