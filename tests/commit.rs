@@ -355,3 +355,129 @@ fn a_bad_change_leaves_nothing() {
     let inspect = json(root.ok(&["image", "inspect", id.trim()]).as_bytes());
     assert_eq!(inspect[0]["RepoTags"], serde_json::json!([]));
 }
+
+/// Path → (kind, permission bits) of a directory tree, not following links.
+fn tree_of_dir(top: &Path) -> BTreeMap<String, (char, u32)> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let mut out = BTreeMap::new();
+    let mut pending = vec![top.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let t = meta.file_type();
+            let kind = match () {
+                _ if t.is_dir() => 'd',
+                _ if t.is_symlink() => 'l',
+                _ if t.is_char_device() => 'c',
+                _ if t.is_block_device() => 'b',
+                _ if t.is_fifo() => 'p',
+                _ => 'f',
+            };
+            if kind == 'd' {
+                pending.push(path.clone());
+            }
+            let mode = if kind == 'l' {
+                0
+            } else {
+                meta.permissions().mode() & 0o7777
+            };
+            let rel = path.strip_prefix(top).unwrap().to_string_lossy().into_owned();
+            out.insert(rel, (kind, mode));
+        }
+    }
+    out
+}
+
+/// The same for a tar stream (hard links are files, as on disk).
+fn tree_of_tar(bytes: &[u8]) -> BTreeMap<String, (char, u32)> {
+    let mut out = BTreeMap::new();
+    for entry in tar::Archive::new(bytes).entries().unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let rel = path.trim_start_matches("./").trim_end_matches('/').to_string();
+        if rel.is_empty() || rel == "." {
+            continue;
+        }
+        let kind = match entry.header().entry_type() {
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Char => 'c',
+            tar::EntryType::Block => 'b',
+            tar::EntryType::Fifo => 'p',
+            _ => 'f',
+        };
+        let mode = if kind == 'l' {
+            0
+        } else {
+            entry.header().mode().unwrap() & 0o7777
+        };
+        out.insert(rel, (kind, mode));
+    }
+    out
+}
+
+/// The round trip with tools nobody here wrote: commit → push →
+/// rmi → pull into a fresh root → run sees exactly the changes; and
+/// `skopeo copy` of the pushed image, unpacked by umoci, is the same tree
+/// as mocker's export of it.
+#[test]
+fn a_committed_image_survives_push_rmi_and_pull() {
+    let root = Root::new();
+    let toolbox = image("toolbox");
+    root.ok(&["pull", "-q", &toolbox]);
+    root.ok(&[
+        "run",
+        "--name",
+        "rt",
+        "--network",
+        "none",
+        &toolbox,
+        "sh",
+        "-c",
+        CHANGES,
+    ]);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let target = format!("{}/roundtrip/committed-{nanos}:v1", registry());
+    root.ok(&["commit", "rt", &target]);
+    root.ok(&["push", &target]);
+    root.ok(&["rm", "rt"]);
+    root.ok(&["rmi", &target]);
+
+    let fresh = Root::new();
+    fresh.ok(&["pull", "-q", &target]);
+    let seen = fresh.ok(&["run", "--rm", "--network", "none", &target, "sh", "-c", CHECK]);
+    assert_eq!(seen, SEEN);
+
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let copied = Command::new("skopeo")
+        .args(["copy", "-q", "--src-tls-verify=false"])
+        .arg(format!("docker://{target}"))
+        .arg(format!("oci:{}:t", layout.display()))
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "skopeo copy: {}", stderr(&copied));
+    umoci_unpack_layout(&layout, "t", &work.path().join("bundle"));
+    let exported = fresh.command().args(["image", "export", &target]).output().unwrap();
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let ours = tree_of_tar(&exported.stdout);
+    let umoci = tree_of_dir(&work.path().join("bundle/rootfs"));
+    let differ: Vec<_> = ours
+        .iter()
+        .filter(|(p, v)| umoci.get(*p) != Some(v))
+        .map(|(p, v)| format!("{p}: mocker {v:?}, umoci {:?}", umoci.get(p)))
+        .chain(
+            umoci
+                .keys()
+                .filter(|p| !ours.contains_key(*p))
+                .map(|p| format!("{p}: only umoci")),
+        )
+        .collect();
+    assert!(differ.is_empty(), "{differ:#?}");
+    assert!(ours.contains_key("opt/app/suid") && !ours.contains_key("etc/group"));
+    fresh.assert_healthy();
+}
