@@ -4,7 +4,7 @@ use super::bridge::remove_unused_bridge;
 use super::host::{Host, Linux};
 use super::lookup::list;
 use super::paths::dir_of;
-use super::remove::discard;
+use super::remove::{discard, sweep_unfinished_creates};
 use super::state::Status;
 use crate::error::Result;
 use crate::Mocker;
@@ -25,6 +25,9 @@ pub fn prune(mocker: &Mocker) -> Result<Vec<String>> {
         discard(&Linux, mocker, &container.record.id, container.config.as_ref())?;
         removed.push(container.record.id);
     }
+    // Also what creates killed before their record left, which no `rm`
+    // can name (there may be no container left to `rm` at all).
+    mocker.index.session(|s| sweep_unfinished_creates(mocker, s))?;
     remove_unused_bridge(mocker)?;
     Ok(removed)
 }
