@@ -337,14 +337,22 @@ impl NewBlob {
 }
 
 pub fn hash_reader(reader: &mut impl Read) -> io::Result<Digest> {
+    copy_hashed(reader, &mut |_| Ok(())).map(|(digest, _)| digest)
+}
+
+/// Copy `data` to `sink` chunk by chunk; its digest and length.
+pub fn copy_hashed(data: &mut impl Read, sink: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<(Digest, u64)> {
     let mut hasher = Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
     loop {
-        let n = reader.read(&mut buf)?;
+        let n = data.read(&mut buf)?;
         if n == 0 {
-            return Ok(hasher.finish());
+            return Ok((hasher.finish(), total));
         }
         hasher.update(&buf[..n]);
+        sink(&buf[..n])?;
+        total += n as u64;
     }
 }
 

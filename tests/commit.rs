@@ -64,6 +64,21 @@ new
 same-inode
 ";
 
+/// A container `name` of the toolbox image that made `CHANGES`.
+fn make_changes(root: &Root, name: &str) {
+    root.ok(&[
+        "run",
+        "--name",
+        name,
+        "--network",
+        "none",
+        &image("toolbox"),
+        "sh",
+        "-c",
+        CHANGES,
+    ]);
+}
+
 fn upper_dir(root: &Root, container: &str) -> String {
     let inspect = json(root.ok(&["inspect", container]).as_bytes());
     inspect[0]["GraphDriver"]["Data"]["UpperDir"]
@@ -124,17 +139,7 @@ fn commit_makes_an_image_of_exactly_the_changes() {
     let root = Root::new();
     let toolbox = image("toolbox");
     root.ok(&["pull", "-q", &toolbox]);
-    root.ok(&[
-        "run",
-        "--name",
-        "ctr",
-        "--network",
-        "none",
-        &toolbox,
-        "sh",
-        "-c",
-        CHANGES,
-    ]);
+    make_changes(&root, "ctr");
     assert_eq!(root.ok(&["diff", "ctr"]), DIFF);
     assert_eq!(root.ok(&["container", "diff", "ctr"]), DIFF);
     // An xattr, set from the host on the writable layer.
@@ -426,17 +431,7 @@ fn a_committed_image_survives_push_rmi_and_pull() {
     let root = Root::new();
     let toolbox = image("toolbox");
     root.ok(&["pull", "-q", &toolbox]);
-    root.ok(&[
-        "run",
-        "--name",
-        "rt",
-        "--network",
-        "none",
-        &toolbox,
-        "sh",
-        "-c",
-        CHANGES,
-    ]);
+    make_changes(&root, "rt");
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -11,9 +11,10 @@ use std::path::{Component, Path, PathBuf};
 
 use super::error::{io, ArchiveError};
 use super::layout::BLOBS_DIR;
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::MAX_CONFIG_BYTES;
+pub use crate::store::copy_hashed;
 use crate::store::{Begin, ContentStore};
 use crate::tarstream::{Kind, Reader};
 
@@ -229,25 +230,6 @@ pub fn ingest(store: &ContentStore, digest: &Digest, size: u64, data: &mut impl 
         let _ = store.discard_ingest(digest);
     }
     result.map(|()| true)
-}
-
-/// Copy `data` to `sink` in chunks; its digest and length.
-pub fn copy_hashed(
-    data: &mut impl Read,
-    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
-) -> std::io::Result<(Digest, u64)> {
-    let mut hasher = Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut total = 0u64;
-    loop {
-        let n = data.read(&mut buf)?;
-        if n == 0 {
-            return Ok((hasher.finish(), total));
-        }
-        hasher.update(&buf[..n]);
-        sink(&buf[..n])?;
-        total += n as u64;
-    }
 }
 
 /// Documents kept in memory: docker's and the OCI layout's JSON files.

@@ -173,12 +173,8 @@ impl ContainerCgroup {
     /// Freeze every process of the cgroup (docker's pause) and wait until
     /// the kernel says they are (v1 freezes asynchronously).
     pub fn freeze(&self) -> Result<()> {
-        use cgroups_rs::fs::freezer::FreezerController;
         use cgroups_rs::FreezerState;
-        let freezer = self
-            .cgroup
-            .controller_of::<FreezerController>()
-            .ok_or(RuntimeError::NoFreezer)?;
+        let freezer = self.freezer()?;
         freezer.freeze().map_err(cgroup_error("freezing the cgroup"))?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
@@ -195,13 +191,15 @@ impl ContainerCgroup {
 
     /// Let frozen processes run again.
     pub fn thaw(&self) -> Result<()> {
-        use cgroups_rs::fs::freezer::FreezerController;
-        let freezer = self
-            .cgroup
-            .controller_of::<FreezerController>()
-            .ok_or(RuntimeError::NoFreezer)?;
-        freezer.thaw().map_err(cgroup_error("thawing the cgroup"))?;
+        self.freezer()?.thaw().map_err(cgroup_error("thawing the cgroup"))?;
         Ok(())
+    }
+
+    fn freezer(&self) -> Result<&cgroups_rs::fs::freezer::FreezerController> {
+        Ok(self
+            .cgroup
+            .controller_of::<cgroups_rs::fs::freezer::FreezerController>()
+            .ok_or(RuntimeError::NoFreezer)?)
     }
 
     /// Whether the kernel's OOM killer killed a process of this cgroup.
