@@ -330,6 +330,93 @@ fn a_running_container_is_committed_paused_and_goes_on() {
     );
 }
 
+/// docker's commit: the image runs what the container ran, `run` flags
+/// included, and its history names the container's command.
+#[test]
+fn a_commit_keeps_what_the_container_ran() {
+    let root = Root::new();
+    let toolbox = image("toolbox");
+    root.ok(&["pull", "-q", &toolbox]);
+    let script = "mkdir -p /srv && echo $MODE-$(pwd) >> /srv/out; cat /srv/out";
+    root.ok(&[
+        "run", "--name", "ctr", "--network", "none", "-e", "MODE=kept", "-w", "/srv", &toolbox, "sh", "-c", script,
+    ]);
+    root.ok(&["commit", "ctr", "kept:v1"]);
+    let inspect = json(root.ok(&["image", "inspect", "kept:v1"]).as_bytes());
+    let config = &inspect[0]["Config"];
+    assert_eq!(config["Cmd"], serde_json::json!(["sh", "-c", script]));
+    assert_eq!(config["WorkingDir"], "/srv");
+    let env = config["Env"].as_array().unwrap();
+    assert!(env.contains(&serde_json::json!("MODE=kept")), "{env:?}");
+    assert!(!env.iter().any(|e| e.as_str().unwrap().starts_with("HOSTNAME=")), "{env:?}");
+    let history = inspect[0]["ImageConfig"]["history"].as_array().unwrap();
+    assert_eq!(history.last().unwrap()["created_by"], format!("sh -c {script}"));
+    // Run bare, it does it again over what the container left.
+    assert_eq!(
+        root.ok(&["run", "--rm", "--network", "none", "kept:v1"]),
+        "kept-/srv\nkept-/srv\n"
+    );
+}
+
+/// A layer of 40 files of 3 MiB of noise: long enough to commit that a
+/// test can act while the commit reads it.
+const NOISE: &str = "for i in $(seq 40); do dd if=/dev/urandom of=/f$i bs=1M count=3 2>/dev/null; done";
+
+fn freezer_state(id: &str) -> String {
+    std::fs::read_to_string(format!("/sys/fs/cgroup/freezer/mocker/{id}/freezer.state")).unwrap_or_default()
+}
+
+/// A commit killed while its container is paused leaves the cgroup frozen
+/// (nothing can thaw it from the dead commit); the next signal thaws it,
+/// so `stop` works at once instead of waiting out SIGKILL.
+#[test]
+fn a_container_left_frozen_by_a_killed_commit_still_stops() {
+    let root = Root::new();
+    let toolbox = image("toolbox");
+    root.ok(&["pull", "-q", &toolbox]);
+    let script = format!("{NOISE}; touch /done; exec sleep 1000");
+    let id = root.ok(&["run", "-d", "--network", "none", &toolbox, "sh", "-c", &script]);
+    let id = id.trim();
+    wait_until("the noise", || root.ok(&["diff", id]).contains("A /done"));
+    let mut commit = root.spawn_quiet(&["commit", id, "killed:v1"]);
+    wait_until("the freeze", || freezer_state(id).trim() == "FROZEN");
+    commit.kill().unwrap();
+    commit.wait().unwrap();
+    assert_eq!(freezer_state(id).trim(), "FROZEN", "left frozen");
+    // Frozen, the SIGKILL after the grace would not be delivered either,
+    // and stop would give up after 30 s.
+    let started = std::time::Instant::now();
+    root.ok(&["stop", "-t", "1", id]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+    let inspect = json(root.ok(&["inspect", id]).as_bytes());
+    assert_eq!(inspect[0]["State"]["Status"], "exited");
+    root.ok(&["rm", id]);
+}
+
+/// `rm` of a container a commit is reading waits for the commit, which
+/// makes the whole layer.
+#[test]
+fn rm_waits_for_a_commit_reading_the_layer() {
+    let root = Root::new();
+    let toolbox = image("toolbox");
+    root.ok(&["pull", "-q", &toolbox]);
+    root.ok(&["run", "--name", "ctr", "--network", "none", &toolbox, "sh", "-c", NOISE]);
+    let commit = root
+        .command()
+        .args(["commit", "ctr", "whole:v1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the commit's blob", || !root.ingest().is_empty());
+    root.ok(&["rm", "ctr"]);
+    let out = commit.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen = root.ok(&["run", "--rm", "--network", "none", "whole:v1", "sh", "-c", "cat /f* | wc -c"]);
+    assert_eq!(seen.trim(), (40u64 * 3 << 20).to_string());
+    assert!(root.containers().is_empty(), "{:?}", root.containers());
+}
+
 #[test]
 fn a_bad_change_leaves_nothing() {
     let root = Root::new();

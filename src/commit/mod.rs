@@ -254,6 +254,9 @@ fn documents(
         what: "parent config".into(),
         reason: "not a JSON object".into(),
     })?;
+    if let Some(run) = &w.run {
+        take_run_config(object, run);
+    }
     changes::apply(object, changes);
     let created = crate::timestamp::format(&crate::timestamp::now());
     object.insert("created".into(), json!(created));
@@ -261,7 +264,9 @@ fn documents(
         Some(author) => object.insert("author".into(), json!(author)),
         None => object.remove("author"),
     };
-    let mut entry = json!({"created": created, "created_by": w.command.join(" ")});
+    // docker's: the container's Cmd (without its Entrypoint).
+    let created_by = w.run.as_ref().map_or(&w.command, |r| &r.cmd).join(" ");
+    let mut entry = json!({"created": created, "created_by": created_by});
     if let Some(author) = &opts.author {
         entry["author"] = json!(author);
     }
@@ -288,6 +293,32 @@ fn documents(
         image,
         layers,
     })
+}
+
+/// docker's commit: the image runs what the container ran (its Cmd,
+/// Entrypoint, Env, WorkingDir and User, `run` flags included). Empty
+/// fields are left out, as an OCI config may leave them.
+fn take_run_config(object: &mut serde_json::Map<String, Value>, run: &crate::runtime::spec::RunConfig) {
+    let section = object.entry("config").or_insert_with(|| json!({}));
+    if !section.is_object() {
+        *section = json!({});
+    }
+    let Some(section) = section.as_object_mut() else {
+        return;
+    };
+    let fields = [
+        ("Entrypoint", (!run.entrypoint.is_empty()).then(|| json!(run.entrypoint))),
+        ("Cmd", (!run.cmd.is_empty()).then(|| json!(run.cmd))),
+        ("Env", (!run.env.is_empty()).then(|| json!(run.env))),
+        ("WorkingDir", (!run.working_dir.is_empty()).then(|| json!(run.working_dir))),
+        ("User", (!run.user.is_empty()).then(|| json!(run.user))),
+    ];
+    for (key, value) in fields {
+        match value {
+            Some(value) => section.insert(key.to_string(), value),
+            None => section.remove(key),
+        };
+    }
 }
 
 /// Append `value` to the array `key` of `object` (made if missing).

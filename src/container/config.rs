@@ -45,6 +45,10 @@ pub struct ContainerConfig {
     /// `--security-opt` as inspect shows it.
     #[serde(default)]
     pub security_opt: Vec<String>,
+    /// Its Entrypoint, Cmd, Env, WorkingDir and User as docker's `Config`
+    /// holds them (what `commit` records). None: created before it was kept.
+    #[serde(default)]
+    pub run: Option<crate::runtime::spec::RunConfig>,
 }
 
 impl ContainerConfig {

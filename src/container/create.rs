@@ -55,6 +55,7 @@ struct Claimed {
     record: ContainerRecord,
     image: crate::index::ImageRecord,
     process: runtime::spec::ProcessSpec,
+    run: runtime::spec::RunConfig,
     reserved: crate::snapshot::Reserved,
 }
 
@@ -75,7 +76,7 @@ fn claim(
             return Err(Error::AmbiguousImageId(opts.image.clone()));
         }
         let image = found.remove(0);
-        let process = image_process(mocker, &image, opts, id)?;
+        let (process, run) = image_process(mocker, &image, opts, id)?;
         let name = claim_name(s, name, &seed)?;
         let mut batch = Batch::default();
         let reserved = mocker
@@ -104,6 +105,7 @@ fn claim(
             record,
             image,
             process,
+            run,
             reserved,
         })
     })
@@ -123,6 +125,7 @@ fn materialize(
         record,
         image,
         process,
+        run,
         reserved,
     } = claimed;
     let id = &record.id;
@@ -176,6 +179,7 @@ fn materialize(
         cap_drop: opts.overrides.cap_drop.clone(),
         snapshot_parent: image.chain_ids.last().cloned(),
         security_opt: opts.security.shown.clone(),
+        run: Some(run),
     };
     config.save(&dir)?;
     Ok(config)
@@ -239,18 +243,19 @@ fn image_process(
     image: &crate::index::ImageRecord,
     opts: &CreateOptions,
     id: &str,
-) -> Result<runtime::spec::ProcessSpec> {
+) -> Result<(runtime::spec::ProcessSpec, runtime::spec::RunConfig)> {
     let image_config = mocker.store.read_small(&image.config_digest, MAX_CONFIG_BYTES)?;
     let image_config: oci_spec::image::ImageConfiguration =
         serde_json::from_slice(&image_config).map_err(|e| Error::InvalidDocument {
             what: format!("config {}", image.config_digest),
             reason: e.to_string(),
         })?;
-    let mut process = runtime::spec::process_spec(&image_config, &opts.overrides, id)?;
+    let run = runtime::spec::run_config(&image_config, &opts.overrides)?;
+    let mut process = runtime::spec::process_for(&run, &opts.overrides, id)?;
     if opts.tty {
         with_term(&mut process.env);
     }
-    Ok(process)
+    Ok((process, run))
 }
 
 /// With a user namespace, the writable layer's root (what `/` is inside)

@@ -32,7 +32,7 @@ use crate::Mocker;
 const RUNTIME_MOUNT_POINTS: &[&str] = &["proc", "sys", "dev", "etc/hosts", "etc/hostname", "etc/resolv.conf"];
 
 /// A container's writable layer and what is below it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Writable {
     pub id: String,
     /// The upper directory.
@@ -45,14 +45,19 @@ pub struct Writable {
     pub running: bool,
     /// Its command, for the history entry of a commit.
     pub command: Vec<String>,
+    /// Its config as docker's holds it, which a commit records.
+    pub run: Option<crate::runtime::spec::RunConfig>,
     /// Paths (relative) in the upper directory that are the runtime's, not
     /// the container's.
     pub skip: HashSet<Vec<u8>>,
+    /// Keeps `rm` from deleting the layer while it is read.
+    pub reading: super::Reading,
 }
 
 /// Find container `query`'s writable layer.
 pub fn writable(mocker: &Mocker, query: &str) -> Result<Writable> {
     let container = get(mocker, query)?;
+    let reading = super::readers::hold(&super::paths::dir_of(mocker, &container.record.id))?;
     let config = container.config()?;
     if config.init.userns.is_some() {
         return Err(Error::Io {
@@ -77,7 +82,9 @@ pub fn writable(mocker: &Mocker, query: &str) -> Result<Writable> {
         parent_chain: config.snapshot_parent.clone(),
         running: container.state.status == Status::Running,
         command: config.init.process.args.clone(),
+        run: config.run.clone(),
         skip: HashSet::new(),
+        reading,
     };
     let upper = open(&writable.upper)?;
     let lowers = Lowers::open(&writable.lowers)?;

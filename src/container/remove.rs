@@ -88,6 +88,8 @@ pub(super) fn claim_for_removal(dir: &Path) -> bool {
 pub(super) fn discard(host: &dyn Host, mocker: &Mocker, id: &str, config: Option<&ContainerConfig>) -> Result<()> {
     let dir = dir_of(mocker, id);
     let key = snapshot_key(id);
+    // A `diff` or `commit` reading the layer finishes first.
+    let _readers = super::readers::exclude(&dir);
     host.clear_cgroup(id);
     if let Some(endpoint) = config.and_then(|c| c.endpoint.as_ref()) {
         host.detach_network(endpoint)?;

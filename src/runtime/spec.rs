@@ -101,10 +101,50 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 
 /// Combine an image's config (its `config` section) with overrides.
 pub fn process_spec(image: &ImageConfiguration, overrides: &Overrides, container_id: &str) -> Result<ProcessSpec> {
+    process_for(&run_config(image, overrides)?, overrides, container_id)
+}
+
+/// The container's own config as docker keeps it (inspect's `Config`): the
+/// image's with the overrides applied, before the runtime adds HOSTNAME or
+/// TERM. `commit` makes it the new image's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    /// "" when neither the image nor `-w` sets one.
+    pub working_dir: String,
+    pub user: String,
+}
+
+pub fn run_config(image: &ImageConfiguration, overrides: &Overrides) -> Result<RunConfig> {
     let none = Config::default();
     let config = image.config().as_ref().unwrap_or(&none);
-    let args = command(config, overrides)?;
-    let mut env = environment(config, &overrides.env)?;
+    let (entrypoint, cmd) = command(config, overrides);
+    Ok(RunConfig {
+        entrypoint,
+        cmd,
+        env: environment(config, &overrides.env)?,
+        working_dir: overrides
+            .workdir
+            .clone()
+            .or_else(|| non_empty(config.working_dir()))
+            .unwrap_or_default(),
+        user: overrides
+            .user
+            .clone()
+            .or_else(|| non_empty(config.user()))
+            .unwrap_or_default(),
+    })
+}
+
+/// The process `run` starts, checked as the kernel and init need it.
+pub fn process_for(run: &RunConfig, overrides: &Overrides, container_id: &str) -> Result<ProcessSpec> {
+    let args: Vec<String> = run.entrypoint.iter().chain(&run.cmd).cloned().collect();
+    if args.is_empty() {
+        return Err(RuntimeError::NoCommand.into());
+    }
+    let mut env = run.env.clone();
     let hostname = overrides
         .hostname
         .clone()
@@ -119,19 +159,14 @@ pub fn process_spec(image: &ImageConfiguration, overrides: &Overrides, container
     }
     env.retain(|e| !e.starts_with("HOSTNAME="));
     env.push(format!("HOSTNAME={hostname}"));
-    let cwd = overrides
-        .workdir
-        .clone()
-        .or_else(|| non_empty(config.working_dir()))
-        .unwrap_or_else(|| "/".to_string());
+    let cwd = match run.working_dir.as_str() {
+        "" => "/".to_string(),
+        dir => dir.to_string(),
+    };
     if !cwd.starts_with('/') {
         return Err(RuntimeError::RelativeWorkdir(cwd).into());
     }
-    let user = overrides
-        .user
-        .clone()
-        .or_else(|| non_empty(config.user()))
-        .unwrap_or_default();
+    let user = run.user.clone();
     if user.chars().any(|c| c.is_whitespace() || c == '/') || user.matches(':').count() > 1 {
         return Err(RuntimeError::InvalidUser(user).into());
     }
@@ -151,8 +186,8 @@ fn non_empty(field: &Option<String>) -> Option<String> {
     field.clone().filter(|s| !s.is_empty())
 }
 
-/// Entrypoint + Cmd, as docker combines the image's with the overrides.
-fn command(config: &Config, overrides: &Overrides) -> Result<Vec<String>> {
+/// Entrypoint and Cmd, as docker combines the image's with the overrides.
+fn command(config: &Config, overrides: &Overrides) -> (Vec<String>, Vec<String>) {
     let entrypoint = match &overrides.entrypoint {
         Some(e) if e.is_empty() => Vec::new(),
         Some(e) => vec![e.clone()],
@@ -166,11 +201,7 @@ fn command(config: &Config, overrides: &Overrides) -> Result<Vec<String>> {
     } else {
         config.cmd().clone().unwrap_or_default()
     };
-    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
-    if args.is_empty() {
-        return Err(RuntimeError::NoCommand.into());
-    }
-    Ok(args)
+    (entrypoint, cmd)
 }
 
 /// The image's Env (with a default PATH) and then `-e` overrides: `KEY=VALUE`
