@@ -18,8 +18,10 @@ if [[ -z ${MOCKER_BIN:-} ]]; then
     MOCKER_BIN=$PWD/target/release/mocker
 fi
 work=$(mktemp -d /tmp/mocker-bench-push.XXXXXX)
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 cleanup() {
-    for pid in "$work"/reg-*/pid; do [[ -f $pid ]] && kill "$(cat "$pid")" 2>/dev/null || true; done
+    stop_registries
     [[ -n ${MOCKER_BENCH_ENV:-} ]] || scripts/test-env.sh stop "$work"
     ionice -c3 rm -rf "$work"
 }
@@ -35,33 +37,6 @@ fi
 source "$bench/env"
 "$MOCKER_BIN" --root "$work/root" pull -q "$MOCKER_BENCH_SINGLE" >/dev/null
 
-registry() { # registry NAME -> starts an empty registry, prints host:port
-    local dir=$work/reg-$1 port
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    mkdir -p "$dir/data"
-    printf 'version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage:\n  filesystem: {rootdirectory: %s}\nhttp: {addr: 127.0.0.1:%s}\n' \
-        "$dir/data" "$port" >"$dir/config.yml"
-    docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
-    echo $! >"$dir/pid"
-    for _ in $(seq 100); do
-        curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break
-        sleep 0.1
-    done
-    echo "127.0.0.1:$port"
-}
-
-timed() { # timed NAME CMD... -> appends "NAME seconds peak_rss_kib"
-    local name=$1
-    shift
-    sync
-    if ! /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>"$work/stderr"; then
-        echo "bench-push: $name failed: $*" >&2
-        cat "$work/stderr" >&2
-        exit 1
-    fi
-    echo "$name $(cat "$work/time")" >>"$work/results"
-}
-
 : >"$work/results"
 for i in $(seq "$runs"); do
     target=$(registry "mocker-$i")
@@ -73,8 +48,5 @@ done
 
 size=$(du -sb "$work/root/blobs" | cut -f1)
 echo "image: single, $((size / 1000000)) MB of blobs"
-median() { awk -v t="$1" -v f="$2" '$1==t {print $f}' "$work/results" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-for tool in mocker skopeo; do
-    printf '%-7s %s (median %s s)\n' "$tool" "$(awk -v t="$tool" '$1==t {printf "%s (%s KiB) ", $2, $3}' "$work/results")" "$(median "$tool" 2)"
-done
-echo "push: mocker / skopeo = $(echo "scale=2; $(median mocker 2) / $(median skopeo 2)" | bc) (target: at most 1.2)"
+report mocker skopeo
+echo "push: mocker / skopeo = $(ratio mocker skopeo) (target: at most 1.2)"

@@ -96,14 +96,14 @@ fn produce(
 
 /// gzip or zstd over the new blob.
 enum Encoder {
-    Gzip(flate2::write::GzEncoder<NewBlob>),
+    Gzip(super::pgzip::ParallelGz<NewBlob>),
     Zstd(zstd::stream::write::Encoder<'static, NewBlob>),
 }
 
 impl Encoder {
     fn new(compression: Compression, blob: NewBlob) -> io::Result<Encoder> {
         Ok(match compression {
-            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(blob, flate2::Compression::default())),
+            Compression::Gzip => Encoder::Gzip(super::pgzip::ParallelGz::new(blob)),
             Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(blob, 3)?),
         })
     }

@@ -7,6 +7,7 @@
 
 mod changes;
 mod layer;
+mod pgzip;
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use serde_json::{json, Value};
