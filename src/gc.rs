@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use crate::digest::Digest;
 use crate::error::Result;
-use crate::index::{Batch, ImageRecord, Index, Session, SnapshotRecord};
+use crate::index::{Batch, ImageRecord, Index, Lease, Session, SnapshotRecord};
 use crate::snapshot;
 use crate::Mocker;
 
@@ -164,6 +164,68 @@ pub(crate) fn referenced_snapshots<'a>(
         }
     }
     Ok(keep)
+}
+
+/// A lease: what a pull, commit, load or import is making, kept from every
+/// collection while it runs. Holds the lease's lock and removes its record
+/// if the work fails (a success drops it in the batch that records the
+/// image). Drop cannot be async; the index session is short, so it runs
+/// inline.
+pub struct LeaseGuard<'a> {
+    mocker: &'a Mocker,
+    pub(crate) id: String,
+    _lock: crate::index::LeaseLock,
+    /// Set once a batch that deletes the lease record has been applied.
+    pub(crate) committed: bool,
+}
+
+impl<'a> LeaseGuard<'a> {
+    /// Take a new lease on `digests`: its lock first, then its record.
+    pub(crate) fn hold(mocker: &'a Mocker, digests: &[Digest]) -> Result<Self> {
+        let id = format!("{}-{}", std::process::id(), now_nanos());
+        let lock = mocker.index.hold_lease(&id)?;
+        let guard = LeaseGuard {
+            mocker,
+            id,
+            _lock: lock,
+            committed: false,
+        };
+        guard.record(digests)?;
+        Ok(guard)
+    }
+
+    /// Make the lease cover exactly `digests`.
+    pub(crate) fn record(&self, digests: &[Digest]) -> Result<()> {
+        let mut batch = Batch::default();
+        batch.put_lease(
+            &self.id,
+            &Lease {
+                pid: std::process::id(),
+                digests: digests.to_vec(),
+            },
+        );
+        self.mocker.index.session(|s| s.apply(&batch))
+    }
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        let mut batch = Batch::default();
+        batch.del_lease(&self.id);
+        // A record left behind by a failed delete (or a kill) is harmless:
+        // its lock dies with this process, and garbage collection ignores
+        // unlocked leases and removes them with their files.
+        let _ = self.mocker.index.session(|s| s.apply(&batch));
+    }
+}
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -413,7 +413,7 @@ fn rm_waits_for_a_commit_reading_the_layer() {
     let out = commit.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let seen = root.ok(&["run", "--rm", "--network", "none", "whole:v1", "sh", "-c", "cat /f* | wc -c"]);
-    assert_eq!(seen.trim(), (40u64 * 3 << 20).to_string());
+    assert_eq!(seen.trim(), ((40u64 * 3) << 20).to_string());
     assert!(root.containers().is_empty(), "{:?}", root.containers());
 }
 

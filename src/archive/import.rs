@@ -18,7 +18,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{self, Compression};
 use crate::platform::Platform;
-use crate::pull::LeaseGuard;
+use crate::gc::LeaseGuard;
 use crate::reference::ImageRef;
 use crate::Mocker;
 

@@ -12,7 +12,7 @@ use super::plan::{self, Planned};
 use crate::digest::{chain_ids, Digest};
 use crate::error::Result;
 use crate::index::Batch;
-use crate::pull::LeaseGuard;
+use crate::gc::LeaseGuard;
 use crate::records::describe_image;
 use crate::reference::familiar_name;
 use crate::unpack::{unpack_layer, Limits};

@@ -17,7 +17,7 @@ use crate::digest::{chain_ids, Digest};
 use crate::error::{Error, Result};
 use crate::index::{Batch, ImageRecord};
 use crate::manifest::{self, Document};
-use crate::pull::LeaseGuard;
+use crate::gc::LeaseGuard;
 use crate::reference::ImageRef;
 use crate::runtime::cgroup::ContainerCgroup;
 use crate::snapshot::Begin;

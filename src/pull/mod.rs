@@ -8,13 +8,12 @@ pub mod follow;
 mod layers;
 mod resolve;
 
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use oci_spec::image::ImageConfiguration;
 
 use crate::digest::{chain_ids, Digest};
 use crate::error::{Error, Result};
-use crate::index::{Batch, ImageRecord, Lease};
+use crate::index::{Batch, ImageRecord};
 use crate::manifest;
 use crate::platform::Platform;
 use crate::records::{describe_image, layer_descriptors};
@@ -96,59 +95,6 @@ pub struct Pulled {
     pub downloaded_layers: usize,
 }
 
-/// Holds the lease's lock while the pull runs and removes the lease record
-/// if the pull fails (a successful pull drops it in its commit). Drop cannot
-/// be async; the index session is short, so it runs inline.
-pub(crate) struct LeaseGuard<'a> {
-    mocker: &'a Mocker,
-    pub(crate) id: String,
-    _lock: crate::index::LeaseLock,
-    /// Set once a batch that deletes the lease record has been applied.
-    pub(crate) committed: bool,
-}
-
-impl<'a> LeaseGuard<'a> {
-    /// Take a new lease on `digests`: its lock first, then its record.
-    pub(crate) fn hold(mocker: &'a Mocker, digests: &[Digest]) -> Result<Self> {
-        let id = format!("{}-{}", std::process::id(), now_nanos());
-        let lock = mocker.index.hold_lease(&id)?;
-        let guard = LeaseGuard {
-            mocker,
-            id,
-            _lock: lock,
-            committed: false,
-        };
-        guard.record(digests)?;
-        Ok(guard)
-    }
-
-    /// Make the lease cover exactly `digests`.
-    pub(crate) fn record(&self, digests: &[Digest]) -> Result<()> {
-        let mut batch = Batch::default();
-        batch.put_lease(
-            &self.id,
-            &Lease {
-                pid: std::process::id(),
-                digests: digests.to_vec(),
-            },
-        );
-        self.mocker.index.session(|s| s.apply(&batch))
-    }
-}
-
-impl Drop for LeaseGuard<'_> {
-    fn drop(&mut self) {
-        if self.committed {
-            return;
-        }
-        let mut batch = Batch::default();
-        batch.del_lease(&self.id);
-        // A record left behind by a failed delete (or a kill) is harmless:
-        // its lock dies with this process, and garbage collection ignores
-        // unlocked leases and removes them with their files.
-        let _ = self.mocker.index.session(|s| s.apply(&batch));
-    }
-}
 
 pub async fn pull(
     mocker: &Mocker,
@@ -216,7 +162,7 @@ async fn pull_leased(
     leased.extend(resolved.index.iter().map(|(_, d)| d.clone()));
     leased.extend(layers.iter().map(|l| l.0.clone()));
     touched.extend(leased.iter().cloned());
-    let mut lease = LeaseGuard::hold(mocker, &leased)?;
+    let mut lease = crate::gc::LeaseGuard::hold(mocker, &leased)?;
 
     resolved.store_documents(mocker)?;
     let config = fetch_config(mocker, &registry, config_desc, &config_digest, layers.len()).await?;
@@ -282,9 +228,3 @@ fn record_image(
     Ok((image, updated))
 }
 
-fn now_nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-}
