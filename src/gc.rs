@@ -11,11 +11,6 @@ use crate::index::{Batch, ImageRecord, Index, Lease, Session, SnapshotRecord};
 use crate::snapshot;
 use crate::Mocker;
 
-/// Finish what killed collections and pulls left, as every collection
-/// (`rmi`, `system prune`) does: drop dead pulls' leases (records and
-/// files), record or trash the snapshot directories no record names (see
-/// `Snapshotter::sweep_unrecorded`), delete `trash-*` and stale `tmp-*`
-/// directories. Returns the bytes freed.
 /// Name prefix of the scratch space `load` and `import` spool archive
 /// members into, under the root.
 const SPOOL_PREFIX: &str = "tmp-load-";
@@ -29,12 +24,21 @@ pub(crate) struct Spool {
 
 impl Spool {
     pub(crate) fn new(root: &std::path::Path) -> std::io::Result<Spool> {
-        let dir = tempfile::Builder::new().prefix(SPOOL_PREFIX).tempdir_in(root)?;
-        let lock = std::fs::File::open(dir.path()).and_then(|f| {
-            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
-                .map_err(|(_, e)| std::io::Error::from(e))
-        })?;
-        Ok(Spool { dir, _lock: lock })
+        use std::os::unix::fs::MetadataExt;
+        loop {
+            let dir = tempfile::Builder::new().prefix(SPOOL_PREFIX).tempdir_in(root)?;
+            // Blocking: a sweep may hold it for the moment it takes to
+            // delete it, having found it new and unlocked.
+            let lock = std::fs::File::open(dir.path()).and_then(|f| {
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+                    .map_err(|(_, e)| std::io::Error::from(e))
+            })?;
+            let ours = lock.metadata()?.ino();
+            // Still there under its name: no sweep got it first.
+            if std::fs::metadata(dir.path()).is_ok_and(|m| m.ino() == ours) {
+                return Ok(Spool { dir, _lock: lock });
+            }
+        }
     }
 
     pub(crate) fn path(&self) -> &std::path::Path {
@@ -60,6 +64,11 @@ fn sweep_spools(root: &std::path::Path) -> u64 {
     freed
 }
 
+/// Finish what killed collections and pulls left, as every collection
+/// (`rmi`, `system prune`) does: drop dead pulls' leases (records and
+/// files), record or trash the snapshot directories no record names (see
+/// `Snapshotter::sweep_unrecorded`), delete `trash-*` and stale `tmp-*`
+/// directories. Returns the bytes freed.
 pub(crate) fn sweep(mocker: &Mocker) -> Result<u64> {
     let trash = mocker.index.session(|s| {
         mocker.index.drop_dead_leases(s)?;
