@@ -102,7 +102,7 @@ fn layers(root: &Root, image: &str) -> Vec<String> {
 fn entries(blob: &[u8]) -> BTreeMap<String, (char, u32, String, Vec<String>)> {
     let mut raw = Vec::new();
     if blob.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::GzDecoder::new(blob).read_to_end(&mut raw).unwrap();
+        flate2::read::MultiGzDecoder::new(blob).read_to_end(&mut raw).unwrap();
     } else {
         zstd::stream::read::Decoder::new(blob)
             .unwrap()

@@ -2,7 +2,8 @@
 //! into blocks, each block is compressed as a gzip member of its own on a
 //! worker thread, and the members are written in order. Concatenated
 //! members are one gzip file (RFC 1952, 2.2) that every layer reader reads
-//! whole (Go's gzip, pigz, zlib's gzread, our `MultiGzDecoder`); each
+//! whole (Go's gzip, pigz, zlib's gzread, our `MultiGzDecoder`; eStargz
+//! layers are made of members too); each
 //! block costs a few bytes of header and the matches it cannot make into
 //! the block before it (well under 1 % at 1 MiB).
 
