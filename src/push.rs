@@ -1,8 +1,8 @@
 //! `push`: a local image to a registry, as docker pushes it. Blobs the
 //! repository has are skipped (HEAD); a blob another repository of the same
 //! registry holds (one some local image was named from) is mounted; the
-//! rest are uploaded from the store in chunks of 4 MiB, never whole in
-//! memory. Last, the manifest's stored bytes are PUT under the tag, so an
+//! rest are uploaded from the store in one streamed PUT each, read 4 MiB
+//! at a time, never whole in memory. Last, the manifest's stored bytes are PUT under the tag, so an
 //! image pushed back unchanged keeps its digest.
 
 use std::collections::BTreeSet;
@@ -32,7 +32,7 @@ impl From<PushError> for Error {
     }
 }
 
-/// Bytes per upload request (oci-client's largest PATCH).
+/// Bytes read from a blob file at a time.
 const CHUNK: usize = 4 << 20;
 
 #[derive(Clone, Debug)]
@@ -169,7 +169,7 @@ async fn push_blob(
         .len();
     let sent = Arc::new(AtomicU64::new(0));
     let chunks = file_chunks(file, sent.clone());
-    let upload = registry.push_blob(digest, chunks);
+    let upload = registry.push_blob(digest, total, chunks);
     tokio::pin!(upload);
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
     loop {

@@ -67,6 +67,9 @@ impl Registry {
             connect_timeout: Some(opts.connect_timeout),
             read_timeout: Some(opts.read_timeout),
             user_agent: concat!("mocker/", env!("CARGO_PKG_VERSION")),
+            // One streamed PUT per blob: PATCHes of 4 MiB, each a round
+            // trip, made a push 1.2 times skopeo's.
+            use_monolithic_push: true,
             ..Default::default()
         };
         Ok(Registry {
@@ -189,16 +192,16 @@ impl Registry {
         self.client.mount_blob(wire, &source, digest.as_str()).await.is_ok()
     }
 
-    /// Upload a blob: POST, then PATCH requests of at most 4 MiB (the
-    /// chunks `stream` yields), then the PUT naming its digest, which the
-    /// registry checks.
+    /// Upload a blob of `size` bytes: POST, then one PUT naming its digest
+    /// (which the registry checks) whose body is `stream`.
     pub async fn push_blob(
         &self,
         digest: &Digest,
+        size: u64,
         stream: impl futures_util::Stream<Item = std::result::Result<bytes::Bytes, OciDistributionError>> + Send + 'static,
     ) -> Result<()> {
         self.client
-            .push_blob_stream(self.reference.wire(), stream, digest.as_str(), None)
+            .push_blob_stream(self.reference.wire(), stream, digest.as_str(), Some(size))
             .await
             .map_err(|e| self.map_error(e))?;
         Ok(())
