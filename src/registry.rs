@@ -218,11 +218,15 @@ impl Registry {
             .await
             .map_err(|e| self.map_error(e))?;
         // oci-client keeps the Docker-Content-Digest header to itself and
-        // returns the Location, which registries (distribution, Harbor,
-        // zot) answer with the manifest's URL by the digest they computed.
+        // returns the Location, which registries (docker's distribution
+        // among them) answer with the manifest's URL by the digest they
+        // computed.
         match location_digest(&location) {
             Some(stored) if stored != sent.as_str() => Err(Error::DigestMismatch {
-                what: format!("manifest pushed to {} (the registry's digest)", self.reference),
+                what: format!(
+                    "the manifest pushed to {} (sent vs. the registry's Location)",
+                    self.reference
+                ),
                 expected: sent.to_string(),
                 actual: stored.to_string(),
             }),

@@ -174,3 +174,30 @@ fn push_mounts_from_the_images_own_repository_first() {
     }
     assert_eq!(abandoned_uploads(&target_repo), 0, "{out}");
 }
+
+#[test]
+fn push_checks_the_digest_the_registry_stored_the_manifest_under() {
+    let fake = FakeRegistry::start();
+    fake.image("app", "v1", b"hello", None);
+    let root = Root::new();
+    let name = format!("{}/app:v1", fake.addr);
+    root.ok(&["pull", "-q", &name]);
+    let inspect = json(root.ok(&["image", "inspect", &name]).as_bytes());
+    let sent = inspect[0]["Descriptor"]["digest"].as_str().unwrap().to_string();
+    let sent = sent.as_str();
+
+    // The registry answers the PUT with the URL of other bytes.
+    let wrong = format!("sha256:{}", sha256_hex(b"other bytes"));
+    let mut created = common::fake_registry::Route::ok("text/plain", Vec::new());
+    created.status = 201;
+    created.headers = vec![("Location".into(), format!("/v2/app/manifests/{wrong}"))];
+    fake.route("/v2/app/manifests/v1", created.clone());
+    let err = root.fails(&["push", &name]);
+    assert!(err.contains(sent) && err.contains(&wrong), "{err}");
+
+    // The same digest back: pushed.
+    created.headers = vec![("Location".into(), format!("/v2/app/manifests/{sent}"))];
+    fake.route("/v2/app/manifests/v1", created);
+    let out = root.ok(&["push", &name]);
+    assert!(out.contains(&format!("v1: digest: {sent} size: ")), "{out}");
+}
