@@ -14,6 +14,7 @@ pub mod check;
 pub mod commit;
 pub mod container;
 pub mod digest;
+pub mod download;
 pub mod durable;
 pub mod error;
 pub mod export;

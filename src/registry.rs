@@ -207,17 +207,34 @@ impl Registry {
         Ok(())
     }
 
-    /// PUT the manifest's exact bytes under the reference's tag.
+    /// PUT the manifest's exact bytes under the reference's tag, and check
+    /// the digest the registry says it stored them under.
     pub async fn push_manifest(&self, bytes: bytes::Bytes, media_type: &str) -> Result<()> {
         let content_type = media_type.parse().map_err(|_| Error::InvalidDocument {
             what: format!("manifest of {}", self.reference),
             reason: format!("media type {media_type:?} is not a valid header value"),
         })?;
-        self.client
+        let sent = Digest::of_bytes(&bytes);
+        let location = self
+            .client
             .push_manifest_raw(self.reference.wire(), bytes, content_type)
             .await
             .map_err(|e| self.map_error(e))?;
-        Ok(())
+        // oci-client keeps the Docker-Content-Digest header to itself and
+        // returns the Location, which registries (docker's distribution
+        // among them) answer with the manifest's URL by the digest they
+        // computed.
+        match location_digest(&location) {
+            Some(stored) if stored != sent.as_str() => Err(Error::DigestMismatch {
+                what: format!(
+                    "the manifest pushed to {} (sent vs. the registry's Location)",
+                    self.reference
+                ),
+                expected: sent.to_string(),
+                actual: stored.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     pub fn map_error(&self, e: OciDistributionError) -> Error {
@@ -300,6 +317,14 @@ impl Registry {
     }
 }
 
+/// The sha256 digest a manifest URL (`…/manifests/sha256:…`) names, if any;
+/// a URL by tag names none.
+fn location_digest(location: &str) -> Option<&str> {
+    let (_, tail) = location.rsplit_once("/manifests/")?;
+    let reference = tail.split(['?', '#']).next()?;
+    reference.starts_with("sha256:").then_some(reference)
+}
+
 fn short(message: &str) -> String {
     let line = message.lines().next().unwrap_or("").trim();
     line.chars().take(200).collect()
@@ -318,4 +343,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::location_digest;
+
+    #[test]
+    fn a_manifest_url_names_its_digest() {
+        let d = "sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945";
+        let by_digest = format!("http://127.0.0.1:5000/v2/me/app/manifests/{d}");
+        assert_eq!(location_digest(&by_digest), Some(d));
+        assert_eq!(location_digest(&format!("/v2/me/app/manifests/{d}?x=1")), Some(d));
+        assert_eq!(location_digest("http://r/v2/me/app/manifests/latest"), None);
+        assert_eq!(location_digest("http://r/v2/me/app/blobs/uploads/x"), None);
+    }
 }

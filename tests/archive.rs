@@ -461,3 +461,38 @@ fn import_makes_a_one_layer_image() {
     assert_eq!(err.lines().count(), 1, "{err}");
     fresh.assert_nothing_left();
 }
+
+#[test]
+fn import_reads_a_url() {
+    let source = Root::new();
+    source.ok(&["pull", "-q", &image("busybox")]);
+    let rootfs = source
+        .command()
+        .args(["image", "export", &image("busybox")])
+        .output()
+        .unwrap();
+    assert!(rootfs.status.success());
+    let zst = zstd::encode_all(&rootfs.stdout[..], 1).unwrap();
+    // Any HTTP server will do: the fake registry serves a plain path.
+    let server = FakeRegistry::start();
+    server.route(
+        "/rootfs.tar.zst",
+        common::fake_registry::Route::ok("application/zstd", zst),
+    );
+
+    let root = Root::new();
+    let url = format!("http://{}/rootfs.tar.zst", server.addr);
+    let id = root.ok(&["import", "-c", "CMD [\"echo\", \"from a URL\"]", &url, "fromurl:v1"]);
+    assert_eq!(root.ok(&["images", "-q", "--no-trunc", "fromurl:v1"]), id);
+    assert_eq!(root.ok(&["run", "--rm", "fromurl:v1"]), "from a URL\n");
+    let history = root.ok(&["history", "--format", "{{.Comment}}", "fromurl:v1"]);
+    assert_eq!(history, format!("Imported from {url}\n"));
+    root.assert_healthy();
+
+    // A 404 (docker's words, without the body), and nothing left behind.
+    let fresh = Root::new();
+    let missing = format!("http://{}/missing.tar", server.addr);
+    let err = fresh.fails(&["import", &missing, "missing:v1"]);
+    assert_eq!(err, format!("Error: failed to GET {missing} with status 404 Not Found"));
+    fresh.assert_nothing_left();
+}

@@ -135,6 +135,7 @@ fn malformed_documents_are_rejected() {
             body: b"{}".to_vec(),
             trickle: None,
             hold: None,
+            headers: Vec::new(),
         },
     );
 

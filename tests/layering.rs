@@ -19,6 +19,7 @@ const RANKS: &[&[&str]] = &[
         "mount",
         "outfile",
         "startup",
+        "download",
     ],
     &["reference", "manifest", "store", "index", "auth", "export"],
     &["registry", "unpack", "snapshot", "records"],

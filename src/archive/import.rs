@@ -1,5 +1,6 @@
 //! `import`: a root filesystem tarball as a one-layer image, as docker's;
-//! `-c` as `commit` takes it.
+//! `-c` as `commit` takes it. A URL's body is first downloaded into an
+//! unnamed file in the spool, then read as a file would be.
 //! The (decompressed) tar is spooled under the root while it is hashed,
 //! stored as the layer blob (uncompressed: its digest is its diff_id),
 //! unpacked like any layer, and recorded with a config made for it.
@@ -22,9 +23,18 @@ use crate::gc::LeaseGuard;
 use crate::reference::ImageRef;
 use crate::Mocker;
 
+/// Where `import` reads the tarball.
+pub enum ImportSource<'a> {
+    /// A file or stdin.
+    Reader(Box<dyn Read + 'a>),
+    /// An `http://` or `https://` URL (see [`crate::download::is_url`]).
+    Url(&'a str),
+}
+
 /// What `import` makes of its input.
 pub struct ImportOptions<'a> {
-    /// Where the tarball came from (`-` for stdin), for the history's comment.
+    /// Where the tarball came from (`-` for stdin, a file, a URL), for the
+    /// history's comment.
     pub source: &'a str,
     pub reference: Option<ImageRef>,
     /// `-c` instructions.
@@ -34,7 +44,7 @@ pub struct ImportOptions<'a> {
 }
 
 /// Import `input` (a tar, possibly gzip- or zstd-compressed); the new image ID.
-pub fn import(mocker: &Mocker, input: impl Read, opts: &ImportOptions) -> Result<Digest> {
+pub fn import(mocker: &Mocker, input: ImportSource, opts: &ImportOptions) -> Result<Digest> {
     if let Some(r) = opts.reference.as_ref().filter(|r| r.digest().is_some()) {
         return Err(super::error::ArchiveError::Invalid {
             what: format!("image name {r}"),
@@ -58,7 +68,7 @@ pub fn import(mocker: &Mocker, input: impl Read, opts: &ImportOptions) -> Result
 
 fn import_leased(
     mocker: &Mocker,
-    input: impl Read,
+    input: ImportSource,
     opts: &ImportOptions,
     changes: &[Instruction],
     touched: &mut Vec<Digest>,
@@ -70,6 +80,10 @@ fn import_leased(
     };
     let spool = crate::gc::Spool::new(&mocker.root).map_err(io("creating a spool directory"))?;
     let spooled = spool.path().join("layer.tar");
+    let input = match input {
+        ImportSource::Reader(reader) => reader,
+        ImportSource::Url(url) => Box::new(download(url, spool.path())?),
+    };
     let mut file = std::fs::File::create(&spooled).map_err(io("creating the spool file"))?;
     let (layer, size) = copy_hashed(&mut decompressed(input)?, &mut |chunk| {
         std::io::Write::write_all(&mut file, chunk)
@@ -116,6 +130,15 @@ fn import_leased(
     record(mocker, std::slice::from_ref(&planned), &lease.id)?;
     lease.committed = true;
     Ok(config_digest)
+}
+
+/// `url`'s body in an unnamed file of the spool (gone when closed, even
+/// after a kill), read from its start.
+fn download(url: &str, spool: &std::path::Path) -> Result<std::fs::File> {
+    let mut file = tempfile::tempfile_in(spool).map_err(io("creating the download file"))?;
+    crate::download::download(url, &mut std::io::BufWriter::with_capacity(1 << 20, &mut file))?;
+    std::io::Seek::rewind(&mut file).map_err(io("reading the download file"))?;
+    Ok(file)
 }
 
 fn invalid(reason: String) -> Error {

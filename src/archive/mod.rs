@@ -14,6 +14,6 @@ mod plan;
 mod save;
 
 pub use error::ArchiveError;
-pub use import::{import, ImportOptions};
+pub use import::{import, ImportOptions, ImportSource};
 pub use load::{load, Loaded};
 pub use save::save;

@@ -53,7 +53,8 @@ pub(super) struct LoadArgs {
 
 #[derive(Args)]
 pub(super) struct ImportArgs {
-    /// A tar archive of a root filesystem (gzip or zstd allowed), or - for stdin
+    /// A tar archive of a root filesystem (gzip or zstd allowed): a file, an
+    /// http:// or https:// URL, or - for stdin
     file: String,
     /// Name the image REPOSITORY[:TAG]
     reference: Option<String>,
@@ -189,12 +190,16 @@ pub(super) fn import(mocker: &Mocker, args: &ImportArgs) -> Result<i32> {
         changes: &args.changes,
         message: args.message.as_deref(),
     };
-    let id = if args.file == "-" {
-        mocker::archive::import(mocker, std::io::stdin().lock(), &opts)?
+    use mocker::archive::ImportSource;
+    let source = if args.file == "-" {
+        ImportSource::Reader(Box::new(std::io::stdin().lock()))
+    } else if mocker::download::is_url(&args.file) {
+        ImportSource::Url(&args.file)
     } else {
         let file = std::fs::File::open(&args.file).map_err(|e| anyhow::anyhow!("opening {}: {e}", args.file))?;
-        mocker::archive::import(mocker, file, &opts)?
+        ImportSource::Reader(Box::new(file))
     };
+    let id = mocker::archive::import(mocker, source, &opts)?;
     println!("{id}");
     Ok(0)
 }

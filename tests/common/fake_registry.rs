@@ -17,6 +17,8 @@ pub struct Route {
     pub trickle: Option<Duration>,
     /// Send this many bytes of the body, then wait for the gate to open.
     pub hold: Option<(usize, Gate)>,
+    /// More response headers (e.g. a `Location`).
+    pub headers: Vec<(String, String)>,
 }
 
 /// Closed until `open`; a held body waits for it.
@@ -45,6 +47,7 @@ impl Route {
             body: body.into(),
             trickle: None,
             hold: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -259,13 +262,15 @@ fn serve(
     };
     let reason = match status {
         200 => "OK",
+        201 => "Created",
         206 => "Partial Content",
         401 => "Unauthorized",
         _ => "Status",
     };
+    let extra: String = route.headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         route.content_type,
         body.len()
     )?;

@@ -1,11 +1,14 @@
 //! `push`: a local image to a registry, as docker pushes it. Blobs the
 //! repository has are skipped (HEAD); a blob another repository of the same
-//! registry holds (one some local image was named from) is mounted; the
-//! rest are uploaded from the store in one streamed PUT each, read 4 MiB
-//! at a time, never whole in memory. Last, the manifest's stored bytes are PUT under the tag, so an
+//! registry holds (one some local image holding it was named from; at most
+//! three tried, see `mounts`) is mounted; the rest are uploaded from the
+//! store in one streamed PUT each, read 4 MiB at a time, never whole in
+//! memory. Last, the manifest's stored bytes are PUT under the tag, so an
 //! image pushed back unchanged keeps its digest.
 
-use std::collections::BTreeSet;
+mod mounts;
+
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use crate::manifest::MAX_MANIFEST_BYTES;
 use crate::reference::{split_index_key, ImageRef};
 use crate::registry::{Registry, RegistryOptions};
 use crate::Mocker;
+use mounts::{MountCandidates, Named};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
@@ -120,9 +124,9 @@ pub async fn push(
 }
 
 /// The image `reference` names here (by tag, as docker: a push needs a
-/// local name), and the other repositories of the same registry that
-/// local names point into (where its blobs may already be).
-fn local_image(mocker: &Mocker, reference: &ImageRef) -> Result<(ImageRecord, Vec<String>)> {
+/// local name), and for each of its blobs the other repositories of the
+/// same registry it may be mounted from (`mounts`).
+fn local_image(mocker: &Mocker, reference: &ImageRef) -> Result<(ImageRecord, MountCandidates)> {
     let key = reference.index_key();
     mocker.index.session(|s| {
         let image = s
@@ -132,15 +136,26 @@ fn local_image(mocker: &Mocker, reference: &ImageRef) -> Result<(ImageRecord, Ve
             .flatten()
             .ok_or_else(|| PushError::NotLocal(reference.to_string()))?;
         let prefix = format!("{}/", reference.registry());
-        let sources: BTreeSet<String> = s
-            .refs()?
-            .keys()
-            .map(|k| split_index_key(k).0)
-            .filter_map(|name| name.strip_prefix(&prefix))
-            .filter(|repo| *repo != reference.repository())
-            .map(str::to_string)
-            .collect();
-        Ok((image, sources.into_iter().collect()))
+        let mut images = BTreeMap::new();
+        let mut named = Vec::new();
+        for (key, manifest) in s.refs()? {
+            let Some(repository) = split_index_key(&key).0.strip_prefix(&prefix) else {
+                continue;
+            };
+            if !images.contains_key(&manifest) {
+                let blobs = s.get_image(&manifest)?.map(|i| i.blobs()).unwrap_or_default();
+                images.insert(manifest.clone(), blobs);
+            }
+            named.push(Named {
+                repository: repository.to_string(),
+                blobs: images[&manifest].clone(),
+                manifest,
+            });
+        }
+        let mut blobs = image.layers.clone();
+        blobs.push(image.config_digest.clone());
+        let candidates = mounts::choose(reference.repository(), &image.manifest_digest, &blobs, &named);
+        Ok((image, candidates))
     })
 }
 
@@ -149,14 +164,14 @@ async fn push_blob(
     mocker: &Mocker,
     registry: &Registry,
     digest: &Digest,
-    sources: &[String],
+    sources: &MountCandidates,
     progress: &dyn PushProgress,
 ) -> Result<()> {
     if registry.has_blob(digest).await? {
         progress.blob(digest, PushEvent::AlreadyExists);
         return Ok(());
     }
-    for source in sources {
+    for source in sources.for_blob(digest) {
         if registry.mount_blob(digest, source).await {
             progress.blob(digest, PushEvent::MountedFrom(source.clone()));
             return Ok(());
