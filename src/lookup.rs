@@ -90,3 +90,21 @@ pub fn find_in(s: &Session, input: &str) -> Result<Vec<ImageRecord>> {
         .map(|m| s.get_image(m)?.ok_or_else(|| Error::NoSuchImage(input.to_string())))
         .collect()
 }
+
+/// The one image `input` names. An image ID can have several manifests
+/// (the same config and layers loaded from a docker archive and from an
+/// OCI one, compressed differently): they run the same, so the one a name
+/// points at is taken, else the first by digest.
+pub fn one_in(s: &Session, input: &str) -> Result<ImageRecord> {
+    let mut found = find_in(s, input)?;
+    if found.len() > 1 {
+        let named: HashSet<Digest> = s.refs()?.into_values().collect();
+        found.sort_by_key(|i| (!named.contains(&i.manifest_digest), i.manifest_digest.to_string()));
+    }
+    found.into_iter().next().ok_or_else(|| Error::NoSuchImage(input.to_string()))
+}
+
+/// [`one_in`] in a session of its own.
+pub fn one(mocker: &Mocker, input: &str) -> Result<ImageRecord> {
+    mocker.index.session(|s| one_in(s, input))
+}

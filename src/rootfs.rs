@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::index::ImageRecord;
 use crate::lookup;
 use crate::mount;
@@ -39,11 +39,7 @@ impl Drop for MountedRootfs {
 }
 
 pub(crate) fn image_of(mocker: &Mocker, input: &str) -> Result<ImageRecord> {
-    let mut found = lookup::find(mocker, input)?;
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        _ => Err(Error::AmbiguousImageId(input.to_string())),
-    }
+    lookup::one(mocker, input)
 }
 
 /// Mount a fresh writable root filesystem of image `input` (its changes are

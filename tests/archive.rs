@@ -110,18 +110,21 @@ fn skopeo_archives_load_and_run() {
 
     root.assert_healthy();
 
-    // An OCI archive without a full name loads by ID. (In its own root: the
-    // same config under another manifest would make the ID ambiguous.)
-    let oci_root = Root::new();
-    let out = oci_root.ok(&["image", "load", "-q", "-i", oci_archive.to_str().unwrap()]);
+    // An OCI archive without a full name loads by ID. Into the same root:
+    // the same config under a second manifest is still one image ID, which
+    // runs, and inspects as one image, the named one.
+    let out = root.ok(&["image", "load", "-q", "-i", oci_archive.to_str().unwrap()]);
     let id = out.strip_prefix("Loaded image ID: ").expect(&out).trim().to_string();
-    assert_eq!(
-        oci_root.ok(&["run", "--rm", &id, "echo", "from oci-archive"]),
-        "from oci-archive\n"
-    );
     // Both are busybox's config, byte for byte.
     assert_eq!(ids(&root, "loaded/busybox:v1").0, id);
-    oci_root.assert_healthy();
+    assert_eq!(
+        root.ok(&["run", "--rm", &id, "echo", "from oci-archive"]),
+        "from oci-archive\n"
+    );
+    let inspect = json(root.ok(&["image", "inspect", &id[..19]]).as_bytes());
+    assert_eq!(inspect.as_array().unwrap().len(), 1, "{inspect}");
+    assert_eq!(inspect[0]["RepoTags"], serde_json::json!(["loaded/busybox:v1"]));
+    root.assert_healthy();
 
     // Compressed archives, from standard input.
     let plain = std::fs::read(&docker_archive).unwrap();

@@ -71,11 +71,7 @@ fn claim(
 ) -> Result<Claimed> {
     let seed = hex::decode(id).unwrap_or_default();
     mocker.index.session(|s| {
-        let mut found = crate::lookup::find_in(s, &opts.image)?;
-        if found.len() != 1 {
-            return Err(Error::AmbiguousImageId(opts.image.clone()));
-        }
-        let image = found.remove(0);
+        let image = crate::lookup::one_in(s, &opts.image)?;
         let (process, run) = image_process(mocker, &image, opts, id)?;
         let name = claim_name(s, name, &seed)?;
         let mut batch = Batch::default();

@@ -5,7 +5,6 @@ use serde::Deserialize;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::lookup::find;
 use crate::manifest::MAX_CONFIG_BYTES;
 use crate::timestamp::Timestamp;
 use crate::Mocker;
@@ -50,10 +49,9 @@ struct Step {
     empty_layer: bool,
 }
 
-/// The history of the image `input` names (the first, if it names several).
+/// The history of the image `input` names.
 pub fn history(mocker: &Mocker, input: &str) -> Result<Vec<HistoryRow>> {
-    let images = find(mocker, input)?;
-    let image = images.first().ok_or_else(|| Error::NoSuchImage(input.to_string()))?;
+    let image = &crate::lookup::one(mocker, input)?;
     let bytes = mocker.store.read_small(&image.config_digest, MAX_CONFIG_BYTES)?;
     let config: Config = serde_json::from_slice(&bytes).map_err(|e| Error::InvalidDocument {
         what: format!("config of {input}"),

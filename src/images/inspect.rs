@@ -9,7 +9,6 @@ use super::list::image_size;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::index::{ImageRecord, SnapshotRecord};
-use crate::lookup::find;
 use crate::manifest::{MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
 use crate::reference::{familiar_name, split_index_key};
 use crate::Mocker;
@@ -45,9 +44,9 @@ pub struct Descriptor {
     pub size: u64,
 }
 
-/// The documents of the images `input` names.
+/// The document of the image `input` names (as a list, as docker prints it).
 pub fn details(mocker: &Mocker, input: &str) -> Result<Vec<ImageInspect>> {
-    let images = find(mocker, input)?;
+    let images = [crate::lookup::one(mocker, input)?];
     let (refs, snapshots) = mocker.index.session(|s| Ok((s.refs()?, s.snapshots()?)))?;
     images
         .iter()

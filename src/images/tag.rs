@@ -18,8 +18,7 @@ pub fn tag(mocker: &Mocker, source: &str, target: &str) -> Result<()> {
     mocker.index.session(|s| {
         let manifest = match resolve(s, source)? {
             Target::Ref(_, m) => m,
-            Target::Images(ms) if ms.len() == 1 => ms[0].clone(),
-            Target::Images(_) => return Err(Error::AmbiguousImageId(source.to_string())),
+            Target::Images(_) => crate::lookup::one_in(s, source)?.manifest_digest,
         };
         let mut batch = Batch::default();
         batch.put_ref(&target.index_key(), &manifest);
