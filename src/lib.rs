@@ -25,6 +25,7 @@ pub mod login;
 pub mod lookup;
 pub mod manifest;
 pub mod mount;
+pub mod newlayer;
 pub mod outfile;
 pub mod platform;
 pub mod pull;

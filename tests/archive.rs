@@ -446,6 +446,15 @@ fn import_makes_a_one_layer_image() {
     assert_eq!(root.ok(&["run", "--rm", "imported:v1"]), "imported 1\n");
     let history = root.ok(&["history", "--format", "{{.Comment}}", "imported:v1"]);
     assert_eq!(history, "Imported from -\n");
+    // Stored compressed, as it will be pushed; its diff_id is the tarball's.
+    let inspect = json(root.ok(&["image", "inspect", "imported:v1"]).as_bytes());
+    let layer = &inspect[0]["Manifest"]["layers"][0];
+    assert_eq!(layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+    assert_ne!(layer["digest"], inspect[0]["RootFS"]["Layers"][0]);
+    assert_eq!(
+        inspect[0]["RootFS"]["Layers"][0].as_str().unwrap(),
+        format!("sha256:{}", sha256_hex(&rootfs.stdout))
+    );
     root.assert_healthy();
 
     // A tarball with a `..` path: refused, nothing kept.

@@ -23,7 +23,7 @@ const RANKS: &[&[&str]] = &[
     ],
     &["reference", "manifest", "store", "index", "auth", "export"],
     &["registry", "unpack", "snapshot", "records"],
-    &["lookup", "gc"],
+    &["lookup", "gc", "newlayer"],
     &["rootfs", "runtime"],
     &["container"],
     &["images", "pull", "push", "check", "login", "run", "commit", "archive"],

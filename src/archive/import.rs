@@ -1,9 +1,9 @@
 //! `import`: a root filesystem tarball as a one-layer image, as docker's;
 //! `-c` as `commit` takes it. A URL's body is first downloaded into an
 //! unnamed file in the spool, then read as a file would be.
-//! The (decompressed) tar is spooled under the root while it is hashed,
-//! stored as the layer blob (uncompressed: its digest is its diff_id),
-//! unpacked like any layer, and recorded with a config made for it.
+//! The (decompressed) tar goes in one pass (`newlayer`) into a gzip blob
+//! and a snapshot, checked as any layer is, and is recorded with a config
+//! made for it.
 
 use std::io::Read;
 
@@ -12,12 +12,13 @@ use serde_json::{json, Value};
 
 use super::error::io;
 use super::load::{record, unpack};
-use super::members::{copy_hashed, decompressed, ingest};
+use super::members::decompressed;
 use super::plan::Planned;
 use crate::commit::Instruction;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{self, Compression};
+use crate::manifest;
+use crate::newlayer::{self, Compression};
 use crate::platform::Platform;
 use crate::gc::LeaseGuard;
 use crate::reference::ImageRef;
@@ -78,28 +79,33 @@ fn import_leased(
         touched.push(d.clone());
         lease.record(&touched[..])
     };
-    let spool = crate::gc::Spool::new(&mocker.root).map_err(io("creating a spool directory"))?;
-    let spooled = spool.path().join("layer.tar");
+    // A URL's body is downloaded first, then read as a file would be.
+    let spool;
     let input = match input {
         ImportSource::Reader(reader) => reader,
-        ImportSource::Url(url) => Box::new(download(url, spool.path())?),
+        ImportSource::Url(url) => {
+            spool = crate::gc::Spool::new(&mocker.root).map_err(io("creating a spool directory"))?;
+            Box::new(download(url, spool.path())?)
+        }
     };
-    let mut file = std::fs::File::create(&spooled).map_err(io("creating the spool file"))?;
-    let (layer, size) = copy_hashed(&mut decompressed(input)?, &mut |chunk| {
-        std::io::Write::write_all(&mut file, chunk)
-    })
-    .map_err(io(format!("reading {}", opts.source)))?;
-    drop(file);
-    on_commit(&layer)?;
-    ingest(
-        &mocker.store,
-        &layer,
-        size,
-        &mut std::fs::File::open(&spooled).map_err(io("reading the spool file"))?,
-    )?;
-    drop(spool);
+    let mut input = decompressed(input)?;
+    let scratch = mocker.snapshots.begin_scratch()?;
+    let what = format!("the tarball {}", opts.source);
+    let layer = newlayer::write(mocker, Compression::Gzip, &scratch, &what, |out| {
+        std::io::copy(&mut input, out)
+            .map(drop)
+            .map_err(|e| Error::io(format!("reading {}", opts.source), e))
+    })?;
+    let diff_id = layer.unpacked.diff_id.clone();
+    // One layer: its chain ID is its diff_id.
+    let chain = crate::digest::chain_ids(std::slice::from_ref(&diff_id));
+    let descriptor = json!({"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size});
+    let blob = layer.digest.clone();
+    on_commit(&blob)?;
+    on_commit(&chain[0])?;
+    newlayer::publish(mocker, layer, scratch, None, &chain[0])?;
 
-    let config_bytes = config(opts, changes, &layer)?;
+    let config_bytes = config(opts, changes, &diff_id)?;
     let config_digest = Digest::of_bytes(&config_bytes);
     on_commit(&config_digest)?;
     mocker.store.write_bytes(&config_digest, &config_bytes, "config")?;
@@ -107,7 +113,7 @@ fn import_leased(
         "schemaVersion": 2,
         "mediaType": manifest::OCI_MANIFEST,
         "config": {"mediaType": manifest::OCI_CONFIG, "digest": config_digest, "size": config_bytes.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": size}],
+        "layers": [descriptor],
     }))
     .map_err(|e| invalid(e.to_string()))?;
     let manifest_digest = Digest::of_bytes(&manifest_bytes);
@@ -115,15 +121,13 @@ fn import_leased(
     mocker
         .store
         .write_bytes(&manifest_digest, &manifest_bytes, "manifest")?;
-    let chain = crate::digest::chain_ids(std::slice::from_ref(&layer));
-    on_commit(&chain[0])?;
     let planned = Planned {
         manifest_digest,
         manifest_size: manifest_bytes.len() as u64,
         manifest: serde_json::from_slice::<ImageManifest>(&manifest_bytes).map_err(|e| invalid(e.to_string()))?,
         index_digest: None,
         config: manifest::parse_config(&config_bytes, 1, "imported config")?,
-        layers: vec![(layer, Compression::None)],
+        layers: vec![(blob, manifest::Compression::Gzip)],
         names: opts.reference.iter().cloned().collect(),
     };
     unpack(mocker, &planned)?;

@@ -6,8 +6,6 @@
 //! the image (and its name), so a concurrent `rmi` cannot take them.
 
 mod changes;
-mod layer;
-mod pgzip;
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use serde_json::{json, Value};
@@ -20,29 +18,14 @@ use crate::manifest::{self, Document};
 use crate::gc::LeaseGuard;
 use crate::reference::ImageRef;
 use crate::runtime::cgroup::ContainerCgroup;
-use crate::snapshot::Begin;
+use crate::newlayer::{self, Layer};
 use crate::Mocker;
 
 pub use changes::Instruction;
 /// `-c` parsing and applying, which `import` shares.
 pub(crate) use changes::{apply as apply_changes, parse as parse_change};
 
-/// The new layer's compression.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Compression {
-    #[default]
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    fn media_type(self) -> &'static str {
-        match self {
-            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-        }
-    }
-}
+pub use crate::newlayer::Compression;
 
 #[derive(Clone, Debug)]
 pub struct CommitOptions {
@@ -110,7 +93,10 @@ pub fn commit(mocker: &Mocker, container: &str, reference: Option<&str>, opts: &
     let scratch = mocker.snapshots.begin_scratch()?;
     let layer = {
         let _paused = Paused::pause(&w, opts.pause)?;
-        layer::write(mocker, &w, opts.compression, &scratch)?
+        let what = format!("the layer of container {}", &w.id[..w.id.len().min(12)]);
+        newlayer::write(mocker, opts.compression, &scratch, &what, |out| {
+            crate::export::write_layer(&w.upper, &what, &w.skip, out)
+        })?
     };
     let new = documents(mocker, &parent, &w, &layer, &changes, opts)?;
     let chain_id = chain_ids(&new.image.diff_ids)
@@ -143,32 +129,21 @@ pub fn commit(mocker: &Mocker, container: &str, reference: Option<&str>, opts: &
 /// `made`, then record the image (and its name) in one index batch.
 fn record(
     mocker: &Mocker,
-    (layer, scratch): (layer::Layer, crate::snapshot::Scratch),
+    (layer, scratch): (Layer, crate::snapshot::Scratch),
     new: &NewImage,
     parent: &ImageRecord,
     chain_id: &Digest,
     made: &[Digest],
     reference: Option<&ImageRef>,
 ) -> Result<()> {
-    let diff_id = layer.unpacked.diff_id.clone();
     let mut lease = LeaseGuard::hold(mocker, made)?;
-    layer.blob.publish(&layer.digest)?;
+    newlayer::publish(mocker, layer, scratch, parent.chain_ids.last(), chain_id)?;
     mocker
         .store
         .write_bytes(&new.image.config_digest, &new.config, "config")?;
     mocker
         .store
         .write_bytes(&new.image.manifest_digest, &new.manifest, "manifest")?;
-    match mocker.snapshots.name(scratch, chain_id)? {
-        Begin::Building(building) => {
-            let size = layer.unpacked.file_bytes;
-            let implied = &layer.unpacked.implicit_dirs;
-            mocker
-                .snapshots
-                .commit(building, parent.chain_ids.last(), &diff_id, size, implied)?;
-        }
-        Begin::Exists(_) | Begin::Busy => {}
-    }
     let mut batch = Batch::default();
     for record in &new.layers {
         batch.put_layer(record);
@@ -239,7 +214,7 @@ fn documents(
     mocker: &Mocker,
     parent: &ImageRecord,
     w: &Writable,
-    layer: &layer::Layer,
+    layer: &Layer,
     changes: &[Instruction],
     opts: &CommitOptions,
 ) -> Result<NewImage> {
@@ -335,7 +310,7 @@ fn push(object: &mut serde_json::Map<String, Value>, key: &str, value: Value) {
 
 /// An OCI manifest: the parent's layers (docker media types given their
 /// OCI names), the new one, the new config.
-fn manifest_for(mocker: &Mocker, parent: &ImageRecord, config: &[u8], layer: &layer::Layer) -> Result<Vec<u8>> {
+fn manifest_for(mocker: &Mocker, parent: &ImageRecord, config: &[u8], layer: &Layer) -> Result<Vec<u8>> {
     let bytes = mocker
         .store
         .read_small(&parent.manifest_digest, manifest::MAX_MANIFEST_BYTES)?;

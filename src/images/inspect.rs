@@ -93,7 +93,8 @@ fn inspect_one(
         variant: config.get("variant").cloned(),
         size: image_size(snapshots, mocker, image),
         config: config.get("config").cloned(),
-        root_fs: config.get("rootfs").cloned(),
+        // docker's names for the config's rootfs.
+        root_fs: config.get("rootfs").map(|r| serde_json::json!({"Type": r["type"], "Layers": r["diff_ids"]})),
         descriptor: Descriptor {
             media_type: image.manifest_media_type.clone(),
             digest: image.manifest_digest.clone(),

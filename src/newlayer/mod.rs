@@ -1,21 +1,39 @@
-//! The new layer, in one pass over the writable layer: `export` writes it
-//! as a tar stream, which goes both through the compressor into a new blob
-//! of the store (hashed as written: the blob digest) and, in chunks on a
-//! bounded queue, to `unpack` on a thread of its own, which hashes it (the
-//! diff_id) and applies it into a scratch snapshot. So the new image's
-//! snapshot exists when the blob does, and nothing is held whole.
+//! A new layer in one pass, for `commit` and `import`: a tar stream goes
+//! both through the compressor into a new blob of the store (hashed as
+//! written: the blob digest) and, in chunks on a bounded queue, to
+//! `unpack` on a thread of its own, which hashes it (the diff_id) and
+//! applies it, with every check a pulled layer gets, into a scratch
+//! snapshot. So the new image's snapshot exists when its blob does, and
+//! nothing is held whole. [`publish`] then makes both visible.
+
+mod pgzip;
 
 use std::io::{self, Write};
 use std::sync::mpsc::SyncSender;
 
-use super::Compression;
-use crate::container::Writable;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::snapshot::Scratch;
+use crate::snapshot::{Begin, Scratch};
 use crate::store::NewBlob;
 use crate::unpack::{self, Unpacked};
 use crate::Mocker;
+
+/// The new layer's compression.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+}
 
 /// Bytes per chunk handed to the applier.
 const CHUNK: usize = 256 << 10;
@@ -30,21 +48,27 @@ pub struct Layer {
     pub unpacked: Unpacked,
 }
 
-/// Write `w`'s changes as a layer blob and apply them into `scratch`.
-pub fn write(mocker: &Mocker, w: &Writable, compression: Compression, scratch: &Scratch) -> Result<Layer> {
+/// Write the tar stream `produce` makes as a layer blob, and apply it into
+/// `scratch`; `what` names the layer in errors.
+pub fn write(
+    mocker: &Mocker,
+    compression: Compression,
+    scratch: &Scratch,
+    what: &str,
+    produce: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<Layer> {
     let target = scratch.fs_dir();
     let (tx, stream) = unpack::decode::channel();
-    let what = format!("the layer of container {}", &w.id[..w.id.len().min(12)]);
     let limits = unpack::Limits {
         max_unpacked_bytes: mocker.snapshots.free_bytes(),
     };
     let (produced, applied) = std::thread::scope(|scope| {
-        let applier = scope.spawn(|| unpack::apply_tar(stream, &target, limits, &what));
-        let produced = produce(mocker, w, compression, tx, &what);
+        let applier = scope.spawn(|| unpack::apply_tar(stream, &target, limits, what));
+        let produced = tee(mocker, compression, tx, what, produce);
         (produced, applier.join())
     });
     let applied = applied.map_err(|_| Error::Layer {
-        layer: what.clone(),
+        layer: what.to_string(),
         reason: "the applier panicked".into(),
     })?;
     // When both failed, one stopped because the other did: a producer that
@@ -64,14 +88,14 @@ pub fn write(mocker: &Mocker, w: &Writable, compression: Compression, scratch: &
     })
 }
 
-/// The tar stream of the writable layer, compressed into a new blob and
-/// sent on to the applier.
-fn produce(
+/// The tar stream `produce` makes, compressed into a new blob and sent on
+/// to the applier.
+fn tee(
     mocker: &Mocker,
-    w: &Writable,
     compression: Compression,
     tx: SyncSender<io::Result<Vec<u8>>>,
     what: &str,
+    produce: impl FnOnce(&mut dyn Write) -> Result<()>,
 ) -> Result<NewBlob> {
     let blob = mocker.store.begin_new(what)?;
     let mut tee = Tee {
@@ -79,7 +103,7 @@ fn produce(
         tx: Some(tx),
         pending: Vec::with_capacity(CHUNK),
     };
-    if let Err(e) = crate::export::write_layer(&w.upper, what, &w.skip, &mut tee) {
+    if let Err(e) = produce(&mut tee) {
         // The applier must not take a cut stream for a whole one.
         if let Some(tx) = tee.tx.take() {
             let _ = tx.send(Err(io::Error::other("the layer's writer failed")));
@@ -96,14 +120,14 @@ fn produce(
 
 /// gzip or zstd over the new blob.
 enum Encoder {
-    Gzip(super::pgzip::ParallelGz<NewBlob>),
+    Gzip(pgzip::ParallelGz<NewBlob>),
     Zstd(zstd::stream::write::Encoder<'static, NewBlob>),
 }
 
 impl Encoder {
     fn new(compression: Compression, blob: NewBlob) -> io::Result<Encoder> {
         Ok(match compression {
-            Compression::Gzip => Encoder::Gzip(super::pgzip::ParallelGz::new(blob)),
+            Compression::Gzip => Encoder::Gzip(pgzip::ParallelGz::new(blob)),
             Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(blob, 3)?),
         })
     }
@@ -167,4 +191,32 @@ impl Write for Tee {
     fn flush(&mut self) -> io::Result<()> {
         self.encoder.flush()
     }
+}
+
+/// Make `layer` visible: its blob under its digest, its scratch snapshot
+/// under `chain_id` over `parent` (or, if that chain exists already, the
+/// scratch deleted). The caller holds a lease on both until it records
+/// them.
+pub fn publish(
+    mocker: &Mocker,
+    layer: Layer,
+    scratch: Scratch,
+    parent: Option<&Digest>,
+    chain_id: &Digest,
+) -> Result<()> {
+    layer.blob.publish(&layer.digest)?;
+    match mocker.snapshots.name(scratch, chain_id)? {
+        Begin::Building(building) => {
+            let unpacked = &layer.unpacked;
+            mocker.snapshots.commit(
+                building,
+                parent,
+                &unpacked.diff_id,
+                unpacked.file_bytes,
+                &unpacked.implicit_dirs,
+            )?;
+        }
+        Begin::Exists(_) | Begin::Busy => {}
+    }
+    Ok(())
 }
