@@ -161,6 +161,8 @@ fn commit_makes_an_image_of_exactly_the_changes() {
         r#"CMD ["cat", "/new.txt"]"#,
         "-c",
         "ENV FOO=bar",
+        "-c",
+        "VOLUME /data",
         "ctr",
         "committed:v1",
     ]);
@@ -170,6 +172,7 @@ fn commit_makes_an_image_of_exactly_the_changes() {
     assert_eq!(inspect[0]["Id"], id);
     let config = &inspect[0]["Config"];
     assert_eq!(config["Cmd"], serde_json::json!(["cat", "/new.txt"]));
+    assert_eq!(config["Volumes"], serde_json::json!({"/data": {}}));
     let env = config["Env"].as_array().unwrap();
     assert!(env.contains(&serde_json::json!("FOO=bar")) && env.contains(&serde_json::json!("GREETING=hello")));
     let history = inspect[0]["ImageConfig"]["history"].as_array().unwrap();

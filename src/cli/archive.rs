@@ -59,7 +59,7 @@ pub(super) struct ImportArgs {
     /// Name the image REPOSITORY[:TAG]
     reference: Option<String>,
     /// Apply a Dockerfile instruction to the image (CMD, ENTRYPOINT, ENV,
-    /// EXPOSE, LABEL, STOPSIGNAL, USER, WORKDIR)
+    /// EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)
     #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
     changes: Vec<String>,
     /// Commit message for the imported image

@@ -1,5 +1,6 @@
 //! `commit -c INSTRUCTION`: the Dockerfile instructions docker's commit
-//! takes (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, WORKDIR),
+//! takes (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER,
+//! VOLUME, WORKDIR),
 //! parsed before anything is written and applied to the config's JSON
 //! (docker's keys; whatever else the parent config holds is kept).
 
@@ -17,6 +18,9 @@ pub enum Instruction {
     StopSignal(String),
     User(String),
     Workdir(String),
+    Volume(Vec<String>),
+    /// A trigger for a later build, kept as written.
+    OnBuild(String),
 }
 
 /// Parse one `-c` value.
@@ -48,10 +52,13 @@ pub fn parse(change: &str) -> Result<Instruction, CommitError> {
         "STOPSIGNAL" => Instruction::StopSignal(signal(rest).map_err(bad)?),
         "USER" => Instruction::User(rest.to_string()),
         "WORKDIR" => Instruction::Workdir(rest.to_string()),
+        "VOLUME" => Instruction::Volume(volumes(rest).map_err(bad)?),
+        "ONBUILD" => Instruction::OnBuild(trigger(rest).map_err(bad)?),
         _ => {
             return Err(bad(format!(
-            "unknown instruction {word} (commit takes CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, WORKDIR)"
-        )))
+                "unknown instruction {word} (commit takes CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, \
+                 STOPSIGNAL, USER, VOLUME, WORKDIR)"
+            )))
         }
     })
 }
@@ -114,6 +121,29 @@ fn words(rest: &str) -> Result<Vec<String>, String> {
     }
     out.extend(word);
     Ok(out)
+}
+
+/// `VOLUME ["/a", "/b"]` or `VOLUME /a /b`: absolute paths.
+fn volumes(rest: &str) -> Result<Vec<String>, String> {
+    let paths = match serde_json::from_str::<Vec<String>>(rest) {
+        Ok(paths) if rest.starts_with('[') => paths,
+        _ => words(rest)?,
+    };
+    match paths.iter().find(|p| !p.starts_with('/')) {
+        Some(p) => Err(format!("volume {p:?} is not an absolute path")),
+        None if paths.is_empty() => Err("VOLUME requires a path".into()),
+        None => Ok(paths),
+    }
+}
+
+/// An ONBUILD trigger: any instruction but the ones docker refuses there.
+fn trigger(rest: &str) -> Result<String, String> {
+    let word = rest.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+    match word.as_str() {
+        "ONBUILD" => Err("chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into()),
+        "FROM" | "MAINTAINER" => Err(format!("{word} isn't allowed as an ONBUILD trigger")),
+        _ => Ok(rest.to_string()),
+    }
 }
 
 /// `80`, `80/tcp`, `53/udp` as docker keys them (`80/tcp`).
@@ -188,6 +218,21 @@ pub fn apply(image_config: &mut Map<String, Value>, changes: &[Instruction]) {
             }
             Instruction::User(u) => {
                 config.insert("User".into(), json!(u));
+            }
+            Instruction::Volume(paths) => {
+                let map = object_at(config, "Volumes");
+                for p in paths {
+                    map.insert(p.clone(), json!({}));
+                }
+            }
+            Instruction::OnBuild(trigger) => {
+                let slot = config.entry("OnBuild").or_insert_with(|| json!([]));
+                if !slot.is_array() {
+                    *slot = json!([]);
+                }
+                if let Some(list) = slot.as_array_mut() {
+                    list.push(json!(trigger));
+                }
             }
             Instruction::Workdir(dir) => {
                 let base = config.get("WorkingDir").and_then(Value::as_str).unwrap_or("/");
@@ -265,6 +310,9 @@ mod tests {
             "LABEL novalue",
             "ENV A",
             "LABEL a=\"x",
+            "VOLUME data",
+            "ONBUILD ONBUILD RUN x",
+            "ONBUILD FROM busybox",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
@@ -278,6 +326,9 @@ mod tests {
             parse("ENTRYPOINT [\"/bin/app\"]").unwrap(),
             parse("WORKDIR sub").unwrap(),
             parse("LABEL x=y").unwrap(),
+            parse(r#"VOLUME ["/data", "/logs"]"#).unwrap(),
+            parse("VOLUME /cache").unwrap(),
+            parse("ONBUILD RUN make").unwrap(),
         ];
         apply(image.as_object_mut().unwrap(), &changes);
         let config = &image["config"];
@@ -286,5 +337,7 @@ mod tests {
         assert_eq!(config["Cmd"], Value::Null);
         assert_eq!(config["WorkingDir"], json!("/app/sub"));
         assert_eq!(config["Labels"], json!({"x": "y"}));
+        assert_eq!(config["Volumes"], json!({"/data": {}, "/logs": {}, "/cache": {}}));
+        assert_eq!(config["OnBuild"], json!(["RUN make"]));
     }
 }
