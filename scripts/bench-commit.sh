@@ -46,8 +46,6 @@ umoci config --image "$layout:base" --os linux --architecture amd64 --config.cmd
 base="$(registry base)/base:latest"
 skopeo copy -q --dest-tls-verify=false "oci:$layout:base" "docker://$base"
 
-settle() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-
 mocker_run() { # mocker_run NAME [commit options...]
     local name=$1 root=$work/$1-$i upper
     shift

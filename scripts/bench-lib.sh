@@ -11,10 +11,19 @@ registry() { # registry NAME -> starts an empty loopback registry, prints host:p
     docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
     echo $! >"$dir/pid"
     for _ in $(seq 100); do
-        curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break
+        if curl -sf "http://127.0.0.1:$port/v2/" >/dev/null; then
+            echo "127.0.0.1:$port"
+            return
+        fi
         sleep 0.1
     done
-    echo "127.0.0.1:$port"
+    echo "bench: the registry $1 did not start (see $dir/log)" >&2
+    exit 1
+}
+
+settle() { # dirty pages written, the page cache dropped: every run starts cold
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
 }
 
 stop_registries() {

@@ -3,7 +3,8 @@
 # benchmark image (`single`, built by umoci in `test-env.sh start-bench`) to
 # an empty loopback registry, `mocker push` from its store vs `skopeo copy`
 # from the OCI layout umoci wrote, each run into a registry of its own
-# (started and stopped outside the timing), alternating. Reports wall time
+# (started and stopped outside the timing), alternating, each from a
+# dropped page cache (both read their blobs from disk). Reports wall time
 # and peak RSS per run and the ratio of the medians (target: mocker at most
 # 1.2x skopeo).
 # Usage: scripts/bench-push.sh [RUNS]; MOCKER_BIN=path uses a given binary,
@@ -41,8 +42,10 @@ source "$bench/env"
 for i in $(seq "$runs"); do
     target=$(registry "mocker-$i")
     "$MOCKER_BIN" --root "$work/root" tag "$MOCKER_BENCH_SINGLE" "$target/single:latest"
+    settle
     timed mocker "$MOCKER_BIN" --root "$work/root" push "$target/single:latest"
     target=$(registry "skopeo-$i")
+    settle
     timed skopeo skopeo copy -q --dest-tls-verify=false "oci:$bench/oci:single" "docker://$target/single:latest"
 done
 

@@ -101,7 +101,10 @@ pub fn one_in(s: &Session, input: &str) -> Result<ImageRecord> {
         let named: HashSet<Digest> = s.refs()?.into_values().collect();
         found.sort_by_key(|i| (!named.contains(&i.manifest_digest), i.manifest_digest.to_string()));
     }
-    found.into_iter().next().ok_or_else(|| Error::NoSuchImage(input.to_string()))
+    found
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::NoSuchImage(input.to_string()))
 }
 
 /// [`one_in`] in a session of its own.

@@ -8,6 +8,7 @@ fn main() {
     match std::env::args_os().nth(1).as_ref().and_then(|a| a.to_str()) {
         Some("__monitor") => std::process::exit(mocker::container::monitor::main()),
         Some("__exec") => std::process::exit(mocker::runtime::exec::main()),
+        Some("__thaw-watch") => std::process::exit(mocker::container::pause::watch_main()),
         _ => {}
     }
     std::process::exit(cli::run());

@@ -124,6 +124,21 @@ fn skopeo_archives_load_and_run() {
     let inspect = json(root.ok(&["image", "inspect", &id[..19]]).as_bytes());
     assert_eq!(inspect.as_array().unwrap().len(), 1, "{inspect}");
     assert_eq!(inspect[0]["RepoTags"], serde_json::json!(["loaded/busybox:v1"]));
+    // Named through its other manifest too: inspect lists every name.
+    let named_oci = work.path().join("busybox-oci-named.tar");
+    skopeo(&[
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &source,
+        &format!("oci-archive:{}:localhost/oci/busybox:v2", named_oci.display()),
+    ]);
+    root.ok(&["load", "-i", named_oci.to_str().unwrap()]);
+    let inspect = json(root.ok(&["image", "inspect", "loaded/busybox:v1"]).as_bytes());
+    assert_eq!(
+        inspect[0]["RepoTags"],
+        serde_json::json!(["loaded/busybox:v1", "localhost/oci/busybox:v2"])
+    );
     root.assert_healthy();
 
     // Compressed archives, from standard input.

@@ -342,7 +342,19 @@ fn a_commit_keeps_what_the_container_ran() {
     root.ok(&["pull", "-q", &toolbox]);
     let script = "mkdir -p /srv && echo $MODE-$(pwd) >> /srv/out; cat /srv/out";
     root.ok(&[
-        "run", "--name", "ctr", "--network", "none", "-e", "MODE=kept", "-w", "/srv", &toolbox, "sh", "-c", script,
+        "run",
+        "--name",
+        "ctr",
+        "--network",
+        "none",
+        "-e",
+        "MODE=kept",
+        "-w",
+        "/srv",
+        &toolbox,
+        "sh",
+        "-c",
+        script,
     ]);
     root.ok(&["commit", "ctr", "kept:v1"]);
     let inspect = json(root.ok(&["image", "inspect", "kept:v1"]).as_bytes());
@@ -351,7 +363,10 @@ fn a_commit_keeps_what_the_container_ran() {
     assert_eq!(config["WorkingDir"], "/srv");
     let env = config["Env"].as_array().unwrap();
     assert!(env.contains(&serde_json::json!("MODE=kept")), "{env:?}");
-    assert!(!env.iter().any(|e| e.as_str().unwrap().starts_with("HOSTNAME=")), "{env:?}");
+    assert!(
+        !env.iter().any(|e| e.as_str().unwrap().starts_with("HOSTNAME=")),
+        "{env:?}"
+    );
     let history = inspect[0]["ImageConfig"]["history"].as_array().unwrap();
     assert_eq!(history.last().unwrap()["created_by"], format!("sh -c {script}"));
     // Run bare, it does it again over what the container left.
@@ -369,31 +384,72 @@ fn freezer_state(id: &str) -> String {
     std::fs::read_to_string(format!("/sys/fs/cgroup/freezer/mocker/{id}/freezer.state")).unwrap_or_default()
 }
 
-/// A commit killed while its container is paused leaves the cgroup frozen
-/// (nothing can thaw it from the dead commit); the next signal thaws it,
-/// so `stop` works at once instead of waiting out SIGKILL.
-#[test]
-fn a_container_left_frozen_by_a_killed_commit_still_stops() {
-    let root = Root::new();
+/// A running container of `NOISE`, its layer written; its id.
+fn noisy(root: &Root) -> String {
     let toolbox = image("toolbox");
     root.ok(&["pull", "-q", &toolbox]);
     let script = format!("{NOISE}; touch /done; exec sleep 1000");
     let id = root.ok(&["run", "-d", "--network", "none", &toolbox, "sh", "-c", &script]);
-    let id = id.trim();
-    wait_until("the noise", || root.ok(&["diff", id]).contains("A /done"));
-    let mut commit = root.spawn_quiet(&["commit", id, "killed:v1"]);
+    let id = id.trim().to_string();
+    wait_until("the noise", || root.ok(&["diff", &id]).contains("A /done"));
+    id
+}
+
+/// A commit of `id` in a process group of its own, once it has frozen it.
+fn commit_frozen(root: &Root, id: &str) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let commit = root
+        .command()
+        .args(["commit", id, "killed:v1"])
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     wait_until("the freeze", || freezer_state(id).trim() == "FROZEN");
+    commit
+}
+
+/// A commit killed (SIGKILL) while its container is paused: its watchdog
+/// thaws the container.
+#[test]
+fn a_commit_killed_while_its_container_is_paused_does_not_leave_it_frozen() {
+    let root = Root::new();
+    let id = noisy(&root);
+    let mut commit = commit_frozen(&root, &id);
     commit.kill().unwrap();
     commit.wait().unwrap();
-    assert_eq!(freezer_state(id).trim(), "FROZEN", "left frozen");
-    // Frozen, the SIGKILL after the grace would not be delivered either,
-    // and stop would give up after 30 s.
+    wait_until("the thaw", || freezer_state(&id).trim() == "THAWED");
+    assert_eq!(root.ok(&["exec", &id, "cat", "/done"]), "");
+    root.ok(&["rm", "-f", &id]);
+}
+
+/// Should the watchdog die with the commit (a SIGKILL to the whole process
+/// group), the cgroup stays frozen, where v1 tasks take no signal, not even
+/// SIGKILL; the next signal thaws it, so `stop` works at once instead of
+/// giving up after 30 s.
+#[test]
+fn a_container_left_frozen_by_a_killed_commit_still_stops() {
+    let root = Root::new();
+    let id = noisy(&root);
+    let mut commit = commit_frozen(&root, &id);
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(commit.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    commit.wait().unwrap();
+    assert_eq!(freezer_state(&id).trim(), "FROZEN", "left frozen");
     let started = std::time::Instant::now();
-    root.ok(&["stop", "-t", "1", id]);
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
-    let inspect = json(root.ok(&["inspect", id]).as_bytes());
+    root.ok(&["stop", "-t", "1", &id]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let inspect = json(root.ok(&["inspect", &id]).as_bytes());
     assert_eq!(inspect[0]["State"]["Status"], "exited");
-    root.ok(&["rm", id]);
+    root.ok(&["rm", &id]);
 }
 
 /// `rm` of a container a commit is reading waits for the commit, which
@@ -415,7 +471,16 @@ fn rm_waits_for_a_commit_reading_the_layer() {
     root.ok(&["rm", "ctr"]);
     let out = commit.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let seen = root.ok(&["run", "--rm", "--network", "none", "whole:v1", "sh", "-c", "cat /f* | wc -c"]);
+    let seen = root.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "whole:v1",
+        "sh",
+        "-c",
+        "cat /f* | wc -c",
+    ]);
     assert_eq!(seen.trim(), ((40u64 * 3) << 20).to_string());
     assert!(root.containers().is_empty(), "{:?}", root.containers());
 }

@@ -17,10 +17,10 @@ use super::plan::Planned;
 use crate::commit::Instruction;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::gc::LeaseGuard;
 use crate::manifest;
 use crate::newlayer::{self, Compression};
 use crate::platform::Platform;
-use crate::gc::LeaseGuard;
 use crate::reference::ImageRef;
 use crate::Mocker;
 
@@ -90,11 +90,11 @@ fn import_leased(
     };
     let mut input = decompressed(input)?;
     let scratch = mocker.snapshots.begin_scratch()?;
-    let what = format!("the tarball {}", opts.source);
+    let what = format!("the tarball {}", crate::download::shown(opts.source));
     let layer = newlayer::write(mocker, Compression::Gzip, &scratch, &what, |out| {
         std::io::copy(&mut input, out)
             .map(drop)
-            .map_err(|e| Error::io(format!("reading {}", opts.source), e))
+            .map_err(|e| Error::io(format!("reading {what}"), e))
     })?;
     let diff_id = layer.unpacked.diff_id.clone();
     // One layer: its chain ID is its diff_id.
@@ -159,7 +159,7 @@ fn config(opts: &ImportOptions, changes: &[Instruction], layer: &Digest) -> Resu
     let now = crate::timestamp::format(&crate::timestamp::now());
     let comment = match opts.message {
         Some(m) => m.to_string(),
-        None => format!("Imported from {}", opts.source),
+        None => format!("Imported from {}", crate::download::shown(opts.source)),
     };
     let mut doc = json!({
         "architecture": host.arch,

@@ -7,18 +7,16 @@
 
 mod changes;
 
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use serde_json::{json, Value};
 
 use crate::container::{self, Writable};
 use crate::digest::{chain_ids, Digest};
 use crate::error::{Error, Result};
+use crate::gc::LeaseGuard;
 use crate::index::{Batch, ImageRecord};
 use crate::manifest::{self, Document};
-use crate::gc::LeaseGuard;
-use crate::reference::ImageRef;
-use crate::runtime::cgroup::ContainerCgroup;
 use crate::newlayer::{self, Layer};
+use crate::reference::ImageRef;
 use crate::Mocker;
 
 pub use changes::Instruction;
@@ -92,7 +90,7 @@ pub fn commit(mocker: &Mocker, container: &str, reference: Option<&str>, opts: &
         })?;
     let scratch = mocker.snapshots.begin_scratch()?;
     let layer = {
-        let _paused = Paused::pause(&w, opts.pause)?;
+        let _paused = container::pause::pause(mocker, &w, opts.pause)?;
         let what = format!("the layer of container {}", &w.id[..w.id.len().min(12)]);
         newlayer::write(mocker, opts.compression, &scratch, &what, |out| {
             crate::export::write_layer(&w.upper, &what, &w.skip, out)
@@ -155,50 +153,6 @@ fn record(
     mocker.index.session(|s| s.apply(&batch))?;
     lease.committed = true;
     Ok(())
-}
-
-/// A running container's cgroup, frozen until dropped. While it is frozen
-/// the signals that would end this process (Ctrl-C, a terminal hang-up, a
-/// plain kill) are ignored, so the thaw always runs: nothing else thaws a
-/// container, and its tasks cannot even be killed while frozen.
-struct Paused(Option<(ContainerCgroup, Vec<(Signal, SigAction)>)>);
-
-const SPARED_BY: [Signal; 4] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
-
-impl Paused {
-    fn pause(w: &Writable, pause: bool) -> Result<Paused> {
-        if !(pause && w.running) {
-            return Ok(Paused(None));
-        }
-        // No cgroup: it ended meanwhile, and nothing writes to its layer.
-        let Some(cgroup) = ContainerCgroup::load(&w.id) else {
-            return Ok(Paused(None));
-        };
-        let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-        // SAFETY: installs the ignore disposition (no handler code runs);
-        // the previous actions are restored on drop.
-        let previous = SPARED_BY
-            .iter()
-            .filter_map(|&sig| unsafe { sigaction(sig, &ignore) }.ok().map(|old| (sig, old)))
-            .collect();
-        let paused = Paused(Some((cgroup, previous)));
-        if let Some((cgroup, _)) = &paused.0 {
-            cgroup.freeze()?;
-        }
-        Ok(paused)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        if let Some((cgroup, previous)) = &self.0 {
-            let _ = cgroup.thaw();
-            for (sig, action) in previous {
-                // SAFETY: puts back the action this process had before.
-                let _ = unsafe { sigaction(*sig, action) };
-            }
-        }
-    }
 }
 
 /// The new image's documents and the records describing them.
@@ -283,10 +237,16 @@ fn take_run_config(object: &mut serde_json::Map<String, Value>, run: &crate::run
         return;
     };
     let fields = [
-        ("Entrypoint", (!run.entrypoint.is_empty()).then(|| json!(run.entrypoint))),
+        (
+            "Entrypoint",
+            (!run.entrypoint.is_empty()).then(|| json!(run.entrypoint)),
+        ),
         ("Cmd", (!run.cmd.is_empty()).then(|| json!(run.cmd))),
         ("Env", (!run.env.is_empty()).then(|| json!(run.env))),
-        ("WorkingDir", (!run.working_dir.is_empty()).then(|| json!(run.working_dir))),
+        (
+            "WorkingDir",
+            (!run.working_dir.is_empty()).then(|| json!(run.working_dir)),
+        ),
         ("User", (!run.user.is_empty()).then(|| json!(run.user))),
     ];
     for (key, value) in fields {

@@ -131,6 +131,7 @@ fn materialize(
         _ => None,
     };
     make_dir(mocker, id)?;
+    super::readers::make(&dir)?;
     std::fs::create_dir_all(dir.join("rootfs")).ctx(|| format!("creating {}", dir.display()))?;
     let files = write_etc_files(
         &dir,

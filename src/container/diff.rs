@@ -57,7 +57,7 @@ pub struct Writable {
 /// Find container `query`'s writable layer.
 pub fn writable(mocker: &Mocker, query: &str) -> Result<Writable> {
     let container = get(mocker, query)?;
-    let reading = super::readers::hold(&super::paths::dir_of(mocker, &container.record.id))?;
+    let reading = super::readers::hold(&super::paths::dir_of(mocker, &container.record.id), query)?;
     let config = container.config()?;
     if config.init.userns.is_some() {
         return Err(Error::Io {

@@ -62,19 +62,6 @@ pub trait Host {
 /// The real host.
 pub struct Linux;
 
-/// A frozen cgroup that no commit is reading is one a killed commit left:
-/// thawed, so the signal is delivered (nothing else freezes a container).
-fn thaw_if_stale(dir: &Path) {
-    let Some(id) = dir.file_name().and_then(|n| n.to_str()) else {
-        return;
-    };
-    if super::readers::unheld(dir) {
-        if let Some(cgroup) = ContainerCgroup::load(id) {
-            let _ = cgroup.thaw();
-        }
-    }
-}
-
 impl Host for Linux {
     fn monitor_alive(&self, dir: &Path) -> bool {
         let Ok(file) = std::fs::File::open(super::monitor::lock_path(dir)) else {
@@ -96,7 +83,8 @@ impl Host for Linux {
             }
             .into()
         };
-        thaw_if_stale(dir);
+        // A freeze whose maker died: thawed, so the signal is delivered.
+        super::pause::thaw_unless_read(dir);
         match pid1(dir, pid) {
             Ok(Some(target)) => match target.signal(signal) {
                 Err(e) if e.raw_os_error() != Some(nix::libc::ESRCH) => Err(failed(e)),
@@ -117,8 +105,6 @@ impl Host for Linux {
     fn clear_cgroup(&self, id: &str) {
         if let Some(cgroup) = ContainerCgroup::load(id) {
             cgroup.kill_all();
-            // Frozen tasks die only once thawed.
-            let _ = cgroup.thaw();
             let _ = cgroup.remove();
         }
     }

@@ -25,6 +25,7 @@ mod lookup;
 pub mod monitor;
 pub mod names;
 mod paths;
+pub mod pause;
 mod prune;
 mod readers;
 mod remove;

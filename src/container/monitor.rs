@@ -305,12 +305,8 @@ fn auto_remove(dir: &Path, config: &ContainerConfig) -> Result<()> {
 /// removed (checked after the lock: see `removing_path`).
 fn take_lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     // Not truncated before it is ours: a live monitor's pid is in it.
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_path(dir))
-        .ctx(|| format!("creating {}", lock_path(dir).display()))?;
+    let file =
+        super::paths::open_lock_file(&lock_path(dir), true).ctx(|| format!("creating {}", lock_path(dir).display()))?;
     // Briefly retried: a removal's check, or a reader's probe of whether
     // a monitor lives, holds it for a moment.
     let mut file = file;

@@ -32,3 +32,13 @@ pub(super) fn make_dir(mocker: &Mocker, id: &str) -> Result<()> {
     std::fs::set_permissions(&containers, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .ctx(|| format!("chmod {}", containers.display()))
 }
+
+/// Open a lock file of a container's directory for writing, never
+/// truncated (a monitor's pid may be in it); made if `create`.
+pub(super) fn open_lock_file(path: &Path, create: bool) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(create)
+        .truncate(false)
+        .write(true)
+        .open(path)
+}

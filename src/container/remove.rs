@@ -61,11 +61,7 @@ pub(super) fn remove_container_on(
 /// removal then takes back.
 pub(super) fn claim_for_removal(dir: &Path) -> bool {
     // Created if missing, so a first start cannot slip in unlocked.
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(monitor::lock_path(dir));
+    let file = super::paths::open_lock_file(&monitor::lock_path(dir), true);
     let lock = match file {
         Ok(file) => match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Some(lock),

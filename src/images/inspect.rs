@@ -46,12 +46,17 @@ pub struct Descriptor {
 
 /// The document of the image `input` names (as a list, as docker prints it).
 pub fn details(mocker: &Mocker, input: &str) -> Result<Vec<ImageInspect>> {
-    let images = [crate::lookup::one(mocker, input)?];
-    let (refs, snapshots) = mocker.index.session(|s| Ok((s.refs()?, s.snapshots()?)))?;
-    images
-        .iter()
-        .map(|image| inspect_one(mocker, &refs, &snapshots, image))
-        .collect()
+    let (image, siblings, refs, snapshots) = mocker.index.session(|s| {
+        let image = crate::lookup::one_in(s, input)?;
+        // Every manifest of the image ID: docker lists all its names.
+        let siblings: Vec<ImageRecord> = s
+            .images()?
+            .into_values()
+            .filter(|i| i.config_digest == image.config_digest)
+            .collect();
+        Ok((image, siblings, s.refs()?, s.snapshots()?))
+    })?;
+    Ok(vec![inspect_one(mocker, &refs, &snapshots, &image, &siblings)?])
 }
 
 /// [`details`] as JSON values, which the CLI prints with containers'.
@@ -72,6 +77,7 @@ fn inspect_one(
     refs: &BTreeMap<String, Digest>,
     snapshots: &BTreeMap<String, SnapshotRecord>,
     image: &ImageRecord,
+    siblings: &[ImageRecord],
 ) -> Result<ImageInspect> {
     let parse = |digest: &Digest, limit: u64| -> Result<Value> {
         let bytes = mocker.store.read_small(digest, limit)?;
@@ -82,7 +88,7 @@ fn inspect_one(
     };
     let config = parse(&image.config_digest, MAX_CONFIG_BYTES)?;
     let manifest = parse(&image.manifest_digest, MAX_MANIFEST_BYTES)?;
-    let (repo_tags, repo_digests) = names(refs, image);
+    let (repo_tags, repo_digests) = names(refs, siblings);
     Ok(ImageInspect {
         id: image.config_digest.clone(),
         repo_tags,
@@ -94,7 +100,9 @@ fn inspect_one(
         size: image_size(snapshots, mocker, image),
         config: config.get("config").cloned(),
         // docker's names for the config's rootfs.
-        root_fs: config.get("rootfs").map(|r| serde_json::json!({"Type": r["type"], "Layers": r["diff_ids"]})),
+        root_fs: config
+            .get("rootfs")
+            .map(|r| serde_json::json!({"Type": r["type"], "Layers": r["diff_ids"]})),
         descriptor: Descriptor {
             media_type: image.manifest_media_type.clone(),
             digest: image.manifest_digest.clone(),
@@ -105,14 +113,15 @@ fn inspect_one(
     })
 }
 
-/// The image's `name:tag`s and `name@repo-digest`s, in docker's short form.
-fn names(refs: &BTreeMap<String, Digest>, image: &ImageRecord) -> (Vec<String>, Vec<String>) {
+/// The `name:tag`s and `name@repo-digest`s of the image's manifests, in
+/// docker's short form.
+fn names(refs: &BTreeMap<String, Digest>, manifests: &[ImageRecord]) -> (Vec<String>, Vec<String>) {
     let mut tags = Vec::new();
     let mut digests = Vec::new();
     for (key, m) in refs {
-        if *m != image.manifest_digest {
+        let Some(image) = manifests.iter().find(|i| i.manifest_digest == *m) else {
             continue;
-        }
+        };
         let (name, tag, _) = split_index_key(key);
         if let Some(t) = tag {
             tags.push(format!("{}:{t}", familiar_name(name)));

@@ -127,7 +127,7 @@ enum Encoder {
 impl Encoder {
     fn new(compression: Compression, blob: NewBlob) -> io::Result<Encoder> {
         Ok(match compression {
-            Compression::Gzip => Encoder::Gzip(pgzip::ParallelGz::new(blob)),
+            Compression::Gzip => Encoder::Gzip(pgzip::ParallelGz::new(blob)?),
             Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(blob, 3)?),
         })
     }

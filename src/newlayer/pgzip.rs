@@ -18,6 +18,10 @@ use flate2::write::GzEncoder;
 /// Bytes of input per member.
 const BLOCK: usize = 1 << 20;
 
+/// Past a few cores the disk is the limit; this bounds the memory in
+/// flight (two blocks per worker, in and out).
+const MAX_WORKERS: usize = 8;
+
 type Job = (Vec<u8>, Sender<io::Result<Vec<u8>>>);
 
 pub struct ParallelGz<W: Write> {
@@ -32,32 +36,38 @@ pub struct ParallelGz<W: Write> {
 }
 
 impl<W: Write> ParallelGz<W> {
-    pub fn new(out: W) -> ParallelGz<W> {
-        let count = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// Fails only if not even one worker thread can be made.
+    pub fn new(out: W) -> io::Result<ParallelGz<W>> {
+        let count = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS));
         let (tx, rx) = mpsc::sync_channel::<Job>(count);
         let rx = Arc::new(Mutex::new(rx));
-        let workers = (0..count)
-            .map(|_| {
-                let rx = Arc::clone(&rx);
-                std::thread::spawn(move || loop {
-                    // The lock is held only to take a job, not to do it.
-                    let job = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((block, done)) = job else { return };
-                    let _ = done.send(member(&block));
-                })
-            })
-            .collect();
-        ParallelGz {
+        let mut workers = Vec::new();
+        for _ in 0..count {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new().name("gzip".into()).spawn(move || loop {
+                // The lock is held only to take a job, not to do it.
+                let job = match rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok((block, done)) = job else { return };
+                let _ = done.send(member(&block));
+            });
+            match spawned {
+                Ok(worker) => workers.push(worker),
+                // Fewer workers (a thread limit): slower, not wrong.
+                Err(e) if workers.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(ParallelGz {
             out,
             block: Vec::with_capacity(BLOCK),
             jobs: Some(tx),
             pending: VecDeque::new(),
             members: 0,
             workers,
-        }
+        })
     }
 
     /// Hand the current block to a worker; write finished members while
@@ -134,7 +144,7 @@ mod tests {
     use super::*;
 
     fn roundtrip(input: &[u8]) -> Vec<u8> {
-        let mut gz = ParallelGz::new(Vec::new());
+        let mut gz = ParallelGz::new(Vec::new()).unwrap();
         // Odd-sized writes, so blocks are filled across calls.
         for piece in input.chunks(70_001) {
             gz.write_all(piece).unwrap();
@@ -149,7 +159,9 @@ mod tests {
 
     #[test]
     fn members_in_order_make_the_stream() {
-        let input: Vec<u8> = (0..(3 * BLOCK + 12345) as u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let input: Vec<u8> = (0..(3 * BLOCK + 12345) as u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         assert_eq!(roundtrip(&input), input);
         assert_eq!(roundtrip(&input[..BLOCK]), &input[..BLOCK]);
         assert_eq!(roundtrip(b""), b"");

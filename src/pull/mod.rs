@@ -8,7 +8,6 @@ pub mod follow;
 mod layers;
 mod resolve;
 
-
 use oci_spec::image::ImageConfiguration;
 
 use crate::digest::{chain_ids, Digest};
@@ -94,7 +93,6 @@ pub struct Pulled {
     /// Layers that were transferred (not already in the store).
     pub downloaded_layers: usize,
 }
-
 
 pub async fn pull(
     mocker: &Mocker,
@@ -227,4 +225,3 @@ fn record_image(
     })?;
     Ok((image, updated))
 }
-

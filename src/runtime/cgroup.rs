@@ -152,13 +152,22 @@ impl ContainerCgroup {
         cgroup.exists().then_some(ContainerCgroup { cgroup })
     }
 
-    /// SIGKILL every process left in the cgroup (its monitor is gone).
+    /// SIGKILL every process left in the cgroup (its monitor is gone) and
+    /// wait, bounded, until they have left it, so it can be removed.
     pub fn kill_all(&self) {
         for pid in self.cgroup.procs() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid.pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
+        }
+        // A freeze a dead commit left: its tasks die only once thawed.
+        if let Ok(freezer) = self.freezer() {
+            let _ = freezer.thaw();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !self.cgroup.procs().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 

@@ -144,7 +144,11 @@ pub fn process_for(run: &RunConfig, overrides: &Overrides, container_id: &str) -
     if args.is_empty() {
         return Err(RuntimeError::NoCommand.into());
     }
+    // As docker's runtime, not its container config: a default PATH.
     let mut env = run.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
     let hostname = overrides
         .hostname
         .clone()
@@ -204,13 +208,10 @@ fn command(config: &Config, overrides: &Overrides) -> (Vec<String>, Vec<String>)
     (entrypoint, cmd)
 }
 
-/// The image's Env (with a default PATH) and then `-e` overrides: `KEY=VALUE`
+/// The image's Env and then `-e` overrides: `KEY=VALUE`
 /// replaces KEY, a bare `KEY` takes our own value (or is dropped).
 fn environment(config: &Config, overrides: &[String]) -> Result<Vec<String>> {
     let mut env = config.env().clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, DEFAULT_PATH.to_string());
-    }
     for var in overrides {
         if var.is_empty() || var.starts_with('=') {
             return Err(RuntimeError::InvalidEnv(var.clone()).into());
