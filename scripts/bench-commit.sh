@@ -17,14 +17,10 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 
 command -v podman >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman >/dev/null
-scripts/test-env.sh install
-if [[ -z ${MOCKER_BIN:-} ]]; then
-    cargo build --release --locked -q
-    MOCKER_BIN=$PWD/target/release/mocker
-fi
-work=$(mktemp -d /tmp/mocker-bench-commit.XXXXXX)
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
+mocker_binary
+work=$(mktemp -d /tmp/mocker-bench-commit.XXXXXX)
 cleanup() {
     stop_registries
     grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r umount -l 2>/dev/null || true

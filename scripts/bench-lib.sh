@@ -2,6 +2,14 @@
 # directory) and appends to $work/results, one "NAME seconds peak_rss_kib"
 # line per timed run.
 
+mocker_binary() { # the test packages installed; MOCKER_BIN, built from this tree unless given
+    scripts/test-env.sh install
+    if [[ -z ${MOCKER_BIN:-} ]]; then
+        cargo build --release --locked -q
+        MOCKER_BIN=$PWD/target/release/mocker
+    fi
+}
+
 registry() { # registry NAME -> starts an empty loopback registry, prints host:port
     local dir=$work/reg-$1 port
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -13,14 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 
-scripts/test-env.sh install
-if [[ -z ${MOCKER_BIN:-} ]]; then
-    cargo build --release --locked -q
-    MOCKER_BIN=$PWD/target/release/mocker
-fi
-work=$(mktemp -d /tmp/mocker-bench-push.XXXXXX)
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
+mocker_binary
+work=$(mktemp -d /tmp/mocker-bench-push.XXXXXX)
 cleanup() {
     stop_registries
     [[ -n ${MOCKER_BENCH_ENV:-} ]] || scripts/test-env.sh stop "$work"

@@ -29,11 +29,9 @@ if ((${#need[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-scripts/test-env.sh install
-if [[ -z ${MOCKER_BIN:-} ]]; then
-    cargo build --release --locked -q
-    MOCKER_BIN=$PWD/target/release/mocker
-fi
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
+mocker_binary
 mocker=$MOCKER_BIN
 work=$(mktemp -d /tmp/mocker-bench.XXXXXX)
 cleanup() {
@@ -75,10 +73,6 @@ timed() { # timed NAME CMD... -> appends "NAME seconds peak_rss_kib"
     echo "$name $(cat "$work/time")" >>"$work/results"
 }
 
-median() { # median NAME FIELD
-    awk -v t="$1" -v f="$2" '$1==t {print $f}' "$work/results" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
-}
-
 single_blob=$(skopeo inspect --raw --tls-verify=false "docker://$MOCKER_BENCH_SINGLE" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][0]["digest"])')
 : >"$work/results"
@@ -98,13 +92,11 @@ done
 size=$(du -sb "$work/mocker-single-1/blobs" | cut -f1)
 unpacked=$(du -sb "$work/mocker-single-1/snapshots" | cut -f1)
 echo "single: one layer, $((size / 1000000)) MB gzip, $((unpacked / 1000000)) MB unpacked; three: the same files in 3 layers; twenty: usr/bin in 20 layers"
-printf '%-14s %s\n' run "wall seconds (peak RSS KiB) per run"
-for name in mocker-single ctr-single floor mocker-three ctr-three mocker-twenty ctr-twenty ${MOCKER_BASE:+base-single base-three base-twenty}; do
-    printf '%-14s %s (median %s s)\n' "$name" "$(awk -v t="$name" '$1==t {printf "%s (%s) ", $2, $3}' "$work/results")" "$(median "$name" 2)"
-done
-ratio() { echo "scale=2; $1 / $2" | bc; }
-echo "single: mocker / ctr   = $(ratio "$(median mocker-single 2)" "$(median ctr-single 2)") (target: at most 0.40)"
-echo "single: mocker / floor = $(ratio "$(median mocker-single 2)" "$(median floor 2)") (target: at most 1.25)"
-echo "three:  mocker / ctr   = $(ratio "$(median mocker-three 2)" "$(median ctr-three 2)") (target: at most 0.40)"
-echo "twenty: mocker / ctr   = $(ratio "$(median mocker-twenty 2)" "$(median ctr-twenty 2)")"
+printf '%-14s %s\n' run "wall seconds (peak RSS) per run"
+# shellcheck disable=SC2086
+report mocker-single ctr-single floor mocker-three ctr-three mocker-twenty ctr-twenty ${MOCKER_BASE:+base-single base-three base-twenty}
+echo "single: mocker / ctr   = $(ratio mocker-single ctr-single) (target: at most 0.40)"
+echo "single: mocker / floor = $(ratio mocker-single floor) (target: at most 1.25)"
+echo "three:  mocker / ctr   = $(ratio mocker-three ctr-three) (target: at most 0.40)"
+echo "twenty: mocker / ctr   = $(ratio mocker-twenty ctr-twenty)"
 echo "single: mocker peak RSS = $(($(median mocker-single 3) / 1024)) MiB (target: at most 64)"

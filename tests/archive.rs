@@ -427,18 +427,24 @@ fn with_stdin(root: &Root, args: &[&str], input: &[u8]) -> (bool, String, String
     )
 }
 
-#[test]
-fn import_makes_a_one_layer_image() {
+/// busybox's root filesystem as a tarball (mocker's `image export`).
+fn busybox_rootfs() -> Vec<u8> {
     let source = Root::new();
     source.ok(&["pull", "-q", &image("busybox")]);
-    let rootfs = source
+    let out = source
         .command()
         .args(["image", "export", &image("busybox")])
         .output()
         .unwrap();
-    assert!(rootfs.status.success());
+    assert!(out.status.success());
+    out.stdout
+}
+
+#[test]
+fn import_makes_a_one_layer_image() {
+    let rootfs = busybox_rootfs();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&rootfs.stdout).unwrap();
+    gz.write_all(&rootfs).unwrap();
     let gz = gz.finish().unwrap();
 
     let root = Root::new();
@@ -468,7 +474,7 @@ fn import_makes_a_one_layer_image() {
     assert_ne!(layer["digest"], inspect[0]["RootFS"]["Layers"][0]);
     assert_eq!(
         inspect[0]["RootFS"]["Layers"][0].as_str().unwrap(),
-        format!("sha256:{}", sha256_hex(&rootfs.stdout))
+        format!("sha256:{}", sha256_hex(&rootfs))
     );
     root.assert_healthy();
 
@@ -491,15 +497,8 @@ fn import_makes_a_one_layer_image() {
 
 #[test]
 fn import_reads_a_url() {
-    let source = Root::new();
-    source.ok(&["pull", "-q", &image("busybox")]);
-    let rootfs = source
-        .command()
-        .args(["image", "export", &image("busybox")])
-        .output()
-        .unwrap();
-    assert!(rootfs.status.success());
-    let zst = zstd::encode_all(&rootfs.stdout[..], 1).unwrap();
+    let rootfs = busybox_rootfs();
+    let zst = zstd::encode_all(&rootfs[..], 1).unwrap();
     // Any HTTP server will do: the fake registry serves a plain path.
     let server = FakeRegistry::start();
     server.route(
