@@ -183,3 +183,35 @@ fn pax_headers_and_long_names_are_bounded() {
         "a long path is refused by name"
     );
 }
+
+/// A stream `commit` or `import` tees to the unpacker has no meter of its
+/// own: the limit holds for the last entry's data and for whatever follows
+/// the end marker too, which a bomb of zeros would otherwise hide in.
+#[test]
+fn a_teed_stream_is_bounded_to_its_last_byte() {
+    let apply = |stream: Vec<u8>| {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, decoded) = mocker::unpack::decode::channel();
+        let feeder = std::thread::spawn(move || {
+            for chunk in stream.chunks(64 << 10) {
+                if tx.send(Ok(chunk.to_vec())).is_err() {
+                    return;
+                }
+            }
+        });
+        let limits = Limits {
+            max_unpacked_bytes: 256 << 10,
+        };
+        let result = mocker::unpack::apply_tar(decoded, dir.path(), limits, "layer").map_err(|e| e.to_string());
+        feeder.join().unwrap();
+        result
+    };
+    let small = tar_layer(&[("a", &[1u8; 1000])]);
+    assert!(apply(small.clone()).is_ok());
+    let err = apply(tar_layer(&[("big", &vec![1u8; 1 << 20])])).unwrap_err();
+    assert!(err.contains("exceeds the limit"), "{err}");
+    let mut trailing = small;
+    trailing.extend(vec![0u8; 4 << 20]);
+    let err = apply(trailing).unwrap_err();
+    assert!(err.contains("after the tar end exceeds the limit"), "{err}");
+}

@@ -80,7 +80,7 @@ pub fn commit(mocker: &Mocker, container: &str, reference: Option<&str>, opts: &
     if let Some(r) = reference.as_ref().filter(|r| r.digest().is_some()) {
         return Err(CommitError::DigestName(r.to_string()).into());
     }
-    let w = container::writable(mocker, container)?;
+    let w = container::writable(mocker, container, opts.pause)?;
     let parent = mocker
         .index
         .session(|s| s.get_image(&w.image_manifest))?

@@ -54,10 +54,12 @@ pub struct Writable {
     pub reading: super::Reading,
 }
 
-/// Find container `query`'s writable layer.
-pub fn writable(mocker: &Mocker, query: &str) -> Result<Writable> {
+/// Find container `query`'s writable layer, held for reading (see
+/// `readers`): exclusively by a reader that will freeze the container.
+pub fn writable(mocker: &Mocker, query: &str, will_pause: bool) -> Result<Writable> {
     let container = get(mocker, query)?;
-    let reading = super::readers::hold(&super::paths::dir_of(mocker, &container.record.id), query)?;
+    let dir = super::paths::dir_of(mocker, &container.record.id);
+    let reading = super::readers::hold(&dir, query, will_pause)?;
     let config = container.config()?;
     if config.init.userns.is_some() {
         return Err(Error::Io {
@@ -131,7 +133,7 @@ impl fmt::Display for Change {
 /// `diff CONTAINER`: its changes, parents before children (names sorted
 /// within a directory, as docker's walk lists them).
 pub fn diff(mocker: &Mocker, query: &str) -> Result<Vec<Change>> {
-    let w = writable(mocker, query)?;
+    let w = writable(mocker, query, false)?;
     let upper = open(&w.upper)?;
     let lowers = Lowers::open(&w.lowers)?;
     changes(&w, upper, &lowers).map_err(|e| Error::io(format!("reading the changes of {query}"), e.into()))

@@ -84,7 +84,7 @@ impl Host for Linux {
             .into()
         };
         // A freeze whose maker died: thawed, so the signal is delivered.
-        super::pause::thaw_unless_read(dir);
+        super::pause::thaw_unless_paused(dir);
         match pid1(dir, pid) {
             Ok(Some(target)) => match target.signal(signal) {
                 Err(e) if e.raw_os_error() != Some(nix::libc::ESRCH) => Err(failed(e)),

@@ -43,15 +43,23 @@ pub fn pause(mocker: &Mocker, w: &Writable, pause: bool) -> Result<Paused> {
         return Ok(Paused(None));
     };
     let dir = dir_of(mocker, &w.id);
-    let watchdog = Command::new("/proc/self/exe")
+    // Ignored first: the watchdog inherits it across exec, so no Ctrl-C
+    // can end it before it ignores the signals itself.
+    let previous = ignore(&SPARED_BY);
+    let spawned = Command::new("/proc/self/exe")
         .arg("__thaw-watch")
         .arg(&dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| Error::io("starting the watchdog of a paused container", e))?;
-    let previous = ignore(&SPARED_BY);
+        .spawn();
+    let watchdog = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            restore(&previous);
+            return Err(Error::io("starting the watchdog of a paused container", e));
+        }
+    };
     let paused = Paused(Some(Frozen {
         cgroup,
         previous,
@@ -67,10 +75,7 @@ impl Drop for Paused {
     fn drop(&mut self) {
         let Some(frozen) = &mut self.0 else { return };
         let _ = frozen.cgroup.thaw();
-        for (sig, action) in &frozen.previous {
-            // SAFETY: puts back the action this process had before.
-            let _ = unsafe { sigaction(*sig, action) };
-        }
+        restore(&frozen.previous);
         if let Some(mut pipe) = frozen.watchdog.stdin.take() {
             let _ = pipe.write_all(DONE);
         }
@@ -88,9 +93,16 @@ fn ignore(signals: &[Signal]) -> Vec<(Signal, SigAction)> {
         .collect()
 }
 
+fn restore(previous: &[(Signal, SigAction)]) {
+    for (sig, action) in previous {
+        // SAFETY: puts back the action this process had before.
+        let _ = unsafe { sigaction(*sig, action) };
+    }
+}
+
 /// Entry point of `mocker __thaw-watch DIR`: wait for the pausing command
-/// to say it is done, or to die; then thaw the container of `DIR` unless
-/// another command is reading it (and so may have frozen it itself).
+/// to say it is done, or to die; then thaw the container of `DIR` (once
+/// any other pausing commit is done with it).
 pub fn watch_main() -> i32 {
     let Some(dir) = std::env::args_os().nth(2).map(PathBuf::from) else {
         eprintln!("mocker: __thaw-watch is internal to `mocker commit`");
@@ -101,21 +113,20 @@ pub fn watch_main() -> i32 {
     let mut word = [0u8; 1];
     let done = matches!(std::io::stdin().read(&mut word), Ok(1));
     if !done {
-        thaw_unless_read(&dir);
+        thaw_unless_paused(&dir);
     }
     0
 }
 
-/// Thaw the container of `dir` if no reader holds it: its freeze is then
-/// one whose maker died. Under the exclusive hold, so no reader freezes it
-/// meanwhile.
-pub(super) fn thaw_unless_read(dir: &Path) {
+/// Thaw the container of `dir` once no pausing commit holds it: a freeze
+/// is then one whose maker died. Under the shared hold, so no commit
+/// freezes it meanwhile.
+pub(super) fn thaw_unless_paused(dir: &Path) {
     let Some(id) = dir.file_name().and_then(|n| n.to_str()) else {
         return;
     };
-    if let Ok(_excluded) = super::readers::unless_held(dir) {
-        if let Some(cgroup) = ContainerCgroup::load(id) {
-            let _ = cgroup.thaw();
-        }
+    let _unpaused = super::readers::unpaused(dir);
+    if let Some(cgroup) = ContainerCgroup::load(id) {
+        let _ = cgroup.thaw();
     }
 }

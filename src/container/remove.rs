@@ -109,6 +109,9 @@ pub(super) fn discard(host: &dyn Host, mocker: &Mocker, id: &str, config: Option
             None
         }
     };
+    // config.json before readers.lock: a reader that finds the lock gone
+    // then finds the container gone, and makes no new lock in its place.
+    let _ = std::fs::remove_file(dir.join("config.json"));
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -76,6 +76,10 @@ pub fn write(
     let (mut blob, unpacked) = match (produced, applied) {
         (Ok(blob), Ok(unpacked)) => (blob, unpacked),
         (Err(Error::Io { source, .. }), Err(e)) if source.kind() == io::ErrorKind::BrokenPipe => return Err(e),
+        // The blob's disk filled, whichever side's write noticed.
+        (Err(Error::Io { source, .. }), _) if source.raw_os_error() == Some(nix::libc::ENOSPC) => {
+            return Err(Error::DiskFull { what: what.to_string() })
+        }
         (Err(e), _) | (_, Err(e)) => return Err(e),
     };
     let (digest, size) = blob.seal()?;
@@ -216,6 +220,7 @@ pub fn publish(
                 &unpacked.implicit_dirs,
             )?;
         }
+        // `name` never answers Busy: it waits for the chain's lock.
         Begin::Exists(_) | Begin::Busy => {}
     }
     Ok(())

@@ -168,7 +168,13 @@ fn apply_stream(
         applier.hole_bytes = applier
             .hole_bytes
             .saturating_add(entry.sparse.as_ref().map_or(0, Sparse::hole_bytes));
-        if reader.position().saturating_add(applier.hole_bytes) > limits.max_unpacked_bytes {
+        // The entry's own data counts now, not at the next header: a last
+        // entry must not pass unmeasured (a stream of `channel` has no meter).
+        let reaches = reader
+            .position()
+            .saturating_add(entry.size)
+            .saturating_add(applier.hole_bytes);
+        if reaches > limits.max_unpacked_bytes {
             return Err(fail(format!(
                 "unpacked size exceeds the limit of {} bytes (sparse files count at their full size)",
                 limits.max_unpacked_bytes
@@ -180,8 +186,16 @@ fn apply_stream(
         })?;
         applier.entries += 1;
     }
-    io::copy(reader.into_inner(), &mut io::sink())
+    // What follows the end marker is hashed too, and bounded by the same limit.
+    let room = limits.max_unpacked_bytes.saturating_sub(reader.position());
+    let trailing = io::copy(&mut reader.into_inner().take(room.saturating_add(1)), &mut io::sink())
         .map_err(|e| fail(format!("corrupt stream after the tar end: {e}")))?;
+    if trailing > room {
+        return Err(fail(format!(
+            "the stream after the tar end exceeds the limit of {} bytes",
+            limits.max_unpacked_bytes
+        )));
+    }
     applier.finish().map_err(|e| fail(e.to_string()))?;
     Ok((applier, stream.digest()))
 }
