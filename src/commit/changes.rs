@@ -123,17 +123,17 @@ fn words(rest: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// `VOLUME ["/a", "/b"]` or `VOLUME /a /b`: absolute paths.
+/// `VOLUME ["/a", "/b"]` or `VOLUME /a /b` (split on whitespace); as
+/// docker's, any path but an empty one.
 fn volumes(rest: &str) -> Result<Vec<String>, String> {
     let paths = match serde_json::from_str::<Vec<String>>(rest) {
         Ok(paths) if rest.starts_with('[') => paths,
-        _ => words(rest)?,
+        _ => rest.split_whitespace().map(str::to_string).collect(),
     };
-    match paths.iter().find(|p| !p.starts_with('/')) {
-        Some(p) => Err(format!("volume {p:?} is not an absolute path")),
-        None if paths.is_empty() => Err("VOLUME requires a path".into()),
-        None => Ok(paths),
+    if paths.is_empty() || paths.iter().any(|p| p.trim().is_empty()) {
+        return Err("VOLUME specified can not be an empty string".into());
     }
+    Ok(paths)
 }
 
 /// An ONBUILD trigger: any instruction but the ones docker refuses there.
@@ -310,7 +310,7 @@ mod tests {
             "LABEL novalue",
             "ENV A",
             "LABEL a=\"x",
-            "VOLUME data",
+            r#"VOLUME [""]"#,
             "ONBUILD ONBUILD RUN x",
             "ONBUILD FROM busybox",
         ] {
