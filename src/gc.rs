@@ -24,18 +24,9 @@ pub(crate) struct Spool {
 
 impl Spool {
     pub(crate) fn new(root: &std::path::Path) -> std::io::Result<Spool> {
-        use std::os::unix::fs::MetadataExt;
         loop {
             let dir = tempfile::Builder::new().prefix(SPOOL_PREFIX).tempdir_in(root)?;
-            // Blocking: a sweep may hold it for the moment it takes to
-            // delete it, having found it new and unlocked.
-            let lock = std::fs::File::open(dir.path()).and_then(|f| {
-                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-                    .map_err(|(_, e)| std::io::Error::from(e))
-            })?;
-            let ours = lock.metadata()?.ino();
-            // Still there under its name: no sweep got it first.
-            if std::fs::metadata(dir.path()).is_ok_and(|m| m.ino() == ours) {
+            if let Some(lock) = crate::safefs::lock_fresh(dir.path())? {
                 return Ok(Spool { dir, _lock: lock });
             }
         }

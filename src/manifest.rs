@@ -34,6 +34,37 @@ pub enum Compression {
     Zstd,
 }
 
+impl Compression {
+    /// The OCI media type of a layer so compressed.
+    pub fn oci_layer_type(self) -> &'static str {
+        match self {
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+
+    /// A stream's compression by its first bytes; None while fewer than 4
+    /// bytes decide nothing. zstd's skippable frames (magic
+    /// 0x184D2A50..=0x184D2A5F, little-endian) carry metadata (seekable and
+    /// chunked zstd) and may open a layer.
+    pub fn sniff(head: &[u8]) -> Option<Compression> {
+        let skippable = head
+            .get(..4)
+            .and_then(|m| <[u8; 4]>::try_from(m).ok())
+            .is_some_and(|m| u32::from_le_bytes(m) & 0xffff_fff0 == 0x184d_2a50);
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Some(Compression::Gzip)
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || skippable {
+            Some(Compression::Zstd)
+        } else if head.len() >= 4 {
+            Some(Compression::None)
+        } else {
+            None
+        }
+    }
+}
+
 pub fn layer_compression(media_type: &str) -> Option<Compression> {
     match media_type {
         "application/vnd.oci.image.layer.v1.tar" | "application/vnd.oci.image.layer.nondistributable.v1.tar" => {

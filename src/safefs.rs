@@ -356,6 +356,19 @@ pub fn remove_at_measured(dir: BorrowedFd, name: &Path) -> nix::Result<u64> {
     Ok(freed)
 }
 
+/// Lock what was just made at `path` (a file or directory that a sweep
+/// deletes once it finds it unlocked), waiting out a sweep's brief hold;
+/// None if a sweep took it before we locked it (make another).
+pub fn lock_fresh(path: &Path) -> io::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::File::open(path)?;
+    let lock =
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
+    let ours = lock.metadata()?;
+    let still = std::fs::metadata(path).is_ok_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev());
+    Ok(still.then_some(lock))
+}
+
 /// Remove the tree at `path` (its parent resolved normally: for trees the
 /// caller owns, such as snapshot directories).
 pub fn remove_tree(path: &Path) -> io::Result<()> {

@@ -84,12 +84,23 @@ impl ContentStore {
 
     /// Store bytes already in memory (manifests, configs) under their digest.
     pub fn write_bytes(&self, expected: &Digest, bytes: &[u8], what: &str) -> Result<()> {
-        // A peer writing the same small document finishes in milliseconds;
-        // the bound only turns a wedged peer into an error.
+        let Some(mut w) = self.begin_waiting(expected, Some(bytes.len() as u64), what)? else {
+            return Ok(());
+        };
+        w.reset()?;
+        w.write(bytes)?;
+        w.commit()
+    }
+
+    /// [`begin`](Self::begin), waiting out another writer of the same blob:
+    /// the writer, or None if the blob is stored (by us or by it). A peer
+    /// finishes or dies; the bound only turns a wedged one into an error.
+    pub fn begin_waiting(&self, digest: &Digest, size: Option<u64>, what: &str) -> Result<Option<Box<Ingest>>> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            match self.begin(expected, Some(bytes.len() as u64), what)? {
-                Begin::Exists => return Ok(()),
+            match self.begin(digest, size, what)? {
+                Begin::Exists => return Ok(None),
+                Begin::Writer(w) => return Ok(Some(w)),
                 Begin::Busy if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(20))
                 }
@@ -98,11 +109,6 @@ impl ContentStore {
                         format!("writing {what}"),
                         io::Error::new(io::ErrorKind::TimedOut, "another process holds its ingest lock"),
                     ))
-                }
-                Begin::Writer(mut w) => {
-                    w.reset()?;
-                    w.write(bytes)?;
-                    return w.commit();
                 }
             }
         }
@@ -220,14 +226,11 @@ impl ContentStore {
                 .ctx(|| format!("creating a file in {}", self.ingest.display()))?;
             // Held while we write: a sweep removes only the files of dead
             // writers, under this lock.
-            let lock = File::open(file.path())
-                .and_then(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| io::Error::from(e)))
-                .ctx(|| format!("locking {}", file.path().display()))?;
-            // A sweep that took it between its creation and our lock: again.
-            let ours = lock.metadata().ctx(|| format!("stat {}", file.path().display()))?;
-            if !fs::metadata(file.path()).is_ok_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev()) {
+            let Some(lock) =
+                crate::safefs::lock_fresh(file.path()).ctx(|| format!("locking {}", file.path().display()))?
+            else {
                 continue;
-            }
+            };
             return Ok(NewBlob {
                 file,
                 _lock: lock,
@@ -310,29 +313,15 @@ impl NewBlob {
 
     /// Publish the sealed blob as `digest` (which the caller has leased).
     pub fn publish(self, digest: &Digest) -> Result<()> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            match self.store.begin(digest, Some(self.written), &self.what)? {
-                Begin::Exists => return Ok(()),
-                Begin::Busy if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                Begin::Busy => {
-                    return Err(Error::io(
-                        format!("writing {}", self.what),
-                        io::Error::new(io::ErrorKind::TimedOut, "another process holds its ingest lock"),
-                    ))
-                }
-                Begin::Writer(ingest) => {
-                    // Under the digest's lock: ours replaces the empty ingest file.
-                    self.file
-                        .persist(&ingest.blob_path)
-                        .map_err(|e| Error::io(format!("publishing blob {digest}"), e.error))?;
-                    let _ = fs::remove_file(&ingest.path);
-                    return sync_dir(&ingest.blobs_dir);
-                }
-            }
-        }
+        let Some(ingest) = self.store.begin_waiting(digest, Some(self.written), &self.what)? else {
+            return Ok(());
+        };
+        // Under the digest's lock: ours replaces the empty ingest file.
+        self.file
+            .persist(&ingest.blob_path)
+            .map_err(|e| Error::io(format!("publishing blob {digest}"), e.error))?;
+        let _ = fs::remove_file(&ingest.path);
+        sync_dir(&ingest.blobs_dir)
     }
 }
 

@@ -13,9 +13,9 @@ use super::error::{io, ArchiveError};
 use super::layout::BLOBS_DIR;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::MAX_CONFIG_BYTES;
+use crate::manifest::{Compression, MAX_CONFIG_BYTES};
 pub use crate::store::copy_hashed;
-use crate::store::{Begin, ContentStore};
+use crate::store::ContentStore;
 use crate::tarstream::{Kind, Reader};
 
 /// Links followed at most in a row (a loop is an error, not a hang).
@@ -187,22 +187,9 @@ impl Members {
 /// store had it already (the bytes are skipped with the member).
 pub fn ingest(store: &ContentStore, digest: &Digest, size: u64, data: &mut impl Read) -> Result<bool> {
     let what = format!("blob {digest} in the archive");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut writer = loop {
-        match store.begin(digest, Some(size), &what)? {
-            Begin::Exists => return Ok(false),
-            Begin::Writer(w) => break w,
-            // A pull writing the same blob finishes or dies; bounded all the same.
-            Begin::Busy if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(50))
-            }
-            Begin::Busy => {
-                return Err(Error::io(
-                    what,
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "another process holds its ingest lock"),
-                ))
-            }
-        }
+    // A pull writing the same blob finishes or dies: waited for.
+    let Some(mut writer) = store.begin_waiting(digest, Some(size), &what)? else {
+        return Ok(false);
     };
     // A partial file from an earlier attempt is not ours to resume from.
     writer.reset()?;
@@ -288,14 +275,13 @@ fn link_target(path: &str, link: &Path, symlink: bool) -> Result<String> {
 pub fn decompressed<'a>(input: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
     let mut input = BufReader::with_capacity(CHUNK, input);
     let head = input.fill_buf().map_err(io("reading the archive"))?;
-    if head.starts_with(&[0x1f, 0x8b]) {
-        return Ok(Box::new(flate2::read::MultiGzDecoder::new(input)));
-    }
-    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(io("reading the archive"))?;
-        return Ok(Box::new(decoder));
-    }
-    Ok(Box::new(input))
+    Ok(match Compression::sniff(head) {
+        Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        Some(Compression::Zstd) => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(io("reading the archive"))?)
+        }
+        _ => Box::new(input),
+    })
 }
 
 #[cfg(test)]

@@ -240,12 +240,7 @@ fn docker_image(store: &ContentStore, members: &Members, entry: &DockerEntry, on
             return Err(duplicate(&entry.config, path));
         }
         let compression = sniff(store, &digest)?;
-        let media_type = match compression {
-            Compression::None => "application/vnd.oci.image.layer.v1.tar",
-            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-        };
-        descriptors.push(json!({"mediaType": media_type, "digest": digest, "size": size}));
+        descriptors.push(json!({"mediaType": compression.oci_layer_type(), "digest": digest, "size": size}));
         layers.push((digest, compression));
     }
     let manifest_doc = json!({
@@ -322,9 +317,5 @@ fn sniff(store: &ContentStore, digest: &Digest) -> Result<Compression> {
     let n = file
         .read(&mut head)
         .map_err(|e| Error::io(format!("reading blob {digest}"), e))?;
-    Ok(match &head[..n] {
-        [0x1f, 0x8b, ..] => Compression::Gzip,
-        [0x28, 0xb5, 0x2f, 0xfd] => Compression::Zstd,
-        _ => Compression::None,
-    })
+    Ok(Compression::sniff(&head[..n]).unwrap_or(Compression::None))
 }

@@ -29,8 +29,8 @@ pub enum Compression {
 impl Compression {
     pub fn media_type(self) -> &'static str {
         match self {
-            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compression::Gzip => crate::manifest::Compression::Gzip.oci_layer_type(),
+            Compression::Zstd => crate::manifest::Compression::Zstd.oci_layer_type(),
         }
     }
 }

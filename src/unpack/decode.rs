@@ -37,30 +37,13 @@ fn decompressor<'a>(
         }
     }
     let head = &head[..got];
-    let detected = if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || is_zstd_skippable(head) {
-        Compression::Zstd
-    } else if head.len() >= 4 {
-        Compression::None
-    } else {
-        declared
-    };
+    let detected = Compression::sniff(head).unwrap_or(declared);
     let input = BufReader::with_capacity(CHUNK, io::Cursor::new(head.to_vec()).chain(input));
     Ok(match detected {
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
         Compression::None => Box::new(input),
     })
-}
-
-/// zstd's skippable frames (magic 0x184D2A50..=0x184D2A5F, little-endian)
-/// carry metadata (seekable and chunked zstd) and may open a layer; the
-/// decoder skips them wherever they are.
-fn is_zstd_skippable(head: &[u8]) -> bool {
-    head.get(..4)
-        .and_then(|m| <[u8; 4]>::try_from(m).ok())
-        .is_some_and(|m| u32::from_le_bytes(m) & 0xffff_fff0 == 0x184d_2a50)
 }
 
 /// Decode `blob` on a thread of `scope`. Read the stream from the returned
