@@ -27,7 +27,7 @@ use nix::sys::stat::{fstat, fstatat, major, minor, FileStat, Mode, SFlag};
 use tar::EntryType;
 
 use crate::error::{Error, Result};
-use crate::safefs;
+use crate::safefs::{self, OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 const BLOCK: u64 = 512;
 /// The largest values ustar's octal fields hold: 7 digits in the 8-byte
@@ -313,7 +313,11 @@ impl<W: Write> TarWriter<W> {
     fn whiteout(&mut self, rel: &[u8], st: &FileStat) -> io::Result<()> {
         let mut st = *st;
         st.st_mode = nix::libc::S_IFREG | 0o600;
-        self.header(&Meta::new(&with_prefix(rel, b".wh."), EntryType::Regular, &st))
+        self.header(&Meta::new(
+            &with_prefix(rel, WHITEOUT_PREFIX.as_bytes()),
+            EntryType::Regular,
+            &st,
+        ))
     }
 
     /// `DIR/.wh..wh..opq` after an opaque directory's entry: an empty file
@@ -322,7 +326,7 @@ impl<W: Write> TarWriter<W> {
         let mut st = *dir;
         st.st_mode = nix::libc::S_IFREG | (dir.st_mode & 0o777);
         self.header(&Meta::new(
-            &join(rel, OsStr::new(".wh..wh..opq")),
+            &join(rel, OsStr::new(OPAQUE_MARKER)),
             EntryType::Regular,
             &st,
         ))

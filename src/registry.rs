@@ -30,6 +30,18 @@ pub struct RegistryOptions {
     pub auth: Option<RegistryAuth>,
 }
 
+impl RegistryOptions {
+    /// These options with credentials: the caller's, else those docker's
+    /// config.json holds for the reference's registry.
+    pub fn with_credentials(&self, reference: &ImageRef) -> Result<RegistryOptions> {
+        let mut opts = self.clone();
+        if opts.auth.is_none() {
+            opts.auth = Some(crate::auth::registry_auth(reference.registry())?);
+        }
+        Ok(opts)
+    }
+}
+
 impl Default for RegistryOptions {
     fn default() -> Self {
         RegistryOptions {

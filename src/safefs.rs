@@ -59,6 +59,16 @@ pub fn open_dir_beneath(root: BorrowedFd, rel: &Path) -> nix::Result<OwnedFd> {
     openat2(root, rel, how)
 }
 
+/// A layer's deletion of NAME: an empty `.wh.NAME` (OCI image spec).
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// A layer's mark that a directory hides the ones below (OCI image spec).
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+/// What overlayfs takes for a whiteout: a 0/0 character device.
+pub fn is_whiteout(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR && st.st_rdev == 0
+}
+
 /// Whether directory `fd` is marked opaque (`trusted.overlay.opaque=y`).
 pub fn is_opaque(fd: BorrowedFd) -> bool {
     let mut value = [0u8; 2];

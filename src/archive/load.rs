@@ -44,6 +44,10 @@ pub fn load(mocker: &Mocker, input: impl Read) -> Result<Vec<Loaded>> {
 fn load_leased(mocker: &Mocker, input: impl Read, touched: &mut Vec<Digest>) -> Result<Vec<Loaded>> {
     let mut lease = LeaseGuard::hold(mocker, &[])?;
     let mut on_commit = |d: &Digest| {
+        // Each rewrite of the lease is an index session: only for news.
+        if touched.contains(d) {
+            return Ok(());
+        }
         touched.push(d.clone());
         lease.record(&touched[..])
     };

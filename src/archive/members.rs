@@ -14,7 +14,7 @@ use super::layout::BLOBS_DIR;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{Compression, MAX_CONFIG_BYTES};
-pub use crate::store::copy_hashed;
+use crate::store::copy_hashed;
 use crate::store::ContentStore;
 use crate::tarstream::{Kind, Reader};
 

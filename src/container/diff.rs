@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::sys::stat::{FileStat, SFlag};
+use nix::sys::stat::FileStat;
 
 use super::lookup::get;
 use super::state::Status;
@@ -41,7 +41,6 @@ pub struct Writable {
     pub lowers: Vec<PathBuf>,
     pub image_manifest: Digest,
     /// The chain the writable layer is over.
-    pub parent_chain: Option<Digest>,
     pub running: bool,
     /// Its command, for the history entry of a commit.
     pub command: Vec<String>,
@@ -81,7 +80,6 @@ pub fn writable(mocker: &Mocker, query: &str, will_pause: bool) -> Result<Writab
         upper: overlay.base.join(&overlay.upper),
         lowers,
         image_manifest: container.record.image_manifest.clone(),
-        parent_chain: config.snapshot_parent.clone(),
         running: container.state.status == Status::Running,
         command: config.init.process.args.clone(),
         run: config.run.clone(),
@@ -159,7 +157,7 @@ fn changes(w: &Writable, upper: OwnedFd, lowers: &Lowers) -> nix::Result<Vec<Cha
             let Some(st) = safefs::lstat_at(dir.as_fd(), Path::new(name))? else {
                 continue;
             };
-            let kind = if is_whiteout(&st) {
+            let kind = if safefs::is_whiteout(&st) {
                 Some(ChangeKind::Deleted)
             } else {
                 match lowers.find(&path) {
@@ -234,10 +232,6 @@ fn same_dir(upper: &FileStat, lower: &FileStat, runtime_touched: bool) -> bool {
     meta && (times || runtime_touched)
 }
 
-fn is_whiteout(st: &FileStat) -> bool {
-    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR && st.st_rdev == 0
-}
-
 fn list(dir: BorrowedFd) -> nix::Result<Vec<std::ffi::OsString>> {
     let mut names = names_in(dir)?.into_iter().collect::<Vec<_>>();
     names.sort();
@@ -280,7 +274,7 @@ fn probe(root: BorrowedFd, rel: &Path) -> Probe {
             Ok(None) => return Probe::Absent,
             Err(_) => return Probe::Hidden,
         };
-        if is_whiteout(&st) {
+        if safefs::is_whiteout(&st) {
             return Probe::Hidden;
         }
         if k + 1 == parts.len() {
@@ -333,7 +327,7 @@ impl Lowers {
             let dir = safefs::open_dir_beneath(root.as_fd(), rel)?;
             for name in list(dir.as_fd())? {
                 let st = safefs::lstat_at(dir.as_fd(), Path::new(&name))?;
-                if seen.insert(name.clone()) && !st.as_ref().is_some_and(is_whiteout) && st.is_some() {
+                if seen.insert(name.clone()) && !st.as_ref().is_some_and(safefs::is_whiteout) && st.is_some() {
                     out.push(name);
                 }
             }

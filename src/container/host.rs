@@ -83,7 +83,8 @@ impl Host for Linux {
             }
             .into()
         };
-        // A freeze whose maker died: thawed, so the signal is delivered.
+        // A pausing commit finishes first (frozen tasks take no signal); a
+        // freeze whose maker died is thawed, so the signal is delivered.
         super::pause::thaw_unless_paused(dir);
         match pid1(dir, pid) {
             Ok(Some(target)) => match target.signal(signal) {

@@ -57,9 +57,6 @@ pub(super) fn wait_for_monitor(host: &dyn Host, dir: &Path, timeout: Duration) -
 /// SIGTERM to PID 1, SIGKILL after `grace`; returns once the monitor has
 /// recorded the exit.
 pub(super) fn terminate(host: &dyn Host, dir: &Path, pid: u32, grace: Duration) -> Result<()> {
-    // A pausing commit may hold the container frozen (where frozen tasks
-    // take no signal): it finishes first.
-    drop(super::readers::unpaused(dir));
     if !grace.is_zero() {
         host.signal(dir, pid, Signal::SIGTERM)?;
         if wait_for_monitor(host, dir, grace) {

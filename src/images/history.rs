@@ -51,13 +51,15 @@ struct Step {
 
 /// The history of the image `input` names.
 pub fn history(mocker: &Mocker, input: &str) -> Result<Vec<HistoryRow>> {
-    let image = &crate::lookup::one(mocker, input)?;
+    let (image, snapshots) = mocker
+        .index
+        .session(|s| Ok((crate::lookup::one_in(s, input)?, s.snapshots()?)))?;
+    let image = &image;
     let bytes = mocker.store.read_small(&image.config_digest, MAX_CONFIG_BYTES)?;
     let config: Config = serde_json::from_slice(&bytes).map_err(|e| Error::InvalidDocument {
         what: format!("config of {input}"),
         reason: e.to_string(),
     })?;
-    let snapshots = mocker.index.session(|s| s.snapshots())?;
     let layer_sizes: Vec<u64> = image
         .chain_ids
         .iter()

@@ -112,16 +112,6 @@ pub async fn pull(
     result
 }
 
-/// The registry options with credentials: the caller's, else those docker's
-/// config.json holds for the reference's registry.
-fn with_credentials(opts: &RegistryOptions, reference: &ImageRef) -> Result<RegistryOptions> {
-    let mut opts = opts.clone();
-    if opts.auth.is_none() {
-        opts.auth = Some(crate::auth::registry_auth(reference.registry())?);
-    }
-    Ok(opts)
-}
-
 /// Errors a retry would meet again: a broken image, or a full disk.
 fn is_permanent(e: &Error) -> bool {
     matches!(
@@ -147,7 +137,7 @@ async fn pull_leased(
     progress: &dyn Progress,
     touched: &mut Vec<Digest>,
 ) -> Result<Pulled> {
-    let registry = Registry::new(reference, &with_credentials(&opts.registry, reference)?)?;
+    let registry = Registry::new(reference, &opts.registry.with_credentials(reference)?)?;
     let resolved = resolve(&registry, reference, opts).await?;
     progress.resolved(reference, &resolved.digest);
     let config_desc = resolved.manifest.config();

@@ -92,11 +92,7 @@ pub async fn push(
     progress: &dyn PushProgress,
 ) -> Result<Pushed> {
     let (image, sources) = local_image(mocker, reference)?;
-    let mut registry_opts = opts.registry.clone();
-    if registry_opts.auth.is_none() {
-        registry_opts.auth = Some(crate::auth::registry_auth(reference.registry())?);
-    }
-    let registry = Registry::new(reference, &registry_opts)?;
+    let registry = Registry::new(reference, &opts.registry.with_credentials(reference)?)?;
     registry.authenticate_push().await?;
     // Layers top first, as docker lists them (and reports them), then the
     // config, which docker pushes without a line.

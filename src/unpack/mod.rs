@@ -34,8 +34,7 @@ use crate::tarstream::{self, Entry, Kind, Sparse, TarError};
 
 pub mod decode;
 
-const WHITEOUT_PREFIX: &str = ".wh.";
-const OPAQUE_MARKER: &str = ".wh..wh..opq";
+use crate::safefs::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 /// AUFS metadata (`.wh..wh.plnk`, `.wh..wh.aufs`, …) other than the opaque marker.
 const AUFS_META_PREFIX: &str = ".wh..wh.";
 /// Longer or deeper paths are refused: no real image needs them, and they
@@ -66,8 +65,6 @@ impl Default for Limits {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Unpacked {
     pub diff_id: Digest,
-    /// Bytes of the uncompressed tar stream.
-    pub tar_bytes: u64,
     /// Bytes of regular-file data written.
     pub file_bytes: u64,
     pub entries: u64,
@@ -99,7 +96,7 @@ pub fn unpack_layer(
         (applied, decoder.join())
     });
     let (applier, actual) = applied?;
-    let tar_bytes = decoder.map_err(|_| fail("the decompressor panicked".into()))?;
+    decoder.map_err(|_| fail("the decompressor panicked".into()))?;
     if &actual != diff_id {
         return Err(fail(format!(
             "uncompressed content hashes to {actual}, but the image config says its diff_id is {diff_id}"
@@ -107,7 +104,6 @@ pub fn unpack_layer(
     }
     Ok(Unpacked {
         diff_id: actual,
-        tar_bytes,
         file_bytes: applier.file_bytes,
         entries: applier.entries,
         implicit_dirs: applier.implicit_dirs(),
@@ -126,8 +122,6 @@ pub fn apply_tar(stream: decode::Decoded, target: &Path, limits: Limits, layer: 
     let (applier, diff_id) = apply_stream(stream, root, limits, &fail)?;
     Ok(Unpacked {
         diff_id,
-        // Counted by whoever produced the stream.
-        tar_bytes: 0,
         file_bytes: applier.file_bytes,
         entries: applier.entries,
         implicit_dirs: applier.implicit_dirs(),
@@ -612,7 +606,7 @@ impl Applier {
                 return Ok(());
             };
             match safefs::lstat_at(dir.as_fd(), Path::new(name)).map_err(|e| entry_error(path, e))? {
-                Some(st) if is_whiteout_device(&st) => {
+                Some(st) if safefs::is_whiteout(&st) => {
                     self.dirs.clear();
                     safefs::remove_at(dir.as_fd(), Path::new(name)).map_err(|e| entry_error(path, e))?
                 }
@@ -682,11 +676,6 @@ fn remove_below(set: &mut BTreeSet<PathBuf>, dir: &Path) {
     for path in below {
         set.remove(&path);
     }
-}
-
-/// What overlayfs takes for a whiteout: a 0/0 character device.
-fn is_whiteout_device(st: &nix::sys::stat::FileStat) -> bool {
-    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR && st.st_rdev == 0
 }
 
 /// An entry's metadata in the types the syscalls take; layers must not
